@@ -1,0 +1,1 @@
+"""The sample cohort and the sample model that ship with napari-lrp (see README)."""

@@ -1,0 +1,267 @@
+"""Cases: multi-modal NIfTI volumes with an optional label, in napari axis order."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .nifti import CaseError, is_nifti_path, nifti_stem, read_nifti, save_on_grid
+from .orientation import Grid
+
+#: Known modality sets, in their conventional channel order, and their label names.
+MODALITY_SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ISLES": (("ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"), ("OT",)),
+    "BraTS": (("t1", "t1ce", "t2", "flair"), ("seg",)),
+}
+LABEL_NAMES = ("OT", "seg", "label", "mask", "gt", "lesion")
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+@dataclass
+class Case:
+    """One subject.
+
+    image: float32 (C, Z, Y, X) in napari axis order (Z = S, Y = A, X = R after RAS+ reorientation);
+    modalities: C names; label: uint8 (Z, Y, X) or None; affine: the original 4x4 affine of the files;
+    spacing: voxel sizes in mm in (Z, Y, X) order; grid: the Grid that maps back to the files.
+    """
+
+    image: np.ndarray
+    modalities: list[str]
+    label: np.ndarray | None
+    grid: Grid
+    name: str = "case"
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.grid.affine
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return self.grid.spacing
+
+    @property
+    def translate(self) -> np.ndarray:
+        return self.grid.translate
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.image.shape[1:])
+
+    def channel(self, name: str) -> np.ndarray:
+        """The (Z, Y, X) volume of modality ``name`` (case-insensitive)."""
+        for i, m in enumerate(self.modalities):
+            if m.lower() == name.lower():
+                return self.image[i]
+        raise KeyError(f"case {self.name} has no modality {name!r}; it has {self.modalities}")
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in re.split(r"[^0-9a-z]+", text.lower()) if t]
+
+
+def _match_name(text: str, names: Sequence[str]) -> str | None:
+    """The name of ``names`` that ``text`` (a file or folder name) contains, case-insensitively.
+
+    Whole tokens (split at non-alphanumerics) match first, so 't1' does not match 't1ce'; names of
+    three or more letters also match inside a longer token ('MR_ADCmap' -> ADC).
+    """
+    toks = _tokens(text)
+    for name in sorted(names, key=len, reverse=True):
+        if name.lower() in toks:
+            return name
+    for name in sorted(names, key=len, reverse=True):
+        if len(name) >= 3 and any(name.lower() in t for t in toks):
+            return name
+    return None
+
+
+def recognise(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str | None:
+    """Modality or label name of a file, from its name and then its folders below ``root``."""
+    path = Path(path)
+    parts = [nifti_stem(path)]
+    if root is not None:
+        rel = Path(path).resolve().relative_to(Path(root).resolve())
+        parts += [p for p in rel.parts[:-1]][::-1]
+    known = [m for mods, _ in MODALITY_SETS.values() for m in mods] + list(LABEL_NAMES)
+    for part in parts:
+        hit = _match_name(part, known)
+        if hit is not None:
+            return hit
+    return None
+
+
+def _check_finite(data: np.ndarray, path, nonfinite: str) -> np.ndarray:
+    if not np.issubdtype(data.dtype, np.floating):
+        return data
+    bad = ~np.isfinite(data)
+    n = int(bad.sum())
+    if n == 0:
+        return data
+    if nonfinite == "error":
+        raise CaseError(
+            f"{path}: {n} voxels are NaN or Inf; fix the file or load with nonfinite='zero' to replace them by 0"
+        )
+    data = data.copy()
+    data[bad] = 0
+    return data
+
+
+def _same_grid(a: Grid, b: Grid) -> bool:
+    return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=AFFINE_TOLERANCE_MM, rtol=0)
+
+
+def _grid_mismatch(path, grid: Grid, ref_path, ref: Grid) -> str:
+    if grid.shape != ref.shape:
+        return f"{path}: shape {grid.shape} differs from {Path(ref_path).name} {ref.shape}"
+    diff = float(np.abs(grid.affine - ref.affine).max())
+    return f"{path}: affine differs from {Path(ref_path).name} by {diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)"
+
+
+def _read_label(path, ref_grid: Grid, ref_path, nonfinite: str) -> np.ndarray:
+    data, grid = read_nifti(path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise CaseError(f"{path}: a label must be 3D, got shape {data.shape}")
+    if not _same_grid(grid, ref_grid):
+        raise CaseError("label on another grid: " + _grid_mismatch(path, grid, ref_path, ref_grid))
+    data = _check_finite(np.asarray(data), path, nonfinite)
+    if np.issubdtype(data.dtype, np.floating):
+        frac = data != np.round(data)
+        if frac.any():
+            raise CaseError(
+                f"{path}: the label has {int(frac.sum())} non-integer voxels (e.g. {float(data[frac][0]):g}); "
+                "a label must hold integer classes"
+            )
+    if data.min() < 0 or data.max() > 255:
+        raise CaseError(f"{path}: label values must lie in 0..255, found {data.min()}..{data.max()}")
+    return ref_grid.to_napari(data.astype(np.uint8))
+
+
+def _scan_folder(folder: Path) -> tuple[list[tuple[str, Path]], Path | None]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_nifti_path(p))
+    everything = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    if not files:
+        shown = ", ".join(everything[:10]) or "nothing"
+        raise CaseError(f"{folder}: no .nii or .nii.gz files in this folder (found: {shown})")
+    found: dict[str, Path] = {}
+    label: Path | None = None
+    unknown = []
+    for f in files:
+        name = recognise(f, folder)
+        if name is None:
+            unknown.append(f)
+            continue
+        if name in LABEL_NAMES:
+            if label is not None:
+                raise CaseError(f"{folder}: two label files, {label.name} and {f.name}")
+            label = f
+            continue
+        if name in found:
+            raise CaseError(f"{folder}: two files for modality {name}: {found[name].name} and {f.name}")
+        found[name] = f
+    if not found:
+        names = ", ".join(f.relative_to(folder).as_posix() for f in files[:12])
+        raise CaseError(
+            f"{folder}: no recognised modality names among {names}; expected ISLES-2017 names "
+            "(ADC, MTT, rCBF, rCBV, Tmax, TTP, OT) or BraTS names (t1, t1ce, t2, flair, seg) in file or folder names"
+        )
+    order = []
+    for mods, _labels in MODALITY_SETS.values():
+        order += [m for m in mods if m in found]
+    return [(m, found[m]) for m in order], label
+
+
+def load_case(
+    path_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    label: str | os.PathLike | None = None,
+    modalities: Sequence[str] | None = None,
+    nonfinite: str = "error",
+) -> Case:
+    """Load a case: a folder, a list of one-modality files, or one 4D NIfTI (modalities on axis 4).
+
+    Folders are searched recursively; ISLES-2017 (ADC, MTT, rCBF, rCBV, Tmax, TTP; label OT) and BraTS
+    (t1, t1ce, t2, flair; label seg) names are recognised case-insensitively in file and folder names.
+    ``modalities`` overrides the names (one per channel). ``nonfinite``: 'error' (default) or 'zero'
+    (replace NaN/Inf by 0). Returns a :class:`Case` in napari axis order.
+    """
+    if nonfinite not in ("error", "zero"):
+        raise ValueError("nonfinite must be 'error' or 'zero'")
+    entries: list[tuple[str, Path]]
+    label_path = Path(label) if label is not None else None
+    if isinstance(path_or_paths, (str, os.PathLike)):
+        p = Path(path_or_paths)
+        if not p.exists():
+            raise CaseError(f"{p}: file or folder not found")
+        if p.is_dir():
+            entries, found_label = _scan_folder(p)
+            label_path = label_path or found_label
+            name = p.name
+        else:
+            if not is_nifti_path(p):
+                raise CaseError(f"{p}: not a NIfTI file name (expected .nii or .nii.gz)")
+            entries = [(recognise(p) or nifti_stem(p), p)]
+            name = nifti_stem(p)
+    else:
+        paths = [Path(q) for q in path_or_paths]
+        if not paths:
+            raise CaseError("no files given")
+        entries = []
+        for q in paths:
+            hit = recognise(q)
+            if hit in LABEL_NAMES and label_path is None and len(paths) > 1:
+                label_path = q
+                continue
+            entries.append((hit or nifti_stem(q), q))
+        name = paths[0].parent.name or nifti_stem(paths[0])
+
+    volumes: list[np.ndarray] = []
+    names: list[str] = []
+    ref_grid: Grid | None = None
+    ref_path = None
+    for mod, path in entries:
+        data, grid = read_nifti(path)
+        data = _check_finite(np.asarray(data, dtype=np.float32), path, nonfinite)
+        if ref_grid is None:
+            ref_grid, ref_path = grid, path
+        elif not _same_grid(grid, ref_grid):
+            raise CaseError(_grid_mismatch(path, grid, ref_path, ref_grid))
+        if data.ndim == 4:
+            if len(entries) > 1 and data.shape[3] != 1:
+                raise CaseError(f"{path}: 4D file of shape {data.shape} in a list of one-modality files")
+            for c in range(data.shape[3]):
+                volumes.append(data[..., c])
+                names.append(mod if data.shape[3] == 1 else f"{mod}_{c}")
+        else:
+            volumes.append(data)
+            names.append(mod)
+    assert ref_grid is not None
+    if modalities is not None:
+        if len(modalities) != len(volumes):
+            raise CaseError(
+                f"{ref_path}: {len(modalities)} modality names given ({', '.join(modalities)}) "
+                f"for {len(volumes)} channels"
+            )
+        names = list(modalities)
+    stack = np.stack(volumes, axis=-1)  # (i, j, k, C)
+    image = ref_grid.to_napari(stack).astype(np.float32, copy=False)
+    lab = _read_label(label_path, ref_grid, ref_path, nonfinite) if label_path is not None else None
+    files = [str(p) for _, p in entries] + ([str(label_path)] if label_path else [])
+    return Case(image=image, modalities=names, label=lab, grid=ref_grid, name=name, files=files)
+
+
+def save_nifti(array: np.ndarray, case: Case | Grid, path: str | os.PathLike) -> Path:
+    """Write ``array`` ((Z, Y, X) or (C, Z, Y, X) on the case grid, napari order) to ``path``.
+
+    nibabel reads the file back voxel-for-voxel on the original file's grid, with the original affine
+    and header; the write is atomic (temporary file, then rename).
+    """
+    grid = case.grid if isinstance(case, Case) else case
+    return save_on_grid(array, grid, path)

@@ -1,0 +1,113 @@
+"""Reading single NIfTI files with specific errors, and atomic writing on a case grid."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .orientation import Grid
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class CaseError(ValueError):
+    """Bad input: the message names the file and the problem."""
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    name = str(path).lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Grid]:
+    """Read a NIfTI file -> (data in file voxel order as float32 or integer array, its Grid).
+
+    Raises CaseError naming the file for a missing file, a file that is not NIfTI, or a truncated
+    or corrupt file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CaseError(f"{path}: file not found")
+    if path.is_dir():
+        raise CaseError(f"{path}: is a folder, expected a .nii or .nii.gz file")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises ImageFileError, gzip errors, struct errors
+        raise CaseError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise CaseError(f"{path}: not a NIfTI file (nibabel read it as {type(img).__name__})")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise CaseError(f"{path}: the file is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+    if data.ndim < 3:
+        raise CaseError(f"{path}: {data.ndim}D data of shape {data.shape}; a volume must be 3D (or 4D with modalities)")
+    if data.ndim > 4 and any(s != 1 for s in data.shape[4:]):
+        raise CaseError(f"{path}: {data.ndim}D data of shape {data.shape}; expected 3D or 4D")
+    if data.ndim > 4:
+        data = data.reshape(data.shape[:4])
+    grid = Grid(affine=np.asarray(img.affine, dtype=np.float64), shape=tuple(int(s) for s in data.shape[:3]),
+                header=img.header.copy())
+    return data, grid
+
+
+def atomic_write(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
+    """Write ``img`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_on_grid(array: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
+    """Write ``array`` ((Z, Y, X) or (C, Z, Y, X), napari order) as NIfTI on ``grid``.
+
+    The file has the grid's original affine and header (data type updated) and voxel order, so
+    nibabel reads it back voxel-for-voxel on the original file's grid; channels go on the 4th axis.
+    Written atomically (temporary file, then rename).
+    """
+    array = np.asarray(array)
+    if array.ndim not in (3, 4):
+        raise ValueError(f"{path}: expected a (Z, Y, X) or (C, Z, Y, X) array, got shape {array.shape}")
+    if array.dtype == np.float64 or array.dtype == np.float16:
+        array = array.astype(np.float32)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    data = grid.from_napari(array)
+    header = grid.header.copy() if grid.header is not None else nib.Nifti1Header()
+    if not isinstance(header, nib.Nifti1Header):
+        header = nib.Nifti1Header.from_header(header)
+    header.set_data_dtype(data.dtype)
+    header.set_data_shape(data.shape)
+    zooms = tuple(header.get_zooms()[:3]) + (1.0,) * (data.ndim - 3)
+    header.set_zooms(zooms)
+    img = nib.Nifti1Image(data, grid.affine, header=header)
+    img.header.set_slope_inter(1.0, 0.0)
+    qform_code = int(header["qform_code"]) or 1
+    sform_code = int(header["sform_code"]) or 1
+    img.set_qform(grid.affine, code=qform_code)
+    img.set_sform(grid.affine, code=sform_code)
+    return atomic_write(img, path)

@@ -1,0 +1,176 @@
+"""Relevance amplitude filters F_alpha (DESIGN section 4): Pass, Clamp, Amplify, Identity.
+
+A filter is a callable on a relevance tensor R of shape (N, C, *spatial), torch or numpy:
+normalise r = R / N (scope 'sample': N = max |R| per sample; 'channel': per sample and channel;
+signs 'joint', or 'separate': positive and negative parts each by their own maximum), apply the
+filter function to r, and scale back: R' = N * r'. Where N = 0, R is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Filter", "Identity", "Pass", "Clamp", "Amplify", "parse_filter", "format_filter"]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Base class; subclasses implement :meth:`apply` on normalised relevance r (|r| <= 1)."""
+
+    scope: str = "sample"
+    signs: str = "joint"
+
+    def __post_init__(self):
+        if self.scope not in ("sample", "channel"):
+            raise ValueError(f"filter scope must be 'sample' or 'channel', not {self.scope!r}")
+        if self.signs not in ("joint", "separate"):
+            raise ValueError(f"filter signs must be 'joint' or 'separate', not {self.signs!r}")
+
+    def apply(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _norm(self, R: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1 if self.scope == "sample" else 2, R.ndim))
+        if not dims:
+            return R.abs()
+        return R.amax(dim=dims, keepdim=True)
+
+    def _scaled(self, R: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
+        safe = torch.where(N > 0, N, torch.ones_like(N))
+        out = self.apply(R / safe) * safe
+        return torch.where(N > 0, out, R)
+
+    def __call__(self, R):
+        """Filter relevance R (N, C, *spatial); returns the same type (torch or numpy) and shape."""
+        if isinstance(R, np.ndarray):
+            return self(torch.from_numpy(np.ascontiguousarray(R))).numpy()
+        if R.ndim < 2:
+            raise ValueError(f"a filter needs relevance of shape (N, C, *spatial), got {tuple(R.shape)}")
+        if self.signs == "joint":
+            return self._scaled(R, self._norm(R.abs()))
+        pos = R.clamp(min=0)
+        neg = R.clamp(max=0)
+        return self._scaled(pos, self._norm(pos)) + self._scaled(neg, self._norm(-neg))
+
+
+@dataclass(frozen=True)
+class Identity(Filter):
+    """No change."""
+
+    def __call__(self, R):
+        return R
+
+    def apply(self, r):
+        return r
+
+
+@dataclass(frozen=True)
+class Pass(Filter):
+    """pass(a1, a2): keep r where a1 <= |r| <= a2, else 0. The paper's alpha-pass is Pass(0, alpha)."""
+
+    a1: float = 0.0
+    a2: float = 1.0
+
+    def __init__(self, a1: float = 0.0, a2: float = 1.0, scope: str = "sample", signs: str = "joint"):
+        object.__setattr__(self, "a1", float(a1))
+        object.__setattr__(self, "a2", float(a2))
+        object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "signs", signs)
+        self.__post_init__()
+
+    def apply(self, r):
+        a = r.abs()
+        return torch.where((a >= self.a1) & (a <= self.a2), r, torch.zeros_like(r))
+
+
+@dataclass(frozen=True)
+class Clamp(Filter):
+    """clamp(a1, a2): r' = sign(r) * min(max(|r|, a1), a2) for r != 0; 0 stays 0. alpha-clamp = Clamp(0, alpha)."""
+
+    a1: float = 0.0
+    a2: float = 1.0
+
+    def __init__(self, a1: float = 0.0, a2: float = 1.0, scope: str = "sample", signs: str = "joint"):
+        object.__setattr__(self, "a1", float(a1))
+        object.__setattr__(self, "a2", float(a2))
+        object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "signs", signs)
+        self.__post_init__()
+
+    def apply(self, r):
+        return torch.sign(r) * r.abs().clamp(min=self.a1, max=self.a2)
+
+
+@dataclass(frozen=True)
+class Amplify(Filter):
+    """amplify(alpha, A): r' = A * r where |r| >= alpha, r elsewhere (the follow-up used A = 2)."""
+
+    alpha: float = 0.5
+    A: float = 2.0
+
+    def __init__(self, alpha: float = 0.5, A: float = 2.0, scope: str = "sample", signs: str = "joint"):
+        object.__setattr__(self, "alpha", float(alpha))
+        object.__setattr__(self, "A", float(A))
+        object.__setattr__(self, "scope", scope)
+        object.__setattr__(self, "signs", signs)
+        self.__post_init__()
+
+    def apply(self, r):
+        return torch.where(r.abs() >= self.alpha, r * self.A, r)
+
+
+_KINDS = {"pass": Pass, "clamp": Clamp, "amplify": Amplify, "identity": Identity, "none": Identity}
+
+FILTER_SPEC_HELP = (
+    "A filter spec is KIND:P1:P2[:scope][:signs][@PLACE]: KIND is pass, clamp or amplify (pass:A1:A2, "
+    "clamp:A1:A2, amplify:ALPHA:A) or identity; scope is sample (default) or channel; signs joint "
+    "(default) or separate; PLACE is output, input (default), a module name or a glob such as 'enc*'. "
+    "Example: clamp:0:0.2@input, pass:0:0.6:channel@*block*."
+)
+
+
+def parse_filter(spec: str) -> tuple[str, Filter]:
+    """Parse a filter spec (see FILTER_SPEC_HELP) -> (placement, Filter)."""
+    text = spec.strip()
+    place = "input"
+    if "@" in text:
+        text, place = text.split("@", 1)
+    parts = [p for p in re.split(r"[:,]", text) if p != ""]
+    if not parts or parts[0].lower() not in _KINDS:
+        raise ValueError(f"bad filter spec {spec!r}: unknown kind. {FILTER_SPEC_HELP}")
+    cls = _KINDS[parts[0].lower()]
+    nums, opts = [], {}
+    for p in parts[1:]:
+        if p in ("sample", "channel"):
+            opts["scope"] = p
+        elif p in ("joint", "separate"):
+            opts["signs"] = p
+        else:
+            try:
+                nums.append(float(p))
+            except ValueError:
+                raise ValueError(f"bad filter spec {spec!r}: {p!r} is not a number. {FILTER_SPEC_HELP}") from None
+    if cls is Identity:
+        return place, Identity(**opts)
+    if len(nums) != 2:
+        raise ValueError(f"bad filter spec {spec!r}: {parts[0]} takes two numbers. {FILTER_SPEC_HELP}")
+    return place, cls(*nums, **opts)
+
+
+def format_filter(place: str, f: Filter) -> str:
+    """The spec string that :func:`parse_filter` reads back to the same (place, filter)."""
+    if isinstance(f, Identity):
+        body = "identity"
+    elif isinstance(f, Amplify):
+        body = f"amplify:{f.alpha!r}:{f.A!r}"
+    else:
+        body = f"{type(f).__name__.lower()}:{f.a1!r}:{f.a2!r}"
+    if f.scope != "sample":
+        body += f":{f.scope}"
+    if f.signs != "joint":
+        body += f":{f.signs}"
+    return f"{body}@{place}"
