@@ -1,11 +1,24 @@
-"""napari-lrp: layer-wise relevance propagation for 3D segmentation networks.
+"""napari-lrp: layer-wise relevance propagation for 3D segmentation networks, in napari and in scripts.
 
-The public API (DESIGN section 6); the core never imports napari or Qt.
+The public API (DESIGN section 6). The core (io, models, lrp, metrics) never imports napari or Qt.
 """
 
 __version__ = "0.1.0"
 
-from . import filters
+from . import filters, metrics
 from .io import Case, CaseError, load_case, save_nifti
+from .lrp.engine import every_block
+from .lrp.explain import Explanation, explain, load_settings, save_settings
+from .models import Model, ModelCard, ModelError, UNet3D, load_model, save_model
 
-__all__ = ["Case", "CaseError", "filters", "load_case", "save_nifti"]
+
+def show(viewer, explanation, **kwargs):
+    """Add the layers the widgets add (anatomy, ground truth, prediction, relevance) to a napari viewer."""
+    from .widgets._layers import show_explanation
+
+    return show_explanation(viewer, explanation, **kwargs)
+
+
+__all__ = ["Case", "CaseError", "Explanation", "Model", "ModelCard", "ModelError", "UNet3D", "every_block",
+           "explain", "filters", "load_case", "load_model", "load_settings", "metrics", "save_model",
+           "save_nifti", "save_settings", "show"]

@@ -1,0 +1,24 @@
+"""Interpretability measures (numpy/torch, no napari): inclusivity, mean power, signal distribution,
+sweeps, region perturbation and the paper's charts."""
+
+from .measures import (
+    Coefficients,
+    groundtruth_inclusivity,
+    inclusivity,
+    input_inclusivity,
+    mean_power,
+    signal_distribution,
+)
+from .perturbation import PerturbationCurve, region_perturbation
+from .sweep import default_grid, measure, sweep
+
+
+def layer_mean_power(result, q: float = 0.8) -> dict[str, float]:
+    """Mean power of every kept layer of a propagation (Explanation or PropagationResult): {name: mp}."""
+    kept = result.kept
+    return {name: float(mean_power(R[0] if R.ndim > 1 else R, q)[0]) for name, R in kept.items()}
+
+
+__all__ = ["Coefficients", "PerturbationCurve", "default_grid", "groundtruth_inclusivity", "inclusivity",
+           "input_inclusivity", "layer_mean_power", "mean_power", "measure", "region_perturbation",
+           "signal_distribution", "sweep"]

@@ -1,0 +1,58 @@
+"""Start relevance at the network output (DESIGN section 4, 'Target')."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["predict", "region_mask", "start_relevance"]
+
+
+def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
+    """Class map (N, *spatial) uint8 from logits (N, K, *spatial): argmax, or > 0 for one sigmoid channel."""
+    if logits.shape[1] == 1 or activation == "sigmoid" and logits.shape[1] == 1:
+        return (logits[:, 0] > 0).to(torch.uint8)
+    return logits.argmax(dim=1).to(torch.uint8)
+
+
+def region_mask(target, prediction: np.ndarray, label: np.ndarray | None, target_class: int) -> np.ndarray | None:
+    """Binary mask M (Z, Y, X) for a region target; None for the 'output' target.
+
+    target: 'region' or 'predicted' (the predicted region of the class), 'groundtruth' (label > 0, or
+    == class for multi-class labels), 'output', a boolean/integer mask array, or a voxel (z, y, x).
+    """
+    if isinstance(target, str):
+        t = target.lower()
+        if t in ("region", "predicted", "prediction"):
+            return prediction == target_class
+        if t in ("groundtruth", "ground truth", "label", "gt"):
+            if label is None:
+                raise ValueError("target 'groundtruth' needs a case with a label")
+            return (label == target_class) if label.max() > 1 else (label > 0)
+        if t == "output":
+            return None
+        raise ValueError(f"unknown target {target!r}: use region, groundtruth, output, a mask or a voxel (z, y, x)")
+    if isinstance(target, (tuple, list)) and len(target) == 3 and all(np.isscalar(v) for v in target):
+        m = np.zeros(prediction.shape, dtype=bool)
+        z, y, x = (int(v) for v in target)
+        if not all(0 <= v < s for v, s in zip((z, y, x), prediction.shape)):
+            raise ValueError(f"voxel target {tuple(target)} lies outside the volume {prediction.shape}")
+        m[z, y, x] = True
+        return m
+    mask = np.asarray(target)
+    if mask.shape != prediction.shape:
+        raise ValueError(f"target mask has shape {mask.shape}, the case {prediction.shape}")
+    return mask > 0
+
+
+def start_relevance(logits: torch.Tensor, mask: np.ndarray | None, target_class: int) -> torch.Tensor:
+    """R = y_c * M for class c (other classes 0), or the output itself when ``mask`` is None.
+
+    logits (1, K, Z, Y, X) on the case grid; mask (Z, Y, X) bool.
+    """
+    if mask is None:
+        return logits.detach().clone()
+    R = torch.zeros_like(logits)
+    m = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)
+    R[:, target_class] = logits[:, target_class].detach() * m
+    return R

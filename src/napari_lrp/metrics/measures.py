@@ -1,0 +1,114 @@
+"""Inclusivity, mean power and signal distribution (DESIGN section 4), vectorised in torch.
+
+All functions take numpy arrays or torch tensors. Relevance and images are (C, Z, Y, X) (any number
+of spatial axes after C); labels are (Z, Y, X).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = ["inclusivity", "input_inclusivity", "groundtruth_inclusivity", "Coefficients", "mean_power",
+           "signal_distribution", "SMOOTHING"]
+
+SMOOTHING = 1e-9
+
+
+class Coefficients(NamedTuple):
+    """per_channel: float64 (C,) (NaN where undefined); mean: NaN-ignoring mean over channels."""
+
+    per_channel: np.ndarray
+    mean: float
+
+
+def _t(a) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu()
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def inclusivity(a, b) -> float:
+    """D(a, b) = |a ∩ b| / (|b| + 1e-9) for binary masks a, b; NaN when b is empty."""
+    a, b = _t(a).bool(), _t(b).bool()
+    nb = int(b.sum())
+    if nb == 0:
+        return float("nan")
+    return int((a & b).sum()) / (nb + SMOOTHING)
+
+
+def _relevance_masks(relevance, tau_r: float, signed: bool) -> torch.Tensor:
+    R = _t(relevance).float()
+    flat = R.reshape(R.shape[0], -1)
+    mx = flat.abs().amax(dim=1)
+    view = (-1,) + (1,) * (R.ndim - 1)
+    val = R if signed else R.abs()
+    # |R_c| / max |R_c| >= tau  <=>  |R_c| >= tau * max |R_c|; an all-zero channel selects nothing
+    return (val >= tau_r * mx.view(view)) & (mx.view(view) > 0)
+
+
+def _coefficients(a: torch.Tensor, b: torch.Tensor) -> Coefficients:
+    C = a.shape[0]
+    a2 = a.reshape(C, -1)
+    b2 = b.reshape(b.shape[0], -1).expand(C, -1) if b.shape[0] in (1, C) else None
+    inter = (a2 & b2).sum(dim=1).double()
+    nb = b2.sum(dim=1).double()
+    d = torch.where(nb > 0, inter / (nb + SMOOTHING), torch.full_like(nb, float("nan"))).numpy()
+    mean = float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+    return Coefficients(d, mean)
+
+
+def input_inclusivity(relevance, image, tau_r: float = 0.5, tau_x: float = 0.1, signed: bool = False) -> Coefficients:
+    """Per channel D(a_c, b_c): a_c = |R_c|/max|R_c| >= tau_r (signed: R_c/max|R_c| >= tau_r),
+    b_c = |x_c|/max|x_c| > tau_x; plus the mean over channels."""
+    a = _relevance_masks(relevance, tau_r, signed)
+    x = _t(image).float().abs()
+    mx = x.reshape(x.shape[0], -1).amax(dim=1).view((-1,) + (1,) * (x.ndim - 1))
+    b = (x > tau_x * mx) & (mx > 0)
+    return _coefficients(a, b)
+
+
+def groundtruth_inclusivity(relevance, label, tau_r: float = 0.5, signed: bool = False) -> Coefficients:
+    """Per channel D(a_c, label > 0) with a_c as in :func:`input_inclusivity`; plus the mean."""
+    a = _relevance_masks(relevance, tau_r, signed)
+    b = (_t(label) > 0)[None]
+    return _coefficients(a, b)
+
+
+def _mp_part(v: np.ndarray, q: float) -> float:
+    n = v.size
+    if n < 2:
+        return 1.0
+    k = min(max(int(np.floor(q * n)), 1), n - 1)
+    part = np.partition(v, k)
+    bottom = float(part[:k].mean(dtype=np.float64))
+    top = float(part[k:].mean(dtype=np.float64))
+    return top / max(bottom, 1e-9)
+
+
+def mean_power(relevance, q: float = 0.8, per_channel: bool = False):
+    """Mean power (mp, mp_plus, mp_minus) of a relevance tensor.
+
+    For the positive values and for the absolute negative values separately: sort, split at the q
+    quantile (bottom floor(q n) values), MP± = mean(top) / max(mean(bottom), 1e-9); 1.0 with fewer than
+    two values; mp = (MP+ + MP-)/2. Scale-invariant. per_channel=True gives three (C,) arrays.
+    """
+    R = _t(relevance).float().numpy()
+    if per_channel:
+        rows = [mean_power(R[c], q) for c in range(R.shape[0])]
+        return tuple(np.array(col) for col in zip(*rows))
+    flat = R.ravel()
+    plus = _mp_part(flat[flat > 0], q)
+    minus = _mp_part(-flat[flat < 0], q)
+    return (plus + minus) / 2, plus, minus
+
+
+def signal_distribution(relevance) -> np.ndarray:
+    """mu_c = mean over voxels of R_c / max |R_c| for each channel (0 for an all-zero channel); (C,)."""
+    R = _t(relevance).float()
+    flat = R.reshape(R.shape[0], -1)
+    mx = flat.abs().amax(dim=1)
+    mu = flat.double().mean(dim=1) / torch.where(mx > 0, mx, torch.ones_like(mx)).double()
+    return mu.numpy()

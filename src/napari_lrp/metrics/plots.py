@@ -1,0 +1,80 @@
+"""The paper's charts as matplotlib Figures (no napari): they take the sweep table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["inclusivity_figure", "signal_figure", "mean_power_figure", "perturbation_figure"]
+
+
+def _settings(table: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(table["setting"]))
+
+
+def inclusivity_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
+    """Fig. 4: mean input and ground-truth inclusivity per filter setting (bars) and over channels (box)."""
+    fig = fig or Figure(figsize=(9, 5))
+    fig.clear()
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    names = _settings(table)
+    mean = table[table.channel == "mean"].set_index("setting").loc[names]
+    pos = np.arange(len(names))
+    ax1.bar(pos - 0.2, mean["input_inclusivity"], 0.4, label="input")
+    ax1.bar(pos + 0.2, mean["groundtruth_inclusivity"], 0.4, label="ground truth")
+    ax1.set_ylabel("inclusivity (mean)")
+    ax1.legend(fontsize="small")
+    ch = table[table.channel != "mean"]
+    data = [ch[ch.setting == s]["groundtruth_inclusivity"].dropna().values for s in names]
+    ax2.boxplot(data, positions=pos)
+    ax2.set_ylabel("GT inclusivity\nover channels")
+    ax2.set_xticks(pos, names, rotation=60, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def signal_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
+    """Fig. 5 D1/D2: mu per filter setting, one point per channel (scatter) and box over channels."""
+    fig = fig or Figure(figsize=(9, 4))
+    fig.clear()
+    ax1, ax2 = fig.subplots(1, 2)
+    names = _settings(table)
+    ch = table[table.channel != "mean"]
+    for c in dict.fromkeys(ch.channel):
+        sub = ch[ch.channel == c].set_index("setting").loc[names]
+        ax1.scatter(np.arange(len(names)), sub["mu"], s=12, label=c)
+    ax1.set_xticks(np.arange(len(names)), names, rotation=60, fontsize="x-small")
+    ax1.set_ylabel("mu (mean normalised relevance)")
+    ax1.legend(fontsize="x-small")
+    ax2.boxplot([ch[ch.setting == s]["mu"].values for s in names])
+    ax2.set_xticks(np.arange(1, len(names) + 1), names, rotation=60, fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
+def mean_power_figure(layers: dict[str, float], fig: Figure | None = None) -> Figure:
+    """Mean power per layer (bars), from {layer name: mp}."""
+    fig = fig or Figure(figsize=(8, 3.5))
+    fig.clear()
+    ax = fig.subplots()
+    names = list(layers)
+    ax.bar(np.arange(len(names)), [layers[n] for n in names])
+    ax.set_xticks(np.arange(len(names)), names, rotation=60, fontsize="x-small")
+    ax.set_ylabel("mean power")
+    fig.tight_layout()
+    return fig
+
+
+def perturbation_figure(curves, fig: Figure | None = None) -> Figure:
+    """Region-perturbation curves (score / score_0 over flipped fraction), AUC in the legend."""
+    fig = fig or Figure(figsize=(5, 4))
+    fig.clear()
+    ax = fig.subplots()
+    for label, c in (curves.items() if isinstance(curves, dict) else ((c.order, c) for c in curves)):
+        ax.plot(c.fractions, c.scores, marker=".", label=f"{label} (AUC {c.auc:.3f})")
+    ax.set_xlabel("fraction of blocks flipped")
+    ax.set_ylabel("score / score at 0")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

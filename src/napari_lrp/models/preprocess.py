@@ -1,0 +1,126 @@
+"""Feeding a case to a model as its card says: channel matching, intensity, padding to the model grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .loading import ModelCard, ModelError
+
+__all__ = ["match_modalities", "normalise_intensity", "divisible_padding", "PreparedInput", "prepare_input",
+           "ResizedNetwork"]
+
+
+def match_modalities(case_modalities: list[str], model_modalities: list[str], source: str = "case") -> list[int]:
+    """Indices into the case's channels in the model's order (names compared case-insensitively)."""
+    lower = [m.lower() for m in case_modalities]
+    missing = [m for m in model_modalities if m.lower() not in lower]
+    if missing:
+        raise ModelError(f"{source}: the model needs modalities {', '.join(model_modalities)} but the case has "
+                         f"{', '.join(case_modalities)} (missing: {', '.join(missing)})")
+    return [lower.index(m.lower()) for m in model_modalities]
+
+
+def normalise_intensity(image: np.ndarray, mode: str) -> tuple[np.ndarray, tuple | None]:
+    """Per-channel intensity normalisation of (C, Z, Y, X) -> (normalised float32, z-box bounds or None).
+
+    minmax: each channel to [0, 1] over the whole volume (bounds (0, 1)); zscore: zero mean and unit
+    variance over the channel's non-zero voxels (bounds None: the data's own range); none: unchanged.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if mode == "none":
+        return image, None
+    out = np.empty_like(image)
+    for c in range(image.shape[0]):
+        v = image[c]
+        if mode == "minmax":
+            lo, hi = float(v.min()), float(v.max())
+            out[c] = (v - lo) / (hi - lo) if hi > lo else 0.0
+        elif mode == "zscore":
+            fg = v[v != 0]
+            fg = fg if fg.size else v.ravel()
+            mu, sd = float(fg.mean()), float(fg.std())
+            out[c] = (v - mu) / sd if sd > 0 else v - mu
+        else:
+            raise ModelError(f"unknown intensity normalisation {mode!r}")
+    return out, ((0.0, 1.0) if mode == "minmax" else None)
+
+
+def divisible_padding(shape, k: int) -> list[tuple[int, int]]:
+    """Symmetric (before, after) padding per axis so each size is divisible by k (MONAI DivisiblePad style)."""
+    pads = []
+    for s in shape:
+        total = (-s) % k if k > 1 else 0
+        pads.append((total // 2, total - total // 2))
+    return pads
+
+
+class ResizedNetwork(nn.Module):
+    """Runs ``network`` on a fixed model grid: trilinear resize in, logits resized back to the case grid.
+
+    Both resizes are interpolations, which the relevance engine treats with the epsilon rule, so the
+    relevance comes out on the case grid.
+    """
+
+    def __init__(self, network: nn.Module, model_size, case_size):
+        super().__init__()
+        self.network = network
+        self.model_size = tuple(int(s) for s in model_size)
+        self.case_size = tuple(int(s) for s in case_size)
+
+    def forward(self, x):
+        x = F.interpolate(x, size=self.model_size, mode="trilinear", align_corners=False)
+        y = self.network(x)
+        return F.interpolate(y, size=self.case_size, mode="trilinear", align_corners=False)
+
+
+@dataclass
+class PreparedInput:
+    """x: (1, C, Z', Y', X') float32 on the model's input grid; pads: (before, after) per spatial axis;
+    channels: indices into the case's channels; bounds: z-box bounds; network: what to run on x."""
+
+    x: torch.Tensor
+    pads: list[tuple[int, int]]
+    channels: list[int]
+    bounds: tuple | None
+    network: nn.Module
+
+    def crop(self, t):
+        """Crop the padded spatial axes (the last three) back to the case grid."""
+        sl = tuple(slice(b, t.shape[-3 + i] - a) for i, (b, a) in enumerate(self.pads))
+        return t[(...,) + sl]
+
+    def pad(self, t):
+        """Zero-pad a case-grid tensor (last three axes) to the model grid."""
+        if not any(b or a for b, a in self.pads):
+            return t
+        flat = []
+        for b, a in reversed(self.pads):
+            flat += [b, a]
+        return F.pad(t, flat)
+
+
+def prepare_input(image: np.ndarray, modalities: list[str], card: ModelCard, network: nn.Module,
+                  device: torch.device, source: str = "case") -> PreparedInput:
+    """Case image (C, Z, Y, X) -> the network's input as the card describes."""
+    channels = match_modalities(modalities, card.modalities, source)
+    img, bounds = normalise_intensity(image[channels], card.intensity)
+    x = torch.from_numpy(img)[None]
+    case_size = img.shape[1:]
+    pads = [(0, 0)] * 3
+    if card.spatial_size is not None and tuple(card.spatial_size) != tuple(case_size):
+        network = ResizedNetwork(network, card.spatial_size, case_size)
+    else:
+        pads = divisible_padding(case_size, card.divisible)
+        flat = []
+        for b, a in reversed(pads):
+            flat += [b, a]
+        if any(flat):
+            x = F.pad(x, flat)
+    dtype = next(network.parameters()).dtype if any(True for _ in network.parameters()) else torch.float32
+    return PreparedInput(x=x.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=bounds,
+                         network=network)

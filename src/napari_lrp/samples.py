@@ -1,0 +1,42 @@
+"""Where the shipped sample cohort and sample model live (package ``napari_lrp.sample_data``)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["sample_root", "sample_case_path", "sample_case_paths", "sample_model_path", "load_sample_case",
+           "load_sample_model"]
+
+
+def sample_root() -> Path:
+    return Path(str(resources.files("napari_lrp.sample_data")))
+
+
+def sample_case_paths() -> list[Path]:
+    return sorted(p for p in (sample_root() / "cohort").iterdir() if p.is_dir() and p.name.startswith("case_"))
+
+
+def sample_case_path(i: int = 1) -> Path:
+    """Folder of shipped sample case ``i`` (1-based)."""
+    paths = sample_case_paths()
+    if not 1 <= i <= len(paths):
+        raise IndexError(f"there are {len(paths)} sample cases; asked for case {i}")
+    return paths[i - 1]
+
+
+def sample_model_path() -> Path:
+    """The sample model's card (UNet3D, width 8, trained by sample_data/train.py)."""
+    return sample_root() / "model" / "card.json"
+
+
+def load_sample_case(i: int = 1):
+    from .io import load_case
+
+    return load_case(sample_case_path(i))
+
+
+def load_sample_model(device: str = "auto"):
+    from .models import load_model
+
+    return load_model(sample_model_path(), device=device)

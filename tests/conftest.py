@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny NIfTI cases and tiny models made on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+ISLES = ("ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP")
+
+
+def write_nifti(path: Path, data, affine=None, dtype=np.float32) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([1.5, 1.5, 4.0, 1.0]) if affine is None else affine
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=dtype), affine), str(path))
+    return path
+
+
+def make_case_folder(root: Path, shape=(12, 10, 5), affine=None, seed=0, names=ISLES, label="OT",
+                     nested=True, suffix=".nii.gz") -> Path:
+    """An ISLES-style case: one file per modality (in nested folders) and a lesion label."""
+    rng = np.random.default_rng(seed)
+    for i, m in enumerate(names):
+        stem = f"VSD.Brain.XX.O.MR_{m}.{100 + i}"
+        p = root / stem / f"{stem}{suffix}" if nested else root / f"{stem}{suffix}"
+        write_nifti(p, rng.random(shape) * (i + 1), affine)
+    if label:
+        lab = np.zeros(shape, np.uint8)
+        lab[3:6, 2:5, 1:3] = 1
+        stem = f"VSD.Brain.XX.O.{label}.200"
+        write_nifti(root / stem / f"{stem}{suffix}" if nested else root / f"{stem}{suffix}", lab, affine, np.uint8)
+    return root
+
+
+@pytest.fixture
+def case_folder(tmp_path) -> Path:
+    return make_case_folder(tmp_path / "case_01")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
