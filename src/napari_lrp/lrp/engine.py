@@ -335,6 +335,7 @@ class Propagation:
         self._first_done = False
         self._entries: list[_Entry] = []
         self._functional_count = 0
+        self._calls: dict[str, int] = {}
         # propagation-time state
         self._filters: dict = {}
         self._keep: set[str] = set()
@@ -355,7 +356,7 @@ class Propagation:
             for m in inplace:
                 m.inplace = False
             for name, m in module.named_modules():
-                if name == "":
+                if name == "" and not _is_leaf(m):
                     continue
                 handles.append(m.register_forward_pre_hook(self._make_pre_hook(name, m)))
                 handles.append(m.register_forward_hook(self._make_post_hook(name, m)))
@@ -388,6 +389,8 @@ class Propagation:
                 return None
             if self._rule_for(name, m) is not None and _is_leaf(m):
                 self._in_rule_leaf += 1
+            if name == "":
+                return None
             return tuple(_TapFn.apply(a, self, name, "in") if _in_graph(a) else a for a in args)
 
         return pre_hook
@@ -418,8 +421,9 @@ class Propagation:
                 x = args[0] if args else None
                 if isinstance(out, torch.Tensor) and _in_graph(x):
                     out = self._wrap(rule, name, m, x, out)
-            if isinstance(out, torch.Tensor) and _in_graph(out):
-                out = _TapFn.apply(out, self, name, "out")
+            if name and isinstance(out, torch.Tensor) and _in_graph(out):
+                k = self._calls[name] = self._calls.get(name, 0) + 1
+                out = _TapFn.apply(out, self, name if k == 1 else f"{name}#{k}", "out")
             return out
 
         return post_hook
@@ -487,7 +491,7 @@ class Propagation:
         if side == "root":
             return R
         if side == "out":
-            if name in self._keep:
+            if name.split("#")[0] in self._keep:
                 prev = self._kept.get(name)
                 self._kept[name] = R.detach().clone() if prev is None else prev + R.detach()
             return R
