@@ -336,6 +336,8 @@ class Propagation:
         self._entries: list[_Entry] = []
         self._functional_count = 0
         self._calls: dict[str, int] = {}
+        #: output shape of every module (first call), for layer tables
+        self.shapes: dict[str, tuple] = {}
         # propagation-time state
         self._filters: dict = {}
         self._keep: set[str] = set()
@@ -415,6 +417,8 @@ class Propagation:
         def post_hook(mod, args, out):
             if self._suspended:
                 return None
+            if isinstance(out, torch.Tensor):
+                self.shapes.setdefault(name, tuple(out.shape))
             rule = self._rule_for(name, m)
             if rule is not None and _is_leaf(m):
                 self._in_rule_leaf -= 1

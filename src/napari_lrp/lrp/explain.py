@@ -20,7 +20,7 @@ from .engine import Ledger, Propagation
 from .filters import Filter, format_filter, parse_filter
 from .targets import predict, region_mask, start_relevance
 
-__all__ = ["Explanation", "explain", "settings_of", "load_settings", "save_settings", "filters_from_specs"]
+__all__ = ["Explanation", "explain", "predict_case", "settings_of", "load_settings", "save_settings", "filters_from_specs"]
 
 
 def _default_card(network: nn.Module, case: Case) -> ModelCard:
@@ -190,3 +190,27 @@ def _propagated(prop, prep, start, case, m, preset, filters, target, cls, logits
 
 def model_hash(path) -> str:
     return file_sha256(path)
+
+
+def predict_case(model, case: Case) -> tuple[np.ndarray, np.ndarray, dict[str, tuple]]:
+    """One plain forward pass: (prediction uint8 (Z, Y, X), logits (K, Z, Y, X), {module name: output shape})."""
+    m = _as_model(model, case)
+    prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
+    shapes: dict[str, tuple] = {}
+
+    def record(name):
+        def hook(module, args, out):
+            if isinstance(out, torch.Tensor):
+                shapes.setdefault(name, tuple(out.shape))
+
+        return hook
+
+    handles = [mod.register_forward_hook(record(name)) for name, mod in m.network.named_modules() if name]
+    try:
+        with torch.no_grad():
+            logits = prep.crop(prep.network(prep.x))
+    finally:
+        for h in handles:
+            h.remove()
+    pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
+    return pred, logits[0].float().cpu().numpy(), shapes

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 __all__ = ["inclusivity", "input_inclusivity", "groundtruth_inclusivity", "Coefficients", "mean_power",
-           "signal_distribution", "SMOOTHING"]
+           "signal_distribution", "dice", "SMOOTHING"]
 
 SMOOTHING = 1e-9
 
@@ -112,3 +112,12 @@ def signal_distribution(relevance) -> np.ndarray:
     mx = flat.abs().amax(dim=1)
     mu = flat.double().mean(dim=1) / torch.where(mx > 0, mx, torch.ones_like(mx)).double()
     return mu.numpy()
+
+
+def dice(prediction, label, cls: int = 1) -> float:
+    """Dice of (prediction == cls) against label > 0; NaN without a label, 1 when both are empty."""
+    if label is None:
+        return float("nan")
+    p, g = _t(prediction) == cls, _t(label) > 0
+    den = int(p.sum()) + int(g.sum())
+    return 2.0 * int((p & g).sum()) / den if den else 1.0

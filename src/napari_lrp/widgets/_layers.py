@@ -1,0 +1,96 @@
+"""Putting explanations into napari layers (main thread only); shared by the widgets and ``nl.show``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+RELEVANCE_COLORMAP = "bwr"
+SUM_NAME = "R sum"
+ABS_NAME = "|R| sum (3D)"
+PREDICTION_NAME = "prediction"
+
+
+def relevance_name(modality: str) -> str:
+    return f"R {modality}"
+
+
+def symmetric_limit(R: np.ndarray) -> float:
+    """Half-width of symmetric contrast limits: the 99.5th percentile of |R| over non-zero voxels."""
+    a = np.abs(R[R != 0])
+    if a.size == 0:
+        return 1.0
+    m = float(np.percentile(a, 99.5))
+    return m if m > 0 else float(a.max())
+
+
+def _upsert(viewer, name: str, data: np.ndarray, kind: str, **kwargs):
+    """Update the layer ``name`` in place (same kind and shape) or add it; returns the layer."""
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if type(layer).__name__.lower() == kind and layer.data.shape == data.shape:
+            layer.data = data
+            for key in ("contrast_limits", "metadata"):
+                if key in kwargs:
+                    setattr(layer, key, kwargs[key])
+            return layer
+        viewer.layers.remove(layer)
+    add = viewer.add_image if kind == "image" else viewer.add_labels
+    return add(data, name=name, **kwargs)
+
+
+def show_case(viewer, case) -> list:
+    """Add the case's modality Image layers and its label (skipping layers that already hold it)."""
+    from .._npe2 import case_layer_data
+
+    out = []
+    for data, meta, kind in case_layer_data(case):
+        name = meta["name"]
+        if name in viewer.layers and viewer.layers[name].data.shape == data.shape:
+            out.append(viewer.layers[name])
+            continue
+        out.append(_upsert(viewer, name, data, kind, **{k: v for k, v in meta.items() if k != "name"}))
+    return out
+
+
+def show_prediction(viewer, prediction: np.ndarray, case):
+    kw = case.grid.layer_kwargs()
+    return _upsert(viewer, PREDICTION_NAME, prediction, "labels", scale=kw["scale"], translate=kw["translate"],
+                   units=kw["units"],
+                   metadata=kw["metadata"], opacity=0.4)
+
+
+def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case) -> list:
+    """One layer per modality plus the channel sum (bwr, symmetric limits, translucent) and |R| for 3D."""
+    kw = case.grid.layer_kwargs()
+    common = {"scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
+    layers = []
+    total = relevance.sum(axis=0)
+    for c, mod in enumerate(modalities):
+        m = symmetric_limit(relevance[c])
+        meta = dict(kw["metadata"], relevance_of=mod)
+        exists = relevance_name(mod) in viewer.layers
+        extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
+                                   "colormap": RELEVANCE_COLORMAP, **common}
+        layers.append(_upsert(viewer, relevance_name(mod), relevance[c], "image", contrast_limits=(-m, m),
+                              metadata=meta, **extra))
+    m = symmetric_limit(total)
+    exists = SUM_NAME in viewer.layers
+    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": RELEVANCE_COLORMAP, **common}
+    layers.append(_upsert(viewer, SUM_NAME, total, "image", contrast_limits=(-m, m),
+                          metadata=dict(kw["metadata"], relevance_of="sum"), **extra))
+    a = np.abs(total)
+    exists = ABS_NAME in viewer.layers
+    extra = {} if exists else {"visible": viewer.dims.ndisplay == 3, "blending": "additive", "colormap": "magma",
+                               "rendering": "mip", **common}
+    layers.append(_upsert(viewer, ABS_NAME, a, "image", contrast_limits=(0, symmetric_limit(a)),
+                          metadata=dict(kw["metadata"], relevance_of="abs sum"), **extra))
+    return layers
+
+
+def show_explanation(viewer, explanation, relevance: np.ndarray | None = None, add_case: bool = True) -> list:
+    """The layers the widgets add: anatomy and ground truth, prediction, relevance (optionally filtered)."""
+    layers = show_case(viewer, explanation.case) if add_case else []
+    layers.append(show_prediction(viewer, explanation.prediction, explanation.case))
+    R = explanation.relevance if relevance is None else relevance
+    layers += show_relevance(viewer, R, explanation.modalities, explanation.case)
+    return layers

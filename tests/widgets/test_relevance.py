@@ -1,0 +1,120 @@
+"""The Relevance widget under a virtual display with make_napari_viewer and the sample data."""
+
+import json
+
+import numpy as np
+import pytest
+
+import napari_lrp as nl
+from napari_lrp.samples import sample_case_path
+from napari_lrp.widgets import InclusivityWidget, RelevanceWidget
+from napari_lrp.widgets._layers import SUM_NAME, relevance_name
+
+
+def _wait(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = RelevanceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def test_load_run_layers_and_second_run_in_place(viewer_and_widget, qtbot):
+    viewer, w = viewer_and_widget
+    assert str(w.model_path.value).endswith("card.json")  # the sample model by default
+    w.load()
+    _wait(qtbot, w)
+    names = [ly.name for ly in viewer.layers]
+    assert names[:7] == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP", "OT"] and "prediction" in names
+    assert "Dice" in w.status.value and float(w.status.value.split("Dice ")[1]) > 0.7
+    assert w.table.rowCount() > 10 and "encoders.0" in w.table.names()
+    w.run()
+    _wait(qtbot, w)
+    assert w.session.explanation is not None, w.status.value
+    sum_layer = viewer.layers[SUM_NAME]
+    assert sum_layer.colormap.name == "bwr"
+    lo, hi = sum_layer.contrast_limits
+    assert lo == -hi and hi > 0
+    np.testing.assert_allclose(sum_layer.data, w.session.explanation.relevance.sum(0))
+    for m in ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]:
+        assert relevance_name(m) in viewer.layers
+    n_layers = len(viewer.layers)
+    w.table.set_row("encoders.3", "clamp", 0.0, 0.2)
+    w.run()
+    _wait(qtbot, w)
+    assert len(viewer.layers) == n_layers  # updated in place, no pile-up
+    assert not np.allclose(viewer.layers[SUM_NAME].data, sum_layer.data * 0 + w.session.explanation.relevance.sum(0)
+                           + 1)
+    assert "encoders.3" in w.session.explanation.filters
+    assert w.table.item(w.table.names().index("encoders.0"), 2).text().startswith("(1, 16")
+
+
+def test_bulk_filter_actions(viewer_and_widget, qtbot):
+    viewer, w = viewer_and_widget
+    w.load()
+    _wait(qtbot, w)
+    w.bulk_all.changed.emit(True)
+    f = w.filters()
+    assert set(f) == set(nl.lrp.block_names(w.session.model.network))
+    w.bulk_encoder.changed.emit(True)
+    assert set(w.filters()) == {"encoders.0", "encoders.1", "encoders.2", "encoders.3"}
+    w.bulk_clear.changed.emit(True)
+    assert w.filters() == {}
+
+
+def test_cancel_keeps_the_viewer_usable(viewer_and_widget, qtbot):
+    viewer, w = viewer_and_widget
+    w.load()
+    _wait(qtbot, w)
+    before = [ly.name for ly in viewer.layers]
+    w._bridge.progressed.connect(lambda d, t: w.cancel())
+    w.run()
+    _wait(qtbot, w)
+    assert w.status.value == "cancelled" and w.session.explanation is None
+    assert [ly.name for ly in viewer.layers] == before
+    viewer.dims.set_point(0, 5)  # still usable
+
+
+def test_wrong_channel_count_notifies_and_keeps_layers(viewer_and_widget, qtbot, tmp_path):
+    viewer, w = viewer_and_widget
+    from napari_lrp.models import UNet3D
+
+    card = {"name": "four", "architecture": {"class": "napari_lrp.models.UNet3D",
+                                             "kwargs": {"in_channels": 4, "out_channels": 2, "width": 4}},
+            "modalities": ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]}
+    path = tmp_path / "bad"
+    nl.save_model(UNet3D(4, 2, width=4), {**card, "modalities": ["ADC", "MTT", "rCBF", "rCBV"]}, path)
+    (path / "card.json").write_text(json.dumps({**json.loads((path / "card.json").read_text()),
+                                                "modalities": card["modalities"]}))
+    viewer.open(str(sample_case_path(1)), plugin="napari-lrp")
+    before = [(ly.name, ly.data.shape) for ly in viewer.layers]
+    w.model_path.value = str(path / "card.json")
+    w.run()
+    _wait(qtbot, w)
+    assert "error" in w.status.value and "takes 4 input channels" in w.status.value
+    assert [(ly.name, ly.data.shape) for ly in viewer.layers] == before
+
+
+def test_inclusivity_widget_follows_the_run(viewer_and_widget, qtbot):
+    viewer, w = viewer_and_widget
+    inc = InclusivityWidget(viewer)
+    viewer.window.add_dock_widget(inc)
+    w.run()
+    _wait(qtbot, w)
+    exp = w.session.explanation
+    assert inc.coefficients is not None
+    inc.kind.value = "clamp"
+    inc.alpha.value = 0.2
+    inc.update_now()
+    R = nl.filters.Clamp(0, 0.2)(exp.relevance[None])[0]
+    want = nl.metrics.input_inclusivity(R, exp.input_image, tau_r=0.5, tau_x=0.1)
+    got = inc.coefficients
+    np.testing.assert_allclose(got.input_inclusivity.values[:-1], want.per_channel)
+    assert got.input_inclusivity.values[-1] == pytest.approx(want.mean)
+    gt = nl.metrics.groundtruth_inclusivity(R, exp.case.label)
+    np.testing.assert_allclose(got.groundtruth_inclusivity.values[:-1], gt.per_channel)
+    np.testing.assert_allclose(viewer.layers[SUM_NAME].data, R.sum(0), rtol=1e-6)
