@@ -36,7 +36,8 @@ def test_load_run_layers_and_second_run_in_place(viewer_and_widget, qtbot):
     _wait(qtbot, w)
     assert w.session.explanation is not None, w.status.value
     sum_layer = viewer.layers[SUM_NAME]
-    assert sum_layer.colormap.name == "bwr"
+    cmap = sum_layer.colormap  # diverging: blue low, transparent at R = 0 (the middle), red high
+    np.testing.assert_allclose(cmap.map(np.array([0.0, 0.5, 1.0])), [[0, 0, 1, 1], [1, 1, 1, 0], [1, 0, 0, 1]])
     lo, hi = sum_layer.contrast_limits
     assert lo == -hi and hi > 0
     np.testing.assert_allclose(sum_layer.data, w.session.explanation.relevance.sum(0))
@@ -110,7 +111,7 @@ def test_inclusivity_widget_follows_the_run(viewer_and_widget, qtbot):
     inc.kind.value = "clamp"
     inc.alpha.value = 0.2
     inc.update_now()
-    R = nl.filters.Clamp(0, 0.2)(exp.relevance[None])[0]
+    R = nl.filters.Clamp(0, 0.2)(exp.unfiltered_relevance[None])[0]
     want = nl.metrics.input_inclusivity(R, exp.input_image, tau_r=0.5, tau_x=0.1)
     got = inc.coefficients
     np.testing.assert_allclose(got.input_inclusivity.values[:-1], want.per_channel)

@@ -306,6 +306,8 @@ class PropagationResult:
     relevance: torch.Tensor
     kept: dict[str, torch.Tensor]
     ledger: Ledger
+    #: the relevance at the input before the 'input' filter (the same tensor when there is none)
+    unfiltered: torch.Tensor | None = None
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -555,13 +557,14 @@ class Propagation:
                 (R,) = torch.autograd.grad(self.out, self.x, R0, retain_graph=True, allow_unused=True)
                 if R is None:
                     R = torch.zeros_like(self.x)
+                unfiltered = R.detach()
                 if "input" in filters:
                     Rf = filters["input"](R)
                     self._record("input", "filter", repr(filters["input"]), float(R.sum(dtype=torch.float64)),
                                  float(Rf.sum(dtype=torch.float64)))
                     R = Rf
                 self._ledger.end = float(R.sum(dtype=torch.float64))
-                return PropagationResult(R.detach(), dict(self._kept), self._ledger)
+                return PropagationResult(R.detach(), dict(self._kept), self._ledger, unfiltered)
             finally:
                 self._filters, self._keep, self._kept, self._progress = {}, set(), {}, None
                 self._ledger = None

@@ -66,6 +66,8 @@ class Explanation:
     target_class: int
     ledger: Ledger
     kept: dict = field(default_factory=dict)
+    #: relevance before the 'input' filter (C, Z, Y, X); the heatmap slider of the widgets filters this
+    unfiltered_relevance: np.ndarray | None = None
     _prop: Propagation | None = field(default=None, repr=False)
     _prepared: PreparedInput | None = field(default=None, repr=False)
     _start: torch.Tensor | None = field(default=None, repr=False)
@@ -182,7 +184,9 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
 def _propagated(prop, prep, start, case, m, preset, filters, target, cls, logits, prediction, keep, progress):
     res = prop.propagate(start, filters=filters, keep=keep, progress=progress)
     rel = prep.crop(res.relevance)[0].float().cpu().numpy()
-    return Explanation(relevance=np.ascontiguousarray(rel, dtype=np.float32), prediction=prediction, logits=logits,
+    unf = rel if res.unfiltered is res.relevance else prep.crop(res.unfiltered)[0].float().cpu().numpy()
+    return Explanation(unfiltered_relevance=np.ascontiguousarray(unf, dtype=np.float32),
+                       relevance=np.ascontiguousarray(rel, dtype=np.float32), prediction=prediction, logits=logits,
                        modalities=list(m.card.modalities), case=case, model=m, preset=preset, filters=filters,
                        target=target, target_class=cls, ledger=res.ledger, kept=res.kept, _prop=prop,
                        _prepared=prep, _start=start)

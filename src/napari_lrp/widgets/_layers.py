@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
-RELEVANCE_COLORMAP = "bwr"
+
+def _relevance_colormap():
+    """Diverging blue-white-red whose middle (R = 0 under symmetric limits) is transparent, so the
+    anatomy stays visible under the overlay; opacity grows with |R|."""
+    from napari.utils.colormaps import Colormap
+
+    colors = np.array([[0.0, 0.0, 1.0, 1.0], [0.35, 0.45, 1.0, 0.75], [1.0, 1.0, 1.0, 0.0],
+                       [1.0, 0.4, 0.35, 0.75], [1.0, 0.0, 0.0, 1.0]])
+    return Colormap(colors=colors, controls=[0.0, 0.3, 0.5, 0.7, 1.0], name="lrp bwr")
+
+
+def outline(layer, color: str) -> None:
+    """Show a binary Labels layer as a coloured outline, so the relevance underneath stays visible."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    layer.contour = 1
+    layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
+
 SUM_NAME = "R sum"
 ABS_NAME = "|R| sum (3D)"
 PREDICTION_NAME = "prediction"
@@ -43,20 +60,28 @@ def show_case(viewer, case) -> list:
     from .._npe2 import case_layer_data
 
     out = []
+    if not len(viewer.layers):
+        viewer.camera.orientation2d = ("up", "right")  # anterior up, patient's right on the right
     for data, meta, kind in case_layer_data(case):
         name = meta["name"]
         if name in viewer.layers and viewer.layers[name].data.shape == data.shape:
             out.append(viewer.layers[name])
             continue
-        out.append(_upsert(viewer, name, data, kind, **{k: v for k, v in meta.items() if k != "name"}))
+        layer = _upsert(viewer, name, data, kind, **{k: v for k, v in meta.items() if k != "name"})
+        if kind == "labels":
+            outline(layer, "cyan")
+        out.append(layer)
     return out
 
 
 def show_prediction(viewer, prediction: np.ndarray, case):
     kw = case.grid.layer_kwargs()
-    return _upsert(viewer, PREDICTION_NAME, prediction, "labels", scale=kw["scale"], translate=kw["translate"],
-                   units=kw["units"],
-                   metadata=kw["metadata"], opacity=0.4)
+    new = PREDICTION_NAME not in viewer.layers
+    layer = _upsert(viewer, PREDICTION_NAME, prediction, "labels", scale=kw["scale"], translate=kw["translate"],
+                    units=kw["units"], metadata=kw["metadata"], opacity=0.9)
+    if new:
+        outline(layer, "yellow")
+    return layer
 
 
 def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case) -> list:
@@ -70,12 +95,12 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case) -
         meta = dict(kw["metadata"], relevance_of=mod)
         exists = relevance_name(mod) in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
-                                   "colormap": RELEVANCE_COLORMAP, **common}
+                                   "colormap": _relevance_colormap(), **common}
         layers.append(_upsert(viewer, relevance_name(mod), relevance[c], "image", contrast_limits=(-m, m),
                               metadata=meta, **extra))
     m = symmetric_limit(total)
     exists = SUM_NAME in viewer.layers
-    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": RELEVANCE_COLORMAP, **common}
+    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(), **common}
     layers.append(_upsert(viewer, SUM_NAME, total, "image", contrast_limits=(-m, m),
                           metadata=dict(kw["metadata"], relevance_of="sum"), **extra))
     a = np.abs(total)

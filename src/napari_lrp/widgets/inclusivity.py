@@ -79,9 +79,10 @@ class InclusivityWidget(Container):
         return heatmap_filter(self.kind.value, float(self.alpha.value))
 
     def filtered_relevance(self) -> np.ndarray:
+        """The run's relevance with the heatmap filter in place of the run's own 'input' filter."""
         exp = self.session.explanation
         f = self.current_filter()
-        return exp.relevance if f is None else f(exp.relevance[None])[0]
+        return exp.relevance if f is None else f(exp.unfiltered_relevance[None])[0]
 
     def _on_explanation(self, exp):
         mp = layer_mean_power(exp) if exp.kept else {}
@@ -164,7 +165,7 @@ class InclusivityWidget(Container):
     def save(self, folder: str) -> list[Path]:
         """Relevance NIfTIs (per modality and sum) and prediction on the input grid, plus the settings JSON.
 
-        The heatmap filter becomes the run's 'input' filter, so the JSON reproduces what is shown.
+        The heatmap filter replaces the run's 'input' filter (as on screen), so the JSON reproduces what is shown.
         """
         exp = self.session.explanation
         if exp is None:

@@ -1,0 +1,120 @@
+"""The ``napari-lrp`` command line: demo, explain, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .lrp.filters import FILTER_SPEC_HELP
+
+
+def _virtual_display():
+    """Start Xvfb when there is no display (headless runs need OpenGL on an X server)."""
+    if os.environ.get("DISPLAY") or sys.platform != "linux":
+        return None
+    if shutil.which("Xvfb") is None:
+        raise SystemExit("napari-lrp demo --headless needs a display: install xvfb (apt-get install xvfb) or set DISPLAY")
+    from pyvirtualdisplay import Display
+
+    d = Display(visible=False, size=(1600, 1000), color_depth=24)
+    d.start()
+    return d
+
+
+def cmd_demo(args) -> int:
+    if args.headless:
+        display = _virtual_display()
+        try:
+            from .widgets.demo import headless_demo
+
+            for p in headless_demo(args.out):
+                print(p)
+        finally:
+            if display is not None:
+                display.stop()
+        return 0
+    import napari
+
+    from .widgets.demo import open_demo
+
+    open_demo()
+    napari.run()
+    return 0
+
+
+def cmd_explain(args) -> int:
+    import pandas as pd
+
+    from . import explain, load_case, load_model, save_nifti, save_settings
+    from .lrp.explain import filters_from_specs
+    from .metrics import measure
+
+    case = load_case(args.case)
+    model = load_model(args.model, device=args.device)
+    exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for c, m in enumerate(exp.modalities):
+        save_nifti(exp.relevance[c], case, out / f"relevance_{m}.nii.gz")
+    save_nifti(exp.relevance.sum(0), case, out / "relevance_sum.nii.gz")
+    save_nifti(exp.prediction, case, out / "prediction.nii.gz")
+    table: pd.DataFrame = measure(exp.relevance, exp.input_image, case.label, exp.modalities)
+    tmp = out / ".coefficients.csv.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out / "coefficients.csv")
+    save_settings(exp, out / "settings.json")
+    print(table.to_string(index=False))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .batch import sweep_cohort
+
+    table = sweep_cohort(args.cohort, args.model, args.out, preset=args.preset, workers=args.workers,
+                         scheduler=args.scheduler, placement=args.placement, device=args.device)
+    failed = table[table.status == "failed"].case.unique() if "status" in table else []
+    print(f"{table.case.nunique()} cases, {len(failed)} failed; table in {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="napari-lrp", description="Layer-wise relevance propagation for 3D "
+                                 "segmentation networks.", epilog=FILTER_SPEC_HELP)
+    sub = ap.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="napari with the sample case, the sample model and the widgets")
+    d.add_argument("--headless", action="store_true", help="no window: write relevance NIfTIs and screenshots")
+    d.add_argument("--out", default="demo_out", help="output folder for --headless (default demo_out)")
+    d.set_defaults(func=cmd_demo)
+    e = sub.add_parser("explain", help="explain one case", epilog=FILTER_SPEC_HELP)
+    e.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")
+    e.add_argument("--model", required=True, help="model card, model folder or MONAI bundle")
+    e.add_argument("--preset", default="paper", choices=["paper", "epsilon-gamma-box", "epsilon-plus-flat", "lrp0"])
+    e.add_argument("--filter", action="append", default=[], help="filter spec, repeatable (see below)")
+    e.add_argument("--target", default="region", help="region (default), groundtruth or output")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=cmd_explain)
+    s = sub.add_parser("sweep", help="filter sweep over a cohort on dask.distributed")
+    s.add_argument("cohort", help="folder of case folders")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--preset", default="paper")
+    s.add_argument("--placement", default="input", choices=["input", "blocks"])
+    s.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
+    s.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_sweep)
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"napari-lrp: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The demo: napari with the sample case, the sample model and the plugin's widgets (one run done)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def open_demo(viewer=None, run: bool = True):
+    """Open the sample case and dock both widgets (sample model preselected); start one run."""
+    import napari
+
+    from .inclusivity import InclusivityWidget
+    from .relevance import RelevanceWidget
+
+    viewer = viewer or napari.Viewer(title="napari-lrp demo")
+    from ._layers import outline
+
+    viewer.camera.orientation2d = ("up", "right")  # anterior up
+    viewer.open_sample("napari-lrp", "stroke_case_1")
+    outline(viewer.layers["OT"], "cyan")
+    rel = RelevanceWidget(viewer)
+    inc = InclusivityWidget(viewer)
+    viewer.window.add_dock_widget(rel, name="Relevance", area="right")
+    viewer.window.add_dock_widget(inc, name="Inclusivity and sweeps", area="right")
+    if run:
+        rel.run()
+    return viewer, rel, inc
+
+
+def wait_for(widget, timeout: float = 300.0) -> None:
+    """Process Qt events until the widget's worker has finished."""
+    from qtpy.QtWidgets import QApplication
+
+    t0 = time.time()
+    while widget.worker is not None:
+        QApplication.processEvents()
+        time.sleep(0.02)
+        if time.time() - t0 > timeout:
+            raise TimeoutError("the relevance run did not finish in time")
+    for _ in range(20):
+        QApplication.processEvents()
+
+
+def focus_on_lesion(viewer, exp) -> None:
+    """Put the axial slider on the slice with the most target region (or the most relevance)."""
+    lab = exp.case.label if exp.case.label is not None else exp.prediction
+    z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1))) if lab.any() else int(
+        np.argmax(np.abs(exp.relevance).sum(axis=(0, 2, 3))))
+    world_z = exp.case.grid.translate[0] + z * exp.case.grid.spacing[0]
+    viewer.dims.set_point(0, world_z)
+    viewer.reset_view()
+
+
+def headless_demo(out: str | Path, size=(1500, 950)) -> list[Path]:
+    """Run the demo on a (virtual) display: relevance NIfTIs, settings JSON and screenshots in ``out``."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(title="napari-lrp demo", show=True)
+    viewer.window._qt_window.resize(*size)
+    _viewer, rel, inc = open_demo(viewer)
+    wait_for(rel)
+    exp = rel.session.explanation
+    if exp is None:
+        raise RuntimeError(f"the demo run failed: {rel.status.value}")
+    for name in ("MTT", "rCBF", "rCBV", "Tmax", "TTP"):
+        viewer.layers[name].visible = False
+    viewer.layers["ADC"].visible = True
+    focus_on_lesion(viewer, exp)
+    inc.run_sweep()
+    t0 = time.time()
+    while inc.sweep_table is None and time.time() - t0 < 300:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    for _ in range(30):
+        QApplication.processEvents()
+    written = inc.save(str(out))
+    window_png = out / "screenshot.png"
+    viewer.screenshot(str(window_png), canvas_only=False)
+    canvas_png = out / "canvas.png"
+    viewer.screenshot(str(canvas_png), canvas_only=True)
+    viewer.close()
+    return [*written, window_png, canvas_png]

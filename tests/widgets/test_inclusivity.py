@@ -1,0 +1,75 @@
+"""Inclusivity widget: saving reproduces the run, sweep charts, CSV export, and a canvas screenshot."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+import napari_lrp as nl
+from napari_lrp.widgets import InclusivityWidget, RelevanceWidget
+from napari_lrp.widgets.demo import focus_on_lesion, open_demo
+
+
+def _wait(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def test_saved_nifti_and_json_reproduce_the_relevance(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    rel, inc = RelevanceWidget(viewer), InclusivityWidget(viewer)
+    rel.preset.value = "epsilon-gamma-box"
+    rel.input_filter.kind.value = "pass"
+    rel.input_filter.a2.value = 0.6
+    rel.run()
+    _wait(qtbot, rel)
+    inc.kind.value, inc.alpha.value = "clamp", 0.4
+    inc.update_now()
+    files = inc.save(str(tmp_path / "out"))
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert settings["preset"] == "epsilon-gamma-box" and settings["filters"][-1] == "clamp:0.0:0.4@input"
+    exp = rel.session.explanation
+    again = nl.explain(nl.load_model(settings["model"]["path"].replace("model.pt", "card.json")),
+                       nl.load_case(exp.case.files[0].rsplit("/", 2)[0]), settings=tmp_path / "out" / "settings.json")
+    import nibabel as nib
+
+    for c, m in enumerate(again.modalities):
+        written = np.asarray(nib.load(str(tmp_path / "out" / f"relevance_{m}.nii.gz")).dataobj)
+        assert np.abs(exp.case.grid.to_napari(written) - again.relevance[c]).max() <= 1e-6
+    assert len(files) == 9
+    np.testing.assert_allclose(viewer.layers['R sum'].data, again.relevance.sum(0), rtol=1e-5, atol=1e-6)
+
+
+def test_sweep_and_csv_export(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    rel, inc = RelevanceWidget(viewer), InclusivityWidget(viewer)
+    rel.run()
+    _wait(qtbot, rel)
+    inc.run_sweep()
+    qtbot.waitUntil(lambda: inc.sweep_table is not None, timeout=120_000)
+    assert len(inc.figure.axes) == 2
+    path = inc.export_csv(str(tmp_path / "table.csv"))
+    table = pd.read_csv(path)
+    assert len(table) == 18 * 7 and set(table.setting) >= {"none", "clamp:0.0:0.2"}
+
+
+def test_canvas_screenshot_shows_red_and_blue_inside_the_brain(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1200, 900)
+    _v, rel, inc = open_demo(viewer, run=False)
+    rel.preset.value = "lrp0"  # signed evidence; the gamma/z-plus presets are almost all positive here
+    rel.run()
+    _wait(qtbot, rel)
+    focus_on_lesion(viewer, rel.session.explanation)
+    for ly in viewer.layers:
+        ly.visible = ly.name in ("ADC", "R sum")
+    qtbot.wait(200)
+    img = viewer.screenshot(str(tmp_path / "canvas.png"), canvas_only=True)
+    rgb = img[..., :3].astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    red = (r > 150) & (g < 110) & (b < 110)
+    blue = (b > 150) & (r < 110) & (g < 130)
+    grey = (abs(r - g) < 12) & (abs(g - b) < 12) & (r > 40)  # the anatomy
+    assert red.sum() > 20 and blue.sum() > 20 and grey.sum() > 1000
+    rows, cols = np.nonzero(grey)
+    inside = (slice(rows.min(), rows.max()), slice(cols.min(), cols.max()))
+    assert red[inside].sum() > 20 and blue[inside].sum() > 20
