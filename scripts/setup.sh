@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up napari-lrp on a fresh Debian machine with Python 3.11: the virtual display packages (when
+# Xvfb is missing and apt-get is available), a virtual environment in .venv, torch 2.13.0 (the CPU
+# build) before anything else can pull a CUDA build, then the project with a Qt binding.
+# Usage: scripts/setup.sh          (demo)
+#        scripts/setup.sh --test   (also the test tools: pytest, pytest-xvfb, zennit, nilearn)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if ! command -v Xvfb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 \
+    libxcb-image0 libxcb-render-util0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3 >/dev/null
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  $PIP install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+fi
+if [ "${1:-}" = "--test" ]; then
+  $PIP install -q -e ".[qt,testing]" 2>&1 | grep -v "is ignored" || true
+  # zennit (the reference LRP library, a test oracle) without its torchvision dependency
+  $PIP install -q --no-deps zennit 2>&1 | grep -v "is ignored" || true
+else
+  $PIP install -q -e ".[qt]" 2>&1 | grep -v "is ignored" || true
+fi
+.venv/bin/python -c "import napari_lrp, torch; print('napari-lrp', napari_lrp.__version__, 'torch', torch.__version__)"
