@@ -141,7 +141,7 @@ class LedgerEntry:
 
 @dataclass
 class Ledger:
-    """Where relevance went in one propagation. Sums are float64.
+    """Where relevance went in one propagation (per-layer sums in the model dtype, start and end in float64).
 
     ``start``: total relevance at the output (before the output filter); ``end``: total at the input
     (after the input filter); ``entries``: one per rule application and per filter, in backward order.
@@ -347,6 +347,7 @@ class Propagation:
         self._ledger: Ledger | None = None
         self._progress: Callable[[int, int], None] | None = None
         self._done = 0
+        self._retain = True
         self._forward(x)
 
     # ---- forward ---------------------------------------------------------------------------
@@ -473,13 +474,17 @@ class Propagation:
             self._progress(self._done, len(self._entries))
 
     def _record(self, name, kind, op, before, after):
+        """Ledger entry; sums may be 0-d tensors (converted once at the end, without a sync per layer)."""
         if self._ledger is not None:
             self._ledger.entries.append(LedgerEntry(name, kind, op, before, after))
 
     def _apply_rule(self, entry: _Entry, R: torch.Tensor) -> torch.Tensor:
+        if entry.state is None and not isinstance(entry.rule, PassThrough):
+            raise RuntimeError("this propagation was released (retain=False); make a new Propagation")
         Rin = entry.rule.relevance(entry.state, R)
-        self._record(entry.name, "rule", type(entry.rule).__name__, float(R.sum(dtype=torch.float64)),
-                     float(Rin.sum(dtype=torch.float64)))
+        if not self._retain:
+            entry.state = None  # one-shot: free what the rule kept, as a gradient pass frees its graph
+        self._record(entry.name, "rule", type(entry.rule).__name__, R.sum(), Rin.sum())
         self._tick()
         return Rin
 
@@ -488,8 +493,8 @@ class Propagation:
         Ra = _sum_to(entry.a * s, entry.a.shape) if entry.a_in else None
         Rb = _sum_to(entry.b * s, entry.b.shape) if entry.b_in else None
         # the relevance of a constant operand (a bias added in forward) is absorbed
-        handed = sum(float(r.sum(dtype=torch.float64)) for r in (Ra, Rb) if r is not None)
-        self._record(entry.name, "residual", "add", float(R.sum(dtype=torch.float64)), handed)
+        handed = sum(r.sum() for r in (Ra, Rb) if r is not None)
+        self._record(entry.name, "residual", "add", R.sum(), handed)
         self._tick()
         return Ra, Rb
 
@@ -505,7 +510,7 @@ class Propagation:
         if f is None:
             return R
         Rf = f(R)
-        self._record(name, "filter", repr(f), float(R.sum(dtype=torch.float64)), float(Rf.sum(dtype=torch.float64)))
+        self._record(name, "filter", repr(f), R.sum(), Rf.sum())
         return Rf
 
     def _filter_for(self, name: str) -> Filter | None:
@@ -522,12 +527,14 @@ class Propagation:
         return None
 
     def propagate(self, start: torch.Tensor, filters: Mapping[str, Filter] | None = None,
-                  keep=None, progress: Callable[[int, int], None] | None = None) -> PropagationResult:
+                  keep=None, progress: Callable[[int, int], None] | None = None,
+                  retain: bool = True) -> PropagationResult:
         """Propagate ``start`` (relevance at the output, shaped like the output) to the input.
 
         filters: {'output' | 'input' | module name | glob: Filter}; keep: module names (or globs, or
         True for all) whose output relevance to return; progress(done, total) is called after every
-        rule application and may raise :class:`Cancelled`. No forward pass runs.
+        rule application and may raise :class:`Cancelled`. No forward pass runs. retain=False frees the
+        kept forward pass while propagating (one-shot use, the memory of a gradient pass).
         """
         start = torch.as_tensor(start).detach().to(device=self.output.device, dtype=self.output.dtype)
         if start.shape != self.output.shape:
@@ -547,6 +554,7 @@ class Propagation:
             self._filters, self._keep, self._kept = filters, keep_set, {}
             self._ledger = Ledger()
             self._progress, self._done = progress, 0
+            self._retain = retain
             try:
                 self._ledger.start = float(start.sum(dtype=torch.float64))
                 R0 = start
@@ -554,7 +562,9 @@ class Propagation:
                     R0 = filters["output"](start)
                     self._record("output", "filter", repr(filters["output"]), self._ledger.start,
                                  float(R0.sum(dtype=torch.float64)))
-                (R,) = torch.autograd.grad(self.out, self.x, R0, retain_graph=True, allow_unused=True)
+                (R,) = torch.autograd.grad(self.out, self.x, R0, retain_graph=retain, allow_unused=True)
+                if not retain:
+                    self.release()
                 if R is None:
                     R = torch.zeros_like(self.x)
                 unfiltered = R.detach()
@@ -564,6 +574,7 @@ class Propagation:
                                  float(Rf.sum(dtype=torch.float64)))
                     R = Rf
                 self._ledger.end = float(R.sum(dtype=torch.float64))
+                _ledger_to_floats(self._ledger)
                 return PropagationResult(R.detach(), dict(self._kept), self._ledger, unfiltered)
             finally:
                 self._filters, self._keep, self._kept, self._progress = {}, set(), {}, None
@@ -578,6 +589,16 @@ class Propagation:
         """Free the kept forward pass."""
         self._entries.clear()
         self.out = None
+
+
+def _ledger_to_floats(ledger: Ledger) -> None:
+    vals = [v for e in ledger.entries for v in (e.received, e.handed)]
+    tens = [v for v in vals if isinstance(v, torch.Tensor)]
+    if tens:
+        floats = iter(torch.stack([t.detach().double() for t in tens]).cpu().tolist())
+        vals = [next(floats) if isinstance(v, torch.Tensor) else float(v) for v in vals]
+    for i, e in enumerate(ledger.entries):
+        e.received, e.handed = float(vals[2 * i]), float(vals[2 * i + 1])
 
 
 def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
@@ -599,7 +620,7 @@ def propagate(module: nn.Module, x: torch.Tensor, start: torch.Tensor, rules: Ru
     """
     prop = Propagation(module, x, rules=rules, bounds=bounds)
     try:
-        res = prop.propagate(start, filters=filters, keep=keep)
+        res = prop.propagate(start, filters=filters, keep=keep, retain=False)
     finally:
         prop.release()
     return res if keep else res.relevance

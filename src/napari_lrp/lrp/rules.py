@@ -24,8 +24,14 @@ NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupN
 
 
 def stabilise(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """z + eps * sign(z), with sign(0) := 1."""
-    return z + eps * torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+    """z + eps * sign(z), with sign(0) := 1 (a new tensor)."""
+    return torch.where(z >= 0, eps, -eps).to(z.dtype).add_(z)
+
+
+def divide_stabilised(R: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
+    """R / (z + eps * sign z) with one temporary."""
+    d = stabilise(z, eps)
+    return torch.div(R, d, out=d)
 
 
 def linear_forward(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -39,6 +45,28 @@ def linear_forward(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bia
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         return module._conv_forward(x, weight, bias)
     raise TypeError(f"{type(module).__name__} is not a linear layer (Conv, ConvTranspose or Linear)")
+
+
+_CONV_INPUT_GRAD = {1: torch.nn.grad.conv1d_input, 2: torch.nn.grad.conv2d_input, 3: torch.nn.grad.conv3d_input}
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def linear_vjp(module: nn.Module, x_shape, weight: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """J^T v for the module's linear map with ``weight`` (bias-free), without an autograd graph:
+    one transposed convolution (or matrix product), like the input gradient of the layer."""
+    if isinstance(module, nn.Linear):
+        return v @ weight
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return _CONV[len(module.kernel_size)](v, weight, None, module.stride, module.padding, module.dilation,
+                                              module.groups)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.padding_mode == "zeros" and \
+            not isinstance(module.padding, str):
+        return _CONV_INPUT_GRAD[len(module.kernel_size)](list(x_shape), weight, v, module.stride, module.padding,
+                                                         module.dilation, module.groups)
+    with torch.enable_grad():  # any other linear layer: the vjp of a fresh graph
+        xx = torch.zeros(x_shape, dtype=v.dtype, device=v.device, requires_grad=True)
+        (g,) = torch.autograd.grad(linear_forward(module, xx, weight, None), xx, v)
+    return g
 
 
 def _grad(outputs, inputs, grad_outputs):
@@ -84,18 +112,25 @@ class Epsilon(Rule):
     def prepare(self, module, x, z, ctx):
         if isinstance(module, NORM_TYPES):
             return ("norm", x.detach(), z.detach(), _norm_scale(module, x.detach()))
+        if isinstance(module, LINEAR_TYPES):
+            return ("linear", module, x.detach(), z.detach())
         return ("graph", x, z)
 
     def relevance(self, state, R):
-        if state[0] == "norm":
+        kind = state[0]
+        if kind == "norm":
             _, x, z, scale = state
-            return scale * x * (R / stabilise(z, self.epsilon))
+            return divide_stabilised(R, z, self.epsilon).mul_(x).mul_(scale)
+        if kind == "linear":
+            _, module, x, z = state
+            s = divide_stabilised(R, z, self.epsilon)
+            return linear_vjp(module, x.shape, module.weight.detach(), s).mul_(x)
         _, x, z = state
-        s = R / stabilise(z.detach(), self.epsilon)
+        s = divide_stabilised(R, z.detach(), self.epsilon)
         (g,) = _grad(z, x, s)
         if g is None:
             return torch.zeros_like(x)
-        return x.detach() * g
+        return g.mul_(x.detach())
 
 
 class LRP0(Epsilon):
@@ -157,17 +192,11 @@ class WinnerTakesAll(Rule):
         return torch.zeros_like(x) if g is None else g
 
 
-def _split(x: torch.Tensor, nonneg: bool):
-    xp = x.clamp(min=0).requires_grad_(True)
-    xn = None if nonneg else x.clamp(max=0).requires_grad_(True)
-    return xp, xn
-
-
 def _bounds_like(value, x: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
     if t.ndim == 1 and x.ndim >= 2 and t.numel() == x.shape[1]:
         t = t.view(1, -1, *([1] * (x.ndim - 2)))
-    return t.expand_as(x).clone()
+    return t.expand_as(x)
 
 
 class _WeightRule(Rule):
@@ -186,6 +215,9 @@ class Gamma(_WeightRule):
     For outputs z_k < 0 the negative contributions are amplified instead (the generalised gamma rule of
     Andeol et al. 2021, as zennit implements it); for z_k > 0, and so for every relevant neuron of a
     ReLU network, this is exactly the formula of DESIGN section 4.
+    Cost: one extra forward convolution (two for inputs of both signs), two transposed convolutions
+    in the backward pass (three for inputs of both signs); with P = sum of positive contributions,
+    z_pos = z + gamma (P + b+) and z_neg = z + gamma (z - b - P + b-).
     """
 
     def __init__(self, gamma: float = 0.25, epsilon: float = 1e-6):
@@ -195,37 +227,58 @@ class Gamma(_WeightRule):
     def prepare(self, module, x, z, ctx):
         w, b = self._params(module)
         g = self.gamma
-        xd = x.detach()
+        xd, z = x.detach(), z.detach()
         nonneg = bool((xd >= 0).all())
-        xp, xn = _split(xd, nonneg)
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        bp = None if b is None else b + g * b.clamp(min=0)
-        bn = None if b is None else b + g * b.clamp(max=0)
-        # positive-output denominator: x+ (w + g w+) + x- (w + g w-) + b + g b+
-        zpos = linear_forward(module, xp, w + g * wp, bp)
-        zneg = linear_forward(module, xp, w + g * wn, bn)
-        if xn is not None:
-            zpos = zpos + linear_forward(module, xn, w + g * wn, None)
-            zneg = zneg + linear_forward(module, xn, w + g * wp, None)
-        return (xp, xn, zpos, zneg, z.detach() > 0, z.detach() < 0)
+        with torch.no_grad():
+            wp = w.clamp(min=0)
+            if nonneg:
+                P = linear_forward(module, xd, wp, None)
+            else:
+                P = linear_forward(module, xd.clamp(min=0), wp, None)
+                P += linear_forward(module, xd.clamp(max=0), w.clamp(max=0), None)
+            zneg = z.clone() if b is None else z - _bias_like(b, z)
+            zneg -= P
+            zneg.mul_(g).add_(z)
+            zpos = P.mul_(g).add_(z)
+            if b is not None:
+                zpos += g * _bias_like(b.clamp(min=0), z)
+                zneg += g * _bias_like(b.clamp(max=0), z)
+        return (module, xd, nonneg, zpos, zneg, z)
 
     def relevance(self, state, R):
-        xp, xn, zpos, zneg, ispos, isneg = state
-        inputs = (xp,) if xn is None else (xp, xn)
-        spos = R * ispos / stabilise(zpos.detach(), self.epsilon)
-        sneg = R * isneg / stabilise(zneg.detach(), self.epsilon)
-        gp = _grad(zpos, inputs, spos)
-        gn = _grad(zneg, inputs, sneg)
-        out = xp.detach() * (gp[0] + gn[0])
-        if xn is not None:
-            out = out + xn.detach() * (gp[1] + gn[1])
+        module, x, nonneg, zpos, zneg, z = state
+        g = self.gamma
+        w = module.weight.detach()
+        wp = w.clamp(min=0)
+        sp = divide_stabilised(R * (z > 0), zpos, self.epsilon)
+        Rn = R * (z < 0)
+        if nonneg and not bool(Rn.any()):
+            # no relevance on negative outputs (ReLU networks): one transposed convolution with w + g w+
+            return linear_vjp(module, x.shape, w + g * wp, sp).mul_(x)
+        sn = divide_stabilised(Rn, zneg, self.epsilon)
+        B = linear_vjp(module, x.shape, wp, sp - sn)
+        if nonneg:  # x (A(s+) + (1 + g) A(s-)) + g x B
+            As = linear_vjp(module, x.shape, w, sp.add_(sn, alpha=1 + g))
+            return As.add_(B, alpha=g).mul_(x)
+        Ap = linear_vjp(module, x.shape, w, sp)
+        An = linear_vjp(module, x.shape, w, sn)
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        # x A(s+ + s-) + g x+ (B + A s-) + g x- (A s+ - B)
+        out = (Ap + An).mul_(x)
+        out += g * xp * (B + An)
+        out += g * xn * (Ap - B)
         return out
+
+
+def _bias_like(b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return b.view(1, -1, *([1] * (z.ndim - 2))) if z.ndim > 2 else b
 
 
 class AlphaBeta(_WeightRule):
     """R_j = sum_k (alpha (a_j w_jk)+ / sum_j (a_j w_jk)+ - beta (a_j w_jk)- / sum_j (a_j w_jk)-) R_k.
 
     alpha - beta = 1; biases are ignored (DESIGN section 4); denominators stabilised by ``epsilon``.
+    Transposed convolutions run without autograd graphs; x+ and x- are recomputed in the backward pass.
     """
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-6):
@@ -239,30 +292,35 @@ class AlphaBeta(_WeightRule):
         w, _b = self._params(module)
         xd = x.detach()
         nonneg = bool((xd >= 0).all())
-        xp, xn = _split(xd, nonneg)
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        zpos = linear_forward(module, xp, wp, None)
-        if xn is not None:
-            zpos = zpos + linear_forward(module, xn, wn, None)
-        zneg = None
-        if self.beta != 0:
-            zneg = linear_forward(module, xp, wn, None)
-            if xn is not None:
-                zneg = zneg + linear_forward(module, xn, wp, None)
-        return (xp, xn, zpos, zneg)
+        with torch.no_grad():
+            wp, wn = w.clamp(min=0), w.clamp(max=0)
+            xp = xd if nonneg else xd.clamp(min=0)
+            zpos = linear_forward(module, xp, wp, None)
+            zneg = linear_forward(module, xp, wn, None) if self.beta != 0 else None
+            if not nonneg:
+                xn = xd.clamp(max=0)
+                zpos += linear_forward(module, xn, wn, None)
+                if zneg is not None:
+                    zneg += linear_forward(module, xn, wp, None)
+        return (module, xd, nonneg, zpos, zneg)
 
     def relevance(self, state, R):
-        xp, xn, zpos, zneg = state
-        inputs = (xp,) if xn is None else (xp, xn)
-        gp = _grad(zpos, inputs, R / stabilise(zpos.detach(), self.epsilon))
-        out = self.alpha * (xp.detach() * gp[0])
-        if xn is not None:
-            out = out + self.alpha * (xn.detach() * gp[1])
+        module, x, nonneg, zpos, zneg = state
+        w = module.weight.detach()
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        xp = x if nonneg else x.clamp(min=0)
+        s = divide_stabilised(R, zpos, self.epsilon)
+        out = linear_vjp(module, x.shape, wp, s).mul_(xp)
+        if not nonneg:
+            out += linear_vjp(module, x.shape, wn, s).mul_(x.clamp(max=0))
+        if self.alpha != 1.0:
+            out.mul_(self.alpha)
         if zneg is not None:
-            gn = _grad(zneg, inputs, R / stabilise(zneg.detach(), self.epsilon))
-            out = out - self.beta * (xp.detach() * gn[0])
-            if xn is not None:
-                out = out - self.beta * (xn.detach() * gn[1])
+            s = divide_stabilised(R, zneg, self.epsilon)
+            neg = linear_vjp(module, x.shape, wn, s).mul_(xp)
+            if not nonneg:
+                neg += linear_vjp(module, x.shape, wp, s).mul_(x.clamp(max=0))
+            out.sub_(neg, alpha=self.beta)
         return out
 
     def __repr__(self):
@@ -300,18 +358,20 @@ class ZBox(_WeightRule):
             dims = [0] + list(range(2, xd.ndim))
             low = xd.amin(dim=dims) if low is None else low
             high = xd.amax(dim=dims) if high is None else high
-        xi = xd.clone().requires_grad_(True)
-        lo = _bounds_like(low, xd).requires_grad_(True)
-        hi = _bounds_like(high, xd).requires_grad_(True)
-        zb = (linear_forward(module, xi, w, None) - linear_forward(module, lo, w.clamp(min=0), None)
-              - linear_forward(module, hi, w.clamp(max=0), None))
-        return (xi, lo, hi, zb)
+        lo, hi = _bounds_like(low, xd), _bounds_like(high, xd)
+        with torch.no_grad():
+            zb = (linear_forward(module, xd, w, None) - linear_forward(module, lo, w.clamp(min=0), None)
+                  - linear_forward(module, hi, w.clamp(max=0), None))
+        return (module, xd, lo, hi, zb)
 
     def relevance(self, state, R):
-        xi, lo, hi, zb = state
-        s = R / stabilise(zb.detach(), self.epsilon)
-        gx, gl, gh = _grad(zb, (xi, lo, hi), s)
-        return xi.detach() * gx + lo.detach() * gl + hi.detach() * gh
+        module, x, lo, hi, zb = state
+        w = module.weight.detach()
+        s = divide_stabilised(R, zb, self.epsilon)
+        out = linear_vjp(module, x.shape, w, s).mul_(x)
+        out -= linear_vjp(module, x.shape, w.clamp(min=0), s).mul_(lo)
+        out -= linear_vjp(module, x.shape, w.clamp(max=0), s).mul_(hi)
+        return out
 
     def __repr__(self):
         return f"ZBox(low={self.low!r}, high={self.high!r}, epsilon={self.epsilon})"
@@ -332,14 +392,13 @@ class _ConstantInputRule(_WeightRule):
 
     def prepare(self, module, x, z, ctx):
         w, _b = self._params(module)
-        ones = torch.ones_like(x.detach()).requires_grad_(True)
-        zf = linear_forward(module, ones, self._weight(w), None)
-        return (ones, zf)
+        with torch.no_grad():
+            zf = linear_forward(module, torch.ones_like(x.detach()), self._weight(w), None)
+        return (module, tuple(x.shape), zf)
 
     def relevance(self, state, R):
-        ones, zf = state
-        (g,) = _grad(zf, ones, R / stabilise(zf.detach(), self.epsilon))
-        return g
+        module, shape, zf = state
+        return linear_vjp(module, shape, self._weight(module.weight.detach()), divide_stabilised(R, zf, self.epsilon))
 
 
 class Flat(_ConstantInputRule):

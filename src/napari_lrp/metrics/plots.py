@@ -23,12 +23,12 @@ def inclusivity_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure
     pos = np.arange(len(names))
     ax1.bar(pos - 0.2, mean["input_inclusivity"], 0.4, label="input")
     ax1.bar(pos + 0.2, mean["groundtruth_inclusivity"], 0.4, label="ground truth")
-    ax1.set_ylabel("inclusivity (mean)")
+    ax1.set_ylabel("mean D")
     ax1.legend(fontsize="small")
     ch = table[table.channel != "mean"]
     data = [ch[ch.setting == s]["groundtruth_inclusivity"].dropna().values for s in names]
     ax2.boxplot(data, positions=pos)
-    ax2.set_ylabel("GT inclusivity\nover channels")
+    ax2.set_ylabel("GT D per channel")
     ax2.set_xticks(pos, names, rotation=60, fontsize="small")
     fig.tight_layout()
     return fig
