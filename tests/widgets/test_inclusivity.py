@@ -47,6 +47,8 @@ def test_sweep_and_csv_export(make_napari_viewer, qtbot, tmp_path):
     inc.run_sweep()
     qtbot.waitUntil(lambda: inc.sweep_table is not None, timeout=120_000)
     assert len(inc.figure.axes) == 2
+    inc.chart.value = "Fig. 5: signal distribution"
+    assert inc.figure.axes[0].get_ylabel().startswith("mu")
     path = inc.export_csv(str(tmp_path / "table.csv"))
     table = pd.read_csv(path)
     assert len(table) == 18 * 7 and set(table.setting) >= {"none", "clamp:0.0:0.2"}

@@ -12,7 +12,19 @@ from .engine import (
     every_block,
     propagate,
 )
-from .rules import LRP0, AlphaBeta, Epsilon, Flat, Gamma, PassThrough, Rule, WinnerTakesAll, WSquare, ZBox, ZPlus
+from .rules import (
+    LRP0,
+    AlphaBeta,
+    Epsilon,
+    Flat,
+    Gamma,
+    PassThrough,
+    Rule,
+    WinnerTakesAll,
+    WSquare,
+    ZBox,
+    ZPlus,
+)
 
 __all__ = ["PRESETS", "AlphaBeta", "Cancelled", "Epsilon", "Flat", "Gamma", "LRP0", "Ledger", "PassThrough",
            "Propagation", "PropagationResult", "Rule", "WSquare", "WinnerTakesAll", "ZBox", "ZPlus", "block_names",

@@ -31,7 +31,6 @@ from .filters import Filter, Identity
 from .rules import (
     LINEAR_TYPES,
     NORM_TYPES,
-    AlphaBeta,
     Epsilon,
     Flat,
     Gamma,

@@ -217,7 +217,7 @@ class Gamma(_WeightRule):
     ReLU network, this is exactly the formula of DESIGN section 4.
     Cost: one extra forward convolution (two for inputs of both signs), two transposed convolutions
     in the backward pass (three for inputs of both signs); with P = sum of positive contributions,
-    z_pos = z + gamma (P + b+) and z_neg = z + gamma (z - b - P + b-).
+    z_pos = z + gamma (P + b+) and z_neg = z + gamma (z - b - P + b-) = (2 + gamma) z - z_pos.
     """
 
     def __init__(self, gamma: float = 0.25, epsilon: float = 1e-6):
@@ -236,17 +236,14 @@ class Gamma(_WeightRule):
             else:
                 P = linear_forward(module, xd.clamp(min=0), wp, None)
                 P += linear_forward(module, xd.clamp(max=0), w.clamp(max=0), None)
-            zneg = z.clone() if b is None else z - _bias_like(b, z)
-            zneg -= P
-            zneg.mul_(g).add_(z)
             zpos = P.mul_(g).add_(z)
             if b is not None:
                 zpos += g * _bias_like(b.clamp(min=0), z)
-                zneg += g * _bias_like(b.clamp(max=0), z)
-        return (module, xd, nonneg, zpos, zneg, z)
+        # z_neg = (2 + g) z - z_pos (b = b+ + b-), computed when needed: two tensors kept, not three
+        return (module, xd, nonneg, zpos, z)
 
     def relevance(self, state, R):
-        module, x, nonneg, zpos, zneg, z = state
+        module, x, nonneg, zpos, z = state
         g = self.gamma
         w = module.weight.detach()
         wp = w.clamp(min=0)
@@ -255,6 +252,7 @@ class Gamma(_WeightRule):
         if nonneg and not bool(Rn.any()):
             # no relevance on negative outputs (ReLU networks): one transposed convolution with w + g w+
             return linear_vjp(module, x.shape, w + g * wp, sp).mul_(x)
+        zneg = z * (2 + g) - zpos
         sn = divide_stabilised(Rn, zneg, self.epsilon)
         B = linear_vjp(module, x.shape, wp, sp - sn)
         if nonneg:  # x (A(s+) + (1 + g) A(s-)) + g x B

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..lrp.engine import Cancelled, every_block
 from ..lrp.filters import Amplify, Clamp, Filter, Pass, format_filter
-from .measures import groundtruth_inclusivity, input_inclusivity, mean_power, signal_distribution
+from .measures import inclusivities, input_mask, mean_power, signal_distribution
 
 __all__ = ["default_grid", "sweep", "measure"]
 
@@ -33,8 +33,7 @@ def default_grid(kinds=("pass", "clamp", "amplify"), scope: str = "sample", sign
 def measure(relevance: np.ndarray, image: np.ndarray, label, modalities, tau_r: float = 0.5,
             tau_x: float = 0.1, signed: bool = False) -> pd.DataFrame:
     """One row per channel and one 'mean' row: input and ground-truth inclusivity, mu, mean power."""
-    ii = input_inclusivity(relevance, image, tau_r, tau_x, signed)
-    gi = groundtruth_inclusivity(relevance, label, tau_r, signed) if label is not None else None
+    ii, gi = inclusivities(relevance, input_mask(image, tau_x), label, tau_r, signed)
     mu = signal_distribution(relevance)
     mp = mean_power(relevance, per_channel=True)[0]
     rows = []

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox, Label, PushButton, Table
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Table,
+)
 from qtpy.QtCore import QTimer
 
 from ..io import save_nifti
@@ -45,13 +54,15 @@ class InclusivityWidget(Container):
         self.mp_table = Table(value={"data": [], "index": [], "columns": []}, label="mean power per layer")
         self.sweep_placement = ComboBox(label="sweep filter at", choices=("input", "blocks"), value="input")
         self.sweep_button = PushButton(text="Sweep")
+        self.chart = ComboBox(label="chart", choices=("Fig. 4: inclusivity", "Fig. 5: signal distribution"),
+                              value="Fig. 4: inclusivity")
         self.csv_path = FileEdit(label="table CSV", mode="w", filter="*.csv", value="coefficients.csv")
         self.export_button = PushButton(text="Export CSV")
         self.save_dir = FileEdit(label="save folder", mode="d", value="napari-lrp-output")
         self.save_button = PushButton(text="Save relevance NIfTI + settings")
         self.status = Label(value="run the Relevance widget first")
         super().__init__(widgets=[self.kind, self.alpha, self.tau_r, self.tau_x, self.table, self.mp_table,
-                                  self.sweep_placement, self.sweep_button, self.csv_path, self.export_button,
+                                  self.sweep_placement, self.sweep_button, self.chart, self.csv_path, self.export_button,
                                   self.save_dir, self.save_button, self.status])
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -69,6 +80,7 @@ class InclusivityWidget(Container):
         for w in (self.kind, self.alpha, self.tau_r, self.tau_x):
             w.changed.connect(lambda *_: self._timer.start())
         self.sweep_button.changed.connect(self.run_sweep)
+        self.chart.changed.connect(lambda *_: self.draw_chart())
         self.export_button.changed.connect(lambda: self.export_csv(str(self.csv_path.value)))
         self.save_button.changed.connect(lambda: self.save(str(self.save_dir.value)))
         self.session.explanation_changed.connect(self._on_explanation)
@@ -124,12 +136,17 @@ class InclusivityWidget(Container):
 
     def _swept(self, table):
         self.sweep_table = table
-        self._theme_figure()
-        inclusivity_figure(table, fig=self.figure)
+        self.draw_chart()
+        self.status.value = f"sweep: {table.setting.nunique()} settings"
+
+    def draw_chart(self):
+        """Draw the chosen chart of the last sweep into the dock's canvas, in the napari theme's colours."""
+        if self.sweep_table is None:
+            return
+        draw = inclusivity_figure if self.chart.value.startswith("Fig. 4") else signal_figure
+        draw(self.sweep_table, fig=self.figure)
         self._theme_figure()
         self.canvas.draw_idle()
-        self.signal_figure = signal_figure(table)
-        self.status.value = f"sweep: {table.setting.nunique()} settings"
 
     def _theme_figure(self):
         try:

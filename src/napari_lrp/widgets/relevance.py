@@ -178,7 +178,7 @@ class RelevanceWidget(Container):
 
     # ---- parameters ------------------------------------------------------------------------
     def _target_choices(self, _widget=None):
-        labels = [f"labels: {ly.name}" for ly in getattr(self, "_viewer").layers
+        labels = [f"labels: {ly.name}" for ly in self._viewer.layers
                   if type(ly).__name__ == "Labels" and ly.name != "prediction"] if hasattr(self, "_viewer") else []
         return list(TARGETS) + labels
 
