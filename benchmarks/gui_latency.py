@@ -28,6 +28,7 @@ def main(argv=None):
         from qtpy.QtWidgets import QApplication
 
         from napari_lrp.widgets import InclusivityWidget, RelevanceWidget
+        from napari_lrp.widgets.inclusivity import THROTTLE_MS
 
         viewer = napari.Viewer(show=True)
         viewer.open_sample("napari-lrp", "stroke_case_1")
@@ -49,16 +50,19 @@ def main(argv=None):
         runs = [run_and_wait() for _ in range(3)]
         slider = []
         for i in range(args.repeats):
+            n = inc.updates
             t0 = time.perf_counter()
-            inc.alpha.value = 0.1 + 0.8 * (i % 9) / 9  # the throttled update fires after THROTTLE_MS
-            inc.update_now()
+            inc.alpha.value = 0.1 + 0.8 * (i % 9) / 9  # the throttled update fires THROTTLE_MS later
+            while inc.updates == n:
+                QApplication.processEvents()
+                time.sleep(0.001)
             QApplication.processEvents()
             slider.append(time.perf_counter() - t0)
         print("| measurement (sample case, CPU) | value | target |")
         print("|---|---:|---:|")
         print(f"| Run -> overlay, first run (loads the model) | {first:.2f} s | |")
         print(f"| Run -> overlay, median of 3 | {statistics.median(runs):.2f} s | <= 3 s |")
-        print(f"| slider move -> table and layers updated, median of {args.repeats} | "
+        print(f"| slider move -> table and layers updated (incl. {THROTTLE_MS} ms throttle), median of {args.repeats} | "
               f"{statistics.median(slider) * 1000:.0f} ms | <= 100 ms |")
         viewer.close()
     finally:

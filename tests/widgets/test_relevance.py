@@ -119,3 +119,7 @@ def test_inclusivity_widget_follows_the_run(viewer_and_widget, qtbot):
     gt = nl.metrics.groundtruth_inclusivity(R, exp.case.label)
     np.testing.assert_allclose(got.groundtruth_inclusivity.values[:-1], gt.per_channel)
     np.testing.assert_allclose(viewer.layers[SUM_NAME].data, R.sum(0), rtol=1e-6)
+    hidden = viewer.layers[relevance_name("Tmax")]  # hidden layers follow when they are shown
+    assert not hidden.visible
+    hidden.visible = True
+    np.testing.assert_array_equal(hidden.data, R[exp.modalities.index("Tmax")])

@@ -36,19 +36,40 @@ def symmetric_limit(R: np.ndarray) -> float:
     a = np.abs(R[R != 0])
     if a.size == 0:
         return 1.0
-    m = float(np.percentile(a, 99.5))
+    k = min(int(round(0.995 * (a.size - 1))), a.size - 1)
+    m = float(np.partition(a, k)[k])  # the 99.5th percentile (nearest rank), in linear time
     return m if m > 0 else float(a.max())
 
 
-def _upsert(viewer, name: str, data: np.ndarray, kind: str, **kwargs):
-    """Update the layer ``name`` in place (same kind and shape) or add it; returns the layer."""
+_PENDING: dict[int, dict] = {}
+
+
+def _apply_pending(layer) -> None:
+    update = _PENDING.pop(id(layer), None)
+    if update is not None:
+        layer.data = update.pop("data")
+        for key, value in update.items():
+            setattr(layer, key, value)
+
+
+def _upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, **kwargs):
+    """Update the layer ``name`` in place (same kind and shape) or add it; returns the layer.
+
+    lazy=True defers the update of a hidden layer until it is shown (keeps the slider fast).
+    """
     if name in viewer.layers:
         layer = viewer.layers[name]
         if type(layer).__name__.lower() == kind and layer.data.shape == data.shape:
-            layer.data = data
-            for key in ("contrast_limits", "metadata"):
-                if key in kwargs:
-                    setattr(layer, key, kwargs[key])
+            update = {"data": data, **{k: kwargs[k] for k in ("contrast_limits", "metadata") if k in kwargs}}
+            if lazy and not layer.visible:
+                if id(layer) not in _PENDING:
+                    layer.events.visible.connect(lambda e, ly=layer: _apply_pending(ly) if ly.visible else None)
+                _PENDING[id(layer)] = update
+                return layer
+            _PENDING.pop(id(layer), None)
+            layer.data = update.pop("data")
+            for key, value in update.items():
+                setattr(layer, key, value)
             return layer
         viewer.layers.remove(layer)
     add = viewer.add_image if kind == "image" else viewer.add_labels
@@ -84,8 +105,11 @@ def show_prediction(viewer, prediction: np.ndarray, case):
     return layer
 
 
-def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case) -> list:
-    """One layer per modality plus the channel sum (bwr, symmetric limits, translucent) and |R| for 3D."""
+def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, lazy: bool = False) -> list:
+    """One layer per modality plus the channel sum (bwr, symmetric limits, translucent) and |R| for 3D.
+
+    lazy=True: hidden relevance layers are updated when they are shown (the heatmap slider uses it).
+    """
     kw = case.grid.layer_kwargs()
     common = {"scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
     layers = []
@@ -96,8 +120,8 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case) -
         exists = relevance_name(mod) in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
                                    "colormap": _relevance_colormap(), **common}
-        layers.append(_upsert(viewer, relevance_name(mod), relevance[c], "image", contrast_limits=(-m, m),
-                              metadata=meta, **extra))
+        layers.append(_upsert(viewer, relevance_name(mod), relevance[c], "image", lazy=lazy,
+                              contrast_limits=(-m, m), metadata=meta, **extra))
     m = symmetric_limit(total)
     exists = SUM_NAME in viewer.layers
     extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(), **common}
@@ -107,7 +131,7 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case) -
     exists = ABS_NAME in viewer.layers
     extra = {} if exists else {"visible": viewer.dims.ndisplay == 3, "blending": "additive", "colormap": "magma",
                                "rendering": "mip", **common}
-    layers.append(_upsert(viewer, ABS_NAME, a, "image", contrast_limits=(0, symmetric_limit(a)),
+    layers.append(_upsert(viewer, ABS_NAME, a, "image", lazy=lazy, contrast_limits=(0, symmetric_limit(a)),
                           metadata=dict(kw["metadata"], relevance_of="abs sum"), **extra))
     return layers
 

@@ -73,6 +73,7 @@ class InclusivityWidget(Container):
         self.native.layout().addWidget(self.canvas)
         self.coefficients = None  # the DataFrame shown in the table
         self.sweep_table = None
+        self.updates = 0  # how many times the table was recomputed
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(THROTTLE_MS)
@@ -108,7 +109,8 @@ class InclusivityWidget(Container):
         if exp is None:
             return
         R = self.filtered_relevance()
-        show_relevance(self._viewer, R, exp.modalities, exp.case)
+        show_relevance(self._viewer, R, exp.modalities, exp.case, lazy=True)
+        self.updates += 1
         t = measure(R, exp.input_image, exp.case.label, exp.modalities, self.tau_r.value, self.tau_x.value)
         self.coefficients = t
         cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]
