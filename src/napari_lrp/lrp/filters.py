@@ -75,8 +75,8 @@ class Identity(Filter):
 
 
 @dataclass(frozen=True)
-class Pass(Filter):
-    """pass(a1, a2): keep r where a1 <= |r| <= a2, else 0. The paper's alpha-pass is Pass(0, alpha)."""
+class _Band(Filter):
+    """A filter with a band [a1, a2] of normalised magnitudes."""
 
     a1: float = 0.0
     a2: float = 1.0
@@ -87,6 +87,11 @@ class Pass(Filter):
         object.__setattr__(self, "scope", scope)
         object.__setattr__(self, "signs", signs)
         self.__post_init__()
+
+
+@dataclass(frozen=True, init=False)
+class Pass(_Band):
+    """pass(a1, a2): keep r where a1 <= |r| <= a2, else 0. The paper's alpha-pass is Pass(0, alpha)."""
 
     def apply(self, r):
         a = r.abs()
@@ -98,19 +103,9 @@ class Pass(Filter):
         return R * keep
 
 
-@dataclass(frozen=True)
-class Clamp(Filter):
+@dataclass(frozen=True, init=False)
+class Clamp(_Band):
     """clamp(a1, a2): r' = sign(r) * min(max(|r|, a1), a2) for r != 0; 0 stays 0. alpha-clamp = Clamp(0, alpha)."""
-
-    a1: float = 0.0
-    a2: float = 1.0
-
-    def __init__(self, a1: float = 0.0, a2: float = 1.0, scope: str = "sample", signs: str = "joint"):
-        object.__setattr__(self, "a1", float(a1))
-        object.__setattr__(self, "a2", float(a2))
-        object.__setattr__(self, "scope", scope)
-        object.__setattr__(self, "signs", signs)
-        self.__post_init__()
 
     def apply(self, r):
         return torch.sign(r) * r.abs().clamp(min=self.a1, max=self.a2)
