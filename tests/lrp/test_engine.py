@@ -275,3 +275,36 @@ def test_rules_mapping_by_name_glob_and_type():
     assert rules["decoders.0.0"] == Epsilon(1e-9)  # default handling kept
     with pytest.raises(TypeError, match="needs a layer with weights"):
         Propagation(copy.deepcopy(net), x, rules={"pool": ZPlus()})
+
+
+def test_batchnorm_is_folded_into_the_convolution_like_zennit_canonizer():
+    """DESIGN: an eval BatchNorm right after a convolution is folded into it (gamma then sees W' = s W)."""
+    import_zennit()
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonGammaBox
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(),
+                        nn.Conv3d(4, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.Conv3d(4, 2, 1))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            with torch.no_grad():
+                m.weight.uniform_(-1.5, 1.5)  # negative scales flip the sign of folded weights
+                m.bias.uniform_(-0.5, 0.5)
+    net = net.double().eval()
+    x = torch.randn(1, 2, 6, 6, 6, dtype=torch.float64)
+    start = net(x).detach()
+    prop = Propagation(net, x, rules="epsilon-gamma-box", bounds=(-3.0, 3.0))
+    assert prop.folded == [("0", "1"), ("3", "4")]
+    got = prop.propagate(start).relevance
+    xx = x.clone().requires_grad_(True)
+    comp = EpsilonGammaBox(low=torch.full_like(x, -3.0), high=torch.full_like(x, 3.0),
+                           canonizers=[SequentialMergeBatchNorm()])
+    with comp.context(net) as m:
+        (want,) = torch.autograd.grad(m(xx), xx, start)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    # the model is unchanged and the paper preset (norms pass relevance) does not fold
+    assert torch.equal(net(x), start)
+    assert Propagation(net, x, rules="paper").folded == []

@@ -309,6 +309,15 @@ class PropagationResult:
     unfiltered: torch.Tensor | None = None
 
 
+def _foldable(entry: _Entry, bn: nn.Module) -> bool:
+    m = entry.module
+    if bn.running_mean is None or bn.running_var is None or entry.z is None:
+        return False
+    if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and m.groups != 1:
+        return False
+    return entry.z.ndim >= 2 and entry.z.shape[1] == bn.running_mean.numel()
+
+
 def _is_leaf(module: nn.Module) -> bool:
     return next(iter(module.children()), None) is None
 
@@ -337,8 +346,13 @@ class Propagation:
         self._entries: list[_Entry] = []
         self._functional_count = 0
         self._calls: dict[str, int] = {}
+        # linear layers whose rule is prepared once we know whether a BatchNorm follows (to fold it)
+        self._pending: dict[int, tuple[torch.Tensor, _Entry]] = {}
+        self._fold: dict[str, _Entry] = {}
         #: output shape of every module (first call), for layer tables
         self.shapes: dict[str, tuple] = {}
+        #: (layer, BatchNorm) pairs folded together
+        self.folded: list[tuple[str, str]] = []
         # propagation-time state
         self._filters: dict = {}
         self._keep: set[str] = set()
@@ -372,6 +386,7 @@ class Propagation:
             self.x = x.detach().clone().requires_grad_(True)
             with torch.enable_grad(), _FunctionalRules(self):
                 out = module(_TapFn.apply(self.x, self, "", "root"))
+                self._flush_pending()
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"the module returned {type(out).__name__}; LRP needs a single output tensor")
             if not _in_graph(out):
@@ -391,11 +406,25 @@ class Propagation:
         def pre_hook(mod, args):
             if self._suspended:
                 return None
-            if self._rule_for(name, m) is not None and _is_leaf(m):
+            leaf = _is_leaf(m)
+            if leaf:
+                if isinstance(m, BATCHNORM_TYPES) and args and id(args[0]) in self._pending and \
+                        isinstance(self._rule_for(name, m), Epsilon) and _foldable(self._pending[id(args[0])][1], m):
+                    self._fold[name] = self._pending[id(args[0])][1]
+                    self._drop_pending(self._fold[name])
+                self._flush_pending()
+            if self._rule_for(name, m) is not None and leaf:
                 self._in_rule_leaf += 1
             if name == "":
                 return None
-            return tuple(_TapFn.apply(a, self, name, "in") if _in_graph(a) else a for a in args)
+            out = []
+            for a in args:
+                if _in_graph(a):
+                    t = _TapFn.apply(a, self, name, "in")
+                    self._alias(a, t)
+                    a = t
+                out.append(a)
+            return tuple(out)
 
         return pre_hook
 
@@ -422,19 +451,35 @@ class Propagation:
             if isinstance(out, torch.Tensor):
                 self.shapes.setdefault(name, tuple(out.shape))
             rule = self._rule_for(name, m)
+            pending = None
             if rule is not None and _is_leaf(m):
                 self._in_rule_leaf -= 1
                 x = args[0] if args else None
                 if isinstance(out, torch.Tensor) and _in_graph(x):
-                    out = self._wrap(rule, name, m, x, out)
+                    if name in self._fold:  # BatchNorm folded into the layer before it
+                        self._prepare_folded(self._fold.pop(name), m, out)
+                        rule = PassThrough()
+                    defer = isinstance(m, LINEAR_TYPES)
+                    out = self._wrap(rule, name, m, x, out, defer=defer)
+                    if defer:
+                        pending = self._entries[-1]
             if name and isinstance(out, torch.Tensor) and _in_graph(out):
                 k = self._calls[name] = self._calls.get(name, 0) + 1
-                out = _TapFn.apply(out, self, name if k == 1 else f"{name}#{k}", "out")
+                t = _TapFn.apply(out, self, name if k == 1 else f"{name}#{k}", "out")
+                self._alias(out, t)
+                out = t
+            if pending is not None:
+                self._pending[id(out)] = (out, pending)
             return out
 
         return post_hook
 
-    def _wrap(self, rule: Rule, name: str, m: nn.Module | None, x: torch.Tensor, z: torch.Tensor):
+    def _wrap(self, rule: Rule, name: str, m: nn.Module | None, x: torch.Tensor, z: torch.Tensor,
+              defer: bool = False):
+        if defer:  # prepared by _flush_pending, or with a folded BatchNorm by _prepare_folded
+            entry = _Entry(name=name, module=m, rule=rule, x=x, z=z.detach())
+            self._entries.append(entry)
+            return _RuleFn.apply(x, z.detach(), self, entry)
         self._suspended = True
         try:
             state = rule.prepare(m, x, z, {})
@@ -443,6 +488,57 @@ class Propagation:
         entry = _Entry(name=name, module=m, rule=rule, state=state)
         self._entries.append(entry)
         return _RuleFn.apply(x, z.detach(), self, entry)
+
+    def _alias(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """A tap's output stands for its input when looking for a BatchNorm right after a layer."""
+        hit = self._pending.get(id(old))
+        if hit is not None:
+            self._pending[id(new)] = (new, hit[1])
+
+    def _drop_pending(self, entry: _Entry) -> None:
+        for key in [k for k, (_t, e) in self._pending.items() if e is entry]:
+            del self._pending[key]
+
+    def _flush_pending(self) -> None:
+        """Prepare the deferred linear layers that no BatchNorm follows directly."""
+        done = set()
+        for _t, entry in list(self._pending.values()):
+            if id(entry) in done:
+                continue
+            done.add(id(entry))
+            self._suspended = True
+            try:
+                entry.state = entry.rule.prepare(entry.module, entry.x, entry.z, {})
+            finally:
+                self._suspended = False
+            entry.x = entry.z = None
+        self._pending.clear()
+
+    def _prepare_folded(self, entry: _Entry, bn: nn.Module, y: torch.Tensor) -> None:
+        """Fold an eval BatchNorm into the linear layer before it: the layer's rule sees W' = s W,
+        b' = s (b - mean) + beta and the BatchNorm's output; the BatchNorm then passes relevance."""
+        conv = entry.module
+        s = torch.rsqrt(bn.running_var.detach() + bn.eps)
+        if bn.affine:
+            s = s * bn.weight.detach()
+        w = conv.weight.detach()
+        shape = [1] * w.ndim
+        if isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            shape[1] = -1
+        else:
+            shape[0] = -1
+        b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        bias = (b - bn.running_mean.detach()) * s
+        if bn.affine:
+            bias = bias + bn.bias.detach()
+        self._suspended = True
+        try:
+            entry.state = entry.rule.prepare(conv, entry.x, y.detach(),
+                                             {"weight": w * s.view(shape), "bias": bias})
+        finally:
+            self._suspended = False
+        entry.x = entry.z = None
+        self.folded.append((entry.name, self._names.get(id(bn), "?")))
 
     def _wrap_functional(self, rule: Rule, func, x, out):
         self._functional_count += 1

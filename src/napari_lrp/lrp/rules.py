@@ -113,7 +113,7 @@ class Epsilon(Rule):
         if isinstance(module, NORM_TYPES):
             return ("norm", x.detach(), z.detach(), _norm_scale(module, x.detach()))
         if isinstance(module, LINEAR_TYPES):
-            return ("linear", module, x.detach(), z.detach())
+            return ("linear", module, ctx.get("weight", module.weight).detach(), x.detach(), z.detach())
         return ("graph", x, z)
 
     def relevance(self, state, R):
@@ -122,9 +122,9 @@ class Epsilon(Rule):
             _, x, z, scale = state
             return divide_stabilised(R, z, self.epsilon).mul_(x).mul_(scale)
         if kind == "linear":
-            _, module, x, z = state
+            _, module, w, x, z = state
             s = divide_stabilised(R, z, self.epsilon)
-            return linear_vjp(module, x.shape, module.weight.detach(), s).mul_(x)
+            return linear_vjp(module, x.shape, w, s).mul_(x)
         _, x, z = state
         s = divide_stabilised(R, z.detach(), self.epsilon)
         (g,) = _grad(z, x, s)
@@ -203,10 +203,12 @@ class _WeightRule(Rule):
     needs_weights = True
 
     @staticmethod
-    def _params(module):
-        w = module.weight.detach()
-        b = module.bias.detach() if getattr(module, "bias", None) is not None else None
-        return w, b
+    def _params(module, ctx=None):
+        """Weight and bias, or the folded ones in ctx (a BatchNorm folded into this layer)."""
+        ctx = ctx or {}
+        w = ctx.get("weight", module.weight).detach()
+        b = ctx.get("bias", getattr(module, "bias", None))
+        return w, (b.detach() if b is not None else None)
 
 
 class Gamma(_WeightRule):
@@ -225,7 +227,7 @@ class Gamma(_WeightRule):
         self.epsilon = float(epsilon)
 
     def prepare(self, module, x, z, ctx):
-        w, b = self._params(module)
+        w, b = self._params(module, ctx)
         g = self.gamma
         xd, z = x.detach(), z.detach()
         nonneg = bool((xd >= 0).all())
@@ -240,12 +242,11 @@ class Gamma(_WeightRule):
             if b is not None:
                 zpos += g * _bias_like(b.clamp(min=0), z)
         # z_neg = (2 + g) z - z_pos (b = b+ + b-), computed when needed: two tensors kept, not three
-        return (module, xd, nonneg, zpos, z)
+        return (module, w, xd, nonneg, zpos, z)
 
     def relevance(self, state, R):
-        module, x, nonneg, zpos, z = state
+        module, w, x, nonneg, zpos, z = state
         g = self.gamma
-        w = module.weight.detach()
         wp = w.clamp(min=0)
         sp = divide_stabilised(R * (z > 0), zpos, self.epsilon)
         Rn = R * (z < 0)
@@ -287,7 +288,7 @@ class AlphaBeta(_WeightRule):
         self.epsilon = float(epsilon)
 
     def prepare(self, module, x, z, ctx):
-        w, _b = self._params(module)
+        w, _b = self._params(module, ctx)
         xd = x.detach()
         nonneg = bool((xd >= 0).all())
         with torch.no_grad():
@@ -300,11 +301,10 @@ class AlphaBeta(_WeightRule):
                 zpos += linear_forward(module, xn, wn, None)
                 if zneg is not None:
                     zneg += linear_forward(module, xn, wp, None)
-        return (module, xd, nonneg, zpos, zneg)
+        return (module, w, xd, nonneg, zpos, zneg)
 
     def relevance(self, state, R):
-        module, x, nonneg, zpos, zneg = state
-        w = module.weight.detach()
+        module, w, x, nonneg, zpos, zneg = state
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         xp = x if nonneg else x.clamp(min=0)
         s = divide_stabilised(R, zpos, self.epsilon)
@@ -349,7 +349,7 @@ class ZBox(_WeightRule):
         self.epsilon = float(epsilon)
 
     def prepare(self, module, x, z, ctx):
-        w, _b = self._params(module)
+        w, _b = self._params(module, ctx)
         xd = x.detach()
         low, high = self.low, self.high
         if low is None or high is None:
@@ -360,11 +360,10 @@ class ZBox(_WeightRule):
         with torch.no_grad():
             zb = (linear_forward(module, xd, w, None) - linear_forward(module, lo, w.clamp(min=0), None)
                   - linear_forward(module, hi, w.clamp(max=0), None))
-        return (module, xd, lo, hi, zb)
+        return (module, w, xd, lo, hi, zb)
 
     def relevance(self, state, R):
-        module, x, lo, hi, zb = state
-        w = module.weight.detach()
+        module, w, x, lo, hi, zb = state
         s = divide_stabilised(R, zb, self.epsilon)
         out = linear_vjp(module, x.shape, w, s).mul_(x)
         out -= linear_vjp(module, x.shape, w.clamp(min=0), s).mul_(lo)
@@ -389,14 +388,14 @@ class _ConstantInputRule(_WeightRule):
         raise NotImplementedError
 
     def prepare(self, module, x, z, ctx):
-        w, _b = self._params(module)
+        w, _b = self._params(module, ctx)
         with torch.no_grad():
             zf = linear_forward(module, torch.ones_like(x.detach()), self._weight(w), None)
-        return (module, tuple(x.shape), zf)
+        return (module, w, tuple(x.shape), zf)
 
     def relevance(self, state, R):
-        module, shape, zf = state
-        return linear_vjp(module, shape, self._weight(module.weight.detach()), divide_stabilised(R, zf, self.epsilon))
+        module, w, shape, zf = state
+        return linear_vjp(module, shape, self._weight(w), divide_stabilised(R, zf, self.epsilon))
 
 
 class Flat(_ConstantInputRule):
