@@ -110,6 +110,7 @@ def measure(arch: str, shape, kind: str, device: str, repeats: int) -> dict:
         base = torch.cuda.memory_allocated()
     rss0 = _rss_mb()
     times = []
+    peak = None
     for _ in range(repeats):
         sync()
         t0 = time.perf_counter()
@@ -117,10 +118,11 @@ def measure(arch: str, shape, kind: str, device: str, repeats: int) -> dict:
         sync()
         times.append(time.perf_counter() - t0)
         del out
-    if device.startswith("cuda"):
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+        if peak is None:  # memory of the first run (later runs add allocator fragmentation, not data)
+            if device.startswith("cuda"):
+                peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+            else:
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
     times.sort()
     return {"seconds": times[len(times) // 2], "peak_mb": peak}
 
