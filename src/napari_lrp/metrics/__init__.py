@@ -7,8 +7,8 @@ from .measures import (
     groundtruth_inclusivity,
     inclusivities,
     inclusivity,
-    input_mask,
     input_inclusivity,
+    input_mask,
     mean_power,
     signal_distribution,
 )
