@@ -72,5 +72,9 @@ def test_batching_does_not_change_the_curve(trained):
     a = region_perturbation(net, x, R, label == 1, batch=1, n_blocks=64, steps=6)
     b = region_perturbation(net, x, R, label == 1, batch=8, n_blocks=64, steps=6)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    from napari_lrp.lrp import Propagation
+
+    c = region_perturbation(Propagation(net, x), x, R, label == 1, batch=8, n_blocks=64, steps=6)
+    np.testing.assert_allclose(c.scores, a.scores, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown order"):
         region_perturbation(net, x, R, label == 1, order="sideways")

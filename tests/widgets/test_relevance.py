@@ -123,3 +123,19 @@ def test_inclusivity_widget_follows_the_run(viewer_and_widget, qtbot):
     assert not hidden.visible
     hidden.visible = True
     np.testing.assert_array_equal(hidden.data, R[exp.modalities.index("Tmax")])
+
+
+def test_layer_inspector_shows_intermediate_relevance(viewer_and_widget, qtbot):
+    viewer, w = viewer_and_widget
+    w.run()
+    _wait(qtbot, w)
+    assert "encoders.2" in w.inspect.choices
+    layer = w.show_layer_relevance("encoders.2")
+    exp = w.session.explanation
+    np.testing.assert_allclose(layer.data, exp.kept["encoders.2"][0].sum(0).numpy())
+    # a coarser layer covers the same extent: its voxels are larger by the downsampling factor
+    extent = np.array(layer.data.shape) * np.array(layer.scale)
+    np.testing.assert_allclose(extent, np.array(exp._prepared.x.shape[2:]) * exp.case.spacing, rtol=1e-6)
+    n = len(viewer.layers)
+    w.show_layer_relevance("encoders.2")
+    assert len(viewer.layers) == n

@@ -55,13 +55,16 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
                         batch: int = 4, foreground=None) -> PerturbationCurve:
     """Flip blocks of ``x`` in the order the relevance gives and score the model after each step.
 
-    model: a torch module (or napari_lrp Model) taking x; x: (1, C, Z, Y, X) model input; relevance:
+    model: a torch module, a napari_lrp Model or a Propagation (its module) taking x; x: (1, C, Z, Y, X) model input; relevance:
     (C, Z, Y, X) or (1, C, Z, Y, X) on x's grid; target_mask: (Z, Y, X) region whose class logit sum
     is the score; order: 'morf' (most relevant first), 'lerf' or 'random' (seeded; independent of the
     relevance); fill: 'mean' (channel mean over the foreground), 'zero', 'noise', 'blur'; steps: about
     that many log-spaced steps; batch: perturbed volumes scored per forward pass.
     """
-    net = getattr(model, "network", model)
+    net = model
+    for attr in ("network", "module"):  # a napari_lrp Model, or a Propagation
+        if not isinstance(net, nn.Module) and getattr(net, attr, None) is not None:
+            net = getattr(net, attr)
     if isinstance(net, nn.Module):
         p = next(net.parameters(), None)
         dev, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)

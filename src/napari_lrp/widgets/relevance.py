@@ -152,6 +152,9 @@ class RelevanceWidget(Container):
         self.bulk_clear = PushButton(text="clear")
         bulk_buttons = Container(widgets=[self.bulk_encoder, self.bulk_all, self.bulk_clear], layout="horizontal",
                                  labels=False)
+        self.inspect = ComboBox(label="layer inspector", choices=self._kept_choices,
+                                tooltip="relevance at a layer's output (sum over its channels) as an image layer")
+        self.inspect_button = PushButton(text="Show layer relevance")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
@@ -161,7 +164,7 @@ class RelevanceWidget(Container):
         self.table = LayerFilterTable()
         self.native.layout().addWidget(self.table)
         self.extend([Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-                     self.status])
+                     self.status, self.inspect, self.inspect_button])
         self._bridge = _Bridge()
         self._bridge.progressed.connect(self._on_progress)
         self._pbar = None
@@ -170,6 +173,7 @@ class RelevanceWidget(Container):
         self.load_button.changed.connect(self.load)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self.inspect_button.changed.connect(lambda: self.show_layer_relevance(self.inspect.value))
         self.bulk_encoder.changed.connect(lambda: self._bulk("encoder"))
         self.bulk_all.changed.connect(lambda: self._bulk("all"))
         self.bulk_clear.changed.connect(lambda: self._bulk(None))
@@ -192,6 +196,36 @@ class RelevanceWidget(Container):
             return "output"
         name = t.split(": ", 1)[1]
         return np.asarray(self._viewer.layers[name].data) > 0
+
+    def _kept_choices(self, _widget=None):
+        exp = getattr(getattr(self, "session", None), "explanation", None)
+        if exp is None:
+            return ["(run first)"]
+        return [n for n, R in exp.kept.items() if R.ndim == 5] or ["(none)"]
+
+    def show_layer_relevance(self, name: str):
+        """Add (or update) 'R @ name': the channel sum of the relevance at that layer's output, scaled
+        to lie over the case (its voxels are larger where the network has downsampled)."""
+        exp = self.session.explanation
+        if exp is None or name not in exp.kept:
+            return None
+        from ._layers import _relevance_colormap, _upsert, symmetric_limit
+
+        R = exp.kept[name][0].sum(0).float().cpu().numpy()
+        model_shape = np.array(exp._prepared.x.shape[2:], dtype=float)
+        factor = model_shape / np.array(R.shape, dtype=float)
+        grid = exp.case.grid
+        pads = np.array([b for b, _a in exp._prepared.pads], dtype=float)
+        scale = grid.spacing * factor
+        translate = grid.translate - pads * grid.spacing + (factor - 1) / 2 * grid.spacing
+        m = symmetric_limit(R)
+        layer_name = f"R @ {name}"
+        new = layer_name not in self._viewer.layers
+        layer = _upsert(self._viewer, layer_name, R, "image", contrast_limits=(-m, m),
+                        **({"colormap": _relevance_colormap(), "opacity": 0.7, "scale": tuple(scale),
+                            "translate": tuple(translate), "units": ("mm", "mm", "mm")} if new else {}))
+        layer.scale, layer.translate = tuple(scale), tuple(translate)
+        return layer
 
     def filters(self) -> dict[str, Filter]:
         scope, signs = self.scope.value, self.signs.value
@@ -304,6 +338,7 @@ class RelevanceWidget(Container):
             self.table.set_layers(exp.model.network, None, block_names(exp.model.network))
         self.session.set_explanation(exp)
         show_explanation(self._viewer, exp)
+        self.inspect.reset_choices()
         self.table.set_shapes(exp._prop.shapes)
         self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}")
 
