@@ -16,6 +16,7 @@ filter the relevance before and after; what is missing was absorbed (biases, sta
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import threading
 from collections.abc import Callable, Mapping
@@ -56,6 +57,20 @@ AVGPOOL_TYPES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
                  nn.AdaptiveAvgPool3d, nn.Upsample)
 
 DEFAULT_EPSILON = 1e-9
+
+
+@contextlib.contextmanager
+def _full_precision(device: torch.device):
+    """Convolutions and matmuls in full float32 on CUDA (no TF32) while relevance is computed; restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 class Cancelled(RuntimeError):
@@ -384,7 +399,7 @@ class Propagation:
             except StopIteration:
                 pass
             self.x = x.detach().clone().requires_grad_(True)
-            with torch.enable_grad(), _FunctionalRules(self):
+            with torch.enable_grad(), _full_precision(x.device), _FunctionalRules(self):
                 out = module(_TapFn.apply(self.x, self, "", "root"))
                 self._flush_pending()
             if not isinstance(out, torch.Tensor):
@@ -657,7 +672,8 @@ class Propagation:
                     R0 = filters["output"](start)
                     self._record("output", "filter", repr(filters["output"]), self._ledger.start,
                                  float(R0.sum(dtype=torch.float64)))
-                (R,) = torch.autograd.grad(self.out, self.x, R0, retain_graph=retain, allow_unused=True)
+                with _full_precision(R0.device):
+                    (R,) = torch.autograd.grad(self.out, self.x, R0, retain_graph=retain, allow_unused=True)
                 if not retain:
                     self.release()
                 if R is None:
