@@ -86,6 +86,22 @@ def _collect(cases: list[Path], out: Path) -> pd.DataFrame:
     return table
 
 
+def _bar(total: int, skipped: int, show: bool):
+    if not show or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"cases ({skipped} already done)", unit="case")
+
+
+def _report(bar, result: dict) -> None:
+    if bar is None:
+        return
+    if result["status"] != "ok":
+        bar.write(f"{result['case']}: failed: {result.get('error', '')}")
+    bar.update(1)
+
+
 def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None = None,
                  scheduler: str | None = None, placement: str = "input", device: str = "cpu",
                  show_progress: bool = True) -> pd.DataFrame:
@@ -99,9 +115,10 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     (out / "cases").mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases if not (out / "cases" / f"{c.name}.csv").exists()]
     args = dict(model_path=str(model), out_dir=str(out), preset=preset, placement=placement, device=device)
+    bar = _bar(len(todo), len(cases) - len(todo), show_progress)
     if todo and workers == 0 and scheduler is None:
         for c in todo:
-            run_case(str(c), **args)
+            _report(bar, run_case(str(c), **args))
     elif todo:
         from dask.distributed import Client, LocalCluster, as_completed
 
@@ -112,16 +129,14 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
         client = Client(scheduler or cluster)
         try:
             futures = [client.submit(run_case, str(c), pure=False, **args) for c in todo]
-            done = 0
             for fut in as_completed(futures):
-                done += 1
-                r = fut.result()
-                if show_progress:
-                    print(f"[{done}/{len(todo)}] {r['case']}: {r['status']} {r.get('error', '')}", flush=True)
+                _report(bar, fut.result())
         finally:
             client.close()
             if cluster is not None:
                 cluster.close()
+    if bar is not None:
+        bar.close()
     table = _collect(cases, out)
     tmp = out / ".table.csv.tmp"
     table.to_csv(tmp, index=False)
