@@ -15,16 +15,29 @@ if ! command -v Xvfb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     libxcb-image0 libxcb-render-util0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3 >/dev/null
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=".venv/bin/python -m pip"
-$PIP install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+pip_install() {  # quiet pip: its output is shown only when it fails, and then the script fails
+  local log status
+  log="$(mktemp)"
+  set +e
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1
+  status=$?
+  set -e
+  if [ "$status" -ne 0 ]; then
+    grep -v "is ignored" "$log" >&2 || true
+    echo "scripts/setup.sh: pip install $* failed" >&2
+  fi
+  rm -f "$log"
+  return "$status"
+}
+pip_install --upgrade pip
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  $PIP install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+  pip_install torch==2.13.0
 fi
 if [ "${1:-}" = "--test" ]; then
-  $PIP install -q -e ".[qt,testing]" 2>&1 | grep -v "is ignored" || true
+  pip_install -e ".[qt,testing]"
   # zennit (the reference LRP library, a test oracle) without its torchvision dependency
-  $PIP install -q --no-deps zennit 2>&1 | grep -v "is ignored" || true
+  pip_install --no-deps zennit
 else
-  $PIP install -q -e ".[qt]" 2>&1 | grep -v "is ignored" || true
+  pip_install -e ".[qt]"
 fi
 .venv/bin/python -c "import napari_lrp, torch; print('napari-lrp', napari_lrp.__version__, 'torch', torch.__version__)"
