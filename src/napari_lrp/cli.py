@@ -49,6 +49,7 @@ def cmd_explain(args) -> int:
     import pandas as pd
 
     from . import explain, load_case, load_model, save_nifti, save_settings
+    from .io.atomic import replacing
     from .lrp.explain import filters_from_specs
     from .metrics import measure
 
@@ -62,9 +63,8 @@ def cmd_explain(args) -> int:
     save_nifti(exp.relevance.sum(0), case, out / "relevance_sum.nii.gz")
     save_nifti(exp.prediction, case, out / "prediction.nii.gz")
     table: pd.DataFrame = measure(exp.relevance, exp.input_image, case.label, exp.modalities)
-    tmp = out / ".coefficients.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "coefficients.csv")
+    with replacing(out / "coefficients.csv") as tmp:
+        table.to_csv(tmp, index=False)
     save_settings(exp, out / "settings.json")
     print(table.to_string(index=False))
     print(f"wrote {out}")

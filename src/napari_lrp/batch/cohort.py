@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io.atomic import replacing, write_text
+
 __all__ = ["case_folders", "run_case", "sweep_cohort"]
 
 
@@ -37,12 +39,6 @@ def _model(model_path: str, device: str):
     return load_model(model_path, device=device)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper", placement: str = "input",
              device: str = "cpu") -> dict:
     """Explain one case and sweep the default grid; writes cases/<name>.csv (or .failed.json)."""
@@ -59,13 +55,12 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
         table.insert(0, "case", name)
         table["status"] = "ok"
         table["error"] = ""
-        tmp = cases / f".{name}.csv.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, cases / f"{name}.csv")
+        with replacing(cases / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
         (cases / f"{name}.failed.json").unlink(missing_ok=True)
         return {"case": name, "status": "ok"}
     except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
-        _atomic_text(cases / f"{name}.failed.json", json.dumps(
+        write_text(cases / f"{name}.failed.json", json.dumps(
             {"case": name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
         return {"case": name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
@@ -138,15 +133,12 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     if bar is not None:
         bar.close()
     table = _collect(cases, out)
-    tmp = out / ".table.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "table.csv")
+    with replacing(out / "table.csv") as tmp:
+        table.to_csv(tmp, index=False)
     try:
         import pyarrow  # noqa: F401
-
-        tmp = out / ".table.parquet.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, out / "table.parquet")
     except ImportError:
-        pass
+        return table
+    with replacing(out / "table.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     return table

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from .atomic import replacing
 from .orientation import Grid
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -67,19 +67,9 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Grid]:
 
 def atomic_write(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
     """Write ``img`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with replacing(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
 
 
 def save_on_grid(array: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:

@@ -13,14 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io.atomic import write_text
 from ..io.case import Case
-from ..models.loading import Model, ModelCard, file_sha256
+from ..models.loading import Model, ModelCard
 from ..models.preprocess import PreparedInput, prepare_input
 from .engine import Ledger, Propagation
 from .filters import Filter, format_filter, parse_filter
 from .targets import predict, region_mask, start_relevance
 
-__all__ = ["Explanation", "explain", "predict_case", "settings_of", "load_settings", "save_settings", "filters_from_specs"]
+__all__ = ["Explanation", "explain", "predict_case", "load_settings", "save_settings", "filters_from_specs"]
 
 
 def _default_card(network: nn.Module, case: Case) -> ModelCard:
@@ -107,17 +108,9 @@ class Explanation:
         }
 
 
-def settings_of(exp: Explanation) -> dict:
-    return exp.settings()
-
-
 def save_settings(exp: Explanation, path: str | os.PathLike) -> Path:
     """Write the settings JSON atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(exp.settings(), indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(exp.settings(), indent=2))
 
 
 def load_settings(path_or_dict) -> dict:
@@ -190,10 +183,6 @@ def _propagated(prop, prep, start, case, m, preset, filters, target, cls, logits
                        modalities=list(m.card.modalities), case=case, model=m, preset=preset, filters=filters,
                        target=target, target_class=cls, ledger=res.ledger, kept=res.kept, _prop=prop,
                        _prepared=prep, _start=start)
-
-
-def model_hash(path) -> str:
-    return file_sha256(path)
 
 
 def predict_case(model, case: Case) -> tuple[np.ndarray, np.ndarray, dict[str, tuple]]:

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io.atomic import replacing, write_text
+
 __all__ = ["ModelCard", "Model", "ModelError", "load_model", "save_model", "resolve_device", "build_network",
            "ALLOWED_PREFIXES", "file_sha256"]
 
@@ -431,10 +433,6 @@ def save_model(module: nn.Module, card: ModelCard | dict, path: str | os.PathLik
     card_path.parent.mkdir(parents=True, exist_ok=True)
     weights = card_path.parent / card.weights
     sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    torch.save(sd, tmp)
-    os.replace(tmp, weights)
-    tmpc = card_path.with_name(f".{card_path.name}.tmp")
-    tmpc.write_text(json.dumps(card.to_dict(), indent=2))
-    os.replace(tmpc, card_path)
-    return card_path
+    with replacing(weights) as tmp:
+        torch.save(sd, tmp)
+    return write_text(card_path, json.dumps(card.to_dict(), indent=2))

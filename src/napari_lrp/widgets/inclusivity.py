@@ -18,6 +18,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 
 from ..io import save_nifti
+from ..io.atomic import replacing
 from ..lrp.explain import save_settings
 from ..lrp.filters import Amplify, Clamp, Filter, Pass
 from ..metrics import layer_mean_power, measure, sweep
@@ -169,15 +170,12 @@ class InclusivityWidget(Container):
 
     def export_csv(self, path: str) -> Path:
         """Write the sweep table (or the current coefficients) as CSV, atomically."""
-        import os
-
         table = self.sweep_table if self.sweep_table is not None else self.coefficients
         if table is None:
             raise RuntimeError("nothing to export yet: run the Relevance widget first")
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            table.to_csv(tmp, index=False)
         self.status.value = f"wrote {path}"
         return path
 
