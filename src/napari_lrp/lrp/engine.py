@@ -22,7 +22,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -358,6 +357,7 @@ class Propagation:
         self._suspended = False
         self._in_rule_leaf = 0
         self._first_done = False
+        self._rule_cache: dict[str, Rule | None] = {}
         self._entries: list[_Entry] = []
         self._functional_count = 0
         self._calls: dict[str, int] = {}
@@ -444,7 +444,7 @@ class Propagation:
         return pre_hook
 
     def _rule_for(self, name, m) -> Rule | None:
-        cache = self.__dict__.setdefault("_rule_cache", {})
+        cache = self._rule_cache
         if name not in cache:
             if not _is_leaf(m):
                 cache[name] = None
@@ -760,7 +760,3 @@ def block_names(module: nn.Module, which: str = "all") -> list[str]:
 def every_block(module: nn.Module, f: Filter, which: str = "all") -> dict[str, Filter]:
     """{block name: f} for every block of ``module`` (see :func:`block_names`)."""
     return {n: f for n in block_names(module, which)}
-
-
-def _as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

@@ -45,9 +45,6 @@ class Filter:
             return R.abs()
         return R.amax(dim=dims, keepdim=True)
 
-    def _scaled(self, R: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
-        return self.apply_scaled(R, N)
-
     def __call__(self, R):
         """Filter relevance R (N, C, *spatial); returns the same type (torch or numpy) and shape."""
         if isinstance(R, np.ndarray):
@@ -57,10 +54,10 @@ class Filter:
         if self.signs == "joint":
             dims = tuple(range(1 if self.scope == "sample" else 2, R.ndim))
             N = torch.maximum(R.amax(dim=dims, keepdim=True), -R.amin(dim=dims, keepdim=True))
-            return self._scaled(R, N)
+            return self.apply_scaled(R, N)
         pos = R.clamp(min=0)
         neg = R.clamp(max=0)
-        return self._scaled(pos, self._norm(pos)) + self._scaled(neg, self._norm(-neg))
+        return self.apply_scaled(pos, self._norm(pos)) + self.apply_scaled(neg, self._norm(-neg))
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ sign(0) := 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -410,10 +408,3 @@ class WSquare(_ConstantInputRule):
 
     def _weight(self, w):
         return w * w
-
-
-@dataclass(frozen=True)
-class Residual:
-    """y = a + b: R_a = a / (y + eps sign y) R, R_b = b / (y + eps sign y) R."""
-
-    epsilon: float = 1e-9

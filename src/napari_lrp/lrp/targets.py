@@ -10,7 +10,7 @@ __all__ = ["predict", "region_mask", "start_relevance"]
 
 def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
     """Class map (N, *spatial) uint8 from logits (N, K, *spatial): argmax, or > 0 for one sigmoid channel."""
-    if logits.shape[1] == 1 or activation == "sigmoid" and logits.shape[1] == 1:
+    if logits.shape[1] == 1:
         return (logits[:, 0] > 0).to(torch.uint8)
     return logits.argmax(dim=1).to(torch.uint8)
 

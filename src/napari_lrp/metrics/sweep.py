@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..lrp.engine import Cancelled, every_block
+from ..lrp.engine import every_block
 from ..lrp.filters import Amplify, Clamp, Filter, Pass, format_filter
 from .measures import inclusivities, input_mask, mean_power, signal_distribution
 
@@ -79,5 +79,3 @@ def sweep(explanation, placement: str = "input", grid: list[Filter] | None = Non
             progress(i + 1, len(settings))
     return pd.concat(tables, ignore_index=True)
 
-
-__all__ += ["Cancelled"]

@@ -121,6 +121,7 @@ def prepare_input(image: np.ndarray, modalities: list[str], card: ModelCard, net
             flat += [b, a]
         if any(flat):
             x = F.pad(x, flat)
-    dtype = next(network.parameters()).dtype if any(True for _ in network.parameters()) else torch.float32
+    param = next(network.parameters(), None)
+    dtype = torch.float32 if param is None else param.dtype
     return PreparedInput(x=x.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=bounds,
                          network=network)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QObject, Signal
@@ -361,6 +359,3 @@ class RelevanceWidget(Container):
         self.cancel_button.enabled = False
         self.worker = None
 
-
-def _path(p) -> Path:
-    return Path(str(p))
