@@ -247,20 +247,29 @@ class RelevanceWidget(Container):
                 self.table.set_row(name, self.bulk.kind.value, self.bulk.a1.value, self.bulk.a2.value)
 
     # ---- actions ---------------------------------------------------------------------------
-    def _case(self) -> Case:
+    def _case_source(self, reuse: bool = True):
+        """For the worker, a callable giving the case: the case folder, else the case layers in the viewer
+        (read here, on the main thread), else sample case 1; with ``reuse`` a loaded session case first."""
+        if reuse and self.session.case is not None:
+            case = self.session.case
+            return lambda: case
         path = str(self.case_path.value)
         if path not in ("", "."):
-            return load_case(path)
-        return case_from_layers(self._viewer) or load_case(sample_case_path(1))
+            return lambda: load_case(path)
+        layer_case = case_from_layers(self._viewer)
+        if layer_case is not None:
+            return lambda: layer_case
+        return lambda: load_case(sample_case_path(1))
 
     def load(self):
         """Load case and model (worker), then show the case, the prediction and its Dice."""
         from napari.qt.threading import create_worker
 
+        get_case = self._case_source(reuse=False)  # Load reads the case anew
         model_path, device = str(self.model_path.value), self.device.value
 
         def work():
-            case = self._case()
+            case = get_case()
             model = load_model(model_path, device=device)
             pred, _logits, shapes = predict_case(model, case)
             return case, model, pred, shapes
@@ -285,11 +294,8 @@ class RelevanceWidget(Container):
         """Run LRP in a worker thread with progress; layers are updated in place when it finishes."""
         from napari.qt.threading import create_worker
 
-        path = str(self.case_path.value)
-        layer_case = None
-        if self.session.case is None and path in ("", "."):
-            layer_case = case_from_layers(self._viewer)
-        case, model = self.session.case, self.session.model
+        get_case = self._case_source()
+        model = self.session.model
         model_path, device = str(self.model_path.value), self.device.value
         kw = dict(preset=self.preset.value, filters=self.filters(), target=self.target_value(),
                   target_class=self.target_class.value, keep=True)
@@ -301,7 +307,7 @@ class RelevanceWidget(Container):
             self._bridge.progressed.emit(done, total)
 
         def work():
-            c = case or layer_case or load_case(path if path not in ("", ".") else sample_case_path(1))
+            c = get_case()
             m = model or load_model(model_path, device=device)
             return explain(m, c, progress=progress, **kw)
 
