@@ -31,9 +31,13 @@ def default_grid(kinds=("pass", "clamp", "amplify"), scope: str = "sample", sign
 
 
 def measure(relevance: np.ndarray, image: np.ndarray, label, modalities, tau_r: float = 0.5,
-            tau_x: float = 0.1, signed: bool = False) -> pd.DataFrame:
-    """One row per channel and one 'mean' row: input and ground-truth inclusivity, mu, mean power."""
-    ii, gi = inclusivities(relevance, input_mask(image, tau_x), label, tau_r, signed)
+            tau_x: float = 0.1, signed: bool = False, image_mask=None) -> pd.DataFrame:
+    """One row per channel and one 'mean' row: input and ground-truth inclusivity, mu, mean power.
+
+    image_mask: :func:`input_mask` of ``image`` at ``tau_x`` when the caller keeps it (it does not change
+    while filters move)."""
+    mask = input_mask(image, tau_x) if image_mask is None else image_mask
+    ii, gi = inclusivities(relevance, mask, label, tau_r, signed)
     mu = signal_distribution(relevance)
     mp = mean_power(relevance, per_channel=True)[0]
     rows = []

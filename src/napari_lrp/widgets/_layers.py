@@ -41,12 +41,24 @@ def symmetric_limit(R: np.ndarray) -> float:
     return m if m > 0 else float(a.max())
 
 
+def _symmetric(R: np.ndarray) -> tuple[float, float]:
+    m = symmetric_limit(R)
+    return (-m, m)
+
+
 _PENDING: dict[int, dict] = {}
+_WATCHED: set[int] = set()  # layers whose visibility applies their pending update
+
+
+def _resolved(update: dict) -> dict:
+    """Values given as callables (contrast limits) are computed only when the update is applied."""
+    return {k: (v() if callable(v) else v) for k, v in update.items()}
 
 
 def _apply_pending(layer) -> None:
     update = _PENDING.pop(id(layer), None)
     if update is not None:
+        update = _resolved(update)
         layer.data = update.pop("data")
         for key, value in update.items():
             setattr(layer, key, value)
@@ -55,25 +67,23 @@ def _apply_pending(layer) -> None:
 def _upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, **kwargs):
     """Update the layer ``name`` in place (same kind and shape) or add it; returns the layer.
 
-    lazy=True defers the update of a hidden layer until it is shown (keeps the slider fast).
+    lazy=True defers the update of a hidden layer until it is shown (keeps the slider fast); keyword
+    values may be callables, evaluated when the update is applied.
     """
     if name in viewer.layers:
         layer = viewer.layers[name]
         if type(layer).__name__.lower() == kind and layer.data.shape == data.shape:
-            update = {"data": data, **{k: kwargs[k] for k in ("contrast_limits", "metadata") if k in kwargs}}
-            if lazy and not layer.visible:
-                if id(layer) not in _PENDING:
-                    layer.events.visible.connect(lambda e, ly=layer: _apply_pending(ly) if ly.visible else None)
-                _PENDING[id(layer)] = update
-                return layer
-            _PENDING.pop(id(layer), None)
-            layer.data = update.pop("data")
-            for key, value in update.items():
-                setattr(layer, key, value)
+            if lazy and id(layer) not in _WATCHED:
+                _WATCHED.add(id(layer))
+                layer.events.visible.connect(lambda e, ly=layer: _apply_pending(ly) if ly.visible else None)
+            _PENDING[id(layer)] = {"data": data, **{k: kwargs[k] for k in ("contrast_limits", "metadata")
+                                                    if k in kwargs}}
+            if not (lazy and not layer.visible):
+                _apply_pending(layer)
             return layer
         viewer.layers.remove(layer)
     add = viewer.add_image if kind == "image" else viewer.add_labels
-    return add(data, name=name, **kwargs)
+    return add(data, name=name, **_resolved(kwargs))
 
 
 def show_case(viewer, case) -> list:
@@ -115,23 +125,21 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
     layers = []
     total = relevance.sum(axis=0)
     for c, mod in enumerate(modalities):
-        m = symmetric_limit(relevance[c])
         meta = dict(kw["metadata"], relevance_of=mod)
         exists = relevance_name(mod) in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
                                    "colormap": _relevance_colormap(), **common}
         layers.append(_upsert(viewer, relevance_name(mod), relevance[c], "image", lazy=lazy,
-                              contrast_limits=(-m, m), metadata=meta, **extra))
-    m = symmetric_limit(total)
+                              contrast_limits=lambda R=relevance[c]: _symmetric(R), metadata=meta, **extra))
     exists = SUM_NAME in viewer.layers
     extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(), **common}
-    layers.append(_upsert(viewer, SUM_NAME, total, "image", contrast_limits=(-m, m),
+    layers.append(_upsert(viewer, SUM_NAME, total, "image", contrast_limits=_symmetric(total),
                           metadata=dict(kw["metadata"], relevance_of="sum"), **extra))
-    a = np.abs(total)
     exists = ABS_NAME in viewer.layers
     extra = {} if exists else {"visible": viewer.dims.ndisplay == 3, "blending": "additive", "colormap": "magma",
                                "rendering": "mip", **common}
-    layers.append(_upsert(viewer, ABS_NAME, a, "image", lazy=lazy, contrast_limits=(0, symmetric_limit(a)),
+    a = np.abs(total)
+    layers.append(_upsert(viewer, ABS_NAME, a, "image", lazy=lazy, contrast_limits=lambda: (0, symmetric_limit(a)),
                           metadata=dict(kw["metadata"], relevance_of="abs sum"), **extra))
     return layers
 

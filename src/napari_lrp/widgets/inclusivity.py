@@ -21,7 +21,7 @@ from ..io import save_nifti
 from ..io.atomic import replacing
 from ..lrp.explain import save_settings
 from ..lrp.filters import Amplify, Clamp, Filter, Pass
-from ..metrics import layer_mean_power, measure, sweep
+from ..metrics import input_mask, layer_mean_power, measure, sweep
 from ..metrics.plots import inclusivity_figure, signal_figure
 from ._layers import show_relevance
 from ._session import session_for
@@ -75,6 +75,7 @@ class InclusivityWidget(Container):
         self.coefficients = None  # the DataFrame shown in the table
         self.sweep_table = None
         self.updates = 0  # how many times the table was recomputed
+        self._mask_key, self._mask = None, None
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(THROTTLE_MS)
@@ -112,7 +113,11 @@ class InclusivityWidget(Container):
         R = self.filtered_relevance()
         show_relevance(self._viewer, R, exp.modalities, exp.case, lazy=True)
         self.updates += 1
-        t = measure(R, exp.input_image, exp.case.label, exp.modalities, self.tau_r.value, self.tau_x.value)
+        key = (exp.case, tuple(exp.modalities), self.tau_x.value)
+        if self._mask_key is None or self._mask_key[0] is not exp.case or self._mask_key[1:] != key[1:]:  # the image mask changes with the case and tau_x, not with the filter
+            self._mask_key, self._mask = key, input_mask(exp.input_image, self.tau_x.value)
+        t = measure(R, exp.input_image, exp.case.label, exp.modalities, self.tau_r.value, self.tau_x.value,
+                    image_mask=self._mask)
         self.coefficients = t
         cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]
         data = [["n/a" if not np.isfinite(v) else round(float(v), 4) for v in row] for row in t[cols].values]
