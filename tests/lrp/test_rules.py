@@ -100,3 +100,36 @@ def test_nonnegative_input_takes_the_fast_path_with_the_same_result():
 def test_alphabeta_rejects_alpha_minus_beta_not_one():
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         AlphaBeta(2, 2)
+
+
+@pytest.mark.parametrize("rule", [Gamma(0.25, 1e-6), AlphaBeta(2, 1, 1e-6), ZPlus(1e-6), Epsilon(0.1)], ids=repr)
+@pytest.mark.parametrize("kind", ["conv", "convT"])
+def test_float32_rules_on_onednn_kernels_match_the_float64_oracle(rule, kind):
+    """float32 runs on the oneDNN kernels; the 3x3x3 convolution (4 x 27 = 108 contributions per output)
+    forms z+ from z and |x| |w| (one convolution), the 2x2x2 stride-2 transposed one (4 contributions)
+    sums signed parts explicitly; the float64 oracle from the same parameters agrees to float32
+    rounding. (Epsilon with a small epsilon amplifies the rounding of near-zero z: not a kernel matter.)"""
+    torch.manual_seed(3)
+    layer = (nn.Conv3d(4, 3, 3, padding=1) if kind == "conv" else nn.ConvTranspose3d(4, 3, 2, stride=2)).eval()
+    x = torch.nn.functional.leaky_relu(torch.randn(1, 4, 4, 8, 8), 0.2)
+    R = torch.rand_like(layer(x))
+    got = propagate(layer, x, R, rules={type(layer): rule}).double()
+    want = oracle(rule, layer.double(), x.double(), R.double())
+    err = float((got - want).abs().max() / want.abs().max())
+    assert err < 1e-5, err
+
+
+def test_zplus_float32_never_negative_where_positive_parts_are_below_rounding():
+    """Outputs whose only positive contribution is tiny: (z - b + |x||w|)/2 has a rounding error larger
+    than the true z+ and can come out below 0, which would flip the sign of their relevance; the
+    engine clamps z+ at 0, so z+ relevance stays non-negative."""
+    torch.manual_seed(4)
+    layer = nn.Conv3d(64, 1, 1).eval()  # 64 contributions per output: the one-convolution path
+    with torch.no_grad():
+        layer.weight.abs_()
+        layer.bias.fill_(5.0)
+    x = -torch.rand(1, 64, 4, 9, 9) - 1  # all contributions negative ...
+    x[0, 0] = 1e-7  # ... except a tiny one at every output
+    R = torch.rand_like(layer(x))
+    got = propagate(layer, x, R, rules={nn.Conv3d: ZPlus(1e-9)})
+    assert float(got.min()) >= 0

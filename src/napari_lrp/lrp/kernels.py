@@ -1,0 +1,141 @@
+"""Convolution kernels for the engine: the same maps as ``F.conv3d`` / ``F.conv_transpose3d``, run by
+oneDNN on the CPU.
+
+Why: PyTorch picks its CPU convolution kernel with a rule made for 2D images (oneDNN only when
+N*C*D*H > 20480, for a 3D input; otherwise an im2col kernel). For the volumes of this package that rule
+sends most U-Net layers to the im2col kernel, 2-10x slower than oneDNN (measured on
+``benchmarks/lrp_speed.py`` shapes, e.g. a 6 -> 16 channel 3x3x3 convolution on 19x96x96: 71.5 ms
+against 6.6 ms, its input gradient 90.5 ms against 8.5 ms). Here:
+
+- a convolution runs through ``torch.mkldnn_convolution`` directly;
+- a stride-1 transposed convolution (the input gradient of a stride-1 convolution) is the convolution
+  with the flipped, transposed kernel and padding d (k - 1) - p;
+- any other transposed convolution is torch's (measured: permuting axes or channels-last layouts
+  cost more in copies than they save).
+
+Anything else (float64, CUDA/MPS, other padding modes, 1D/2D) goes to the plain torch function
+unchanged. Results equal the torch functions up to float32 rounding (a different summation order).
+:func:`onednn_convolutions` applies the same kernels, with an input gradient that uses them too, to any
+code in its ``with`` block (used by ``benchmarks/lrp_speed.py`` for a kernel-matched gradient pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["conv3d", "conv_transpose3d", "conv3d_input", "onednn_convolutions"]
+
+
+
+def _triple(v) -> list[int] | None:
+    if isinstance(v, str):
+        return None
+    if isinstance(v, int):
+        return [v] * 3
+    v = [int(i) for i in v]
+    return v * 3 if len(v) == 1 else v
+
+
+def _onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
+    return (x.ndim == 5 and w.ndim == 5 and x.device.type == "cpu" and x.dtype == torch.float32
+            and w.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and not x.is_mkldnn)
+
+
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+           dilation=1, groups: int = 1) -> torch.Tensor:
+    """``F.conv3d`` (zeros padding), through oneDNN for CPU float32. x: (N, C, D, H, W)."""
+    pad, st, dil = _triple(padding), _triple(stride), _triple(dilation)
+    if pad is None or not _onednn(x, weight) or (bias is not None and bias.dtype != torch.float32):
+        return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
+    return torch.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias, pad, st, dil, groups)
+
+
+def _transposed_as_conv_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """Kernel of the convolution equal to a stride-1 transposed convolution: (Cin/g... ) flipped."""
+    cin, cout_g = weight.shape[0], weight.shape[1]
+    k = weight.shape[2:]
+    w = weight.reshape(groups, cin // groups, cout_g, *k).transpose(1, 2).reshape(groups * cout_g,
+                                                                                   cin // groups, *k)
+    return w.flip(2, 3, 4)
+
+
+def conv_transpose3d(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
+                     padding=0, output_padding=0, groups: int = 1, dilation=1) -> torch.Tensor:
+    """``F.conv_transpose3d``, through oneDNN for CPU float32. v: (N, C, D, H, W)."""
+    st, pad, opad, dil = _triple(stride), _triple(padding), _triple(output_padding), _triple(dilation)
+    if pad is None or not _onednn(v, weight) or (bias is not None and bias.dtype != torch.float32):
+        return F.conv_transpose3d(v, weight, bias, stride, padding, output_padding, groups, dilation)
+    k = list(weight.shape[2:])
+    if st == [1, 1, 1] and opad == [0, 0, 0] and all(p <= d * (kk - 1) for p, d, kk in zip(pad, dil, k)):
+        return conv3d(v, _transposed_as_conv_weight(weight, groups), bias, 1,
+                      [d * (kk - 1) - p for p, d, kk in zip(pad, dil, k)], dil, groups)
+    return F.conv_transpose3d(v, weight, bias, st, pad, opad, groups, dil)
+
+
+def conv3d_input(input_shape, weight: torch.Tensor, v: torch.Tensor, stride=1, padding=0, dilation=1,
+                 groups: int = 1) -> torch.Tensor:
+    """J^T v of ``conv3d`` with ``weight`` at an input of ``input_shape`` (like
+    ``torch.nn.grad.conv3d_input``): the transposed convolution of v."""
+    st, pad, dil = _triple(stride), _triple(padding), _triple(dilation)
+    k = weight.shape[2:]
+    opad = [int(input_shape[2 + i]) - ((v.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * (k[i] - 1) + 1)
+            for i in range(3)]
+    return conv_transpose3d(v, weight, None, st, pad, opad, groups, dil)
+
+
+class _Conv3dFn(torch.autograd.Function):
+    """conv3d whose input gradient uses :func:`conv3d_input` (weight and bias gradients: torch's)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.args = (stride, padding, dilation, groups)
+        return conv3d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, bias = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.args
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = conv3d_input(x.shape, weight, g, stride, padding, dilation, groups)
+        if ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]):
+            _, gw, gb = torch.ops.aten.convolution_backward(
+                g, x, weight, None if bias is None else list(bias.shape), _triple(stride), _triple(padding),
+                _triple(dilation), False, [0, 0, 0], groups, [False, ctx.needs_input_grad[1],
+                                                              bias is not None and ctx.needs_input_grad[2]])
+        return gx, gw, gb, None, None, None, None
+
+
+class _OneDNNConvolutions(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.conv3d:
+            bound = bind_args(("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+                          (None, None, None, 1, 0, 1, 1), args, kwargs)
+            if _triple(bound[4]) is not None and _onednn(bound[0], bound[1]):
+                return _Conv3dFn.apply(*bound)
+        elif func is torch.conv_transpose3d:
+            return conv_transpose3d(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def bind_args(names, defaults, args, kwargs):
+    values = list(args) + list(defaults[len(args):])
+    for i, n in enumerate(names):
+        if n in kwargs:
+            values[i] = kwargs[n]
+    return values
+
+
+@contextlib.contextmanager
+def onednn_convolutions():
+    """Within the block, every ``F.conv3d``/``F.conv_transpose3d`` call runs on the kernels of this module
+    (CPU float32; anything else unchanged), the input gradient of ``conv3d`` included."""
+    with _OneDNNConvolutions():
+        yield
