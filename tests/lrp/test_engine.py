@@ -134,6 +134,23 @@ def test_float32_on_onednn_kernels_agrees_with_float64(rule):
     assert err < 1e-5, err
 
 
+@pytest.mark.parametrize("rule", [ZPlus(1e-6), Gamma(0.25, 1e-6), AlphaBeta(2, 1, 1e-6), Epsilon(1e-6)], ids=repr)
+def test_kept_and_one_shot_propagations_agree(rule):
+    """A kept propagation caches the modified forward quantities, a one-shot one computes into them;
+    both give the same relevance, also when propagated again from the cache."""
+    torch.manual_seed(6)
+    net = UNet3D(2, 2, width=4).eval()
+    x = torch.randn(1, 2, 19, 16, 16)
+    with torch.no_grad():
+        start = net(x)
+    rules = {nn.Conv3d: rule, nn.ConvTranspose3d: rule, nn.BatchNorm3d: PassThrough()}
+    prop = Propagation(net, x, rules=rules)
+    first, second = prop.propagate(start).relevance, prop.propagate(start).relevance
+    once = propagate(net, x, start, rules=rules)
+    assert torch.equal(first, second)
+    assert torch.allclose(first, once, rtol=0, atol=1e-6 * float(first.abs().max()))
+
+
 def test_captum_published_value():
     net = nn.Sequential(nn.Linear(3, 3, bias=False), nn.ReLU(), nn.Linear(3, 1, bias=False))
     with torch.no_grad():

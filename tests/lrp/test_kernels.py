@@ -75,3 +75,13 @@ def test_engine_forward_runs_on_the_kernels_and_matches_the_module():
     assert calls, "the engine's forward did not use the oneDNN kernel"
     with torch.no_grad():
         assert _rel(prop.output, net(x).double()) < 1e-6
+
+
+def test_input_gradient_with_few_channels_takes_torchs_onednn_transposed_kernel():
+    """32 -> 3 channels on 8x96x9 (N*C*D*H = 24576 > 20480): torch's oneDNN transposed kernel path."""
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 8, 96, 9, dtype=torch.float64)
+    w = torch.randn(32, 3, 3, 3, 3, dtype=torch.float64)
+    v = torch.randn(1, 32, 8, 96, 9, dtype=torch.float64)
+    ref = torch.nn.grad.conv3d_input(x.shape, w, v, 1, 1)
+    assert _rel(kernels.conv3d_input(x.shape, w.float(), v.float(), 1, 1), ref) < 1e-6

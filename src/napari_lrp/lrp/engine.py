@@ -601,6 +601,8 @@ class Propagation:
     def _apply_rule(self, entry: _Entry, R: torch.Tensor) -> torch.Tensor:
         if entry.state is None and not isinstance(entry.rule, PassThrough):
             raise RuntimeError("this propagation was released (retain=False); make a new Propagation")
+        if not self._retain and hasattr(entry.state, "keep"):
+            entry.state.keep = False  # one-shot: the rule may compute into its own temporaries
         Rin = entry.rule.relevance(entry.state, R)
         if not self._retain:
             entry.state = None  # one-shot: free what the rule kept, as a gradient pass frees its graph

@@ -9,7 +9,11 @@ against 6.6 ms, its input gradient 90.5 ms against 8.5 ms). Here:
 
 - a convolution runs through ``torch.mkldnn_convolution`` directly;
 - a stride-1 transposed convolution (the input gradient of a stride-1 convolution) is the convolution
-  with the flipped, transposed kernel and padding d (k - 1) - p;
+  with the flipped, transposed kernel and padding d (k - 1) - p, except when it has fewer than 16
+  output channels and torch's rule already picks oneDNN's transposed kernel, which is faster there
+  (32 -> 6 channels on 19x192x192: 99 against 158 ms; the first layer's input gradient);
+- a transposed convolution with kernel = stride and no padding (the U-Net up-convolution) is a matrix
+  product and an interleaving copy;
 - any other transposed convolution is torch's (measured: permuting axes or channels-last layouts
   cost more in copies than they save).
 
@@ -71,10 +75,27 @@ def conv_transpose3d(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if pad is None or not _onednn(v, weight) or (bias is not None and bias.dtype != torch.float32):
         return F.conv_transpose3d(v, weight, bias, stride, padding, output_padding, groups, dilation)
     k = list(weight.shape[2:])
-    if st == [1, 1, 1] and opad == [0, 0, 0] and all(p <= d * (kk - 1) for p, d, kk in zip(pad, dil, k)):
+    if k == st and pad == [0, 0, 0] and opad == [0, 0, 0] and dil == [1, 1, 1] and groups == 1:
+        return _upsampling_transpose(v, weight, bias)
+    few_outputs = weight.shape[1] * groups < 16 and v.shape[0] * v.shape[1] * v.shape[2] * v.shape[3] > 20480
+    if st == [1, 1, 1] and opad == [0, 0, 0] and all(p <= d * (kk - 1) for p, d, kk in zip(pad, dil, k)) and \
+            not few_outputs:
         return conv3d(v, _transposed_as_conv_weight(weight, groups), bias, 1,
                       [d * (kk - 1) - p for p, d, kk in zip(pad, dil, k)], dil, groups)
     return F.conv_transpose3d(v, weight, bias, st, pad, opad, groups, dil)
+
+
+def _upsampling_transpose(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Transposed convolution with kernel = stride (the U-Net up-convolution): the blocks do not overlap,
+    so it is one matrix product (k-volume * out channels, in channels) x (in channels, voxels) and an
+    interleaving copy; 2.2x faster than torch's kernel (2x2x2, 32 -> 32 channels, 9x96x96: 87 against
+    198 ms)."""
+    n, ci, d, h, w = v.shape
+    co, (kd, kh, kw) = weight.shape[1], weight.shape[2:]
+    wm = weight.reshape(ci, co * kd * kh * kw).t()
+    y = torch.matmul(wm, v.reshape(n, ci, d * h * w))  # (n, co * kd * kh * kw, voxels)
+    y = y.view(n, co, kd, kh, kw, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(n, co, d * kd, h * kh, w * kw)
+    return y if bias is None else y.add_(bias.view(1, -1, 1, 1, 1))
 
 
 def conv3d_input(input_shape, weight: torch.Tensor, v: torch.Tensor, stride=1, padding=0, dilation=1,

@@ -236,7 +236,7 @@ def _fan_in(module: nn.Module, w: torch.Tensor) -> float:
     return float(w.shape[1] * k)
 
 
-def _positive_part(module, w, b, x, z, nonneg, negative=True):
+def _positive_part(module, w, b, x, z, nonneg, negative=True, xabs=None):
     """P = sum_j (a_j w_jk)+ and N = sum_j (a_j w_jk)- (bias-free), from the forward output z.
 
     With inputs of both signs P = (z - b + C) / 2 and N = (z - b - C) / 2 with C = sum_j |a_j| |w_jk|:
@@ -259,7 +259,7 @@ def _positive_part(module, w, b, x, z, nonneg, negative=True):
                 return P, None
             N = torch.sub(z, P)
             return P, (N if b is None else N.sub_(_bias_like(b, z)))
-        C = linear_forward(module, x.abs(), w.abs(), None)
+        C = linear_forward(module, x.abs() if xabs is None else xabs, w.abs(), None)
         N = None
         if negative:
             N = torch.sub(z, C)
@@ -274,13 +274,15 @@ def _positive_part(module, w, b, x, z, nonneg, negative=True):
 
 class _SignedState:
     """What a sign-splitting rule keeps from the forward pass (x, z, weights); the modified forward
-    quantities are computed at the first propagation and cached (freed with the state in one-shot runs)."""
+    quantities are computed at the first propagation and cached, unless the engine marks the state
+    as used once (``keep = False``, a one-shot run), when they are temporaries the rule may overwrite."""
 
-    __slots__ = ("module", "w", "b", "x", "z", "cache")
+    __slots__ = ("module", "w", "b", "x", "z", "cache", "keep")
 
     def __init__(self, module, w, b, x, z):
         self.module, self.w, self.b, self.x, self.z = module, w, b, x, z
         self.cache = None
+        self.keep = True
 
 
 class Gamma(_WeightRule):
@@ -305,33 +307,45 @@ class Gamma(_WeightRule):
         return _SignedState(module, w, b, x.detach(), z.detach())
 
     def _denominators(self, st: _SignedState):
-        """(non-negative input?, d) with d = z_pos where z > 0, z_neg where z < 0 and inf where z = 0
-        (no relevance), one tensor kept; sign(d) = sign(z)."""
+        """(non-negative input?, d, |x| or None) with d = z_pos where z > 0, z_neg where z < 0, stabilised
+        by eps sign(z), and inf where z = 0 (no relevance); sign(d) = sign(z). d is cached, |x| is not.
+
+        With Q = P + b+: z_pos = z + g Q and z_neg = z + g (N + b-) = z + g (z - Q), so
+        d = z + g sign(z) Q + g min(z, 0) + eps sign(z).
+        """
         if st.cache is None:
             g, z, b = self.gamma, st.z, st.b
             nonneg = st.x.numel() == 0 or bool(st.x.min() >= 0)
-            P, N = _positive_part(st.module, st.w, b, st.x, z, nonneg)
+            xabs = None if nonneg else st.x.abs()
+            Q, _ = _positive_part(st.module, st.w, b, st.x, z, nonneg, negative=False, xabs=xabs)
             if b is not None:
-                P.add_(_bias_like(b.clamp(min=0), z))
-                N.add_(_bias_like(b.clamp(max=0), z))
-            d = torch.where(z > 0, P, N, out=P).mul_(g).add_(z).masked_fill_(z == 0, float("inf"))
-            st.cache = (nonneg, d)
-        return st.cache
+                Q.add_(_bias_like(b.clamp(min=0), z))
+            sign = torch.sign(z)
+            d = Q.mul_(sign).mul_(g).add_(z).add_(z.clamp(max=0), alpha=g).add_(sign, alpha=self.epsilon)
+            d.masked_fill_(z == 0, float("inf"))
+            if st.keep:
+                st.cache = (nonneg, d)
+            return nonneg, d, xabs
+        nonneg, d = st.cache
+        return nonneg, d, None
 
     def relevance(self, state, R):
         st = state
         module, w, x, z = st.module, st.w, st.x, st.z
-        nonneg, d = self._denominators(st)
+        nonneg, d, xabs = self._denominators(st)
         g = self.gamma
-        d = stabilise(d, self.epsilon)
         s = torch.div(R, d)  # s+ + s-
         if nonneg and not bool(((z < 0) & (R != 0)).any()):
             # no relevance on negative outputs (ReLU networks): one transposed convolution with w + g w+
             return linear_vjp(module, x.shape, w + g * w.clamp(min=0), s).mul_(x)
-        out = linear_vjp(module, x.shape, w, s).mul_(x).mul_(1 + g / 2)
+        out = linear_vjp(module, x.shape, w * (1 + g / 2), s).mul_(x)
         del s
-        D = linear_vjp(module, x.shape, w.abs(), torch.div(R, d.abs_(), out=d))  # |A|(s+ - s-) = |A| R/|d|
-        return out.add_(D.mul_(x if nonneg else x.abs()), alpha=g / 2)
+        # |A|(s+ - s-) = |A| R / |d|
+        delta = torch.div(R, d.abs_(), out=d) if not st.keep else torch.div(R, d.abs())
+        D = linear_vjp(module, x.shape, w.abs() * (g / 2), delta)
+        if nonneg:
+            return out.add_(D.mul_(x))
+        return out.add_(D.mul_(x.abs() if xabs is None else xabs))
 
 
 def _bias_like(b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -363,14 +377,17 @@ class AlphaBeta(_WeightRule):
             nonneg = st.x.numel() == 0 or bool(st.x.min() >= 0)
             P, N = _positive_part(st.module, st.w, st.b, st.x, st.z, nonneg, negative=self.beta != 0)
             # P >= 0, so its stabilised form is P + eps (sign(0) := 1); kept stabilised
-            st.cache = (nonneg, P.add_(self.epsilon), N)
+            cache = (nonneg, P.add_(self.epsilon), N)
+            if st.keep:
+                st.cache = cache
+            return cache
         return st.cache
 
     def relevance(self, state, R):
         module, w, x = state.module, state.w, state.x
         nonneg, zpos, zneg = self._denominators(state)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
-        out = self._part(module, x, nonneg, wp, wn, torch.div(R, zpos))
+        out = self._part(module, x, nonneg, wp, wn, torch.div(R, zpos, out=None if state.keep else zpos))
         if self.alpha != 1.0:
             out.mul_(self.alpha)
         if zneg is not None:
