@@ -1,17 +1,32 @@
 """LRP speed and memory against one plain gradient pass and against zennit, measured side by side.
 
-Each measurement runs in its own subprocess (so its peak memory is its own); times are medians over
-``--repeats``; ratios are to the gradient pass (forward, then autograd gradient with respect to the
-input with parameters frozen, same start tensor) of the same model and input.
+Times: one process per configuration runs every kind in turn, round after round (after one warm-up
+round), and reports the median per kind; ratios are to the gradient pass of the same process (forward,
+then autograd gradient with respect to the input with parameters frozen, same start tensor). The
+process-to-process spread of a CPU gradient pass here is about 15%, the spread within one process 2%,
+hence interleaving.
 
-    python benchmarks/lrp_speed.py [--device cpu|cuda] [--repeats 3] [--quick]
+Rows: ``gradient`` (plain torch), ``gradient-onednn`` (the same gradient pass on this package's oneDNN
+convolution kernels, ``napari_lrp.lrp.kernels.onednn_convolutions``: what the engine's kernels alone
+buy, so that the rule cost can be read apart from the kernel choice), the engine's one-shot runs
+(``epsilon``, ``zplus``, ``gamma``: every Conv3d/ConvTranspose3d, norms and activations pass relevance),
+``repropagate`` (a new propagation from a kept forward pass, epsilon) and zennit with the same rules.
+
+Memory: each kind once in a process of its own; CPU: growth of the peak resident set, with glibc told
+to map every allocation above 64 KiB on its own (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave
+the resident set and the peak follows live tensors (without it, the peak varied by 100 MB from run to
+run); CUDA: torch.cuda.max_memory_allocated.
+
+    python benchmarks/lrp_speed.py [--device cpu|cuda] [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +45,9 @@ QUICK = {
     "UNet3D w16 with ReLU (1,6,19,48,48)": ("unet3d-relu", (1, 6, 19, 48, 48)),
     "BasicUNet (1,6,19,64,64)": ("basicunet", (1, 6, 19, 64, 64)),
 }
-KINDS = ["gradient", "epsilon", "zplus", "gamma", "repropagate", "zennit-epsilon", "zennit-zplus"]
+KINDS = ["gradient", "gradient-onednn", "epsilon", "zplus", "gamma", "repropagate", "zennit-epsilon",
+         "zennit-zplus", "zennit-gamma"]
+PEERS = (("epsilon", "zennit-epsilon"), ("zplus", "zennit-zplus"), ("gamma", "zennit-gamma"))
 
 
 def _rss_mb() -> float:
@@ -57,120 +74,170 @@ def build(arch: str):
     return net
 
 
-def measure(arch: str, shape, kind: str, device: str, repeats: int) -> dict:
-    """Run one kind ``repeats`` times in this process; returns median seconds and peak memory (MB)."""
+def runners(arch: str, shape, device: str, kinds) -> dict:
+    """{kind: function running it once} on one model, input and start relevance."""
     import torch
     from torch import nn
 
     from napari_lrp.lrp import Epsilon, Gamma, PassThrough, Propagation, ZPlus
+    from napari_lrp.lrp.kernels import onednn_convolutions
 
     net = build(arch).to(device)
     x = torch.rand(shape, device=device)
     with torch.no_grad():
         start = net(x)
-    rules = {"epsilon": {nn.Conv3d: Epsilon(1e-6), nn.ConvTranspose3d: Epsilon(1e-6)},
-             "zplus": {nn.Conv3d: ZPlus(1e-6), nn.ConvTranspose3d: ZPlus(1e-6)},
-             "gamma": {nn.Conv3d: Gamma(0.25, 1e-6), nn.ConvTranspose3d: Gamma(0.25, 1e-6)}}
+    ours = {"epsilon": Epsilon(1e-6), "zplus": ZPlus(1e-6), "gamma": Gamma(0.25, 1e-6)}
     norm_pass = {nn.BatchNorm3d: PassThrough(), nn.InstanceNorm3d: PassThrough()}
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+    def gradient():
+        xx = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(net(xx), xx, start)
+        return g
 
-    def run_once():
-        if kind == "gradient":
-            xx = x.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(net(xx), xx, start)
-            return g
-        if kind in rules:
-            prop = Propagation(net, x, rules={**norm_pass, **rules[kind]})
+    def gradient_onednn():
+        with onednn_convolutions():
+            return gradient()
+
+    def engine(kind):
+        def run():
+            rules = {**norm_pass, nn.Conv3d: ours[kind], nn.ConvTranspose3d: ours[kind]}
+            prop = Propagation(net, x, rules=rules)
             return prop.propagate(start, retain=False).relevance  # one-shot, as napari_lrp.lrp.propagate
-        if kind == "repropagate":
-            return prop_kept.propagate(start).relevance
+
+        return run
+
+    def zennit(kind):
         from _zennit import import_zennit
 
         import_zennit()
         from zennit.composites import LayerMapComposite
-        from zennit.rules import Epsilon as ZEps
+        from zennit.rules import Epsilon as ZEpsilon
+        from zennit.rules import Gamma as ZGamma
         from zennit.rules import Pass as ZPass
         from zennit.rules import ZPlus as ZZPlus
         from zennit.types import Activation, Convolution
 
-        zrule = ZEps(1e-6) if kind == "zennit-epsilon" else ZZPlus(1e-6)
-        comp = LayerMapComposite([(Activation, ZPass()), (nn.InstanceNorm3d, ZPass()),
-                                  (nn.BatchNorm3d, ZPass()), (Convolution, zrule)])
-        xx = x.clone().requires_grad_(True)
-        with comp.context(net) as m:
-            (g,) = torch.autograd.grad(m(xx), xx, start)
-        return g
+        rule = {"zennit-epsilon": lambda: ZEpsilon(1e-6), "zennit-zplus": lambda: ZZPlus(1e-6),
+                "zennit-gamma": lambda: ZGamma(0.25, 1e-6)}[kind]()
+        composite = LayerMapComposite([(Activation, ZPass()), (nn.InstanceNorm3d, ZPass()),
+                                       (nn.BatchNorm3d, ZPass()), (Convolution, rule)])
 
-    prop_kept = Propagation(net, x, rules={**norm_pass, **rules["epsilon"]}) if kind == "repropagate" else None
+        def run():
+            xx = x.clone().requires_grad_(True)
+            with composite.context(net) as m:
+                (g,) = torch.autograd.grad(m(xx), xx, start)
+            return g
+
+        return run
+
+    out = {}
+    for kind in kinds:
+        if kind == "gradient":
+            out[kind] = gradient
+        elif kind == "gradient-onednn":
+            out[kind] = gradient_onednn
+        elif kind in ours:
+            out[kind] = engine(kind)
+        elif kind == "repropagate":
+            kept = Propagation(net, x, rules={**norm_pass, nn.Conv3d: ours["epsilon"],
+                                              nn.ConvTranspose3d: ours["epsilon"]})
+            out[kind] = lambda kept=kept: kept.propagate(start).relevance
+        else:
+            out[kind] = zennit(kind)
+    return out
+
+
+def _sync(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def measure_times(arch: str, shape, device: str, rounds: int) -> dict:
+    """Median seconds per kind, all kinds interleaved in this process."""
+    fns = runners(arch, shape, device, KINDS)
+    times = {k: [] for k in fns}
+    for r in range(rounds + 1):
+        for kind, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            out = fn()
+            _sync(device)
+            if r:  # round 0 warms up
+                times[kind].append(time.perf_counter() - t0)
+            del out
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def measure_memory(arch: str, shape, device: str, kind: str) -> float:
+    """Peak memory (MB) of one run of ``kind`` above what the model, input and start relevance hold."""
+    import torch
+
+    fn = runners(arch, shape, device, [kind])[kind]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    rss0 = _rss_mb()
-    times = []
-    peak = None
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        out = run_once()
-        sync()
-        times.append(time.perf_counter() - t0)
+        out = fn()
+        torch.cuda.synchronize()
         del out
-        if peak is None:  # memory of the first run (later runs add allocator fragmentation, not data)
-            if device.startswith("cuda"):
-                peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-            else:
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
-    times.sort()
-    return {"seconds": times[len(times) // 2], "peak_mb": peak}
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    rss0 = _rss_mb()
+    out = fn()
+    del out
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
+
+
+def _child(args: list[str], env=None) -> dict | float | None:
+    cmd = [sys.executable, __file__, *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        print(f"  failed: {' '.join(args)}: {res.stderr.strip().splitlines()[-1] if res.stderr else ''}")
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round (median)")
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
-    ap.add_argument("--only", default=None, help="run one configuration (internal)")
+    ap.add_argument("--times", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--memory", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.only:
-        arch, shape, kind = json.loads(args.only)
-        print(json.dumps(measure(arch, tuple(shape), kind, args.device, args.repeats)))
+    if args.times:
+        arch, shape = json.loads(args.times)
+        print(json.dumps(measure_times(arch, tuple(shape), args.device, args.rounds)))
+        return
+    if args.memory:
+        arch, shape, kind = json.loads(args.memory)
+        print(json.dumps(measure_memory(arch, tuple(shape), args.device, kind)))
         return
     configs = QUICK if args.quick else CONFIGS
     import torch
 
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"repeats {args.repeats} (median)\n")
+          f"{args.rounds} interleaved rounds (median)\n")
+    mem_env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for title, (arch, shape) in configs.items():
-        res = {}
-        for kind in KINDS:
-            cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats), "--only",
-                   json.dumps([arch, list(shape), kind])]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                res[kind] = None
-                print(f"  {kind}: failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
-                continue
-            res[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-        g = res["gradient"]
+        times = _child(["--device", args.device, "--rounds", str(args.rounds), "--times", json.dumps([arch, shape])])
+        if times is None:
+            continue
+        mem = {k: _child(["--device", args.device, "--memory", json.dumps([arch, shape, k])], mem_env) for k in KINDS}
+        g, gk, gm = times["gradient"], times["gradient-onednn"], mem.get("gradient")
         print(f"### {title}")
-        print("| run | seconds | x gradient | peak MB | x gradient memory |")
-        print("|---|---:|---:|---:|---:|")
+        print("| run | seconds | x gradient | x gradient on oneDNN kernels | peak MB | x gradient memory |")
+        print("|---|---:|---:|---:|---:|---:|")
         for kind in KINDS:
-            r = res[kind]
-            if r is None:
-                continue
-            print(f"| {kind} | {r['seconds']:.3f} | {r['seconds'] / g['seconds']:.2f} | {r['peak_mb']:.0f} | "
-                  f"{r['peak_mb'] / max(g['peak_mb'], 1e-9):.2f} |")
-        for ours, theirs in (("epsilon", "zennit-epsilon"), ("zplus", "zennit-zplus")):
-            if res.get(ours) and res.get(theirs):
-                print(f"| {ours} speed-up over zennit | | {res[theirs]['seconds'] / res[ours]['seconds']:.2f}x | | |")
-        if res.get("repropagate") and res.get("epsilon"):
-            print(f"| re-propagation / full LRP (epsilon) | | "
-                  f"{res['repropagate']['seconds'] / res['epsilon']['seconds']:.2f} | | |")
-        print()
+            m = mem.get(kind)
+            ms = "" if m is None else f"{m:.0f}"
+            mr = "" if m is None or not gm else f"{m / gm:.2f}"
+            print(f"| {kind} | {times[kind]:.3f} | {times[kind] / g:.2f} | {times[kind] / gk:.2f} | {ms} | {mr} |")
+        for ours, theirs in PEERS:
+            print(f"| {ours}: speed-up over zennit | | {times[theirs] / times[ours]:.2f}x | | | |")
+        print(f"| re-propagation / full LRP (epsilon) | | {times['repropagate'] / times['epsilon']:.2f} | | | |")
+        print(flush=True)
 
 
 if __name__ == "__main__":
