@@ -26,9 +26,11 @@ NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupN
 def stabilise(z: torch.Tensor, eps: float) -> torch.Tensor:
     """z + eps * sign(z), with sign(0) := 1 (a new tensor).
 
-    sign(sign(z) + 1/2) is 1 for z >= 0 (-0 included) and -1 for z < 0: one new tensor and in-place
-    passes (three times faster than a ``torch.where`` on scalars, measured on 22M voxels)."""
-    return torch.sign(z).add_(0.5).sign_().mul_(eps).add_(z)
+    z + 0.0 turns -0.0 into +0.0, so copysign gives +eps for both zeros: one new tensor and two
+    in-place passes (a ``torch.where`` on scalars took three times as long on 22M voxels)."""
+    d = z + 0.0
+    torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), d, out=d)
+    return d.add_(z)
 
 
 def divide_stabilised(R: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
