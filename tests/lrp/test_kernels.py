@@ -85,3 +85,15 @@ def test_input_gradient_with_few_channels_takes_torchs_onednn_transposed_kernel(
     v = torch.randn(1, 32, 8, 96, 9, dtype=torch.float64)
     ref = torch.nn.grad.conv3d_input(x.shape, w, v, 1, 1)
     assert _rel(kernels.conv3d_input(x.shape, w.float(), v.float(), 1, 1), ref) < 1e-6
+
+
+def test_onednn_convolutions_bind_keyword_arguments():
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 4, 6, 6)
+    w = torch.randn(5, 3, 3, 3, 3)
+    wt = torch.randn(3, 2, 2, 2, 2)
+    with kernels.onednn_convolutions():
+        a = F.conv3d(input=x, weight=w, padding=1)
+        b = F.conv_transpose3d(x, wt, stride=2)
+    assert _rel(a, F.conv3d(x.double(), w.double(), padding=1)) < 1e-6
+    assert _rel(b, F.conv_transpose3d(x.double(), wt.double(), stride=2)) < 1e-6

@@ -265,10 +265,6 @@ _WTA = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adapt
         F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d}
 
 
-_CONV3D_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_CONV_T3D_ARGS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
-
-
 class _FunctionalRules(TorchFunctionMode):
     def __init__(self, engine: Propagation):
         super().__init__()
@@ -277,11 +273,8 @@ class _FunctionalRules(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         eng = self.engine
-        if func is torch.conv3d:  # oneDNN kernels for every 3D convolution (see kernels.py)
-            return kernels.conv3d(*kernels.bind_args(_CONV3D_ARGS, (None, None, None, 1, 0, 1, 1), args, kwargs))
-        if func is torch.conv_transpose3d:
-            return kernels.conv_transpose3d(*kernels.bind_args(_CONV_T3D_ARGS, (None, None, None, 1, 0, 0, 1, 1),
-                                                           args, kwargs))
+        if func is torch.conv3d or func is torch.conv_transpose3d:  # oneDNN kernels (see kernels.py)
+            return kernels.run_on_kernels(func, args, kwargs)
         if eng._suspended or eng._in_rule_leaf:
             return func(*args, **kwargs)
         if (func in _ADD or func in _SUB) and len(args) >= 2:

@@ -133,25 +133,39 @@ class _Conv3dFn(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None
 
 
+_CONV3D_ARGS = (("input", None), ("weight", None), ("bias", None), ("stride", 1), ("padding", 0),
+                ("dilation", 1), ("groups", 1))
+_CONV_TRANSPOSE3D_ARGS = (("input", None), ("weight", None), ("bias", None), ("stride", 1), ("padding", 0),
+                          ("output_padding", 0), ("groups", 1), ("dilation", 1))
+
+
+def _bind(spec, args, kwargs) -> list:
+    """Positional arguments of a ``torch.conv3d``/``torch.conv_transpose3d`` call, defaults filled in."""
+    values = list(args) + [default for _name, default in spec[len(args):]]
+    for i, (name, _default) in enumerate(spec):
+        if name in kwargs:
+            values[i] = kwargs[name]
+    return values
+
+
+def run_on_kernels(func, args, kwargs):
+    """``func(*args, **kwargs)`` for ``torch.conv3d``/``torch.conv_transpose3d`` on this module's kernels
+    (for a TorchFunctionMode); other functions run unchanged."""
+    if func is torch.conv3d:
+        return conv3d(*_bind(_CONV3D_ARGS, args, kwargs))
+    if func is torch.conv_transpose3d:
+        return conv_transpose3d(*_bind(_CONV_TRANSPOSE3D_ARGS, args, kwargs))
+    return func(*args, **(kwargs or {}))
+
+
 class _OneDNNConvolutions(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.conv3d:
-            bound = bind_args(("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-                          (None, None, None, 1, 0, 1, 1), args, kwargs)
+            bound = _bind(_CONV3D_ARGS, args, kwargs)
             if _triple(bound[4]) is not None and _onednn(bound[0], bound[1]):
                 return _Conv3dFn.apply(*bound)
-        elif func is torch.conv_transpose3d:
-            return conv_transpose3d(*args, **kwargs)
-        return func(*args, **kwargs)
-
-
-def bind_args(names, defaults, args, kwargs):
-    values = list(args) + list(defaults[len(args):])
-    for i, n in enumerate(names):
-        if n in kwargs:
-            values[i] = kwargs[n]
-    return values
+        return run_on_kernels(func, args, kwargs)
 
 
 @contextlib.contextmanager
