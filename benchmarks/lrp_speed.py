@@ -1,10 +1,12 @@
 """LRP speed and memory against one plain gradient pass and against zennit, measured side by side.
 
-Times: one process per configuration runs every kind in turn, round after round (after one warm-up
-round), and reports the median per kind; ratios are to the gradient pass of the same process (forward,
-then autograd gradient with respect to the input with parameters frozen, same start tensor). The
-process-to-process spread of a CPU gradient pass here is about 15%, the spread within one process 2%,
-hence interleaving.
+Times: a process per configuration runs every kind in turn, round after round (after one warm-up
+round); ``--processes`` such processes run one after the other and the medians are over all their
+rounds; ratios are to the gradient pass (forward, then autograd gradient with respect to the input with
+parameters frozen, same start tensor). Within one process the rounds of a kind spread by about 2%; a
+plain CPU gradient pass of UNet3D took 1.27 s in one process and 1.57 s in another (PyTorch's im2col
+convolution kernel, which it uses for many of these layers, is sensitive to where its buffers land),
+hence interleaving and several processes.
 
 Rows: ``gradient`` (plain torch), ``gradient-onednn`` (the same gradient pass on this package's oneDNN
 convolution kernels, ``napari_lrp.lrp.kernels.onednn_convolutions``: what the engine's kernels alone
@@ -17,7 +19,7 @@ to map every allocation above 64 KiB on its own (MALLOC_MMAP_THRESHOLD_) so that
 the resident set and the peak follows live tensors (without it, the peak varied by 100 MB from run to
 run); CUDA: torch.cuda.max_memory_allocated.
 
-    python benchmarks/lrp_speed.py [--device cpu|cuda] [--rounds 3] [--quick]
+    python benchmarks/lrp_speed.py [--device cpu|cuda] [--rounds 3] [--processes 2] [--quick]
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def _sync(device: str) -> None:
 
 
 def measure_times(arch: str, shape, device: str, rounds: int) -> dict:
-    """Median seconds per kind, all kinds interleaved in this process."""
+    """Seconds of every timed round per kind, all kinds interleaved in this process."""
     fns = runners(arch, shape, device, KINDS)
     times = {k: [] for k in fns}
     for r in range(rounds + 1):
@@ -167,7 +169,7 @@ def measure_times(arch: str, shape, device: str, rounds: int) -> dict:
             if r:  # round 0 warms up
                 times[kind].append(time.perf_counter() - t0)
             del out
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
 def measure_memory(arch: str, shape, device: str, kind: str) -> float:
@@ -202,6 +204,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round (median)")
+    ap.add_argument("--processes", type=int, default=2, help="timing processes per configuration (pooled)")
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
     ap.add_argument("--times", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory", default=None, help=argparse.SUPPRESS)
@@ -218,12 +221,17 @@ def main(argv=None):
     import torch
 
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"{args.rounds} interleaved rounds (median)\n")
+          f"{args.processes} processes x {args.rounds} interleaved rounds (median)\n")
     mem_env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for title, (arch, shape) in configs.items():
-        times = _child(["--device", args.device, "--rounds", str(args.rounds), "--times", json.dumps([arch, shape])])
-        if times is None:
+        pooled: dict[str, list[float]] = {}
+        for _ in range(args.processes):
+            res = _child(["--device", args.device, "--rounds", str(args.rounds), "--times", json.dumps([arch, shape])])
+            for kind, values in (res or {}).items():
+                pooled.setdefault(kind, []).extend(values)
+        if not pooled:
             continue
+        times = {k: statistics.median(v) for k, v in pooled.items()}
         mem = {k: _child(["--device", args.device, "--memory", json.dumps([arch, shape, k])], mem_env) for k in KINDS}
         g, gk, gm = times["gradient"], times["gradient-onednn"], mem.get("gradient")
         print(f"### {title}")

@@ -6,6 +6,7 @@ import torch
 
 import napari_lrp as nl
 from napari_lrp.filters import Clamp, Pass
+from napari_lrp.lrp.explain import predict_case
 from napari_lrp.models import UNet3D
 from tests.conftest import make_case_folder
 
@@ -87,3 +88,12 @@ def test_resized_model_grid(tiny, tmp_path):
     exp = nl.explain(model, case, preset="lrp0", target="output")
     assert exp.relevance.shape == case.image.shape
     assert abs(exp.ledger.balance_error) < 1e-5
+
+
+def test_predict_case_gives_the_logits_explain_uses(tiny):
+    """Load (predict_case) and Run (explain) run the same kernels: identical logits and prediction."""
+    model, case = tiny
+    pred, logits, shapes = predict_case(model, case)
+    exp = nl.explain(model, case, preset="lrp0", target="output")
+    assert np.array_equal(logits, exp.logits) and np.array_equal(pred, exp.prediction)
+    assert shapes  # every module's output shape, for the layer table

@@ -19,6 +19,7 @@ from ..models.loading import Model, ModelCard
 from ..models.preprocess import PreparedInput, prepare_input
 from .engine import Ledger, Propagation
 from .filters import Filter, format_filter, parse_filter
+from .kernels import onednn_convolutions
 from .targets import predict, region_mask, start_relevance
 
 __all__ = ["Explanation", "explain", "predict_case", "load_settings", "save_settings", "filters_from_specs"]
@@ -186,7 +187,10 @@ def _propagated(prop, prep, start, case, m, preset, filters, target, cls, logits
 
 
 def predict_case(model, case: Case) -> tuple[np.ndarray, np.ndarray, dict[str, tuple]]:
-    """One plain forward pass: (prediction uint8 (Z, Y, X), logits (K, Z, Y, X), {module name: output shape})."""
+    """One forward pass: (prediction uint8 (Z, Y, X), logits (K, Z, Y, X), {module name: output shape}).
+
+    Convolutions run on the engine's kernels (``kernels.onednn_convolutions``), so the prediction is the
+    one :func:`explain` computes (a plain torch forward can differ by float32 rounding)."""
     m = _as_model(model, case)
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
     shapes: dict[str, tuple] = {}
@@ -200,7 +204,7 @@ def predict_case(model, case: Case) -> tuple[np.ndarray, np.ndarray, dict[str, t
 
     handles = [mod.register_forward_hook(record(name)) for name, mod in m.network.named_modules() if name]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), onednn_convolutions():
             logits = prep.crop(prep.network(prep.x))
     finally:
         for h in handles:

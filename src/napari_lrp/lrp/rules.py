@@ -336,18 +336,18 @@ class Gamma(_WeightRule):
         module, w, x, z = st.module, st.w, st.x, st.z
         nonneg, d, xabs = self._denominators(st)
         g = self.gamma
-        s = torch.div(R, d)  # s+ + s-
         if nonneg and not bool(((z < 0) & (R != 0)).any()):
             # no relevance on negative outputs (ReLU networks): one transposed convolution with w + g w+
+            s = torch.div(R, d, out=None if st.keep else d)
             return linear_vjp(module, x.shape, w + g * w.clamp(min=0), s).mul_(x)
+        # R_in = (1 + g/2) x A(s+ + s-) + g/2 |x| |A|(s+ - s-), with s+ - s- = R / |d|; the |x| term first,
+        # so that at most two input-sized tensors are alive at a time
+        D = linear_vjp(module, x.shape, w.abs() * (g / 2), torch.div(R, d.abs()))
+        D.mul_(x if nonneg else (x.abs() if xabs is None else xabs))
+        del xabs
+        s = torch.div(R, d, out=None if st.keep else d)
         out = linear_vjp(module, x.shape, w * (1 + g / 2), s).mul_(x)
-        del s
-        # |A|(s+ - s-) = |A| R / |d|
-        delta = torch.div(R, d.abs_(), out=d) if not st.keep else torch.div(R, d.abs())
-        D = linear_vjp(module, x.shape, w.abs() * (g / 2), delta)
-        if nonneg:
-            return out.add_(D.mul_(x))
-        return out.add_(D.mul_(x.abs() if xabs is None else xabs))
+        return out.add_(D)
 
 
 def _bias_like(b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
