@@ -434,7 +434,7 @@ class ZBox(_WeightRule):
         self.epsilon = float(epsilon)
 
     def prepare(self, module, x, z, ctx):
-        w, _b = self._params(module, ctx)
+        w, b = self._params(module, ctx)
         xd = x.detach()
         low, high = self.low, self.high
         if low is None or high is None:
@@ -442,18 +442,18 @@ class ZBox(_WeightRule):
             low = xd.amin(dim=dims) if low is None else low
             high = xd.amax(dim=dims) if high is None else high
         lo, hi = _bounds_like(low, xd), _bounds_like(high, xd)
-        with torch.no_grad():
-            zb = (linear_forward(module, xd, w, None) - linear_forward(module, lo, w.clamp(min=0), None)
-                  - linear_forward(module, hi, w.clamp(max=0), None))
+        with torch.no_grad():  # x w from the layer's output z (bias removed): two convolutions, not three
+            zb = z.detach() - _bias_like(b, z) if b is not None else z.detach().clone()
+            zb -= linear_forward(module, lo, w.clamp(min=0), None)
+            zb -= linear_forward(module, hi, w.clamp(max=0), None)
         return (module, w, xd, lo, hi, zb)
 
     def relevance(self, state, R):
+        # x A(s) - l A+(s) - h A-(s) = (x - l) A+(s) + (x - h) A-(s): two transposed convolutions
         module, w, x, lo, hi, zb = state
         s = divide_stabilised(R, zb, self.epsilon)
-        out = linear_vjp(module, x.shape, w, s).mul_(x)
-        out -= linear_vjp(module, x.shape, w.clamp(min=0), s).mul_(lo)
-        out -= linear_vjp(module, x.shape, w.clamp(max=0), s).mul_(hi)
-        return out
+        out = linear_vjp(module, x.shape, w.clamp(min=0), s).mul_(x - lo)
+        return out.add_(linear_vjp(module, x.shape, w.clamp(max=0), s).mul_(x - hi))
 
     def __repr__(self):
         return f"ZBox(low={self.low!r}, high={self.high!r}, epsilon={self.epsilon})"
