@@ -33,6 +33,9 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["conv3d", "conv_transpose3d", "conv3d_input", "onednn_convolutions"]
 
+#: PyTorch's own rule (ATen ConvUtils.h, use_mkldnn) takes oneDNN for a CPU float32 3D input with
+#: N*C*D*H above this
+TORCH_ONEDNN_MIN = 20480
 
 
 def _triple(v) -> list[int] | None:
@@ -77,7 +80,7 @@ def conv_transpose3d(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     k = list(weight.shape[2:])
     if k == st and pad == [0, 0, 0] and opad == [0, 0, 0] and dil == [1, 1, 1] and groups == 1:
         return _upsampling_transpose(v, weight, bias)
-    few_outputs = weight.shape[1] * groups < 16 and v.shape[0] * v.shape[1] * v.shape[2] * v.shape[3] > 20480
+    few_outputs = weight.shape[1] * groups < 16 and v.shape[0] * v.shape[1] * v.shape[2] * v.shape[3] > TORCH_ONEDNN_MIN
     if st == [1, 1, 1] and opad == [0, 0, 0] and all(p <= d * (kk - 1) for p, d, kk in zip(pad, dil, k)) and \
             not few_outputs:
         return conv3d(v, _transposed_as_conv_weight(weight, groups), bias, 1,
@@ -165,6 +168,7 @@ class _OneDNNConvolutions(TorchFunctionMode):
             bound = _bind(_CONV3D_ARGS, args, kwargs)
             if _triple(bound[4]) is not None and _onednn(bound[0], bound[1]):
                 return _Conv3dFn.apply(*bound)
+            return func(*args, **kwargs)
         return run_on_kernels(func, args, kwargs)
 
 

@@ -9,6 +9,8 @@ sign(0) := 1.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -227,15 +229,13 @@ def _fan_in(module: nn.Module, w: torch.Tensor) -> float:
     by the stride volume for a transposed convolution)."""
     if isinstance(module, nn.Linear):
         return float(w.shape[1])
-    k = 1
-    for n in w.shape[2:]:
-        k *= n
     if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-        s = 1
-        for n in module.stride:
-            s *= n
-        return w.shape[0] / module.groups * k / s
-    return float(w.shape[1] * k)
+        return w.shape[0] / module.groups * math.prod(w.shape[2:]) / math.prod(module.stride)
+    return float(w.shape[1] * math.prod(w.shape[2:]))
+
+
+def _nonnegative(x: torch.Tensor) -> bool:
+    return x.numel() == 0 or bool(x.min() >= 0)
 
 
 def _positive_part(module, w, b, x, z, nonneg, negative=True, xabs=None):
@@ -317,7 +317,7 @@ class Gamma(_WeightRule):
         """
         if st.cache is None:
             g, z, b = self.gamma, st.z, st.b
-            nonneg = st.x.numel() == 0 or bool(st.x.min() >= 0)
+            nonneg = _nonnegative(st.x)
             xabs = None if nonneg else st.x.abs()
             Q, _ = _positive_part(st.module, st.w, b, st.x, z, nonneg, negative=False, xabs=xabs)
             if b is not None:
@@ -376,7 +376,7 @@ class AlphaBeta(_WeightRule):
 
     def _denominators(self, st: _SignedState):
         if st.cache is None:
-            nonneg = st.x.numel() == 0 or bool(st.x.min() >= 0)
+            nonneg = _nonnegative(st.x)
             P, N = _positive_part(st.module, st.w, st.b, st.x, st.z, nonneg, negative=self.beta != 0)
             # P >= 0, so its stabilised form is P + eps (sign(0) := 1); kept stabilised
             cache = (nonneg, P.add_(self.epsilon), N)
