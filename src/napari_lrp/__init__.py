@@ -1,15 +1,17 @@
 """napari-lrp: layer-wise relevance propagation for 3D segmentation networks, in napari and in scripts.
 
-The public API (DESIGN section 6). The core (io, models, lrp, metrics) never imports napari or Qt.
+The public API (DESIGN section 6). The core (io, models, lrp, metrics) never imports napari or Qt, and
+no module of the package imports this file (the version comes from the installed metadata).
 """
 
-__version__ = "0.1.0"
-
 from . import filters, metrics
+from .explanation import Explanation, explain, load_settings, package_version, save_settings
 from .io import Case, CaseError, load_case, save_nifti
-from .lrp.engine import every_block
-from .lrp.explain import Explanation, explain, load_settings, save_settings
+from .lrp.blocks import every_block
 from .models import Model, ModelCard, ModelError, UNet3D, load_model, save_model
+from .sweep import sweep
+
+__version__ = package_version()
 
 
 def show(viewer, explanation, **kwargs):
@@ -21,4 +23,4 @@ def show(viewer, explanation, **kwargs):
 
 __all__ = ["Case", "CaseError", "Explanation", "Model", "ModelCard", "ModelError", "UNet3D", "every_block",
            "explain", "filters", "load_case", "load_model", "load_settings", "metrics", "save_model",
-           "save_nifti", "save_settings", "show"]
+           "save_nifti", "save_settings", "show", "sweep"]

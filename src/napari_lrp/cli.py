@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .lrp.filters import FILTER_SPEC_HELP
+from .lrp.presets import PRESETS
 
 
 def _virtual_display():
@@ -46,27 +47,17 @@ def cmd_demo(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    import pandas as pd
-
-    from . import explain, load_case, load_model, save_nifti, save_settings
-    from .io.atomic import replacing
-    from .lrp.explain import filters_from_specs
-    from .metrics import measure
+    from .explanation import explain
+    from .io import load_case
+    from .lrp.filters import filters_from_specs
+    from .models import load_model
 
     case = load_case(args.case)
     model = load_model(args.model, device=args.device)
     exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for c, m in enumerate(exp.modalities):
-        save_nifti(exp.relevance[c], case, out / f"relevance_{m}.nii.gz")
-    save_nifti(exp.relevance.sum(0), case, out / "relevance_sum.nii.gz")
-    save_nifti(exp.prediction, case, out / "prediction.nii.gz")
-    table: pd.DataFrame = measure(exp.relevance, exp.input_image, case.label, exp.modalities)
-    with replacing(out / "coefficients.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    save_settings(exp, out / "settings.json")
-    print(table.to_string(index=False))
+    exp.save(out)
+    print(exp.coefficients().to_string(index=False))
     print(f"wrote {out}")
     return 0
 
@@ -92,7 +83,8 @@ def main(argv=None) -> int:
     e = sub.add_parser("explain", help="explain one case", epilog=FILTER_SPEC_HELP)
     e.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")
     e.add_argument("--model", required=True, help="model card, model folder or MONAI bundle")
-    e.add_argument("--preset", default="paper", choices=["paper", "epsilon-gamma-box", "epsilon-plus-flat", "lrp0"])
+    e.add_argument("--preset", default="paper", choices=list(PRESETS),
+                   help="rule preset (default paper)")
     e.add_argument("--filter", action="append", default=[], help="filter spec, repeatable (see below)")
     e.add_argument("--target", default="region", help="region (default), groundtruth or output")
     e.add_argument("--device", default="auto")
@@ -102,7 +94,7 @@ def main(argv=None) -> int:
     s.add_argument("cohort", help="folder of case folders")
     s.add_argument("--model", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--preset", default="paper")
+    s.add_argument("--preset", default="paper", choices=list(PRESETS))
     s.add_argument("--placement", default="input", choices=["input", "blocks"])
     s.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
     s.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")

@@ -319,7 +319,7 @@ def test_rules_mapping_by_name_glob_and_type():
     assert rules["head"] == Epsilon(0.1)
     assert rules["encoders.1.0"] == Gamma(0.5)
     assert rules["ups.0"] == ZPlus()
-    assert rules["decoders.0.0"] == Epsilon(1e-9)  # default handling kept
+    assert rules["decoders.0.0"] == Epsilon(0.0)  # default handling kept (LRP-0: only exact zeros stabilised)
     with pytest.raises(TypeError, match="needs a layer with weights"):
         Propagation(copy.deepcopy(net), x, rules={"pool": ZPlus()})
 

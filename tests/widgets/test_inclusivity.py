@@ -35,7 +35,7 @@ def test_saved_nifti_and_json_reproduce_the_relevance(make_napari_viewer, qtbot,
     for c, m in enumerate(again.modalities):
         written = np.asarray(nib.load(str(tmp_path / "out" / f"relevance_{m}.nii.gz")).dataobj)
         assert np.abs(exp.case.grid.to_napari(written) - again.relevance[c]).max() <= 1e-6
-    assert len(files) == 9
+    assert len(files) == 10  # 6 modalities, sum, prediction, coefficients.csv (Explanation.save), settings
     np.testing.assert_allclose(viewer.layers['R sum'].data, again.relevance.sum(0), rtol=1e-5, atol=1e-6)
 
 

@@ -42,9 +42,9 @@ def _model(model_path: str, device: str):
 def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper", placement: str = "input",
              device: str = "cpu") -> dict:
     """Explain one case and sweep the default grid; writes cases/<name>.csv (or .failed.json)."""
+    from ..explanation import explain
     from ..io import load_case
-    from ..lrp.explain import explain
-    from ..metrics import sweep
+    from ..sweep import sweep
 
     name = Path(case_dir).name
     cases = Path(out_dir) / "cases"

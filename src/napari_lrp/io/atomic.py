@@ -1,4 +1,5 @@
-"""Atomic file replacement: write beside the target, then rename over it (nothing half-written is left)."""
+"""Atomic writes: files and whole result folders are written beside the target, then renamed over it
+(nothing half-written is left, and a failed write leaves the old version complete)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,58 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with replacing(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Put ``src`` (a file, link or folder of the old results folder) at ``dst`` without touching it:
+    hard links where the file system allows, else copies."""
+    import shutil
+
+    def link_or_copy(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy)
+    else:
+        link_or_copy(src, dst)
+
+
+@contextmanager
+def replacing_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; when the block succeeds, entries of an existing
+    ``path`` that the block did not write are carried over (hard links or copies) and the temporary folder
+    is renamed to ``path`` (the old folder is renamed aside first and removed after). When the block or
+    the swap fails, the temporary folder is removed and ``path`` is left exactly as it was."""
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file; choose a folder for the results")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = path.with_name(f".{path.name}.{tag}.tmp")
+    old = path.with_name(f".{path.name}.{tag}.old")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            for entry in path.iterdir():
+                if not (tmp / entry.name).exists() and not (tmp / entry.name).is_symlink():
+                    _carry(entry, tmp / entry.name)
+            os.rename(path, old)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -17,10 +17,9 @@ filter the relevance before and after; what is missing was absorbed (biases, sta
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,34 +28,24 @@ from torch.overrides import TorchFunctionMode
 
 from . import kernels
 from .filters import Filter, Identity
-from .rules import (
+from .folding import BatchNormFolding
+from .ledger import Ledger
+from .names import expand, is_glob, matches
+from .presets import get_preset, resolve_rule
+from .rules import Epsilon, PassThrough, Rule, WinnerTakesAll, stabilise
+from .types import (
+    ADD_FUNCTIONS,
+    BATCHNORM_TYPES,
+    CONV3D_FUNCTIONS,
+    INPLACE_TWINS,
+    LINEAR_MAP_FUNCTIONS,
     LINEAR_TYPES,
-    NORM_TYPES,
-    Epsilon,
-    Flat,
-    Gamma,
-    PassThrough,
-    Rule,
-    WinnerTakesAll,
-    ZBox,
-    ZPlus,
-    stabilise,
+    MAXPOOL_FUNCTIONS,
+    PASS_FUNCTIONS,
+    SUB_FUNCTIONS,
 )
 
-__all__ = ["Propagation", "PropagationResult", "Ledger", "propagate", "PRESETS", "block_names",
-           "every_block", "Cancelled"]
-
-BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-                    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Hardswish, nn.Hardsigmoid,
-                    nn.Softmax, nn.LogSoftmax)
-DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-                 nn.AdaptiveMaxPool3d)
-AVGPOOL_TYPES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                 nn.AdaptiveAvgPool3d, nn.Upsample)
-
-DEFAULT_EPSILON = 1e-9
+__all__ = ["Propagation", "PropagationResult", "propagate", "Cancelled"]
 
 
 @contextlib.contextmanager
@@ -77,117 +66,7 @@ class Cancelled(RuntimeError):
     """Raised (through the progress callback) when the user cancels a propagation."""
 
 
-def default_rule(module: nn.Module) -> Rule | None:
-    """The handling of DESIGN section 6 for modules a rules mapping does not name."""
-    if isinstance(module, LINEAR_TYPES + BATCHNORM_TYPES + NORM_TYPES + AVGPOOL_TYPES):
-        return Epsilon(DEFAULT_EPSILON)
-    if isinstance(module, ACTIVATION_TYPES + DROPOUT_TYPES):
-        return PassThrough()
-    if isinstance(module, MAXPOOL_TYPES):
-        return WinnerTakesAll()
-    return None
-
-
-@dataclass
-class Preset:
-    """A named rule set: ``types`` maps module types to rules; ``first`` is the first linear layer's rule."""
-
-    name: str
-    types: list[tuple[tuple[type, ...], Rule]]
-    first: Rule | None = None
-
-
-def _preset(name: str, bounds=None) -> Preset:
-    low, high = (None, None) if bounds is None else bounds
-    convs = tuple(t for t in LINEAR_TYPES if t is not nn.Linear)
-    if name == "lrp0":
-        return Preset(name, [])
-    if name == "paper":
-        return Preset(name, [(convs + (nn.Linear,), ZPlus(1e-9)), (BATCHNORM_TYPES + NORM_TYPES, PassThrough())],
-                      ZBox(low, high, 1e-9))
-    if name == "epsilon-gamma-box":
-        return Preset(name, [(convs, Gamma(0.25, 1e-6)), ((nn.Linear,), Epsilon(1e-6))], ZBox(low, high, 1e-6))
-    if name == "epsilon-plus-flat":
-        return Preset(name, [(convs, ZPlus(1e-6)), ((nn.Linear,), Epsilon(1e-6))], Flat(1e-6))
-    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-
-
-PRESETS = ("paper", "epsilon-gamma-box", "epsilon-plus-flat", "lrp0")
-
 RulesArg = str | Mapping | None
-
-
-def _resolve_rule(name: str, module: nn.Module, rules: Mapping, preset: Preset, first: bool) -> Rule | None:
-    if name in rules and isinstance(rules[name], (Rule, type(None))):
-        return rules[name]
-    for key, rule in rules.items():
-        if isinstance(key, str) and key != name and any(c in key for c in "*?[") and fnmatch.fnmatchcase(name, key):
-            if rule is not None and rule.needs_weights and not isinstance(module, LINEAR_TYPES):
-                continue
-            return rule
-    for key, rule in rules.items():
-        if isinstance(key, type) and isinstance(module, key):
-            return rule
-    if first and preset.first is not None:
-        return preset.first
-    for types, rule in preset.types:
-        if isinstance(module, types):
-            return rule
-    return default_rule(module)
-
-
-# --------------------------------------------------------------------------------------------
-# Ledger
-
-
-@dataclass
-class LedgerEntry:
-    name: str
-    kind: str  # 'rule', 'filter', 'residual', 'functional'
-    op: str
-    received: float
-    handed: float
-
-    @property
-    def absorbed(self) -> float:
-        return self.received - self.handed
-
-
-@dataclass
-class Ledger:
-    """Where relevance went in one propagation (per-layer sums in the model dtype, start and end in float64).
-
-    ``start``: total relevance at the output (before the output filter); ``end``: total at the input
-    (after the input filter); ``entries``: one per rule application and per filter, in backward order.
-    ``balance_error`` = (start - end - sum of absorbed) / max(|start|, tiny) is zero up to rounding when
-    nothing leaks unaccounted; ``conservation_error`` = (start - end) / |start| is plain conservation.
-    """
-
-    start: float = 0.0
-    end: float = 0.0
-    entries: list[LedgerEntry] = field(default_factory=list)
-
-    @property
-    def absorbed(self) -> float:
-        return float(sum(e.absorbed for e in self.entries))
-
-    @property
-    def balance_error(self) -> float:
-        scale = max(abs(self.start), sum(abs(e.absorbed) for e in self.entries), 1e-30)
-        return (self.start - self.end - self.absorbed) / scale
-
-    @property
-    def conservation_error(self) -> float:
-        return (self.start - self.end) / max(abs(self.start), 1e-30)
-
-    def table(self):
-        """The entries as a pandas DataFrame (name, kind, op, received, handed, absorbed)."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            [{"name": e.name, "kind": e.kind, "op": e.op, "received": e.received, "handed": e.handed,
-              "absorbed": e.absorbed} for e in self.entries]
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,21 +130,10 @@ def _in_graph(t) -> bool:
     return isinstance(t, torch.Tensor) and t.grad_fn is not None
 
 
-_ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
-        torch.Tensor.add_}
-_SUB = {torch.sub, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__isub__, torch.Tensor.sub_}
-_PASS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.leaky_relu,
-         F.leaky_relu_, F.elu, F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish, F.prelu, F.relu6, F.hardtanh,
-         F.softplus, torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh, F.dropout,
-         F.dropout1d, F.dropout2d, F.dropout3d, F.hardswish, F.hardsigmoid, torch.nn.functional.sigmoid,
-         torch.nn.functional.tanh}
-_EPS = {F.interpolate, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-        F.adaptive_avg_pool3d, F.upsample}
-_WTA = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-        F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d}
-
-
 class _FunctionalRules(TorchFunctionMode):
+    """Catches functional operations inside ``forward`` methods and wraps them with their rule
+    (the tables are in types.py)."""
+
     def __init__(self, engine: Propagation):
         super().__init__()
         self.engine = engine
@@ -273,22 +141,20 @@ class _FunctionalRules(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         eng = self.engine
-        if func is torch.conv3d or func is torch.conv_transpose3d:  # oneDNN kernels (see kernels.py)
+        if func in CONV3D_FUNCTIONS:  # oneDNN kernels (see kernels.py)
             return kernels.run_on_kernels(func, args, kwargs)
-        if eng._suspended or eng._in_rule_leaf:
+        if eng._suspend_depth or eng._in_rule_leaf:
             return func(*args, **kwargs)
-        if (func in _ADD or func in _SUB) and len(args) >= 2:
+        if (func in ADD_FUNCTIONS or func in SUB_FUNCTIONS) and len(args) >= 2:
             a, b = args[0], args[1]
             alpha = kwargs.get("alpha", 1)
             if _in_graph(a) or _in_graph(b):
-                sign = -1.0 if func in _SUB else 1.0
+                sign = -1.0 if func in SUB_FUNCTIONS else 1.0
                 return eng._residual(a, b, alpha * sign)
             return func(*args, **kwargs)
-        if func in _PASS:
+        if func in PASS_FUNCTIONS:
             kwargs.pop("inplace", None)
-            if func in (F.relu_, torch.relu_, torch.Tensor.relu_, F.leaky_relu_, F.elu_):
-                func = {F.relu_: F.relu, torch.relu_: F.relu, torch.Tensor.relu_: F.relu,
-                        F.leaky_relu_: F.leaky_relu, F.elu_: F.elu}[func]
+            func = INPLACE_TWINS.get(func, func)
             if func is F.prelu or func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d):
                 out = func(*args, **kwargs)
             else:
@@ -300,11 +166,11 @@ class _FunctionalRules(TorchFunctionMode):
             if _in_graph(x) and isinstance(out, torch.Tensor) and out.shape == x.shape:
                 return eng._wrap_functional(PassThrough(), func, x, out)
             return out
-        if func in _EPS or func in _WTA:
+        if func in LINEAR_MAP_FUNCTIONS or func in MAXPOOL_FUNCTIONS:
             out = func(*args, **kwargs)
             x = args[0] if args else kwargs.get("input")
             if _in_graph(x) and isinstance(out, torch.Tensor):
-                rule = Epsilon(DEFAULT_EPSILON) if func in _EPS else WinnerTakesAll()
+                rule = Epsilon(0.0) if func in LINEAR_MAP_FUNCTIONS else WinnerTakesAll()
                 return eng._wrap_functional(rule, func, x, out)
             return out
         return func(*args, **kwargs)
@@ -326,15 +192,6 @@ class PropagationResult:
     unfiltered: torch.Tensor | None = None
 
 
-def _foldable(entry: _Entry, bn: nn.Module) -> bool:
-    m = entry.module
-    if bn.running_mean is None or bn.running_var is None or entry.z is None:
-        return False
-    if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and m.groups != 1:
-        return False
-    return entry.z.ndim >= 2 and entry.z.shape[1] == bn.running_mean.numel()
-
-
 def _is_leaf(module: nn.Module) -> bool:
     return next(iter(module.children()), None) is None
 
@@ -353,11 +210,11 @@ class Propagation:
         self.module = module
         if isinstance(rules, str):
             preset, rules = rules, {}
-        self.preset = _preset(preset or "lrp0", bounds)
+        self.preset = get_preset(preset or "lrp0", bounds)
         self.rules: dict = dict(rules or {})
         self._names = {id(m): n for n, m in module.named_modules()}
         self._lock = threading.Lock()
-        self._suspended = False
+        self._suspend_depth = 0
         self._in_rule_leaf = 0
         self._first_done = False
         self._rule_cache: dict[str, Rule | None] = {}
@@ -365,12 +222,9 @@ class Propagation:
         self._functional_count = 0
         self._calls: dict[str, int] = {}
         # linear layers whose rule is prepared once we know whether a BatchNorm follows (to fold it)
-        self._pending: dict[int, tuple[torch.Tensor, _Entry]] = {}
-        self._fold: dict[str, _Entry] = {}
+        self._folding = BatchNormFolding(self._prepare_deferred)
         #: output shape of every module (first call), for layer tables
         self.shapes: dict[str, tuple] = {}
-        #: (layer, BatchNorm) pairs folded together
-        self.folded: list[tuple[str, str]] = []
         # propagation-time state
         self._filters: dict = {}
         self._keep: set[str] = set()
@@ -380,6 +234,20 @@ class Propagation:
         self._done = 0
         self._retain = True
         self._forward(x)
+
+    @property
+    def folded(self) -> list[tuple[str, str]]:
+        """(layer, BatchNorm) pairs folded together."""
+        return self._folding.folded
+
+    @contextlib.contextmanager
+    def _suspended(self) -> Iterator[None]:
+        """Torch calls inside run plain: no hooks, no functional rules (a rule's own forward graphs)."""
+        self._suspend_depth += 1
+        try:
+            yield
+        finally:
+            self._suspend_depth -= 1
 
     # ---- forward ---------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> None:
@@ -404,7 +272,7 @@ class Propagation:
             self.x = x.detach().clone().requires_grad_(True)
             with torch.enable_grad(), _full_precision(x.device), _FunctionalRules(self):
                 out = module(_TapFn.apply(self.x, self, "", "root"))
-                self._flush_pending()
+                self._folding.flush()
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"the module returned {type(out).__name__}; LRP needs a single output tensor")
             if not _in_graph(out):
@@ -422,15 +290,13 @@ class Propagation:
 
     def _make_pre_hook(self, name: str, m: nn.Module):
         def pre_hook(mod, args):
-            if self._suspended:
+            if self._suspend_depth:
                 return None
             leaf = _is_leaf(m)
             if leaf:
-                if isinstance(m, BATCHNORM_TYPES) and args and id(args[0]) in self._pending and \
-                        isinstance(self._rule_for(name, m), Epsilon) and _foldable(self._pending[id(args[0])][1], m):
-                    self._fold[name] = self._pending[id(args[0])][1]
-                    self._drop_pending(self._fold[name])
-                self._flush_pending()
+                if isinstance(m, BATCHNORM_TYPES) and args and isinstance(self._rule_for(name, m), Epsilon):
+                    self._folding.claim(name, m, args[0])
+                self._folding.flush()
             if self._rule_for(name, m) is not None and leaf:
                 self._in_rule_leaf += 1
             if name == "":
@@ -439,7 +305,7 @@ class Propagation:
             for a in args:
                 if _in_graph(a):
                     t = _TapFn.apply(a, self, name, "in")
-                    self._alias(a, t)
+                    self._folding.alias(a, t)
                     a = t
                 out.append(a)
             return tuple(out)
@@ -453,7 +319,7 @@ class Propagation:
                 cache[name] = None
             else:
                 first = isinstance(m, LINEAR_TYPES) and not self._first_done
-                rule = _resolve_rule(name, m, self.rules, self.preset, first)
+                rule = resolve_rule(name, m, self.rules, self.preset, first)
                 if isinstance(m, LINEAR_TYPES):
                     self._first_done = True
                 if rule is not None and rule.needs_weights and not isinstance(m, LINEAR_TYPES):
@@ -464,7 +330,7 @@ class Propagation:
 
     def _make_post_hook(self, name: str, m: nn.Module):
         def post_hook(mod, args, out):
-            if self._suspended:
+            if self._suspend_depth:
                 return None
             if isinstance(out, torch.Tensor):
                 self.shapes.setdefault(name, tuple(out.shape))
@@ -474,8 +340,8 @@ class Propagation:
                 self._in_rule_leaf -= 1
                 x = args[0] if args else None
                 if isinstance(out, torch.Tensor) and _in_graph(x):
-                    if name in self._fold:  # BatchNorm folded into the layer before it
-                        self._prepare_folded(self._fold.pop(name), m, out)
+                    if self._folding.is_claimed(name):  # BatchNorm folded into the layer before it
+                        self._folding.fold(name, m, out)
                         rule = PassThrough()
                     defer = isinstance(m, LINEAR_TYPES)
                     out = self._wrap(rule, name, m, x, out, defer=defer)
@@ -484,79 +350,32 @@ class Propagation:
             if name and isinstance(out, torch.Tensor) and _in_graph(out):
                 k = self._calls[name] = self._calls.get(name, 0) + 1
                 t = _TapFn.apply(out, self, name if k == 1 else f"{name}#{k}", "out")
-                self._alias(out, t)
+                self._folding.alias(out, t)
                 out = t
             if pending is not None:
-                self._pending[id(out)] = (out, pending)
+                self._folding.defer(out, pending)
             return out
 
         return post_hook
 
     def _wrap(self, rule: Rule, name: str, m: nn.Module | None, x: torch.Tensor, z: torch.Tensor,
               defer: bool = False):
-        if defer:  # prepared by _flush_pending, or with a folded BatchNorm by _prepare_folded
+        if defer:  # prepared by _prepare_deferred once the folding knows whether a BatchNorm follows
             entry = _Entry(name=name, module=m, rule=rule, x=x, z=z.detach())
             self._entries.append(entry)
             return _RuleFn.apply(x, z.detach(), self, entry)
-        self._suspended = True
-        try:
+        with self._suspended():
             state = rule.prepare(m, x, z, {})
-        finally:
-            self._suspended = False
         entry = _Entry(name=name, module=m, rule=rule, state=state)
         self._entries.append(entry)
         return _RuleFn.apply(x, z.detach(), self, entry)
 
-    def _alias(self, old: torch.Tensor, new: torch.Tensor) -> None:
-        """A tap's output stands for its input when looking for a BatchNorm right after a layer."""
-        hit = self._pending.get(id(old))
-        if hit is not None:
-            self._pending[id(new)] = (new, hit[1])
-
-    def _drop_pending(self, entry: _Entry) -> None:
-        for key in [k for k, (_t, e) in self._pending.items() if e is entry]:
-            del self._pending[key]
-
-    def _flush_pending(self) -> None:
-        """Prepare the deferred linear layers that no BatchNorm follows directly."""
-        done = set()
-        for _t, entry in list(self._pending.values()):
-            if id(entry) in done:
-                continue
-            done.add(id(entry))
-            self._suspended = True
-            try:
-                entry.state = entry.rule.prepare(entry.module, entry.x, entry.z, {})
-            finally:
-                self._suspended = False
-            entry.x = entry.z = None
-        self._pending.clear()
-
-    def _prepare_folded(self, entry: _Entry, bn: nn.Module, y: torch.Tensor) -> None:
-        """Fold an eval BatchNorm into the linear layer before it: the layer's rule sees W' = s W,
-        b' = s (b - mean) + beta and the BatchNorm's output; the BatchNorm then passes relevance."""
-        conv = entry.module
-        s = torch.rsqrt(bn.running_var.detach() + bn.eps)
-        if bn.affine:
-            s = s * bn.weight.detach()
-        w = conv.weight.detach()
-        shape = [1] * w.ndim
-        if isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-            shape[1] = -1
-        else:
-            shape[0] = -1
-        b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        bias = (b - bn.running_mean.detach()) * s
-        if bn.affine:
-            bias = bias + bn.bias.detach()
-        self._suspended = True
-        try:
-            entry.state = entry.rule.prepare(conv, entry.x, y.detach(),
-                                             {"weight": w * s.view(shape), "bias": bias})
-        finally:
-            self._suspended = False
+    def _prepare_deferred(self, entry: _Entry, override: dict | None, z: torch.Tensor | None) -> None:
+        """Prepare a deferred linear layer's rule (``override``: folded weight and bias; ``z``: the folded
+        BatchNorm's output in place of the layer's)."""
+        with self._suspended():
+            entry.state = entry.rule.prepare(entry.module, entry.x, entry.z if z is None else z, override or {})
         entry.x = entry.z = None
-        self.folded.append((entry.name, self._names.get(id(bn), "?")))
 
     def _wrap_functional(self, rule: Rule, func, x, out):
         self._functional_count += 1
@@ -564,14 +383,11 @@ class Propagation:
         return self._wrap(rule, name, None, x, out)
 
     def _residual(self, a, b, alpha):
-        self._suspended = True
-        try:
+        with self._suspended():
             bb = b * alpha if alpha != 1 else b
             y = a + bb
-        finally:
-            self._suspended = False
         self._functional_count += 1
-        entry = _Entry(name=f"add#{self._functional_count}", module=None, rule=Epsilon(DEFAULT_EPSILON),
+        entry = _Entry(name=f"add#{self._functional_count}", module=None, rule=Epsilon(0.0),
                        a=a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(a),
                        b=bb.detach() if isinstance(bb, torch.Tensor) else torch.as_tensor(bb),
                        z=y.detach(), a_in=_in_graph(a), b_in=_in_graph(b))
@@ -587,9 +403,8 @@ class Propagation:
             self._progress(self._done, len(self._entries))
 
     def _record(self, name, kind, op, before, after):
-        """Ledger entry; sums may be 0-d tensors (converted once at the end, without a sync per layer)."""
         if self._ledger is not None:
-            self._ledger.entries.append(LedgerEntry(name, kind, op, before, after))
+            self._ledger.record(name, kind, op, before, after)
 
     def _apply_rule(self, entry: _Entry, R: torch.Tensor) -> torch.Tensor:
         if entry.state is None and not isinstance(entry.rule, PassThrough):
@@ -635,9 +450,7 @@ class Propagation:
         if name in filters:
             return filters[name]
         for key, f in filters.items():
-            if key in ("input", "output"):
-                continue
-            if any(c in key for c in "*?[") and fnmatch.fnmatchcase(name, key):
+            if key not in ("input", "output") and is_glob(key) and matches(name, key):
                 return f
         return None
 
@@ -659,12 +472,7 @@ class Propagation:
             if not isinstance(f, Filter) and not callable(f):
                 raise TypeError(f"filter for {key!r} is {type(f).__name__}, not a Filter")
         names = [n for n in self._names.values() if n]
-        if keep is True:
-            keep_set = set(names)
-        else:
-            keep_set = set()
-            for k in keep or ():
-                keep_set |= {n for n in names if fnmatch.fnmatchcase(n, k)} if any(c in k for c in "*?[") else {k}
+        keep_set = set(names) if keep is True else expand(keep or (), names)
         with self._lock:
             self._filters, self._keep, self._kept = filters, keep_set, {}
             self._ledger = Ledger()
@@ -690,7 +498,7 @@ class Propagation:
                                  float(Rf.sum(dtype=torch.float64)))
                     R = Rf
                 self._ledger.end = float(R.sum(dtype=torch.float64))
-                _ledger_to_floats(self._ledger)
+                self._ledger.to_floats()
                 return PropagationResult(R.detach(), dict(self._kept), self._ledger, unfiltered)
             finally:
                 self._filters, self._keep, self._kept, self._progress = {}, set(), {}, None
@@ -705,16 +513,6 @@ class Propagation:
         """Free the kept forward pass."""
         self._entries.clear()
         self.out = None
-
-
-def _ledger_to_floats(ledger: Ledger) -> None:
-    vals = [v for e in ledger.entries for v in (e.received, e.handed)]
-    tens = [v for v in vals if isinstance(v, torch.Tensor)]
-    if tens:
-        floats = iter(torch.stack([t.detach().double() for t in tens]).cpu().tolist())
-        vals = [next(floats) if isinstance(v, torch.Tensor) else float(v) for v in vals]
-    for i, e in enumerate(ledger.entries):
-        e.received, e.handed = float(vals[2 * i]), float(vals[2 * i + 1])
 
 
 def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
@@ -740,28 +538,3 @@ def propagate(module: nn.Module, x: torch.Tensor, start: torch.Tensor, rules: Ru
     finally:
         prop.release()
     return res if keep else res.relevance
-
-
-# --------------------------------------------------------------------------------------------
-# blocks
-
-
-def block_names(module: nn.Module, which: str = "all") -> list[str]:
-    """Names of the blocks of a U-Net: modules with a convolution as a direct child.
-
-    Modules that define ``lrp_blocks(which)`` (like UNet3D) name their own blocks; ``which`` is
-    'all', 'encoder' or 'decoder' (for others, the first half in forward order counts as encoder).
-    """
-    if hasattr(module, "lrp_blocks"):
-        return list(module.lrp_blocks(which))
-    names = [n for n, m in module.named_modules()
-             if n and any(isinstance(c, LINEAR_TYPES) for c in m.children())]
-    if which == "all":
-        return names
-    half = (len(names) + 1) // 2
-    return names[:half] if which == "encoder" else names[half:]
-
-
-def every_block(module: nn.Module, f: Filter, which: str = "all") -> dict[str, Filter]:
-    """{block name: f} for every block of ``module`` (see :func:`block_names`)."""
-    return {n: f for n in block_names(module, which)}

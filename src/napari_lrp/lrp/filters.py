@@ -4,17 +4,30 @@ A filter is a callable on a relevance tensor R of shape (N, C, *spatial), torch 
 normalise r = R / N (scope 'sample': N = max |R| per sample; 'channel': per sample and channel;
 signs 'joint', or 'separate': positive and negative parts each by their own maximum), apply the
 filter function to r, and scale back: R' = N * r'. Where N = 0, R is returned unchanged.
+
+This module is the one home of the filter vocabulary: the kinds (:data:`FILTER_KINDS`), construction
+from (kind, a1, a2, scope, signs) (:func:`make_filter`), spec strings (:func:`parse_filter`,
+:func:`format_filter`, :func:`filters_from_specs`), the authors' sweep grids (:func:`default_grid`) and
+the meaning of the heatmap filter (:func:`heatmap`).
+
+The heatmap filter (the Inclusivity widget's slider, ``sweep(placement="input")``, the saved files):
+a filter on the final heatmap *replaces* the run's own 'input' filter, i.e. it acts on the relevance
+before the run's input filter; no heatmap filter (None or Identity) shows the run's relevance as it is.
+So moving the slider never stacks a second filter on the first, and the saved settings (the run's
+filters with the heatmap filter as the 'input' filter) reproduce exactly what is shown.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["Filter", "Identity", "Pass", "Clamp", "Amplify", "parse_filter", "format_filter"]
+__all__ = ["FILTER_KINDS", "FILTER_SPEC_HELP", "Filter", "Identity", "Pass", "Clamp", "Amplify", "default_grid",
+           "filters_from_specs", "format_filter", "heatmap", "make_filter", "parse_filter"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,41 @@ class Amplify(Filter):
 
 
 _KINDS = {"pass": Pass, "clamp": Clamp, "amplify": Amplify, "identity": Identity, "none": Identity}
+#: the filter kinds in menu order ('none' is no filter); pass/clamp take (a1, a2), amplify (alpha, A)
+FILTER_KINDS = ("none", "pass", "clamp", "amplify")
+
+
+def make_filter(kind: str, a1: float = 0.0, a2: float = 1.0, scope: str = "sample",
+                signs: str = "joint") -> Filter | None:
+    """A filter from its kind and two parameters: pass(a1, a2), clamp(a1, a2), amplify(alpha=a1, A=a2);
+    'none' (or 'identity') gives None."""
+    key = kind.lower()
+    if key not in _KINDS:
+        raise ValueError(f"unknown filter kind {kind!r}; choose one of {', '.join(FILTER_KINDS)}")
+    cls = _KINDS[key]
+    return None if cls is Identity else cls(a1, a2, scope=scope, signs=signs)
+
+
+#: the authors' sweep grids (DESIGN section 4): (a1, a2) for pass and clamp, (alpha, A) for amplify
+PASS_GRID = [(0, .05), (0, .1), (0, .2), (0, .4), (0, .6), (.05, 1), (.1, 1), (.2, 1), (.4, 1), (.6, 1)]
+CLAMP_GRID = [(0, .05), (0, .1), (0, .2), (0, .4), (0, .6)]
+AMPLIFY_GRID = [(0.5, 2), (0.7, 2)]
+_GRIDS = {"pass": PASS_GRID, "clamp": CLAMP_GRID, "amplify": AMPLIFY_GRID}
+
+
+def default_grid(kinds=("pass", "clamp", "amplify"), scope: str = "sample", signs: str = "joint") -> list[Filter]:
+    """The authors' grids: pass (10), clamp (5), amplify (2) settings, in that order."""
+    return [make_filter(k, a, b, scope, signs) for k in ("pass", "clamp", "amplify") if k in kinds
+            for a, b in _GRIDS[k]]
+
+
+def heatmap(unfiltered, filtered, f: Filter | None):
+    """The heatmap under heatmap filter ``f`` (see the module docstring): ``f`` applied to the relevance
+    before the run's input filter (``unfiltered``, one sample (C, *spatial)), or the run's own ``filtered``
+    relevance when ``f`` is None or Identity. numpy or torch, as given."""
+    if f is None or isinstance(f, Identity):
+        return filtered
+    return f(unfiltered[None])[0]
 
 FILTER_SPEC_HELP = (
     "A filter spec is KIND:P1:P2[:scope][:signs][@PLACE]: KIND is pass, clamp or amplify (pass:A1:A2, "
@@ -186,3 +234,13 @@ def format_filter(place: str, f: Filter) -> str:
     if f.signs != "joint":
         body += f":{f.signs}"
     return f"{body}@{place}"
+
+
+def filters_from_specs(specs) -> dict[str, Filter]:
+    """{placement: Filter} from a list of spec strings ('clamp:0:0.2@input'), a dict (values Filters or
+    spec bodies such as 'clamp:0:0.2'), or None."""
+    if specs is None:
+        return {}
+    if isinstance(specs, Mapping):
+        return {k: parse_filter(f"{v}@{k}")[1] if isinstance(v, str) else v for k, v in specs.items()}
+    return dict(parse_filter(s) for s in specs)

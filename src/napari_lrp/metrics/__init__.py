@@ -1,5 +1,6 @@
-"""Interpretability measures (numpy/torch, no napari): inclusivity, mean power, signal distribution,
-sweeps, region perturbation and the paper's charts."""
+"""Interpretability measures on arrays (numpy/torch, no napari): inclusivity, mean power, signal
+distribution, the coefficient table, region perturbation and the paper's charts. Sweeps over an
+Explanation live in :mod:`napari_lrp.sweep`."""
 
 from .measures import (
     Coefficients,
@@ -13,7 +14,7 @@ from .measures import (
     signal_distribution,
 )
 from .perturbation import PerturbationCurve, region_perturbation
-from .sweep import default_grid, measure, sweep
+from .table import measure
 
 
 def layer_mean_power(result, q: float = 0.8) -> dict[str, float]:
@@ -22,6 +23,6 @@ def layer_mean_power(result, q: float = 0.8) -> dict[str, float]:
     return {name: float(mean_power(R[0] if R.ndim > 1 else R, q)[0]) for name, R in kept.items()}
 
 
-__all__ = ["Coefficients", "PerturbationCurve", "default_grid", "dice", "groundtruth_inclusivity", "inclusivities", "inclusivity", "input_mask",
+__all__ = ["Coefficients", "PerturbationCurve", "dice", "groundtruth_inclusivity", "inclusivities", "inclusivity", "input_mask",
            "input_inclusivity", "layer_mean_power", "mean_power", "measure", "region_perturbation",
-           "signal_distribution", "sweep"]
+           "signal_distribution"]

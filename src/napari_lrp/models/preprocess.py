@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loading import ModelCard, ModelError
+from .card import ModelCard, ModelError
 
 __all__ = ["match_modalities", "normalise_intensity", "divisible_padding", "PreparedInput", "prepare_input",
            "ResizedNetwork"]

@@ -17,12 +17,11 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QTimer
 
-from ..io import save_nifti
 from ..io.atomic import replacing
-from ..lrp.explain import save_settings
-from ..lrp.filters import Amplify, Clamp, Filter, Pass
-from ..metrics import input_mask, layer_mean_power, measure, sweep
+from ..lrp.filters import Filter, make_filter
+from ..metrics import input_mask, layer_mean_power, measure
 from ..metrics.plots import inclusivity_figure, signal_figure
+from ..sweep import sweep
 from ._layers import show_relevance
 from ._session import session_for
 
@@ -30,14 +29,11 @@ THROTTLE_MS = 30
 
 
 def heatmap_filter(kind: str, alpha: float) -> Filter | None:
-    """The slider's filter on the final heatmap: clamp(0, alpha), pass(0, alpha), amplify(alpha, 2) or none."""
-    if kind == "clamp":
-        return Clamp(0.0, alpha)
-    if kind == "pass":
-        return Pass(0.0, alpha)
+    """The slider's filter on the final heatmap: clamp(0, alpha), pass(0, alpha), amplify(alpha, 2) or none.
+    It replaces the run's own 'input' filter (see :func:`napari_lrp.lrp.filters.heatmap`)."""
     if kind == "amplify":
-        return Amplify(alpha, 2.0)
-    return None
+        return make_filter(kind, alpha, 2.0)
+    return make_filter(kind, 0.0, alpha)
 
 
 class InclusivityWidget(Container):
@@ -95,9 +91,7 @@ class InclusivityWidget(Container):
 
     def filtered_relevance(self) -> np.ndarray:
         """The run's relevance with the heatmap filter in place of the run's own 'input' filter."""
-        exp = self.session.explanation
-        f = self.current_filter()
-        return exp.relevance if f is None else f(exp.unfiltered_relevance[None])[0]
+        return self.session.explanation.heatmap(self.current_filter())
 
     def _on_explanation(self, exp):
         mp = layer_mean_power(exp) if exp.kept else {}
@@ -185,7 +179,8 @@ class InclusivityWidget(Container):
         return path
 
     def save(self, folder: str) -> list[Path]:
-        """Relevance NIfTIs (per modality and sum) and prediction on the input grid, plus the settings JSON.
+        """Every output of the run as shown (``Explanation.save``): relevance NIfTIs (per modality and sum)
+        and prediction on the input grid, the coefficients at the widget's thresholds and the settings JSON.
 
         The heatmap filter replaces the run's 'input' filter (as on screen), so the JSON reproduces what is shown.
         """
@@ -195,14 +190,8 @@ class InclusivityWidget(Container):
         f = self.current_filter()
         if f is not None:
             exp = exp.refilter({**exp.filters, "input": f})
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        written = [save_nifti(exp.relevance[c], exp.case, out / f"relevance_{m}.nii.gz")
-                   for c, m in enumerate(exp.modalities)]
-        written.append(save_nifti(exp.relevance.sum(0), exp.case, out / "relevance_sum.nii.gz"))
-        written.append(save_nifti(exp.prediction, exp.case, out / "prediction.nii.gz"))
-        written.append(save_settings(exp, out / "settings.json"))
-        self.status.value = f"wrote {len(written)} files to {out}"
+        written = exp.save(folder, tau_r=self.tau_r.value, tau_x=self.tau_x.value)
+        self.status.value = f"wrote {len(written)} files to {folder}"
         return written
 
     def _error(self, exc):

@@ -7,29 +7,19 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidgetItem
 
+from ..explanation import explain, predict_case
 from ..io import Case, CaseError, load_case
-from ..lrp.engine import PRESETS, Cancelled, block_names
-from ..lrp.explain import explain, predict_case
-from ..lrp.filters import Amplify, Clamp, Filter, Pass
+from ..lrp.blocks import block_names
+from ..lrp.engine import Cancelled
+from ..lrp.filters import FILTER_KINDS, Filter, make_filter
+from ..lrp.presets import PRESETS
 from ..metrics import dice
 from ..models import available_devices, load_model
 from ..samples import sample_case_path, sample_model_path
 from ._layers import show_case, show_explanation, show_prediction
 from ._session import session_for
 
-FILTER_KINDS = ("none", "pass", "clamp", "amplify")
 TARGETS = ("predicted region", "ground truth", "whole output")
-
-
-def make_filter(kind: str, a1: float, a2: float, scope: str = "sample", signs: str = "joint") -> Filter | None:
-    """none/pass/clamp/amplify with two parameters (amplify: alpha, A) -> Filter or None."""
-    if kind == "pass":
-        return Pass(a1, a2, scope=scope, signs=signs)
-    if kind == "clamp":
-        return Clamp(a1, a2, scope=scope, signs=signs)
-    if kind == "amplify":
-        return Amplify(a1, a2, scope=scope, signs=signs)
-    return None
 
 
 class FilterRow(Container):
@@ -137,7 +127,7 @@ class RelevanceWidget(Container):
                                    tooltip="model card (.json), model folder or MONAI bundle")
         self.device = ComboBox(label="device", choices=available_devices(), value="auto")
         self.load_button = PushButton(text="Load case and model")
-        self.preset = ComboBox(label="rules", choices=PRESETS, value="paper")
+        self.preset = ComboBox(label="rules", choices=list(PRESETS), value="paper")
         self.target = ComboBox(label="target", choices=self._target_choices)
         self.target_class = SpinBox(label="class", value=1, min=0, max=20)
         self.scope = ComboBox(label="normalise per", choices=("sample", "channel"), value="sample")
@@ -209,13 +199,9 @@ class RelevanceWidget(Container):
             return None
         from ._layers import _relevance_colormap, _upsert, symmetric_limit
 
-        R = exp.kept[name][0].sum(0).float().cpu().numpy()
-        model_shape = np.array(exp._prepared.x.shape[2:], dtype=float)
-        factor = model_shape / np.array(R.shape, dtype=float)
-        grid = exp.case.grid
-        pads = np.array([b for b, _a in exp._prepared.pads], dtype=float)
-        scale = grid.spacing * factor
-        translate = grid.translate - pads * grid.spacing + (factor - 1) / 2 * grid.spacing
+        placed = exp.kept_on_case_grid(name)
+        R = exp.kept[name][0].sum(0).float().cpu().numpy()  # the channel sum, as torch sums it
+        scale, translate = placed.scale, placed.translate
         m = symmetric_limit(R)
         layer_name = f"R @ {name}"
         new = layer_name not in self._viewer.layers
@@ -343,7 +329,7 @@ class RelevanceWidget(Container):
         self.session.set_explanation(exp)
         show_explanation(self._viewer, exp)
         self.inspect.reset_choices()
-        self.table.set_shapes(exp._prop.shapes)
+        self.table.set_shapes(exp.layer_shapes)
         self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}")
 
     def _errored(self, exc):

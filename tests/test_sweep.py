@@ -5,7 +5,9 @@ import torch
 from matplotlib.figure import Figure
 
 import napari_lrp as nl
-from napari_lrp.metrics import default_grid, layer_mean_power, sweep
+from napari_lrp.filters import default_grid
+from napari_lrp.metrics import layer_mean_power
+from napari_lrp.sweep import sweep
 from napari_lrp.metrics.plots import inclusivity_figure, mean_power_figure, signal_figure
 from napari_lrp.models import UNet3D
 from tests.conftest import make_case_folder
@@ -43,7 +45,7 @@ def test_sweep_table_is_tidy_and_reproducible(explanation):
 
 
 def test_block_sweep_repropagates_without_forward(explanation):
-    net = explanation._prepared.network
+    net = explanation.network
     calls = []
     h = net.register_forward_hook(lambda *a: calls.append(1))
     t = sweep(explanation, placement="blocks", grid=default_grid(("clamp",)))

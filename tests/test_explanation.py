@@ -6,7 +6,7 @@ import torch
 
 import napari_lrp as nl
 from napari_lrp.filters import Clamp, Pass
-from napari_lrp.lrp.explain import predict_case
+from napari_lrp.explanation import predict_case
 from napari_lrp.models import UNet3D
 from tests.conftest import make_case_folder
 

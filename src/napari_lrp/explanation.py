@@ -1,0 +1,298 @@
+"""``explain``: a model and a case in, relevance on the case grid out (DESIGN sections 3 and 6).
+
+The pipeline above the engine: preprocessing from the model card (``models.preprocess``), one forward
+pass and a backward relevance pass (``lrp.engine``), mapping back to the case grid; the result, an
+:class:`Explanation`, owns its outputs (``save``) and its settings (``settings``, ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io.atomic import replacing, replacing_folder, write_text
+from .io.case import Case, save_nifti
+from .lrp.engine import Propagation
+from .lrp.filters import Filter, filters_from_specs, format_filter, heatmap
+from .lrp.kernels import onednn_convolutions
+from .lrp.ledger import Ledger
+from .lrp.targets import predict, region_mask, start_relevance
+from .metrics.table import measure
+from .models.card import Model, ModelCard
+from .models.preprocess import PreparedInput, prepare_input
+
+__all__ = ["Explanation", "PlacedRelevance", "explain", "predict_case", "load_settings", "save_settings",
+           "filters_from_specs", "package_version"]
+
+
+def package_version() -> str:
+    """The installed napari-lrp version (from the distribution's metadata)."""
+    try:
+        return _dist_version("napari-lrp")
+    except PackageNotFoundError:  # a source tree on sys.path without an install
+        return "0+unknown"
+
+
+def _default_card(network: nn.Module, case: Case) -> ModelCard:
+    return ModelCard(name=type(network).__name__, architecture={"class": type(network).__name__, "kwargs": {}},
+                     modalities=list(case.modalities),
+                     input={"spatial_size": None, "intensity": "none", "divisible": 1})
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a refilter needs from the one forward pass: the propagation, the prepared input, the start
+    relevance (model grid) and the run's fixed choices."""
+
+    propagation: Propagation
+    prepared: PreparedInput
+    start: torch.Tensor
+    case: Case
+    model: Model
+    preset: str
+    target: object
+    target_class: int
+    logits: np.ndarray
+    prediction: np.ndarray
+
+    def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
+        """Propagate ``start`` with ``filters`` and map the result to the case grid."""
+        res = self.propagation.propagate(self.start, filters=filters, keep=keep, progress=progress)
+        crop = self.prepared.crop
+        rel = crop(res.relevance)[0].float().cpu().numpy()
+        unf = rel if res.unfiltered is res.relevance else crop(res.unfiltered)[0].float().cpu().numpy()
+        return Explanation(unfiltered_relevance=np.ascontiguousarray(unf, dtype=np.float32),
+                           relevance=np.ascontiguousarray(rel, dtype=np.float32), prediction=self.prediction,
+                           logits=self.logits, modalities=list(self.model.card.modalities), case=self.case,
+                           model=self.model, preset=self.preset, filters=filters, target=self.target,
+                           target_class=self.target_class, ledger=res.ledger, kept=res.kept, _run=self)
+
+
+@dataclass(frozen=True)
+class PlacedRelevance:
+    """Relevance at a layer's output placed over the case: ``relevance`` (C', Z', Y', X') float32 on the
+    layer's own grid; ``scale`` and ``translate`` (mm, Z/Y/X) put its voxels on the case's world grid
+    (larger voxels where the network has downsampled), as napari's layer scale and translate."""
+
+    relevance: np.ndarray
+    scale: tuple[float, float, float]
+    translate: tuple[float, float, float]
+
+
+@dataclass
+class Explanation:
+    """Relevance of one case under one model.
+
+    relevance: float32 (C, Z, Y, X) on the case grid, channels in ``modalities`` order (the model's);
+    prediction: uint8 (Z, Y, X); logits: float32 (K, Z, Y, X); ledger: where relevance went;
+    kept: {module name: relevance at its output, on the model grid (1, C', Z', Y', X') torch};
+    unfiltered_relevance: relevance before the run's 'input' filter (C, Z, Y, X).
+    """
+
+    relevance: np.ndarray
+    prediction: np.ndarray
+    logits: np.ndarray
+    modalities: list[str]
+    case: Case
+    model: Model
+    preset: str
+    filters: dict[str, Filter]
+    target: object
+    target_class: int
+    ledger: Ledger
+    kept: dict = field(default_factory=dict)
+    unfiltered_relevance: np.ndarray | None = None
+    _run: _Run | None = field(default=None, repr=False)
+
+    # ---- derived results without a new pass ---------------------------------------------------
+    def refilter(self, filters: Mapping[str, Filter] | None, keep=None, progress=None) -> Explanation:
+        """A new Explanation with other filters from the kept forward pass (no forward pass runs)."""
+        return self._run.explanation(dict(filters or {}), keep, progress)
+
+    def heatmap(self, f: Filter | None) -> np.ndarray:
+        """The relevance (C, Z, Y, X) under heatmap filter ``f``, which replaces the run's own 'input'
+        filter (None: the run's relevance as it is); see :func:`napari_lrp.lrp.filters.heatmap`. No pass runs."""
+        return heatmap(self.unfiltered_relevance, self.relevance, f)
+
+    @property
+    def input_image(self) -> np.ndarray:
+        """The case channels in the model's order (C, Z, Y, X), as the relevance."""
+        return self.case.image[self._run.prepared.channels]
+
+    @property
+    def network(self) -> nn.Module:
+        """The module the relevance was propagated through (the model's network, or its resizing wrapper
+        when the card fixes a spatial size): its module names are the names filters and ``kept`` use."""
+        return self._run.prepared.network
+
+    @property
+    def layer_shapes(self) -> dict[str, tuple]:
+        """{module name: output shape (N, C', Z', Y', X')} of the forward pass, for layer tables."""
+        return dict(self._run.propagation.shapes)
+
+    def kept_on_case_grid(self, name: str) -> PlacedRelevance:
+        """Relevance at the output of module ``name`` (kept in the run: ``explain(..., keep=...)``) placed
+        over the case grid (see :class:`PlacedRelevance`)."""
+        if name not in self.kept:
+            raise KeyError(f"no relevance kept at {name!r}; run explain(..., keep=[{name!r}]) or keep=True "
+                           f"(kept: {', '.join(self.kept) or 'none'})")
+        R = self.kept[name][0].float().cpu().numpy()
+        prep = self._run.prepared
+        grid = self.case.grid
+        factor = np.array(prep.x.shape[2:], dtype=float) / np.array(R.shape[-3:], dtype=float)
+        pads = np.array([b for b, _a in prep.pads], dtype=float)
+        scale = grid.spacing * factor
+        translate = grid.translate - pads * grid.spacing + (factor - 1) / 2 * grid.spacing
+        return PlacedRelevance(np.ascontiguousarray(R, dtype=np.float32), tuple(float(v) for v in scale),
+                               tuple(float(v) for v in translate))
+
+    # ---- settings and outputs -----------------------------------------------------------------
+    def settings(self) -> dict:
+        """The exact settings as JSON-able dict; ``explain(model, case, settings=...)`` reproduces the run."""
+        import monai
+        import nibabel
+
+        target = self.target
+        if isinstance(target, np.ndarray):
+            target = "mask"
+        elif isinstance(target, tuple):
+            target = list(target)
+        return {
+            "preset": self.preset,
+            "filters": [format_filter(k, f) for k, f in self.filters.items()],
+            "target": target,
+            "target_class": self.target_class,
+            "model": {"path": self.model.path, "sha256": self.model.sha256, "name": self.model.card.name},
+            "case": {"name": self.case.name, "files": list(self.case.files)},
+            "versions": {"napari_lrp": package_version(), "torch": torch.__version__, "monai": monai.__version__,
+                         "nibabel": nibabel.__version__, "numpy": np.__version__},
+        }
+
+    def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
+        """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
+        return measure(self.relevance, self.input_image, self.case.label, self.modalities, tau_r, tau_x)
+
+    def save(self, folder: str | os.PathLike, tau_r: float = 0.5, tau_x: float = 0.1) -> list[Path]:
+        """Write every output of this run into ``folder`` as one unit and return the paths written.
+
+        relevance_<modality>.nii.gz (one per channel), relevance_sum.nii.gz and prediction.nii.gz on the
+        input file's grid (affine and header), coefficients.csv (:meth:`coefficients`) and settings.json
+        (:meth:`settings`). Everything is written into a temporary folder beside ``folder`` and renamed
+        into place; files of ``folder`` that are not outputs of a run are carried over. If any write fails,
+        ``folder`` is left exactly as it was (the old results complete) and the error is raised.
+        """
+        target = Path(folder)
+        names = [f"relevance_{m}.nii.gz" for m in self.modalities] + ["relevance_sum.nii.gz", "prediction.nii.gz",
+                                                                      "coefficients.csv", "settings.json"]
+        with replacing_folder(target) as tmp:
+            for c, m in enumerate(self.modalities):
+                save_nifti(self.relevance[c], self.case, tmp / f"relevance_{m}.nii.gz")
+            save_nifti(self.relevance.sum(0), self.case, tmp / "relevance_sum.nii.gz")
+            save_nifti(self.prediction, self.case, tmp / "prediction.nii.gz")
+            with replacing(tmp / "coefficients.csv") as csv:
+                self.coefficients(tau_r, tau_x).to_csv(csv, index=False)
+            save_settings(self, tmp / "settings.json")
+        return [target / n for n in names]
+
+
+def save_settings(exp: Explanation, path: str | os.PathLike) -> Path:
+    """Write the settings JSON atomically."""
+    return write_text(path, json.dumps(exp.settings(), indent=2))
+
+
+def load_settings(path_or_dict) -> dict:
+    """Keyword arguments for :func:`explain` from a settings JSON (file or dict)."""
+    d = path_or_dict if isinstance(path_or_dict, dict) else json.loads(Path(path_or_dict).read_text())
+    target = d.get("target", "region")
+    if target == "mask":
+        raise ValueError("these settings used a drawn mask as target; pass the mask as target=")
+    if isinstance(target, list):
+        target = tuple(target)
+    return {"preset": d.get("preset", "paper"), "filters": filters_from_specs(d.get("filters")),
+            "target": target, "target_class": d.get("target_class")}
+
+
+def _as_model(model, case: Case) -> Model:
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from .models.loading import load_model
+
+        return load_model(model)
+    if isinstance(model, nn.Module):
+        try:
+            dev = next(model.parameters()).device
+        except StopIteration:
+            dev = torch.device("cpu")
+        return Model(network=model, card=_default_card(model, case), device=dev)
+    raise TypeError(f"model must be a napari_lrp Model, a torch module or a model path, not {type(model).__name__}")
+
+
+def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filter] | None = None,
+            target="region", target_class: int | None = None, rules: Mapping | None = None, keep=None,
+            progress: Callable[[int, int], None] | None = None, settings=None) -> Explanation:
+    """Explain ``model``'s segmentation of ``case``.
+
+    preset: a name of ``napari_lrp.lrp.PRESETS`` ('paper', 'epsilon-gamma-box', 'epsilon-plus-flat',
+    'lrp0'); rules: {module name | glob | type: Rule} laid over the preset; filters: {'output' | 'input' |
+    module name | glob: Filter}; target: 'region' (predicted region of the class), 'groundtruth', 'output',
+    a mask (Z, Y, X) or a voxel (z, y, x); target_class: default the card's. settings: a settings JSON
+    (path or dict) written by :func:`save_settings`, which fills the other arguments. One forward pass;
+    ``refilter`` reuses it.
+    """
+    if settings is not None:
+        kw = load_settings(settings)
+        preset, filters, target = kw["preset"], kw["filters"], kw["target"]
+        target_class = kw["target_class"] if target_class is None else target_class
+    m = _as_model(model, case)
+    cls = m.card.target_class if target_class is None else int(target_class)
+    prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
+    prop = Propagation(prep.network, prep.x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset)
+    logits = prep.crop(prop.output)
+    if not 0 <= cls < logits.shape[1]:
+        raise ValueError(f"target class {cls} does not exist; the model has {logits.shape[1]} output channels")
+    prediction = predict(logits, m.card.output_activation)[0].cpu().numpy()
+    mask = region_mask(target, prediction, case.label, cls)
+    if mask is not None and not mask.any():
+        warnings.warn(f"{case.name}: the target region is empty; the relevance is zero", stacklevel=2)
+    start = prep.pad(start_relevance(logits, mask, cls))
+    run = _Run(propagation=prop, prepared=prep, start=start, case=case, model=m, preset=preset, target=target,
+               target_class=cls, logits=logits[0].detach().float().cpu().numpy(), prediction=prediction)
+    return run.explanation(dict(filters or {}), keep, progress)
+
+
+def predict_case(model, case: Case) -> tuple[np.ndarray, np.ndarray, dict[str, tuple]]:
+    """One forward pass: (prediction uint8 (Z, Y, X), logits (K, Z, Y, X), {module name: output shape}).
+
+    Convolutions run on the engine's kernels (``kernels.onednn_convolutions``), so the prediction is the
+    one :func:`explain` computes (a plain torch forward can differ by float32 rounding)."""
+    m = _as_model(model, case)
+    prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
+    shapes: dict[str, tuple] = {}
+
+    def record(name):
+        def hook(module, args, out):
+            if isinstance(out, torch.Tensor):
+                shapes.setdefault(name, tuple(out.shape))
+
+        return hook
+
+    handles = [mod.register_forward_hook(record(name)) for name, mod in m.network.named_modules() if name]
+    try:
+        with torch.no_grad(), onednn_convolutions():
+            logits = prep.crop(prep.network(prep.x))
+    finally:
+        for h in handles:
+            h.remove()
+    pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
+    return pred, logits[0].float().cpu().numpy(), shapes

@@ -1,0 +1,79 @@
+"""The relevance ledger (DESIGN section 4): where relevance went in one propagation.
+
+Per rule application the relevance a layer received and handed on, per filter the relevance before and
+after; what is missing was absorbed (biases, stabilisers, filters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Ledger", "LedgerEntry"]
+
+
+@dataclass
+class LedgerEntry:
+    """One rule application or filter: relevance ``received`` at the output and ``handed`` to the input."""
+
+    name: str
+    kind: str  # 'rule', 'filter', 'residual', 'functional'
+    op: str
+    received: float
+    handed: float
+
+    @property
+    def absorbed(self) -> float:
+        return self.received - self.handed
+
+
+@dataclass
+class Ledger:
+    """Where relevance went in one propagation (per-layer sums in the model dtype, start and end in float64).
+
+    ``start``: total relevance at the output (before the output filter); ``end``: total at the input
+    (after the input filter); ``entries``: one per rule application and per filter, in backward order.
+    ``balance_error`` = (start - end - sum of absorbed) / max(|start|, tiny) is zero up to rounding when
+    nothing leaks unaccounted; ``conservation_error`` = (start - end) / |start| is plain conservation.
+    """
+
+    start: float = 0.0
+    end: float = 0.0
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+    def record(self, name: str, kind: str, op: str, received, handed) -> None:
+        """Add an entry; sums may be 0-d tensors (converted by :meth:`to_floats` once, without a sync per layer)."""
+        self.entries.append(LedgerEntry(name, kind, op, received, handed))
+
+    def to_floats(self) -> None:
+        """Turn tensor sums into Python floats (one device transfer for all entries)."""
+        vals = [v for e in self.entries for v in (e.received, e.handed)]
+        tens = [v for v in vals if isinstance(v, torch.Tensor)]
+        if tens:
+            floats = iter(torch.stack([t.detach().double() for t in tens]).cpu().tolist())
+            vals = [next(floats) if isinstance(v, torch.Tensor) else float(v) for v in vals]
+        for i, e in enumerate(self.entries):
+            e.received, e.handed = float(vals[2 * i]), float(vals[2 * i + 1])
+
+    @property
+    def absorbed(self) -> float:
+        return float(sum(e.absorbed for e in self.entries))
+
+    @property
+    def balance_error(self) -> float:
+        scale = max(abs(self.start), sum(abs(e.absorbed) for e in self.entries), 1e-30)
+        return (self.start - self.end - self.absorbed) / scale
+
+    @property
+    def conservation_error(self) -> float:
+        return (self.start - self.end) / max(abs(self.start), 1e-30)
+
+    def table(self):
+        """The entries as a pandas DataFrame (name, kind, op, received, handed, absorbed)."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [{"name": e.name, "kind": e.kind, "op": e.op, "received": e.received, "handed": e.handed,
+              "absorbed": e.absorbed} for e in self.entries]
+        )

@@ -1,0 +1,111 @@
+"""Rule presets (DESIGN section 4): a registry name -> rule set, and the default handling of modules.
+
+A preset maps module types to rules and may give the first linear layer (in forward order) its own rule
+(z-box, flat). A ``rules`` mapping given by the caller is laid over the preset: a module name first, then a
+glob, then a type; modules nobody names keep :func:`default_rule`.
+
+``PRESETS`` is the registry (read-only view, in menu order); the CLI and the widgets list it.
+:func:`register_preset` adds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from torch import nn
+
+from .names import is_glob, matches
+from .rules import Epsilon, Flat, Gamma, PassThrough, Rule, WinnerTakesAll, ZBox, ZPlus
+from .types import (
+    ACTIVATION_TYPES,
+    AVGPOOL_TYPES,
+    BATCHNORM_TYPES,
+    CONV_TYPES,
+    DROPOUT_TYPES,
+    LINEAR_TYPES,
+    MAXPOOL_TYPES,
+    NORM_TYPES,
+)
+
+__all__ = ["PRESETS", "Preset", "default_rule", "get_preset", "register_preset", "resolve_rule"]
+
+
+def default_rule(module: nn.Module) -> Rule | None:
+    """The handling of DESIGN section 6 for modules no preset or mapping names: linear maps LRP-0 (its
+    stabiliser touches only exact zeros), activations and dropout PassThrough, max pooling winner takes
+    all, anything else None (a container, or an operation without a rule)."""
+    if isinstance(module, LINEAR_TYPES + BATCHNORM_TYPES + NORM_TYPES + AVGPOOL_TYPES):
+        return Epsilon(0.0)  # LRP-0: only exact zeros are stabilised
+    if isinstance(module, ACTIVATION_TYPES + DROPOUT_TYPES):
+        return PassThrough()
+    if isinstance(module, MAXPOOL_TYPES):
+        return WinnerTakesAll()
+    return None
+
+
+@dataclass
+class Preset:
+    """A named rule set: ``types`` maps module types to rules; ``first`` is the first linear layer's rule."""
+
+    name: str
+    types: list[tuple[tuple[type, ...], Rule]] = field(default_factory=list)
+    first: Rule | None = None
+    description: str = ""
+
+
+#: a preset factory takes the input bounds (low, high) for z-box (None: the input's own range)
+PresetFactory = Callable[[tuple | None], Preset]
+_REGISTRY: dict[str, PresetFactory] = {}
+PRESETS: Mapping[str, PresetFactory] = MappingProxyType(_REGISTRY)
+
+
+def register_preset(name: str, factory: PresetFactory) -> None:
+    """Add (or replace) a preset; ``factory(bounds)`` returns its :class:`Preset`."""
+    _REGISTRY[name] = factory
+
+
+def get_preset(name: str, bounds=None) -> Preset:
+    """The preset called ``name`` with z-box bounds ``bounds`` ((low, high), scalars or per channel)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return _REGISTRY[name](bounds)
+
+
+def _bounds(bounds):
+    return (None, None) if bounds is None else bounds
+
+
+register_preset("paper", lambda b: Preset(
+    "paper", [(CONV_TYPES + (nn.Linear,), ZPlus(1e-9)), (BATCHNORM_TYPES + NORM_TYPES, PassThrough())],
+    ZBox(*_bounds(b), 1e-9), "z-plus on every layer, z-box on the first, norms pass relevance (the paper)"))
+register_preset("epsilon-gamma-box", lambda b: Preset(
+    "epsilon-gamma-box", [(CONV_TYPES, Gamma(0.25, 1e-6)), ((nn.Linear,), Epsilon(1e-6))],
+    ZBox(*_bounds(b), 1e-6), "gamma 0.25 on convolutions, epsilon on dense layers, z-box on the first"))
+register_preset("epsilon-plus-flat", lambda b: Preset(
+    "epsilon-plus-flat", [(CONV_TYPES, ZPlus(1e-6)), ((nn.Linear,), Epsilon(1e-6))], Flat(1e-6),
+    "z-plus on convolutions, epsilon on dense layers, flat on the first"))
+register_preset("lrp0", lambda b: Preset(
+    "lrp0", [], None, "LRP-0 everywhere: gradient x input on bias-free piecewise-linear networks"))
+
+
+def resolve_rule(name: str, module: nn.Module, rules: Mapping, preset: Preset, first: bool) -> Rule | None:
+    """The rule of one module: ``rules`` by exact name, then by glob (weight rules only on layers with
+    weights), then by type; then the preset (its first-layer rule when ``first``); then the default."""
+    if name in rules and isinstance(rules[name], (Rule, type(None))):
+        return rules[name]
+    for key, rule in rules.items():
+        if isinstance(key, str) and key != name and is_glob(key) and matches(name, key):
+            if rule is not None and rule.needs_weights and not isinstance(module, LINEAR_TYPES):
+                continue
+            return rule
+    for key, rule in rules.items():
+        if isinstance(key, type) and isinstance(module, key):
+            return rule
+    if first and preset.first is not None:
+        return preset.first
+    for types, rule in preset.types:
+        if isinstance(module, types):
+            return rule
+    return default_rule(module)

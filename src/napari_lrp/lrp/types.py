@@ -1,0 +1,61 @@
+"""Which torch modules and functions the engine recognises, side by side: module types and the functional
+operations caught inside ``forward`` methods (DESIGN section 4, "Other operations").
+
+Each row is one kind of operation; its module types and its functions sit on the same line, so a kind
+added for modules is added for functions in the same place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LINEAR_TYPES", "CONV_TYPES", "TRANSPOSED_CONV_TYPES", "BATCHNORM_TYPES", "NORM_TYPES",
+           "ACTIVATION_TYPES", "DROPOUT_TYPES", "MAXPOOL_TYPES", "AVGPOOL_TYPES", "ADD_FUNCTIONS",
+           "SUB_FUNCTIONS", "PASS_FUNCTIONS", "INPLACE_TWINS", "LINEAR_MAP_FUNCTIONS", "MAXPOOL_FUNCTIONS",
+           "CONV3D_FUNCTIONS"]
+
+# ---- linear maps with weights (rules: LRP-0, epsilon, gamma, alpha-beta, z-plus, z-box, flat, w-square)
+TRANSPOSED_CONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d) + TRANSPOSED_CONV_TYPES
+LINEAR_TYPES = (nn.Linear,) + CONV_TYPES
+#: functions the engine runs on its own oneDNN kernels (see kernels.py); their modules are LINEAR_TYPES
+CONV3D_FUNCTIONS = (torch.conv3d, torch.conv_transpose3d)
+
+# ---- normalisation (folded into the layer before it, an affine map, or passed through)
+BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
+
+# ---- element-wise activations and dropout in eval: relevance passes unchanged
+ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+                    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Hardswish, nn.Hardsigmoid,
+                    nn.Softmax, nn.LogSoftmax)
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+PASS_FUNCTIONS = frozenset({
+    F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.leaky_relu, F.leaky_relu_,
+    F.elu, F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish, F.prelu, F.relu6, F.hardtanh, F.softplus,
+    torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh, F.dropout, F.dropout1d, F.dropout2d,
+    F.dropout3d, F.hardswish, F.hardsigmoid, torch.nn.functional.sigmoid, torch.nn.functional.tanh})
+#: in-place activations and the out-of-place function the engine calls instead
+INPLACE_TWINS = {F.relu_: F.relu, torch.relu_: F.relu, torch.Tensor.relu_: F.relu, F.leaky_relu_: F.leaky_relu,
+                 F.elu_: F.elu}
+
+# ---- max pooling: winner takes all
+MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                 nn.AdaptiveMaxPool3d)
+MAXPOOL_FUNCTIONS = frozenset({F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d,
+                               F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.max_pool1d, torch.max_pool2d,
+                               torch.max_pool3d})
+
+# ---- parameter-free linear maps (average pooling, interpolation): the default linear-map rule
+AVGPOOL_TYPES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                 nn.AdaptiveAvgPool3d, nn.Upsample)
+LINEAR_MAP_FUNCTIONS = frozenset({F.interpolate, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+                                  F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.upsample})
+
+# ---- residual sums y = a + b (and a - b): split in proportion to the operands
+ADD_FUNCTIONS = frozenset({torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__,
+                           torch.Tensor.__iadd__, torch.Tensor.add_})
+SUB_FUNCTIONS = frozenset({torch.sub, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__isub__,
+                           torch.Tensor.sub_})

@@ -1,0 +1,63 @@
+"""The architecture allow-list (DESIGN section 5): a card names a class, only these are built.
+
+Allowed: this package's UNet3D and the classes of ``monai.networks.nets``; any other class would run code
+from outside the allow-list.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .card import ModelCard, ModelError
+
+__all__ = ["ALLOWED_PREFIXES", "allowed_class", "build_network", "class_path", "first_in_channels"]
+
+ALLOWED_PREFIXES = ("napari_lrp.models.", "monai.networks.nets.")
+
+
+def allowed_class(name: str, source: str) -> type:
+    short = name.rsplit(".", 1)[-1]
+    if name in ("UNet3D", "napari_lrp.models.UNet3D", "napari_lrp.models.unet3d.UNet3D"):
+        from .unet3d import UNet3D
+
+        return UNet3D
+    if name.startswith("monai.networks.nets.") or "." not in name:
+        import monai.networks.nets as nets
+
+        cls = getattr(nets, short, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return cls
+        if "." not in name:
+            raise ModelError(f"{source}: architecture {name!r} is neither napari_lrp.models.UNet3D nor a class of "
+                             "monai.networks.nets")
+        raise ModelError(f"{source}: monai.networks.nets has no network class {short!r}")
+    raise ModelError(
+        f"{source}: architecture {name!r} is not on the allow-list (napari_lrp.models.UNet3D and "
+        "monai.networks.nets.*); other classes would run code from outside the allow-list"
+    )
+
+
+def class_path(module: nn.Module) -> str:
+    cls = type(module)
+    if cls.__module__.startswith("napari_lrp.models"):
+        return f"napari_lrp.models.{cls.__name__}"
+    if cls.__module__.startswith("monai.networks.nets"):
+        return f"monai.networks.nets.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def build_network(card: ModelCard, source: str = "card") -> nn.Module:
+    """Instantiate the card's architecture (allow-listed) with its keyword arguments."""
+    cls = allowed_class(card.architecture["class"], source)
+    kwargs = card.architecture.get("kwargs") or {}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ModelError(f"{source}: cannot build {cls.__name__} with {kwargs}: {exc}") from exc
+
+
+def first_in_channels(net: nn.Module) -> int | None:
+    for m in net.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose3d, nn.Linear)):
+            return m.in_features if isinstance(m, nn.Linear) else m.in_channels
+    return None

@@ -1,0 +1,73 @@
+"""MONAI bundles (configs/inference.json, configs/metadata.json, models/model.pt) read as model cards.
+
+Only literal values and ``@`` references are read; ``$`` expressions (Python code) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .card import ModelCard, ModelError
+
+__all__ = ["card_from_bundle"]
+
+
+def _resolve_refs(value, config: dict, source: str):
+    if isinstance(value, str) and value.startswith("@"):
+        key = value[1:]
+        if key not in config:
+            raise ModelError(f"{source}: reference {value!r} not found in the config")
+        return _resolve_refs(config[key], config, source)
+    if isinstance(value, str) and value.startswith("$"):
+        raise ModelError(f"{source}: the network definition holds a Python expression {value!r}; napari-lrp does "
+                         "not evaluate code from bundles. Replace it by a literal value")
+    if isinstance(value, dict):
+        return {k: _resolve_refs(v, config, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_refs(v, config, source) for v in value]
+    return value
+
+
+def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
+    """A card from a MONAI bundle folder (configs/metadata.json, configs/inference.json, models/model.pt)."""
+    cfg_path = folder / "configs" / "inference.json"
+    if not cfg_path.exists():
+        raise ModelError(f"{folder}: not a MONAI bundle: configs/inference.json is missing (YAML configs are not read)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{cfg_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    net_def = config.get("network_def")
+    if isinstance(net_def, str) and net_def.startswith("@"):
+        net_def = _resolve_refs(net_def, config, str(cfg_path))
+    if not isinstance(net_def, dict) or "_target_" not in net_def:
+        raise ModelError(f"{cfg_path}: no network_def with a _target_")
+    kwargs = _resolve_refs({k: v for k, v in net_def.items() if k != "_target_"}, config, str(cfg_path))
+    target = net_def["_target_"]
+    cls_name = target if "." in target else f"monai.networks.nets.{target}"
+    meta_path = folder / "configs" / "metadata.json"
+    meta = {}
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{meta_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    fmt = meta.get("network_data_format", {})
+    inputs = next(iter(fmt.get("inputs", {}).values()), {})
+    outputs = next(iter(fmt.get("outputs", {}).values()), {})
+    n_in = int(inputs.get("num_channels", kwargs.get("in_channels", 1)))
+    chdef = inputs.get("channel_def") or {}
+    modalities = [str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)]
+    outdef = outputs.get("channel_def") or {}
+    n_out = int(outputs.get("num_channels", kwargs.get("out_channels", 2)))
+    classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]
+    card = ModelCard(
+        name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},
+        weights=str(Path("..") / "models" / "model.pt"), modalities=modalities,
+        input={"spatial_size": None, "intensity": meta.get("napari_lrp_intensity", "zscore"),
+               "divisible": int(meta.get("napari_lrp_divisible", 16))},
+        classes=classes, target_class=min(1, n_out - 1),
+        output_activation="sigmoid" if n_out == 1 else "softmax",
+    )
+    return card, folder / "models" / "model.pt"

@@ -1,0 +1,55 @@
+"""Where a model runs: device names ('auto', 'cpu', 'cuda', 'cuda:N', 'mps') to torch devices."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .card import ModelError
+
+__all__ = ["available_devices", "mps_available", "resolve_device"]
+
+
+def mps_available() -> bool:
+    """Apple's Metal backend is built into this torch and usable on this machine."""
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'; a clear error when absent."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    device = (device or "auto").lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if m:
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {device!r} was requested but no CUDA GPU is available here; use 'cpu' or 'auto'")
+        idx = int(m.group(1) or 0)
+        if idx >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return torch.device(device)
+    if device == "mps":
+        if not mps_available():
+            raise ModelError("device 'mps' was requested but Apple MPS is not available here; use 'cpu' or 'auto'")
+        return torch.device("mps")
+    raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def available_devices() -> list[str]:
+    """The device choices of this machine, for menus: auto, cpu, then cuda / cuda:N and mps where present."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if mps_available():
+        out.append("mps")
+    return out

@@ -1,0 +1,103 @@
+"""Safe loading of weights: ``torch.load(weights_only=True)``; a pickled full model or a TorchScript file
+would run code from the file and is refused unless ``trust=True``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .card import ModelError
+
+__all__ = ["file_sha256", "load_weights"]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any("/code/" in n or n.endswith("constants.pkl") for n in names)
+
+
+def _normalise_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "network", "net"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path}: not a state dict of tensors (found {type(obj).__name__}); save "
+                         "network.state_dict() or use nl.save_model")
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):  # DataParallel / DistributedDataParallel
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _strip_common_prefix(sd: dict, expected: set[str]) -> dict:
+    if set(sd) & expected:
+        return sd
+    firsts = {k.split(".", 1)[0] for k in sd}
+    if len(firsts) == 1:  # Lightning: "model.<...>"
+        prefix = firsts.pop() + "."
+        stripped = {k[len(prefix):]: v for k, v in sd.items()}
+        if set(stripped) & expected:
+            return stripped
+    return sd
+
+
+def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, trust: bool = False) -> nn.Module:
+    """Load weights into ``net`` (weights_only); returns the module to use (a trusted full model may replace it)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: weights file not found")
+    if _is_torchscript(path):
+        if not trust:
+            raise ModelError(f"{path}: a TorchScript file; loading it runs code stored in the file. Pass trust=True "
+                             "only if you trust its source, or export a state dict with nl.save_model")
+        return torch.jit.load(str(path), map_location=device)
+    try:
+        obj = torch.load(str(path), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise ModelError(
+                f"{path}: holds Python objects (a pickled full model?) and loading it would run code from the file; "
+                "pass trust=True only if you trust its source, or save a state dict with nl.save_model"
+            ) from exc
+        obj = torch.load(str(path), map_location=device, weights_only=False)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: corrupt or unreadable weights file ({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, nn.Module):
+        return obj
+    sd = _normalise_state_dict(obj, path)
+    expected = set(net.state_dict())
+    sd = _strip_common_prefix(sd, expected)
+    missing = sorted(expected - set(sd))
+    unexpected = sorted(set(sd) - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        raise ModelError(f"{path}: the weights do not fit the card's architecture: {'; '.join(parts)}")
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: the weights do not fit the card's architecture: {exc}") from exc
+    return net
