@@ -1,14 +1,10 @@
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 import napari_lrp as nl
 from napari_lrp.filters import default_grid
-from napari_lrp.metrics import layer_mean_power
 from napari_lrp.sweep import sweep
-from napari_lrp.metrics.plots import inclusivity_figure, mean_power_figure, signal_figure
 from napari_lrp.models import UNet3D
 from tests.conftest import make_case_folder
 
@@ -54,12 +50,3 @@ def test_block_sweep_repropagates_without_forward(explanation):
     a = t[(t.setting == "clamp:0.0:0.05") & (t.channel == "mean")].mu.iloc[0]
     b = t[(t.setting == "none") & (t.channel == "mean")].mu.iloc[0]
     assert a != b
-
-
-def test_plots_and_layer_mean_power(explanation):
-    table = sweep(explanation, placement="input")
-    assert isinstance(inclusivity_figure(table), Figure)
-    assert isinstance(signal_figure(table), Figure)
-    mp = layer_mean_power(explanation)
-    assert "encoders.0" in mp and all(np.isfinite(v) for v in mp.values())
-    assert isinstance(mean_power_figure(mp), Figure)

@@ -136,6 +136,11 @@ class Explanation:
         return self._run.prepared.network
 
     @property
+    def input_grid_shape(self) -> tuple[int, int, int]:
+        """Spatial shape (Z', Y', X') of the network's input: the case grid padded to the card's divisibility."""
+        return tuple(int(v) for v in self._run.prepared.x.shape[2:])
+
+    @property
     def layer_shapes(self) -> dict[str, tuple]:
         """{module name: output shape (N, C', Z', Y', X')} of the forward pass, for layer tables."""
         return dict(self._run.propagation.shapes)
@@ -149,7 +154,7 @@ class Explanation:
         R = self.kept[name][0].float().cpu().numpy()
         prep = self._run.prepared
         grid = self.case.grid
-        factor = np.array(prep.x.shape[2:], dtype=float) / np.array(R.shape[-3:], dtype=float)
+        factor = np.array(self.input_grid_shape, dtype=float) / np.array(R.shape[-3:], dtype=float)
         pads = np.array([b for b, _a in prep.pads], dtype=float)
         scale = grid.spacing * factor
         translate = grid.translate - pads * grid.spacing + (factor - 1) / 2 * grid.spacing

@@ -135,7 +135,7 @@ def test_layer_inspector_shows_intermediate_relevance(viewer_and_widget, qtbot):
     np.testing.assert_allclose(layer.data, exp.kept["encoders.2"][0].sum(0).numpy())
     # a coarser layer covers the same extent: its voxels are larger by the downsampling factor
     extent = np.array(layer.data.shape) * np.array(layer.scale)
-    np.testing.assert_allclose(extent, np.array(exp._prepared.x.shape[2:]) * exp.case.spacing, rtol=1e-6)
+    np.testing.assert_allclose(extent, np.array(exp.input_grid_shape) * exp.case.spacing, rtol=1e-6)
     n = len(viewer.layers)
     w.show_layer_relevance("encoders.2")
     assert len(viewer.layers) == n

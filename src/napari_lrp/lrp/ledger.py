@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 __all__ = ["Ledger", "LedgerEntry"]
@@ -69,11 +70,10 @@ class Ledger:
     def conservation_error(self) -> float:
         return (self.start - self.end) / max(abs(self.start), 1e-30)
 
-    def table(self):
-        """The entries as a pandas DataFrame (name, kind, op, received, handed, absorbed)."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            [{"name": e.name, "kind": e.kind, "op": e.op, "received": e.received, "handed": e.handed,
-              "absorbed": e.absorbed} for e in self.entries]
-        )
+    def table(self) -> np.ndarray:
+        """The entries as a numpy structured array, one row per entry, fields name, kind, op, received,
+        handed, absorbed (``pandas.DataFrame(ledger.table())`` makes it a DataFrame)."""
+        dtype = [("name", object), ("kind", object), ("op", object), ("received", np.float64),
+                 ("handed", np.float64), ("absorbed", np.float64)]
+        return np.array([(e.name, e.kind, e.op, float(e.received), float(e.handed), float(e.absorbed))
+                         for e in self.entries], dtype=dtype)
