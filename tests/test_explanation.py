@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import napari_lrp as nl
-from napari_lrp.filters import Clamp, Pass
 from napari_lrp.explanation import predict_case
+from napari_lrp.filters import Clamp, Pass
 from napari_lrp.models import UNet3D
+from napari_lrp.models.preprocess import divisible_padding
 from tests.conftest import make_case_folder
 
 MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
@@ -97,3 +98,84 @@ def test_predict_case_gives_the_logits_explain_uses(tiny):
     exp = nl.explain(model, case, preset="lrp0", target="output")
     assert np.array_equal(logits, exp.logits) and np.array_equal(pred, exp.prediction)
     assert shapes  # every module's output shape, for the layer table
+
+
+def _listing(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_save_writes_every_output_as_one_unit(tiny, tmp_path):
+    import nibabel as nib
+    import pandas as pd
+
+    model, case = tiny
+    exp = nl.explain(model, case, preset="paper", target="groundtruth", filters={"input": Clamp(0, 0.2)})
+    out = tmp_path / "results"
+    files = exp.save(out)
+    assert [p.name for p in files] == [f"relevance_{m}.nii.gz" for m in MODS] + [
+        "relevance_sum.nii.gz", "prediction.nii.gz", "coefficients.csv", "settings.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in files)  # nothing else, no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "model", "results"]
+    for c, m in enumerate(MODS):
+        written = np.asarray(nib.load(str(out / f"relevance_{m}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(case.grid.to_napari(written), exp.relevance[c])
+    table = pd.read_csv(out / "coefficients.csv")
+    np.testing.assert_allclose(table.mu, exp.coefficients().mu)
+    again = nl.explain(model, case, settings=out / "settings.json")
+    np.testing.assert_array_equal(again.relevance, exp.relevance)
+
+
+def test_a_failed_save_leaves_the_previous_results_complete_and_unchanged(tiny, tmp_path, monkeypatch):
+    import napari_lrp.explanation as explanation_module
+
+    model, case = tiny
+    out = tmp_path / "results"
+    first = nl.explain(model, case, preset="paper", target="groundtruth")
+    first.save(out)
+    (out / "my_notes.txt").write_text("a researcher's notes beside the results")
+    before = _listing(out)
+    second = first.refilter({"input": Pass(0, 0.1)})
+    assert not np.array_equal(second.relevance, first.relevance)
+
+    def disk_full(*args, **kwargs):  # the last write of the unit fails as on a full disk
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(explanation_module, "save_settings", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        second.save(out)
+    assert _listing(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "model", "results"]
+    monkeypatch.undo()
+    second.save(out)  # a successful save replaces the run's files and keeps the notes
+    after = _listing(out)
+    assert after["my_notes.txt"] == before["my_notes.txt"]
+    assert after["relevance_sum.nii.gz"] != before["relevance_sum.nii.gz"]
+
+
+def test_heatmap_filter_replaces_the_runs_input_filter(tiny):
+    model, case = tiny
+    exp = nl.explain(model, case, preset="paper", target="groundtruth", filters={"input": Pass(0, 0.6)})
+    np.testing.assert_array_equal(exp.heatmap(None), exp.relevance)
+    clamp = Clamp(0, 0.2)
+    want = exp.refilter({"input": clamp}).relevance  # the same run with the heatmap filter as its input filter
+    np.testing.assert_allclose(exp.heatmap(clamp), want, rtol=1e-6, atol=1e-9)
+    stacked = clamp(exp.relevance[None])[0]
+    assert not np.allclose(exp.heatmap(clamp), stacked)
+
+
+def test_kept_on_case_grid_places_a_coarse_layer_over_the_case(tiny):
+    model, case = tiny
+    exp = nl.explain(model, case, preset="paper", target="groundtruth", keep=["encoders.1"])
+    placed = exp.kept_on_case_grid("encoders.1")
+    R = exp.kept["encoders.1"][0].numpy()
+    np.testing.assert_array_equal(placed.relevance, R)
+    # model grid (8, 16, 16) (the case (13, 11, 5) padded to multiples of 8); encoders.1 is at half resolution
+    assert exp.input_grid_shape == (8, 16, 16) and R.shape[1:] == (4, 8, 8)
+    np.testing.assert_allclose(placed.scale, np.asarray(case.spacing) * 2)
+    # the first coarse voxel's centre lies at the centre of the 2x2x2 fine voxels it covers (padding included)
+    pads = np.array([b for b, _a in divisible_padding(case.shape, 8)])
+    first_fine = np.asarray(case.grid.translate) - pads * np.asarray(case.spacing)
+    np.testing.assert_allclose(placed.translate, first_fine + 0.5 * np.asarray(case.spacing))
+    with pytest.raises(KeyError, match="no relevance kept at 'head'"):
+        exp.kept_on_case_grid("head")
+    assert exp.layer_shapes["encoders.1"][2:] == (4, 8, 8)

@@ -4,8 +4,8 @@ import torch
 
 import napari_lrp as nl
 from napari_lrp.filters import default_grid
-from napari_lrp.sweep import sweep
 from napari_lrp.models import UNet3D
+from napari_lrp.sweep import sweep
 from tests.conftest import make_case_folder
 
 MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]

@@ -324,34 +324,54 @@ def test_rules_mapping_by_name_glob_and_type():
         Propagation(copy.deepcopy(net), x, rules={"pool": ZPlus()})
 
 
-def test_batchnorm_is_folded_into_the_convolution_like_zennit_canonizer():
-    """DESIGN: an eval BatchNorm right after a convolution is folded into it (gamma then sees W' = s W)."""
-    import_zennit()
-    from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.composites import EpsilonGammaBox
 
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(),
-                        nn.Conv3d(4, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.Conv3d(4, 2, 1))
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            with torch.no_grad():
-                m.weight.uniform_(-1.5, 1.5)  # negative scales flip the sign of folded weights
-                m.bias.uniform_(-0.5, 0.5)
-    net = net.double().eval()
-    x = torch.randn(1, 2, 6, 6, 6, dtype=torch.float64)
-    start = net(x).detach()
-    prop = Propagation(net, x, rules="epsilon-gamma-box", bounds=(-3.0, 3.0))
-    assert prop.folded == [("0", "1"), ("3", "4")]
-    got = prop.propagate(start).relevance
-    xx = x.clone().requires_grad_(True)
-    comp = EpsilonGammaBox(low=torch.full_like(x, -3.0), high=torch.full_like(x, 3.0),
-                           canonizers=[SequentialMergeBatchNorm()])
-    with comp.context(net) as m:
-        (want,) = torch.autograd.grad(m(xx), xx, start)
-    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
-    # the model is unchanged and the paper preset (norms pass relevance) does not fold
-    assert torch.equal(net(x), start)
-    assert Propagation(net, x, rules="paper").folded == []
+class _OddConcatUNet(nn.Module):
+    """Bias-free concat U-Net with odd sizes: ceil-mode max pooling, up-convolutions cropped to the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc0 = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1, bias=False), nn.LeakyReLU(0.1))
+        self.pool = nn.MaxPool3d(2, ceil_mode=True)
+        self.enc1 = nn.Sequential(nn.Conv3d(4, 6, 3, padding=1, bias=False), nn.ReLU())
+        self.pool2 = nn.MaxPool3d(2, ceil_mode=True)
+        self.bottom = nn.Sequential(nn.Conv3d(6, 8, 3, padding=1, bias=False), nn.ReLU())
+        self.up1 = nn.ConvTranspose3d(8, 6, 2, stride=2, bias=False)
+        self.dec1 = nn.Sequential(nn.Conv3d(12, 6, 3, padding=1, bias=False), nn.ReLU())
+        self.up0 = nn.ConvTranspose3d(6, 4, 2, stride=2, bias=False)
+        self.dec0 = nn.Sequential(nn.Conv3d(8, 4, 3, padding=1, bias=False), nn.LeakyReLU(0.1))
+        self.head = nn.Conv3d(4, 2, 1, bias=False)
+
+    @staticmethod
+    def _crop(t, like):
+        return t[..., :like.shape[2], :like.shape[3], :like.shape[4]]
+
+    def forward(self, x):
+        e0 = self.enc0(x)
+        e1 = self.enc1(self.pool(e0))
+        b = self.bottom(self.pool2(e1))
+        d1 = self.dec1(torch.cat([e1, self._crop(self.up1(b), e1)], 1))
+        d0 = self.dec0(torch.cat([e0, self._crop(self.up0(d1), e0)], 1))
+        return self.head(d0)
+
+
+def test_lrp0_equals_gradient_times_input_to_round_off_on_an_odd_concat_unet():
+    """DESIGN: LRP-0 stabilises only exact zeros, so on a bias-free piecewise-linear network it is gradient x
+    input to float64 round-off (<= 1e-10 of max |R|); the old absolute 1e-9 stabiliser is printed beside."""
+    torch.manual_seed(3)
+    net = _OddConcatUNet().double().eval()
+    x = torch.randn(1, 2, 7, 11, 13, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    y = net(xg)
+    assert y.shape[2:] == x.shape[2:]
+    upstream = torch.zeros_like(y)
+    upstream[:, 1] = (y[:, 1] > 0).double()  # the predicted region of class 1, as explain's start
+    (g,) = torch.autograd.grad(y, xg, upstream)
+    want = g * x
+    got = propagate(net, x, y.detach() * upstream, rules="lrp0")
+    scale = float(want.abs().max())
+    err = float((got - want).abs().max()) / scale
+    assert err <= 1e-10, err
+    old = propagate(net, x, y.detach() * upstream,
+                    rules={t: Epsilon(1e-9) for t in (nn.Conv3d, nn.ConvTranspose3d)})
+    print(f"LRP-0 vs gradient x input: {err:.2e} of max |R| (absolute 1e-9 stabiliser: "
+          f"{float((old - want).abs().max()) / scale:.2e})")

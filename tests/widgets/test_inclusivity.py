@@ -75,3 +75,52 @@ def test_canvas_screenshot_shows_red_and_blue_inside_the_brain(make_napari_viewe
     rows, cols = np.nonzero(grey)
     inside = (slice(rows.min(), rows.max()), slice(cols.min(), cols.max()))
     assert red[inside].sum() > 20 and blue[inside].sum() > 20
+
+
+def test_live_table_equals_the_sweep_row_for_the_same_filter(make_napari_viewer, tmp_path):
+    """The heatmap filter means one thing (it replaces the run's input filter): the live table, the
+    sweep at 'input' started from the widget and the saved coefficients give identical numbers."""
+    import pandas as pd
+    import torch
+
+    from napari_lrp.models import UNet3D
+    from napari_lrp.sweep import sweep
+    from napari_lrp.widgets._session import session_for
+    from tests.conftest import ISLES, make_case_folder
+
+    torch.manual_seed(0)
+    card = {"name": "tiny", "architecture": {"class": "napari_lrp.models.UNet3D",
+                                             "kwargs": {"in_channels": 6, "out_channels": 2, "width": 4}},
+            "modalities": list(ISLES), "input": {"spatial_size": None, "intensity": "minmax", "divisible": 1}}
+    model = nl.load_model(nl.save_model(UNet3D(6, 2, width=4).eval(), card, tmp_path / "m"))
+    case = nl.load_case(make_case_folder(tmp_path / "case", shape=(12, 10, 5)))
+    # the run has its own input filter, so stacking and replacing would differ
+    exp = nl.explain(model, case, preset="paper", target="groundtruth", filters={"input": nl.filters.Pass(0, 0.6)})
+    viewer = make_napari_viewer()
+    inc = InclusivityWidget(viewer)
+    session_for(viewer).set_explanation(exp)
+    table = sweep(exp, placement="input")
+    cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]
+    checked = 0
+    for kind, alpha, setting in (("clamp", 0.2, "clamp:0.0:0.2"), ("pass", 0.4, "pass:0.0:0.4"),
+                                 ("amplify", 0.5, "amplify:0.5:2.0")):
+        inc.kind.value, inc.alpha.value = kind, alpha
+        inc.update_now()
+        row = table[table.setting == setting].reset_index(drop=True)[cols]
+        pd.testing.assert_frame_equal(inc.coefficients[cols], row)
+        stacked = nl.metrics.measure(nl.filters.make_filter(kind, *((alpha, 2.0) if kind == "amplify" else (0, alpha)))(
+            exp.relevance[None])[0], exp.input_image, case.label, exp.modalities)
+        assert not np.allclose(stacked[cols].to_numpy(float), row.to_numpy(float), equal_nan=True)
+        checked += 1
+    inc.kind.value = "none"
+    inc.update_now()
+    row = table[table.setting == "none"].reset_index(drop=True)[cols]
+    pd.testing.assert_frame_equal(inc.coefficients[cols], row)
+    # the saved coefficients are the live table's (heatmap filter clamp 0.2 in place of the run's pass)
+    inc.kind.value, inc.alpha.value = "clamp", 0.2
+    inc.update_now()
+    inc.save(str(tmp_path / "out"))
+    saved = pd.read_csv(tmp_path / "out" / "coefficients.csv")
+    np.testing.assert_allclose(saved[cols].to_numpy(float), inc.coefficients[cols].to_numpy(float), rtol=1e-5,
+                               equal_nan=True)
+    assert checked == 3
