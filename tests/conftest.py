@@ -44,3 +44,26 @@ def case_folder(tmp_path) -> Path:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+def make_tiny_model(folder: Path, divisible: int = 1, seed: int = 0):
+    """The paper's UNet3D at width 4 for the six ISLES modalities, saved with its card and loaded back."""
+    import napari_lrp as nl
+    from napari_lrp.models import UNet3D
+
+    torch.manual_seed(seed)
+    card = {"name": "tiny", "architecture": {"class": "napari_lrp.models.UNet3D",
+                                             "kwargs": {"in_channels": 6, "out_channels": 2, "width": 4}},
+            "modalities": list(ISLES), "input": {"spatial_size": None, "intensity": "minmax", "divisible": divisible}}
+    return nl.load_model(nl.save_model(UNet3D(6, 2, width=4).eval(), card, folder))
+
+
+@pytest.fixture(scope="module")
+def paper_explanation(tmp_path_factory):
+    """The paper preset's explanation of a tiny case (12, 10, 5) by the tiny model, every layer kept."""
+    import napari_lrp as nl
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    model = make_tiny_model(tmp / "m")
+    case = nl.load_case(make_case_folder(tmp / "case", shape=(12, 10, 5)))
+    return nl.explain(model, case, preset="paper", target="groundtruth", keep=True)

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lrp.filters import Amplify, Clamp, Identity, Pass, format_filter, parse_filter
+from napari_lrp.filters import (
+    Amplify,
+    Clamp,
+    Identity,
+    Pass,
+    default_grid,
+    format_filter,
+    make_filter,
+    parse_filter,
+)
 
 # one sample, one channel: max |R| = 4, so r = R / 4 = [-1, -0.5, -0.125, 0, 0.05, 0.25, 0.75]
 R = np.array([[[-4.0, -2.0, -0.5, 0.0, 0.2, 1.0, 3.0]]], dtype=np.float32)
@@ -82,3 +91,9 @@ def test_spec_round_trip_and_errors():
         parse_filter("pass:0.1")
     with pytest.raises(ValueError, match="scope"):
         Pass(0, 1, scope="voxel")
+
+
+def test_default_grid_sizes():
+    assert len(default_grid()) == 17 and len(default_grid(("pass",))) == 10
+    assert default_grid(("clamp",))[0] == make_filter("clamp", 0, 0.05)
+    assert make_filter("none") is None and make_filter("amplify", 0.5, 2.0) == Amplify(0.5, 2.0)

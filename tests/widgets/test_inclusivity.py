@@ -81,18 +81,12 @@ def test_live_table_equals_the_sweep_row_for_the_same_filter(make_napari_viewer,
     """The heatmap filter means one thing (it replaces the run's input filter): the live table, the
     sweep at 'input' started from the widget and the saved coefficients give identical numbers."""
     import pandas as pd
-    import torch
 
-    from napari_lrp.models import UNet3D
     from napari_lrp.sweep import sweep
     from napari_lrp.widgets._session import session_for
-    from tests.conftest import ISLES, make_case_folder
+    from tests.conftest import make_case_folder, make_tiny_model
 
-    torch.manual_seed(0)
-    card = {"name": "tiny", "architecture": {"class": "napari_lrp.models.UNet3D",
-                                             "kwargs": {"in_channels": 6, "out_channels": 2, "width": 4}},
-            "modalities": list(ISLES), "input": {"spatial_size": None, "intensity": "minmax", "divisible": 1}}
-    model = nl.load_model(nl.save_model(UNet3D(6, 2, width=4).eval(), card, tmp_path / "m"))
+    model = make_tiny_model(tmp_path / "m")
     case = nl.load_case(make_case_folder(tmp_path / "case", shape=(12, 10, 5)))
     # the run has its own input filter, so stacking and replacing would differ
     exp = nl.explain(model, case, preset="paper", target="groundtruth", filters={"input": nl.filters.Pass(0, 0.6)})
