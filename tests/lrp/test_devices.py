@@ -5,11 +5,10 @@ import pytest
 import torch
 
 import napari_lrp as nl
+from napari_lrp.models.devices import mps_available
 from napari_lrp.samples import load_sample_case, sample_model_path
 
-DEVICES = [d for d, ok in (("cuda", torch.cuda.is_available()),
-                           ("mps", getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()))
-           if ok]
+DEVICES = [d for d, ok in (("cuda", torch.cuda.is_available()), ("mps", mps_available())) if ok]
 
 
 @pytest.mark.skipif(not DEVICES, reason="no GPU here")
@@ -26,9 +25,3 @@ def test_gpu_relevance_equals_cpu(device, preset):
     assert np.abs(gpu.relevance - cpu.relevance).max() <= 1e-3 * scale
     re = gpu.refilter({"input": nl.filters.Clamp(0, 0.2)})
     assert np.isfinite(re.relevance).all()
-
-
-def test_auto_device_is_what_exists():
-    model = nl.load_model(sample_model_path(), device="auto")
-    want = DEVICES[0] if DEVICES else "cpu"
-    assert model.device.type == want

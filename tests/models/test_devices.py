@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import napari_lrp as nl
 from napari_lrp.models import ModelError, available_devices, resolve_device
 from napari_lrp.models.devices import mps_available
 
@@ -24,3 +25,11 @@ def test_available_devices_list_what_resolves():
     for d in devices:
         assert resolve_device(d).type in ("cpu", "cuda", "mps")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_auto_device_is_what_exists():
+    from napari_lrp.samples import sample_model_path
+
+    model = nl.load_model(sample_model_path(), device="auto")
+    want = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    assert model.device.type == want
