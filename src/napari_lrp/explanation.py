@@ -185,7 +185,7 @@ class Explanation:
 
     def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
         """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
-        return measure(self.relevance, self.input_image, self.case.label, self.modalities, tau_r, tau_x)
+        return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
 
     def save(self, folder: str | os.PathLike, tau_r: float = 0.5, tau_x: float = 0.1) -> list[Path]:
         """Write every output of this run into ``folder`` as one unit and return the paths written.
@@ -243,6 +243,10 @@ def _as_model(model, case: Case) -> Model:
     raise TypeError(f"model must be a napari_lrp Model, a torch module or a model path, not {type(model).__name__}")
 
 
+def _needs_ground_truth(target) -> bool:
+    return isinstance(target, str) and target.lower() in ("groundtruth", "ground truth", "label", "gt")
+
+
 def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filter] | None = None,
             target="region", target_class: int | None = None, rules: Mapping | None = None, keep=None,
             progress: Callable[[int, int], None] | None = None, settings=None) -> Explanation:
@@ -267,7 +271,7 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     if not 0 <= cls < logits.shape[1]:
         raise ValueError(f"target class {cls} does not exist; the model has {logits.shape[1]} output channels")
     prediction = predict(logits, m.card.output_activation)[0].cpu().numpy()
-    mask = region_mask(target, prediction, case.label, cls)
+    mask = region_mask(target, prediction, case.ground_truth if _needs_ground_truth(target) else None, cls)
     if mask is not None and not mask.any():
         warnings.warn(f"{case.name}: the target region is empty; the relevance is zero", stacklevel=2)
     start = prep.pad(start_relevance(logits, mask, cls))

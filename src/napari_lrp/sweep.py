@@ -31,7 +31,7 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
     settings: list[tuple[str, Filter | None]] = [("none", None)] if include_unfiltered else []
     settings += [(format_filter(placement, f).split("@")[0], f) for f in grid]
     image = explanation.input_image
-    label = explanation.case.label
+    label = explanation.case.ground_truth
     tables = []
     for i, (name, f) in enumerate(settings):
         if f is None:

@@ -188,3 +188,47 @@ def test_uncompressed_and_gzip_are_the_same(tmp_path):
     b = make_case_folder(tmp_path / "b", suffix=".nii.gz", seed=3)
     np.testing.assert_array_equal(nl.load_case(a).image, nl.load_case(b).image)
     assert gzip.open(next(b.rglob("*ADC*.nii.gz"))).read(4)  # really gzip
+
+
+def test_annex_style_symlinks_hidden_files_and_absent_content(tmp_path):
+    """DataLad / git-annex: every file a link into .git/annex; macOS '._' files beside them."""
+    import os
+
+    import napari_lrp as nl
+    from tests.conftest import make_case_folder
+
+    store = make_case_folder(tmp_path / "store", nested=False)
+    case = tmp_path / "dataset" / "case_01"
+    annex = tmp_path / "dataset" / ".git" / "annex" / "objects"
+    annex.mkdir(parents=True)
+    case.mkdir(parents=True)
+    for i, f in enumerate(sorted(store.iterdir())):
+        obj = annex / f"SHA256E-s{i}.nii.gz"
+        obj.write_bytes(f.read_bytes())
+        os.symlink(os.path.relpath(obj, case), case / f.name)
+        (case / f"._{f.name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    loaded = nl.load_case(case)
+    assert loaded.modalities == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"] and loaded.label is not None
+    # a linked folder is followed too
+    os.symlink(case, tmp_path / "linked")
+    assert nl.load_case(tmp_path / "linked").modalities == loaded.modalities
+    # content that was never fetched is named
+    gone = case / sorted(p.name for p in case.iterdir() if "ADC" in p.name and not p.name.startswith("."))[0]
+    os.remove(os.path.join(case, os.readlink(gone)))
+    with pytest.raises(CaseError, match=r"ADC.*a link to content that is not here .*datalad get"):
+        nl.load_case(case)
+
+
+def test_a_list_with_a_modality_twice_is_refused(tmp_path):
+    import napari_lrp as nl
+    from tests.conftest import make_case_folder
+
+    folder = make_case_folder(tmp_path / "c", nested=False, label=None)
+    adc = sorted(folder.glob("*ADC*"))[0]
+    copy = tmp_path / "other" / adc.name
+    copy.parent.mkdir()
+    copy.write_bytes(adc.read_bytes())
+    with pytest.raises(CaseError, match=r"a second file for modality ADC"):
+        nl.load_case([adc, copy])
+    with pytest.raises(CaseError, match=r"modality names \['A', 'a'\] given twice"):
+        nl.load_case([adc, sorted(folder.glob("*MTT*"))[0]], modalities=["a", "A"])

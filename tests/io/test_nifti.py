@@ -43,3 +43,52 @@ def test_save_on_grid_round_trips_in_file_order(tmp_path):
     img = nib.load(str(out))
     np.testing.assert_array_equal(np.asarray(img.dataobj), data)
     assert np.allclose(img.affine, affine)
+
+
+def _lying_header(path, claimed, gz=True):
+    """A small valid NIfTI whose header claims ``claimed`` voxels (the data stays 4x4x4)."""
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    raw = bytearray(img.header.binaryblock) + bytearray(4) + np.ones(64, np.float32).tobytes()
+    dims = np.frombuffer(bytes(raw[40:56]), np.int16).copy()
+    dims[1:4] = claimed
+    raw[40:56] = dims.tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    return path
+
+
+def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_allocating(tmp_path):
+    import tracemalloc
+
+    p = _lying_header(tmp_path / "liar.nii.gz", (1100, 1100, 1100))
+    assert p.stat().st_size < 2000
+    tracemalloc.start()
+    with pytest.raises(CaseError, match=r"liar.nii.gz: the header claims 1100x1100x1100 voxels .* cannot hold them"):
+        read_nifti(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50e6
+    raw = _lying_header(tmp_path / "liar.nii", (100, 100, 100), gz=False)
+    with pytest.raises(CaseError, match=r"liar.nii: the header claims 100x100x100 voxels .* the file is truncated"):
+        read_nifti(raw)
+
+
+def test_more_than_free_memory_is_refused_with_the_file_name(tmp_path, monkeypatch):
+    import napari_lrp.io.nifti as nifti
+
+    p = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32), np.eye(4)), str(p))
+    monkeypatch.setattr(nifti, "available_memory", lambda: 1_000_000)
+    with pytest.raises(CaseError, match=r"big.nii.gz: reading 64x64x64 voxels needs about .* GB of memory and 0.001 GB"):
+        read_nifti(p)
+
+
+def test_rgb_and_singular_affines_are_named(tmp_path):
+    rgb = np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii.gz"))
+    with pytest.raises(CaseError, match=r"rgb.nii.gz: voxels of type .*RGB.*own channel"):
+        read_nifti(tmp_path / "rgb.nii.gz")
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    img.set_sform(np.zeros((4, 4)), code=1)
+    nib.save(img, str(tmp_path / "zero.nii.gz"))
+    with pytest.raises(CaseError, match=r"zero.nii.gz: the affine \(sform/qform\) is singular"):
+        read_nifti(tmp_path / "zero.nii.gz")

@@ -17,12 +17,12 @@ def test_predict_argmax_and_single_sigmoid_channel():
 
 def test_region_masks():
     pred = np.array([[[0, 1, 2]]], np.uint8)
-    label = np.array([[[0, 1, 1]]], np.uint8)
+    label = np.array([[[False, True, True]]])  # the case's ground truth (Case.ground_truth)
     assert region_mask("region", pred, label, 1).tolist() == [[[False, True, False]]]
     assert region_mask("groundtruth", pred, label, 1).tolist() == [[[False, True, True]]]
-    multi = np.array([[[0, 2, 1]]], np.uint8)  # a multi-label file: the class's own value
-    assert region_mask("groundtruth", pred, multi, 2).tolist() == [[[False, True, False]]]
+    assert region_mask("groundtruth", pred, label, 2).tolist() == [[[False, True, True]]]  # the region, any class
     assert region_mask("output", pred, label, 1) is None
+    assert region_mask(np.array([[[0, 255, 0]]]), pred, None, 1).tolist() == [[[False, True, False]]]
     assert region_mask((0, 0, 2), pred, label, 1).tolist() == [[[False, False, True]]]
     with pytest.raises(ValueError, match="outside the volume"):
         region_mask((0, 0, 3), pred, label, 1)

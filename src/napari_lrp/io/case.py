@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .labels import BRAIN_MASK, ground_truth_mask, is_brain_mask_name
 from .nifti import CaseError, is_nifti_path, nifti_stem, read_nifti, save_on_grid
 from .orientation import Grid
 
@@ -27,8 +29,10 @@ class Case:
     """One subject.
 
     image: float32 (C, Z, Y, X) in napari axis order (Z = S, Y = A, X = R after RAS+ reorientation);
-    modalities: C names; label: uint8 (Z, Y, X) or None; affine: the original 4x4 affine of the files;
-    spacing: voxel sizes in mm in (Z, Y, X) order; grid: the Grid that maps back to the files.
+    modalities: C names; label: uint8 (Z, Y, X) or None, the file's values; label_values: the values that
+    make the ground-truth region of a multi-label file (None: a binary label, any non-zero voxel);
+    affine: the original 4x4 affine of the files; spacing: voxel sizes in mm in (Z, Y, X) order; grid: the
+    Grid that maps back to the files.
     """
 
     image: np.ndarray
@@ -37,6 +41,16 @@ class Case:
     grid: Grid
     name: str = "case"
     files: list[str] = field(default_factory=list)
+    label_values: tuple[int, ...] | None = None
+
+    @property
+    def ground_truth(self) -> np.ndarray | None:
+        """The ground-truth region, bool (Z, Y, X), by the one rule of :mod:`napari_lrp.io.labels`; None
+        without a label."""
+        if self.label is None:
+            return None
+        source = self.files[-1] if self.files else f"case {self.name}: the label"
+        return ground_truth_mask(self.label, self.label_values, source)
 
     @property
     def affine(self) -> np.ndarray:
@@ -83,14 +97,17 @@ def _match_name(text: str, names: Sequence[str]) -> str | None:
 
 
 def recognise(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str | None:
-    """Modality or label name of a file, from its name and then its folders below ``root``."""
+    """Modality or label name of a file, from its name and then its folders below ``root`` (compared as
+    written, so links into an annex elsewhere keep their names); :data:`BRAIN_MASK` for a brain mask."""
     path = Path(path)
     parts = [nifti_stem(path)]
     if root is not None:
-        rel = Path(path).resolve().relative_to(Path(root).resolve())
-        parts += [p for p in rel.parts[:-1]][::-1]
+        rel = Path(os.path.relpath(path, root))
+        parts += [p for p in rel.parts[:-1] if p != ".."][::-1]
     known = [m for mods, _ in MODALITY_SETS.values() for m in mods] + list(LABEL_NAMES)
     for part in parts:
+        if is_brain_mask_name(_tokens(part)):
+            return BRAIN_MASK
         hit = _match_name(part, known)
         if hit is not None:
             return hit
@@ -145,9 +162,35 @@ def _read_label(path, ref_grid: Grid, ref_path, nonfinite: str) -> np.ndarray:
     return ref_grid.to_napari(data.astype(np.uint8))
 
 
+def _walk(folder: Path) -> tuple[list[Path], list[str]]:
+    """(NIfTI files, every visible file name) below ``folder``: symlinked files and folders are followed
+    (each real folder once), hidden entries ('.git', macOS '._ADC.nii.gz') are skipped, and a NIfTI link
+    whose content is absent (git-annex, DataLad) is refused by name."""
+    files, everything, seen = [], [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in sorted(names):
+            if n.startswith("."):
+                continue
+            p = Path(root) / n
+            if not p.exists():
+                if is_nifti_path(p):
+                    raise CaseError(f"{p}: a link to content that is not here ({os.readlink(p)}); with "
+                                    "DataLad or git-annex fetch it first (datalad get / git annex get)")
+                continue
+            everything.append(p.relative_to(folder).as_posix())
+            if is_nifti_path(p):
+                files.append(p)
+    return sorted(files), sorted(everything)
+
+
 def _scan_folder(folder: Path) -> tuple[list[tuple[str, Path]], Path | None]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_nifti_path(p))
-    everything = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files, everything = _walk(folder)
     if not files:
         shown = ", ".join(everything[:10]) or "nothing"
         raise CaseError(f"{folder}: no .nii or .nii.gz files in this folder (found: {shown})")
@@ -158,6 +201,9 @@ def _scan_folder(folder: Path) -> tuple[list[tuple[str, Path]], Path | None]:
         name = recognise(f, folder)
         if name is None:
             unknown.append(f)
+            continue
+        if name == BRAIN_MASK:
+            warnings.warn(f"{f}: a brain mask, not a lesion label or a modality; not loaded", stacklevel=3)
             continue
         if name in LABEL_NAMES:
             if label is not None:
@@ -184,13 +230,16 @@ def load_case(
     label: str | os.PathLike | None = None,
     modalities: Sequence[str] | None = None,
     nonfinite: str = "error",
+    label_values: Sequence[int] | int | None = None,
 ) -> Case:
     """Load a case: a folder, a list of one-modality files, or one 4D NIfTI (modalities on axis 4).
 
     Folders are searched recursively; ISLES-2017 (ADC, MTT, rCBF, rCBV, Tmax, TTP; label OT) and BraTS
     (t1, t1ce, t2, flair; label seg) names are recognised case-insensitively in file and folder names.
     ``modalities`` overrides the names (one per channel). ``nonfinite``: 'error' (default) or 'zero'
-    (replace NaN/Inf by 0). Returns a :class:`Case` in napari axis order.
+    (replace NaN/Inf by 0). ``label_values``: the value(s) of the ground-truth region in a multi-label
+    file (see :mod:`napari_lrp.io.labels`; a binary label needs none). Returns a :class:`Case` in napari
+    axis order.
     """
     if nonfinite not in ("error", "zero"):
         raise ValueError("nonfinite must be 'error' or 'zero'")
@@ -220,6 +269,12 @@ def load_case(
                 label_path = q
                 continue
             entries.append((hit or nifti_stem(q), q))
+        seen: dict[str, Path] = {}
+        for mod, q in entries:
+            if mod.lower() in seen and modalities is None:
+                raise CaseError(f"{q}: a second file for modality {mod} (the first: {seen[mod.lower()]}); "
+                                "give each modality once, or name the channels with modalities=[...]")
+            seen[mod.lower()] = q
         name = paths[0].parent.name or nifti_stem(paths[0])
 
     volumes: list[np.ndarray] = []
@@ -249,12 +304,23 @@ def load_case(
                 f"{ref_path}: {len(modalities)} modality names given ({', '.join(modalities)}) "
                 f"for {len(volumes)} channels"
             )
-        names = list(modalities)
+        names = [str(m) for m in modalities]
+        doubled = sorted({m for m in names if [n.lower() for n in names].count(m.lower()) > 1})
+        if doubled:
+            raise CaseError(f"{ref_path}: modality names {doubled} given twice; each channel needs its own name")
     stack = np.stack(volumes, axis=-1)  # (i, j, k, C)
     image = ref_grid.to_napari(stack).astype(np.float32, copy=False)
     lab = _read_label(label_path, ref_grid, ref_path, nonfinite) if label_path is not None else None
     files = [str(p) for _, p in entries] + ([str(label_path)] if label_path else [])
-    return Case(image=image, modalities=names, label=lab, grid=ref_grid, name=name, files=files)
+    values = None if label_values is None else tuple(int(v) for v in (
+        [label_values] if isinstance(label_values, (int, np.integer)) else label_values))
+    case = Case(image=image, modalities=names, label=lab, grid=ref_grid, name=name, files=files,
+                label_values=values)
+    if values is not None:
+        if lab is None:
+            raise CaseError(f"{case.name}: label_values={list(values)} given but the case has no label file")
+        case.ground_truth  # noqa: B018 - refuses values the label does not hold, naming the file
+    return case
 
 
 def save_nifti(array: np.ndarray, case: Case | Grid, path: str | os.PathLike) -> Path:

@@ -14,6 +14,11 @@ from .atomic import replacing
 from .orientation import Grid
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: deflate cannot compress more than about 1032:1, so a .nii.gz holds at most this many bytes per byte
+MAX_GZIP_RATIO = 1100
+#: bytes per voxel the loader may hold at once while reading one volume (the file's values scaled to
+#: float64 by nibabel, then float32 for the case)
+BYTES_PER_VOXEL_READING = 12
 
 
 class CaseError(ValueError):
@@ -50,6 +55,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Grid]:
         raise CaseError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise CaseError(f"{path}: not a NIfTI file (nibabel read it as {type(img).__name__})")
+    check_header(path, img)
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
@@ -63,6 +69,50 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Grid]:
     grid = Grid(affine=np.asarray(img.affine, dtype=np.float64), shape=tuple(int(s) for s in data.shape[:3]),
                 header=img.header.copy())
     return data, grid
+
+
+def _gigabytes(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.3g} GB"
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still allocate without swapping (psutil's 'available')."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_header(path: Path, img) -> None:
+    """Refuse, before any voxel is read, what the header says cannot work: a data type that is not a
+    number (RGB, complex), a singular affine, more voxel bytes than the file can hold (uncompressed:
+    its size; .nii.gz: :data:`MAX_GZIP_RATIO` times its size), or more memory than is free."""
+    hdr = img.header
+    dtype = np.dtype(hdr.get_data_dtype())
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise CaseError(f"{path}: voxels of type {dtype} ({'RGB' if dtype.fields else dtype.kind}); napari-lrp "
+                        "reads scalar volumes only: save each colour or component as its own channel")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise CaseError(f"{path}: the affine (sform/qform) is singular or not finite, e.g. an all-zero sform; "
+                        "the voxels have no position. Fix the header (nibabel: img.set_sform(affine, code=1))")
+    shape = tuple(int(s) for s in hdr.get_data_shape())
+    n = int(np.prod(shape, dtype=np.float64))
+    nbytes = n * dtype.itemsize
+    size = path.stat().st_size
+    offset = int(hdr.get_data_offset()) if hasattr(hdr, "get_data_offset") else 352
+    if str(path).lower().endswith(".gz"):
+        if nbytes + offset > size * MAX_GZIP_RATIO:
+            raise CaseError(f"{path}: the header claims {'x'.join(map(str, shape))} voxels ({_gigabytes(nbytes)}) "
+                            f"but the compressed file has {size} bytes, which cannot hold them: truncated or a "
+                            "corrupt header")
+    elif size < offset + nbytes:
+        raise CaseError(f"{path}: the header claims {'x'.join(map(str, shape))} voxels ({offset + nbytes} bytes) "
+                        f"but the file has {size} bytes: the file is truncated")
+    need = n * BYTES_PER_VOXEL_READING
+    free = available_memory()
+    if need > free:
+        raise CaseError(f"{path}: reading {'x'.join(map(str, shape))} voxels needs about {_gigabytes(need)} of "
+                        f"memory and {_gigabytes(free)} is free; crop or resample the volume, or use a larger machine")
 
 
 def atomic_write(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:

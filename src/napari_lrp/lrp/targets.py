@@ -15,20 +15,22 @@ def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
     return logits.argmax(dim=1).to(torch.uint8)
 
 
-def region_mask(target, prediction: np.ndarray, label: np.ndarray | None, target_class: int) -> np.ndarray | None:
+def region_mask(target, prediction: np.ndarray, ground_truth: np.ndarray | None,
+                target_class: int) -> np.ndarray | None:
     """Binary mask M (Z, Y, X) for a region target; None for the 'output' target.
 
-    target: 'region' or 'predicted' (the predicted region of the class), 'groundtruth' (label > 0, or
-    == class for multi-class labels), 'output', a boolean/integer mask array, or a voxel (z, y, x).
+    target: 'region' or 'predicted' (the predicted region of the class), 'groundtruth' (the case's
+    ground-truth region, bool (Z, Y, X), as ``Case.ground_truth`` gives it), 'output', a boolean/integer
+    mask array (non-zero voxels), or a voxel (z, y, x).
     """
     if isinstance(target, str):
         t = target.lower()
         if t in ("region", "predicted", "prediction"):
             return prediction == target_class
         if t in ("groundtruth", "ground truth", "label", "gt"):
-            if label is None:
+            if ground_truth is None:
                 raise ValueError("target 'groundtruth' needs a case with a label")
-            return (label == target_class) if label.max() > 1 else (label > 0)
+            return np.asarray(ground_truth, dtype=bool)
         if t == "output":
             return None
         raise ValueError(f"unknown target {target!r}: use region, groundtruth, output, a mask or a voxel (z, y, x)")

@@ -11,6 +11,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..io.labels import ground_truth_mask
+
 __all__ = ["inclusivity", "inclusivities", "input_mask", "input_inclusivity", "groundtruth_inclusivity", "Coefficients", "mean_power",
            "signal_distribution", "dice", "SMOOTHING"]
 
@@ -37,6 +39,13 @@ def inclusivity(a, b) -> float:
     if nb == 0:
         return float("nan")
     return int((a & b).sum()) / (nb + SMOOTHING)
+
+
+def _ground_truth(label) -> torch.Tensor:
+    """The one binarisation (:func:`napari_lrp.io.labels.ground_truth_mask`) as a bool tensor."""
+    if isinstance(label, torch.Tensor):
+        label = label.cpu().numpy()
+    return torch.from_numpy(np.ascontiguousarray(ground_truth_mask(label)))
 
 
 def _relevance_masks(relevance, tau_r: float, signed: bool) -> torch.Tensor:
@@ -80,11 +89,11 @@ def inclusivities(relevance, image_mask, label=None, tau_r: float = 0.5,
     """Input and ground-truth inclusivity from one relevance mask: the slider path of the widgets.
 
     image_mask: :func:`input_mask` of the image (it does not change while filters move); label: (Z, Y, X)
-    or None. Returns (input, ground truth or None).
+    ground-truth mask or binary label (see :func:`_ground_truth`), or None. Returns (input, ground truth or None).
     """
     a = _relevance_masks(relevance, tau_r, signed)
     ii = _coefficients(a, torch.as_tensor(image_mask))
-    gi = _coefficients(a, (_t(label) > 0)[None]) if label is not None else None
+    gi = _coefficients(a, _ground_truth(label)[None]) if label is not None else None
     return ii, gi
 
 
@@ -95,9 +104,10 @@ def input_inclusivity(relevance, image, tau_r: float = 0.5, tau_x: float = 0.1, 
 
 
 def groundtruth_inclusivity(relevance, label, tau_r: float = 0.5, signed: bool = False) -> Coefficients:
-    """Per channel D(a_c, label > 0) with a_c as in :func:`input_inclusivity`; plus the mean."""
+    """Per channel D(a_c, ground truth) with a_c as in :func:`input_inclusivity`; plus the mean. label: a
+    bool mask or a binary label (any non-zero voxel; a multi-label array is refused: pass the mask)."""
     a = _relevance_masks(relevance, tau_r, signed)
-    b = (_t(label) > 0)[None]
+    b = _ground_truth(label)[None]
     return _coefficients(a, b)
 
 
@@ -139,9 +149,10 @@ def signal_distribution(relevance) -> np.ndarray:
 
 
 def dice(prediction, label, cls: int = 1) -> float:
-    """Dice of (prediction == cls) against label > 0; NaN without a label, 1 when both are empty."""
+    """Dice of (prediction == cls) against the ground truth (a bool mask or a binary label, see
+    :func:`_ground_truth`); NaN without a label, 1 when both are empty."""
     if label is None:
         return float("nan")
-    p, g = _t(prediction) == cls, _t(label) > 0
+    p, g = _t(prediction) == cls, _ground_truth(label)
     den = int(p.sum()) + int(g.sum())
     return 2.0 * int((p & g).sum()) / den if den else 1.0

@@ -110,7 +110,7 @@ class InclusivityWidget(Container):
         key = (exp.case, tuple(exp.modalities), self.tau_x.value)
         if self._mask_key is None or self._mask_key[0] is not exp.case or self._mask_key[1:] != key[1:]:  # the image mask changes with the case and tau_x, not with the filter
             self._mask_key, self._mask = key, input_mask(exp.input_image, self.tau_x.value)
-        t = measure(R, exp.input_image, exp.case.label, exp.modalities, self.tau_r.value, self.tau_x.value,
+        t = measure(R, exp.input_image, exp.case.ground_truth, exp.modalities, self.tau_r.value, self.tau_x.value,
                     image_mask=self._mask)
         self.coefficients = t
         cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]

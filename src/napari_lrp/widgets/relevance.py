@@ -273,7 +273,7 @@ class RelevanceWidget(Container):
         self._show_dice(pred, case, f"{model.card.name} on {model.device}")
 
     def _show_dice(self, pred, case, prefix):
-        d = dice(pred, case.label, self.target_class.value)
+        d = dice(pred, case.ground_truth, self.target_class.value)
         self.status.value = f"{prefix}; Dice {'n/a' if np.isnan(d) else f'{d:.3f}'}"
 
     def run(self):
