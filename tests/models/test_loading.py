@@ -173,3 +173,39 @@ def test_case_missing_a_modality(tmp_path):
     with pytest.raises(ModelError, match="needs modalities ADC, MTT, rCBF.* but the case has ADC, MTT, Tmax "
                                          r"\(missing: rCBF, rCBV, TTP\)"):
         nl.explain(nl.load_model(path), nl.load_case(folder))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"input": "minmax"}, r"field 'input': Input should be a valid dictionary"),
+    ({"architecture": {"class": "UNet3D", "kwargs": [4]}}, r"field 'architecture.kwargs': Input should be a valid dict"),
+    ({"modalities": [1, 2]}, r"field 'modalities.0': Input should be a valid string \(got 1\)"),
+    ({"target_class": "one"}, r"field 'target_class': Input should be a valid integer \(got 'one'\)"),
+    ({"weights": "/etc/passwd"}, r"field 'weights': must be a file name relative to the card's folder"),
+    ({"input": {"spatial_size": [0, 0, 0]}}, r"field 'input.spatial_size': every size must be a positive"),
+    ({"modalities": ["ADC", "adc"]}, r"field 'modalities': names \['ADC', 'adc'\] appear twice"),
+    ({"target_class": 5}, r"target_class 5 is not an index into classes"),
+])
+def test_card_fields_are_validated_with_the_file_and_the_field(tmp_path, change, message):
+    d = card("UNet3D", {"in_channels": 2, "out_channels": 2, "width": 4}, modalities=["ADC", "MTT"])
+    d.update(change)
+    (tmp_path / "card.json").write_text(json.dumps(d))
+    with pytest.raises(ModelError, match=r"card.json: the model card is not valid: .*" + message):
+        nl.load_model(tmp_path / "card.json")
+
+
+def test_random_bytes_are_not_a_pytorch_file(tmp_path):
+    path = nl.save_model(UNet3D(6, 2, width=4), card("UNet3D", {"in_channels": 6, "out_channels": 2, "width": 4}),
+                         tmp_path / "m")
+    (path.parent / "model.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelError, match="model.pt: corrupt or unreadable weights file: corrupt or not a PyTorch"):
+        nl.load_model(path)
+
+
+def test_a_bundle_reference_to_itself_is_named(tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    (bundle / "configs" / "inference.json").write_text(json.dumps(
+        {"a": "@b", "b": "@a", "network_def": {"_target_": "UNet", "spatial_dims": 3, "in_channels": "@a"}}))
+    with pytest.raises(ModelError, match=r"inference.json: reference '@a' refers to itself \(@a -> @b -> @a\)"):
+        nl.load_model(bundle)

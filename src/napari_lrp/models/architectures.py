@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from .card import ModelCard, ModelError
+from .network_guard import check_size, no_network, refuse_download_arguments
 
 __all__ = ["ALLOWED_PREFIXES", "allowed_class", "build_network", "class_path", "first_in_channels"]
 
@@ -47,12 +48,19 @@ def class_path(module: nn.Module) -> str:
 
 
 def build_network(card: ModelCard, source: str = "card") -> nn.Module:
-    """Instantiate the card's architecture (allow-listed) with its keyword arguments."""
+    """Instantiate the card's architecture (allow-listed) with its keyword arguments: download arguments
+    are refused, the size is checked on the meta device first, and no network is reachable while it builds
+    (see :mod:`napari_lrp.models.network_guard`)."""
     cls = allowed_class(card.architecture["class"], source)
     kwargs = card.architecture.get("kwargs") or {}
+    refuse_download_arguments(kwargs, source)
+    check_size(cls, kwargs, source)
     try:
-        return cls(**kwargs)
-    except TypeError as exc:
+        with no_network(source):
+            return cls(**kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        if isinstance(exc, ModelError):
+            raise
         raise ModelError(f"{source}: cannot build {cls.__name__} with {kwargs}: {exc}") from exc
 
 

@@ -13,19 +13,22 @@ from .card import ModelCard, ModelError
 __all__ = ["card_from_bundle"]
 
 
-def _resolve_refs(value, config: dict, source: str):
+def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = ()):
     if isinstance(value, str) and value.startswith("@"):
         key = value[1:]
         if key not in config:
             raise ModelError(f"{source}: reference {value!r} not found in the config")
-        return _resolve_refs(config[key], config, source)
+        if key in chain:
+            raise ModelError(f"{source}: reference {value!r} refers to itself "
+                             f"({' -> '.join('@' + k for k in (*chain, key))}); replace it by a value")
+        return _resolve_refs(config[key], config, source, (*chain, key))
     if isinstance(value, str) and value.startswith("$"):
         raise ModelError(f"{source}: the network definition holds a Python expression {value!r}; napari-lrp does "
                          "not evaluate code from bundles. Replace it by a literal value")
     if isinstance(value, dict):
-        return {k: _resolve_refs(v, config, source) for k, v in value.items()}
+        return {k: _resolve_refs(v, config, source, chain) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_refs(v, config, source) for v in value]
+        return [_resolve_refs(v, config, source, chain) for v in value]
     return value
 
 

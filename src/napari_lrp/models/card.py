@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any, Literal
 
 import torch
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 __all__ = ["ACTIVATIONS", "INTENSITIES", "Model", "ModelCard", "ModelError", "read_card"]
@@ -17,6 +29,75 @@ ACTIVATIONS = ("softmax", "sigmoid", "none")
 
 class ModelError(ValueError):
     """A model file, card or bundle that cannot be used; the message names the file and the fix."""
+
+
+# ---- the card's schema: every field error names the file, the field and what is expected
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class _InputSchema(_Strict):
+    spatial_size: list[StrictInt] | None = Field(default=None, min_length=3, max_length=3)
+    intensity: Literal["minmax", "zscore", "none"] = "minmax"
+    divisible: StrictInt = Field(default=1, ge=1, le=4096)
+
+    @field_validator("spatial_size")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(s < 1 for s in v):
+            raise ValueError("every size must be a positive number of voxels")
+        return v
+
+
+class _ArchitectureSchema(_Strict):
+    class_: StrictStr = Field(alias="class", min_length=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class _CardSchema(_Strict):
+    name: StrictStr
+    architecture: _ArchitectureSchema
+    weights: StrictStr = "model.pt"
+    modalities: list[StrictStr] = Field(min_length=1)
+    input: _InputSchema = Field(default_factory=_InputSchema)
+    classes: list[StrictStr] = Field(default_factory=lambda: ["background", "foreground"], min_length=1)
+    target_class: StrictInt = 1
+    output_activation: Literal["softmax", "sigmoid", "none"] = "softmax"
+
+    @field_validator("weights")
+    @classmethod
+    def _relative(cls, v):
+        if not v or PurePath(v).is_absolute() or v.startswith("~"):
+            raise ValueError("must be a file name relative to the card's folder (e.g. model.pt)")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _unique(cls, v):
+        doubled = sorted({m for m in v if [n.lower() for n in v].count(m.lower()) > 1})
+        if doubled:
+            raise ValueError(f"names {doubled} appear twice; each input channel needs its own name")
+        return v
+
+    @model_validator(mode="after")
+    def _class_exists(self):
+        if not 0 <= self.target_class < len(self.classes):
+            raise ValueError(f"target_class {self.target_class} is not an index into classes {self.classes}")
+        return self
+
+
+def _field_errors(exc: ValidationError, source: str) -> ModelError:
+    lines = []
+    for err in exc.errors()[:6]:
+        loc = ".".join(str(p) for p in err["loc"]) or "card"
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing", "model_attributes_type") or isinstance(got, dict) else \
+            f" (got {got!r})"
+        msg = re.sub(r" or instance of _\w+", "", err["msg"]).replace("Value error, ", "")
+        lines.append(f"field {loc!r}: {msg}{shown}")
+    return ModelError(f"{source}: the model card is not valid: " + "; ".join(lines) + " (see DESIGN section 5)")
 
 
 @dataclass
@@ -55,6 +136,7 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "card") -> ModelCard:
+        """A card from its JSON object, validated field by field (errors name ``source`` and the field)."""
         if not isinstance(d, dict):
             raise ModelError(f"{source}: a model card must be a JSON object, got {type(d).__name__}")
         missing = [k for k in ("name", "architecture", "modalities") if k not in d]
@@ -64,20 +146,15 @@ class ModelCard:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ModelError(f"{source}: unknown model card fields {unknown}; known: {sorted(known)}")
-        arch = d["architecture"]
-        if not isinstance(arch, dict) or "class" not in arch:
-            raise ModelError(f'{source}: "architecture" must be {{"class": ..., "kwargs": {{...}}}}')
-        card = cls(**{**{k: v for k, v in d.items()}, "architecture": {"class": arch["class"],
-                                                                      "kwargs": dict(arch.get("kwargs") or {})}})
-        inp = {"spatial_size": None, "intensity": "minmax", "divisible": 1, **(card.input or {})}
-        card.input = inp
-        if card.intensity not in INTENSITIES:
-            raise ModelError(f"{source}: input.intensity must be one of {INTENSITIES}, not {card.intensity!r}")
-        if card.output_activation not in ACTIVATIONS:
-            raise ModelError(f"{source}: output_activation must be one of {ACTIVATIONS}, not {card.output_activation!r}")
-        if not card.modalities:
-            raise ModelError(f"{source}: the model card lists no modalities")
-        return card
+        try:
+            valid = _CardSchema.model_validate(d)
+        except ValidationError as exc:
+            raise _field_errors(exc, source) from None
+        return cls(name=valid.name, architecture={"class": valid.architecture.class_,
+                                                  "kwargs": dict(valid.architecture.kwargs)},
+                   weights=valid.weights, modalities=list(valid.modalities), input=valid.input.model_dump(),
+                   classes=list(valid.classes), target_class=valid.target_class,
+                   output_activation=valid.output_activation)
 
 
 @dataclass

@@ -34,6 +34,13 @@ def _is_torchscript(path: Path) -> bool:
     return any("/code/" in n or n.endswith("constants.pkl") for n in names)
 
 
+def _looks_like_pickle(path: Path) -> bool:
+    """A legacy (pre-zip) torch.save file starts with a pickle protocol marker (0x80 then 2..5)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def _normalise_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model", "network", "net"):
@@ -66,6 +73,9 @@ def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, 
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: weights file not found")
+    if not zipfile.is_zipfile(path) and not _looks_like_pickle(path):
+        raise ModelError(f"{path}: corrupt or unreadable weights file: corrupt or not a PyTorch file (neither a "
+                         "torch.save archive nor a pickle); save the weights with nl.save_model or torch.save")
     if _is_torchscript(path):
         if not trust:
             raise ModelError(f"{path}: a TorchScript file; loading it runs code stored in the file. Pass trust=True "
@@ -74,6 +84,9 @@ def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, 
     try:
         obj = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc) and "Weights only load failed" not in str(exc):
+            raise ModelError(f"{path}: corrupt or unreadable weights file: corrupt or not a PyTorch file "
+                             f"({exc})") from exc
         if not trust:
             raise ModelError(
                 f"{path}: holds Python objects (a pickled full model?) and loading it would run code from the file; "

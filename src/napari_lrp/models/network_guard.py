@@ -1,0 +1,131 @@
+"""No network while a model is built: refuse download arguments, block connections, bound the size.
+
+napari-lrp never fetches anything at run time. A card or bundle may name an allow-listed class whose
+constructor downloads weights (MONAI ``HoVerNet(pretrained_url=...)``, ``pretrained=True`` in others);
+:func:`refuse_download_arguments` refuses such arguments by rule, and :func:`no_network` makes any
+connection or URL opened by the building thread fail, as a second wall. :func:`parameter_count` builds the
+network on PyTorch's meta device (no memory) so a card asking for a huge network is refused before it
+allocates (:data:`MAX_PARAMETERS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .card import ModelError
+
+__all__ = ["MAX_PARAMETERS", "NetworkBlocked", "check_size", "no_network", "parameter_count",
+           "refuse_download_arguments"]
+
+#: the largest network a card may ask for (parameters; 2 GB of float32 weights); larger ones are refused
+MAX_PARAMETERS = 500_000_000
+_DOWNLOAD_KEY = re.compile(r"pretrain|url|download|hub|model_dir|checkpoint_path", re.IGNORECASE)
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+class NetworkBlocked(ModelError, ConnectionError):
+    """A connection or URL was opened while a network was being built."""
+
+
+def refuse_download_arguments(kwargs: dict, source: str, path: str = "") -> None:
+    """Refuse arguments that would fetch weights: a download-type name (pretrained, pretrained_url, url,
+    download, hub, ...) with a value that is not false/empty, ``weights`` given as a string, or any string
+    that is a URL (``scheme://``), at any depth of ``kwargs``."""
+    for key, value in kwargs.items():
+        where = f"{path}{key}"
+        if isinstance(value, dict):
+            refuse_download_arguments(value, source, f"{where}.")
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        url = next((v for v in values if isinstance(v, str) and _URL.match(v)), None)
+        fetches = bool(_DOWNLOAD_KEY.search(str(key))) and value not in (None, False, "", 0, [], {})
+        named_weights = str(key).lower() == "weights" and isinstance(value, str)
+        if url is not None or fetches or named_weights:
+            raise ModelError(f"{source}: architecture argument {where}={value!r} would fetch weights from the "
+                             "network or a file; napari-lrp never downloads at run time. Remove it (or set it to "
+                             "false) and put the trained weights in the card's weights file")
+
+
+_blocked = threading.local()
+
+
+def _guard(original):
+    def guarded(*args, **kwargs):
+        if getattr(_blocked, "on", False):
+            target = next((a for a in args if isinstance(a, (str, tuple, urllib.request.Request))), None)
+            if isinstance(target, urllib.request.Request):
+                target = target.full_url
+            raise NetworkBlocked(f"{_blocked.source}: building the network tried to open {target!r}; napari-lrp "
+                                 "allows no network access while models load. Remove the download argument")
+        return original(*args, **kwargs)
+
+    guarded.__wrapped__ = original
+    return guarded
+
+
+_PATCHES = [(socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+            (urllib.request.OpenerDirector, "open")]
+_install_lock = threading.Lock()
+_installed = False
+
+
+def _install() -> None:
+    """Wrap the connection entry points once; the wrappers act only in a thread inside :func:`no_network`."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        for owner, name in _PATCHES:
+            setattr(owner, name, _guard(getattr(owner, name)))
+        _installed = True
+
+
+@contextlib.contextmanager
+def no_network(source: str = "model") -> Iterator[None]:
+    """Inside, the current thread can open no socket connection and no URL (http, https, ftp, file)."""
+    _install()
+    previous = getattr(_blocked, "on", False), getattr(_blocked, "source", "")
+    _blocked.on, _blocked.source = True, source
+    try:
+        yield
+    finally:
+        _blocked.on, _blocked.source = previous
+
+
+def parameter_count(cls: type, kwargs: dict) -> int | None:
+    """Parameters and buffers of ``cls(**kwargs)`` built on the meta device (no memory); None when the
+    class cannot be built there (it reads tensor values in its constructor)."""
+    try:
+        with torch.device("meta"), no_network():
+            net = cls(**kwargs)
+    except NetworkBlocked:
+        raise
+    except Exception:  # noqa: BLE001 - some constructors need real tensors; the size is then not known
+        return None
+    if not isinstance(net, nn.Module):
+        return None
+    return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
+
+
+def check_size(cls: type, kwargs: dict, source: str) -> None:
+    """Refuse a network of more than :data:`MAX_PARAMETERS` parameters, or more than half the free memory."""
+    n = parameter_count(cls, kwargs)
+    if n is None:
+        return
+    import psutil
+
+    nbytes = 4 * n
+    free = psutil.virtual_memory().available
+    if n > MAX_PARAMETERS or nbytes > free / 2:
+        raise ModelError(f"{source}: {cls.__name__} with {kwargs} has {n / 1e6:.1f} million parameters "
+                         f"({nbytes / 1e9:.2g} GB); napari-lrp builds at most {MAX_PARAMETERS / 1e6:.0f} million "
+                         f"and no more than half the free memory ({free / 1e9:.2g} GB free). Check the card's "
+                         "architecture arguments")
