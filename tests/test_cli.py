@@ -37,3 +37,45 @@ def test_help_documents_the_filter_spec(capsys):
     with pytest.raises(SystemExit):
         main(["explain", "--help"])
     assert "clamp:0:0.2@input" in capsys.readouterr().out
+
+
+def test_an_unwritable_output_is_refused_before_computing(tmp_path, capsys, monkeypatch):
+    import napari_lrp.models as models
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded although the output cannot be written")
+
+    monkeypatch.setattr(models, "load_model", no_model)
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("not a folder")
+    rc = main(["explain", str(sample_case_path(1)), "--model", str(sample_model_path()), "--out", str(a_file)])
+    assert rc == 2 and "out.txt: is a file; choose a folder" in capsys.readouterr().err
+    rc = main(["explain", str(sample_case_path(1)), "--model", str(sample_model_path()),
+               "--out", "/proc/napari-lrp-results/case"])
+    assert rc == 2 and "cannot write results here" in capsys.readouterr().err
+    assert a_file.read_text() == "not a folder"
+
+
+def test_nonfinite_and_label_value_options(tmp_path, capsys):
+    from tests.conftest import make_case_folder
+
+    folder = make_case_folder(tmp_path / "case")
+    adc = next(folder.rglob("*ADC*.nii.gz"))
+    img = nib.load(str(adc))
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), str(adc))
+    card = {"name": "t", "architecture": {"class": "UNet3D", "kwargs": {"in_channels": 6, "out_channels": 2,
+                                                                       "width": 4}},
+            "modalities": ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]}
+    from napari_lrp.models import UNet3D
+
+    model = nl.save_model(UNet3D(6, 2, width=4).eval(), card, tmp_path / "m")
+    rc = main(["explain", str(folder), "--model", str(model), "--out", str(tmp_path / "o1")])
+    assert rc == 2 and "--nonfinite zero" in capsys.readouterr().err
+    rc = main(["explain", str(folder), "--model", str(model), "--out", str(tmp_path / "o2"), "--nonfinite", "zero",
+               "--target", "groundtruth", "--label-value", "1"])
+    assert rc == 0 and (tmp_path / "o2" / "settings.json").exists()
+    rc = main(["explain", str(folder), "--model", str(model), "--out", str(tmp_path / "o3"), "--nonfinite", "zero",
+               "--label-value", "9"])
+    assert rc == 2 and "label value(s) [9] do not occur" in capsys.readouterr().err

@@ -49,10 +49,12 @@ def cmd_demo(args) -> int:
 def cmd_explain(args) -> int:
     from .explanation import explain
     from .io import load_case
+    from .io.atomic import check_output_folder
     from .lrp.filters import filters_from_specs
     from .models import load_model
 
-    case = load_case(args.case)
+    check_output_folder(args.out)  # before anything is computed
+    case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None)
     model = load_model(args.model, device=args.device)
     exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target)
     out = Path(args.out)
@@ -64,12 +66,24 @@ def cmd_explain(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .batch import sweep_cohort
+    from .io.atomic import check_output_folder
 
+    check_output_folder(args.out)
     table = sweep_cohort(args.cohort, args.model, args.out, preset=args.preset, workers=args.workers,
-                         scheduler=args.scheduler, placement=args.placement, device=args.device)
+                         scheduler=args.scheduler, placement=args.placement, device=args.device,
+                         target=args.target, label_values=args.label_value or None, nonfinite=args.nonfinite,
+                         resume=args.resume)
     failed = table[table.status == "failed"].case.unique() if "status" in table else []
     print(f"{table.case.nunique()} cases, {len(failed)} failed; table in {args.out}")
     return 0
+
+
+def _case_options(parser) -> None:
+    parser.add_argument("--label-value", type=int, action="append", default=[], metavar="V",
+                        help="value of the ground-truth region in a multi-label file (repeatable); a binary "
+                             "label needs none (any non-zero voxel)")
+    parser.add_argument("--nonfinite", default="error", choices=["error", "zero"],
+                        help="NaN/Inf voxels: refuse the case (default) or replace them by 0")
 
 
 def main(argv=None) -> int:
@@ -88,6 +102,7 @@ def main(argv=None) -> int:
     e.add_argument("--filter", action="append", default=[], help="filter spec, repeatable (see below)")
     e.add_argument("--target", default="region", help="region (default), groundtruth or output")
     e.add_argument("--device", default="auto")
+    _case_options(e)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_explain)
     s = sub.add_parser("sweep", help="filter sweep over a cohort on dask.distributed")
@@ -99,11 +114,15 @@ def main(argv=None) -> int:
     s.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
     s.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--target", default="region", help="region (default), groundtruth or output")
+    s.add_argument("--resume", default="recompute", choices=["recompute", "strict"],
+                   help="cases computed with another model or settings: recompute them (default) or refuse")
+    _case_options(s)
     s.set_defaults(func=cmd_sweep)
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"napari-lrp: {exc}", file=sys.stderr)
         return 2
 

@@ -41,3 +41,64 @@ def test_resume_skips_finished_cases_and_reports_a_corrupt_one(cohort, tmp_path)
     failed = table[table.status == "failed"]
     assert list(failed.case) == ["case_99"] and "ADC" in failed.error.iloc[0]
     assert set(table[table.status == "ok"].case) == {"case_01", "case_02", "case_03"}
+
+
+def dying_task(case_dir, **kwargs):
+    """run_case, except that the worker process dies on a case called 'case_dies' (as when killed for memory)."""
+    import os
+    from pathlib import Path
+
+    from napari_lrp.batch.cohort import run_case
+
+    if Path(case_dir).name == "case_dies":
+        os._exit(1)
+    return run_case(case_dir, **kwargs)
+
+
+def test_a_changed_model_or_setting_is_recomputed_not_reused(cohort, tmp_path):
+    import numpy as np
+
+    import napari_lrp as nl
+
+    out = tmp_path / "out"
+    first = sweep_cohort(cohort, sample_model_path(), out, workers=0)
+    assert {"model_sha256", "settings_hash"} <= set(first.columns) and first.model_sha256.nunique() == 1
+    csv = pd.read_csv(out / "table.csv", dtype=str)
+    assert (csv.model_sha256 == first.model_sha256.iloc[0]).all()
+    again = sweep_cohort(cohort, sample_model_path(), out, workers=0)  # same model and settings: reused
+    pd.testing.assert_frame_equal(again, first)
+    lrp0 = sweep_cohort(cohort, sample_model_path(), out, workers=0, preset="lrp0")
+    assert lrp0.settings_hash.nunique() == 1 and lrp0.settings_hash.iloc[0] != first.settings_hash.iloc[0]
+    assert not np.allclose(lrp0.mu.astype(float), first.mu.astype(float))
+    with pytest.raises(ValueError, match=r"2 case\(s\) \(case_01, case_02\) were computed with another model"):
+        sweep_cohort(cohort, sample_model_path(), out, workers=0, resume="strict")
+    # another model (same card, other weights) is recomputed too
+    other = nl.load_model(sample_model_path())
+    with __import__("torch").no_grad():
+        for p in other.network.parameters():
+            p.mul_(0.5)
+    nl.save_model(other.network, other.card, tmp_path / "other")
+    swapped = sweep_cohort(cohort, tmp_path / "other", out, workers=0, preset="lrp0")
+    assert swapped.model_sha256.iloc[0] != lrp0.model_sha256.iloc[0]
+    assert (swapped.model_sha256 == nl.load_model(tmp_path / "other").sha256).all()
+
+
+def test_a_dying_case_is_named_and_the_others_finish(cohort, tmp_path):
+    shutil.copytree(cohort / "case_01", cohort / "case_dies")
+    out = tmp_path / "out"
+    table = sweep_cohort(cohort, sample_model_path(), out, workers=1, _task=dying_task)
+    failed = table[table.status == "failed"]
+    assert list(failed.case) == ["case_dies"] and "KilledWorker" in failed.error.iloc[0]
+    assert "case case_dies failed" in failed.error.iloc[0]
+    assert set(table[table.status == "ok"].case) == {"case_01", "case_02"}
+    assert (out / "table.csv").exists() and (out / "cases" / "case_dies.failed.json").exists()
+
+
+def test_a_latin1_folder_name_does_not_stop_the_sweep(cohort, tmp_path):
+    import os
+
+    latin = os.path.join(os.fsencode(cohort), b"caf\xe9")
+    shutil.copytree(cohort / "case_02", os.fsdecode(latin))
+    table = sweep_cohort(cohort, sample_model_path(), tmp_path / "out", workers=0)
+    assert set(table.case) == {"case_01", "case_02", "café"} and (table.status == "ok").all()
+    assert "café" in (tmp_path / "out" / "table.csv").read_text(encoding="utf-8")

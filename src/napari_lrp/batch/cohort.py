@@ -1,13 +1,18 @@
 """Filter sweeps over a cohort: every case x filter setting, on a dask.distributed cluster.
 
-Resumable: each finished case leaves ``cases/<case>.csv`` (written atomically) and is skipped next time;
-a failing case leaves ``cases/<case>.failed.json`` with its error and does not stop the others (it is
+Resumable and honest about what it reuses: each finished case leaves ``cases/<case>.csv`` (written
+atomically) whose rows carry the model's sha256 and a hash of the run's settings (preset, placement, grid,
+target, thresholds, label values, non-finite handling, package version). A rerun reuses a case only when
+both match; a case computed with another model or other settings is recomputed (``resume='recompute'``,
+the default) or refused (``resume='strict'``). A failing case, also one whose worker dies (killed for
+memory), leaves ``cases/<case>.failed.json`` with its name and error and does not stop the others (it is
 retried on the next run). The combined table is written to ``table.csv`` (and ``table.parquet`` when
-pyarrow is installed).
+pyarrow is installed) with the provenance columns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import traceback
@@ -17,12 +22,15 @@ from pathlib import Path
 import pandas as pd
 
 from ..io.atomic import replacing, write_text
+from ..io.case import readable_name
 
-__all__ = ["case_folders", "run_case", "sweep_cohort"]
+__all__ = ["case_folders", "run_case", "run_settings", "settings_hash", "sweep_cohort"]
+
+RESUME_MODES = ("recompute", "strict")
 
 
 def case_folders(cohort: str | os.PathLike) -> list[Path]:
-    """The case folders of a cohort folder (its sub-folders, sorted by name)."""
+    """The case folders of a cohort folder (its sub-folders, sorted by name; hidden ones skipped)."""
     root = Path(cohort)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: cohort folder not found")
@@ -32,6 +40,25 @@ def case_folders(cohort: str | os.PathLike) -> list[Path]:
     return cases
 
 
+def run_settings(preset: str = "paper", placement: str = "input", grid=None, target: str = "region",
+                 tau_r: float = 0.5, tau_x: float = 0.1, label_values=None, nonfinite: str = "error") -> dict:
+    """Everything besides the model that decides a case's sweep table, as a JSON-able dict."""
+    from ..explanation import package_version
+    from ..lrp.filters import default_grid, format_filter
+
+    grid = default_grid() if grid is None else grid
+    return {"preset": preset, "placement": placement, "grid": [format_filter(placement, f) for f in grid],
+            "target": target, "tau_r": float(tau_r), "tau_x": float(tau_x),
+            "label_values": None if label_values is None else [int(v) for v in (
+                [label_values] if isinstance(label_values, int) else label_values)],
+            "nonfinite": nonfinite, "napari_lrp": package_version()}
+
+
+def settings_hash(settings: dict) -> str:
+    """A short, stable hash of :func:`run_settings` (16 hex digits)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @lru_cache(maxsize=2)
 def _model(model_path: str, device: str):
     from ..models import load_model
@@ -39,45 +66,78 @@ def _model(model_path: str, device: str):
     return load_model(model_path, device=device)
 
 
+def _case_name(case_dir) -> str:
+    return readable_name(Path(case_dir).name)
+
+
+def _write_failure(cases: Path, name: str, error: str, trace: str, record: dict) -> dict:
+    write_text(cases / f"{name}.failed.json", json.dumps(
+        {"case": name, "error": error, "traceback": trace, **record}))
+    return {"case": name, "status": "failed", "error": error}
+
+
 def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper", placement: str = "input",
-             device: str = "cpu") -> dict:
-    """Explain one case and sweep the default grid; writes cases/<name>.csv (or .failed.json)."""
+             device: str = "cpu", settings: dict | None = None, model_sha256: str = "") -> dict:
+    """Explain one case and sweep the grid of ``settings`` (:func:`run_settings`); writes cases/<name>.csv
+    (rows carry ``model_sha256`` and ``settings_hash``) or cases/<name>.failed.json."""
     from ..explanation import explain
     from ..io import load_case
+    from ..lrp.filters import parse_filter
     from ..sweep import sweep
 
-    name = Path(case_dir).name
+    settings = settings or run_settings(preset, placement)
+    record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
+    name = _case_name(case_dir)
     cases = Path(out_dir) / "cases"
     cases.mkdir(parents=True, exist_ok=True)
     try:
-        exp = explain(_model(str(model_path), device), load_case(case_dir), preset=preset)
-        table = sweep(exp, placement=placement)
+        case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
+        exp = explain(_model(str(model_path), device), case, preset=settings["preset"], target=settings["target"])
+        grid = [parse_filter(spec)[1] for spec in settings["grid"]]
+        table = sweep(exp, placement=settings["placement"], grid=grid, tau_r=settings["tau_r"],
+                      tau_x=settings["tau_x"])
         table.insert(0, "case", name)
         table["status"] = "ok"
         table["error"] = ""
+        table["model_sha256"] = record["model_sha256"] or (exp.model.sha256 or "")
+        table["settings_hash"] = record["settings_hash"]
         with replacing(cases / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
         (cases / f"{name}.failed.json").unlink(missing_ok=True)
         return {"case": name, "status": "ok"}
     except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
-        write_text(cases / f"{name}.failed.json", json.dumps(
-            {"case": name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
-        return {"case": name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return _write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
+
+
+def _record_of(csv: Path) -> tuple[str, str] | None:
+    """(model_sha256, settings_hash) a case table was computed with; None for a table without them."""
+    try:
+        head = pd.read_csv(csv, nrows=1, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    if head.empty or "model_sha256" not in head or "settings_hash" not in head:
+        return None
+    return str(head.model_sha256.iloc[0]), str(head.settings_hash.iloc[0])
 
 
 def _collect(cases: list[Path], out: Path) -> pd.DataFrame:
     tables = []
     for c in cases:
-        csv = out / "cases" / f"{c.name}.csv"
-        failed = out / "cases" / f"{c.name}.failed.json"
-        if csv.exists():
-            tables.append(pd.read_csv(csv, keep_default_na=False, na_values=[""]))
-        elif failed.exists():
-            err = json.loads(failed.read_text())["error"]
-            tables.append(pd.DataFrame([{"case": c.name, "status": "failed", "error": err}]))
+        name = _case_name(c)
+        csv = out / "cases" / f"{name}.csv"
+        failed = out / "cases" / f"{name}.failed.json"
+        if failed.exists() and (not csv.exists() or failed.stat().st_mtime_ns > csv.stat().st_mtime_ns):
+            rec = json.loads(failed.read_text())
+            tables.append(pd.DataFrame([{"case": name, "status": "failed", "error": rec["error"],
+                                         "model_sha256": rec.get("model_sha256", ""),
+                                         "settings_hash": rec.get("settings_hash", "")}]))
+        elif csv.exists():
+            tables.append(pd.read_csv(csv, keep_default_na=False, na_values=[""],
+                                      dtype={"model_sha256": str, "settings_hash": str}))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    if "error" in table:
-        table["error"] = table["error"].fillna("")
+    for col in ("error", "model_sha256", "settings_hash"):
+        if col in table:
+            table[col] = table[col].fillna("")
     return table
 
 
@@ -99,33 +159,70 @@ def _report(bar, result: dict) -> None:
 
 def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None = None,
                  scheduler: str | None = None, placement: str = "input", device: str = "cpu",
-                 show_progress: bool = True) -> pd.DataFrame:
+                 show_progress: bool = True, target: str = "region", tau_r: float = 0.5, tau_x: float = 0.1,
+                 label_values=None, nonfinite: str = "error", resume: str = "recompute",
+                 _task=None) -> pd.DataFrame:
     """Sweep every case of ``cohort`` with ``model``; results in ``out``. Returns the combined table.
 
     workers=0 runs serially in this process; otherwise a dask LocalCluster with ``workers`` processes
-    (default: one per core), or the existing scheduler at ``scheduler``. Finished cases are skipped.
+    (default: one per core), or the existing scheduler at ``scheduler``. A case whose table was computed
+    with this model and these settings is reused; others are recomputed (``resume='recompute'``) or the
+    run is refused before anything is computed (``resume='strict'``). ``_task`` replaces :func:`run_case`
+    (tests). Every case is isolated: an error or a dead worker is recorded under the case's name.
     """
+    from ..models.loading import model_sha256
+
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")
+    task = _task or run_case
     cases = case_folders(cohort)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is a file; choose a folder for the results")
     (out / "cases").mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cases if not (out / "cases" / f"{c.name}.csv").exists()]
-    args = dict(model_path=str(model), out_dir=str(out), preset=preset, placement=placement, device=device)
+    settings = run_settings(preset, placement, None, target, tau_r, tau_x, label_values, nonfinite)
+    sha = model_sha256(model)
+    want = (sha, settings_hash(settings))
+    todo, stale = [], []
+    for c in cases:
+        csv = out / "cases" / f"{_case_name(c)}.csv"
+        if not csv.exists():
+            todo.append(c)
+        elif _record_of(csv) != want:
+            stale.append(c)
+    if stale and resume == "strict":
+        raise ValueError(f"{out}: {len(stale)} case(s) ({', '.join(_case_name(c) for c in stale[:5])}) were computed "
+                         "with another model or other settings; use another output folder or resume='recompute'")
+    todo = sorted(todo + stale)
+    args = dict(model_path=str(model), out_dir=str(out), preset=preset, placement=placement, device=device,
+                settings=settings, model_sha256=sha)
+    record = {"model_sha256": sha, "settings_hash": want[1]}
     bar = _bar(len(todo), len(cases) - len(todo), show_progress)
     if todo and workers == 0 and scheduler is None:
         for c in todo:
-            _report(bar, run_case(str(c), **args))
+            _report(bar, task(str(c), **args))
     elif todo:
+        import dask
         from dask.distributed import Client, LocalCluster, as_completed
 
         cluster = None
-        if scheduler is None:
-            n = workers or os.cpu_count() or 1
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(scheduler or cluster)
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            if scheduler is None:
+                n = workers or os.cpu_count() or 1
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(scheduler or cluster)
         try:
-            futures = [client.submit(run_case, str(c), pure=False, **args) for c in todo]
+            futures = {client.submit(task, str(c), pure=False, **args): c for c in todo}
             for fut in as_completed(futures):
-                _report(bar, fut.result())
+                name = _case_name(futures[fut])
+                try:
+                    result = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a dead worker (KilledWorker) or a lost task
+                    why = (" (its worker died; often the case needs more memory than a worker has)"
+                           if type(exc).__name__ == "KilledWorker" else "")
+                    result = _write_failure(out / "cases", name, f"{type(exc).__name__}: case {name} failed{why}",
+                                            traceback.format_exc(), record)
+                _report(bar, result)
         finally:
             client.close()
             if cluster is not None:

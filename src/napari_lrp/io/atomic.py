@@ -55,6 +55,25 @@ def _carry(src: Path, dst: Path) -> None:
         link_or_copy(src, dst)
 
 
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Refuse, before any computation, a results folder that cannot be written: a file in its place, or
+    a parent where no folder can be created (read-only, missing permissions). Probes by creating (and
+    removing) a temporary folder beside it, where :func:`replacing_folder` will write."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path}: is a file; choose a folder for the results")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{path.name}.{uuid.uuid4().hex[:8]}.probe"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise PermissionError(f"{path}: cannot write results here ({exc.strerror or exc}); choose a writable "
+                              "folder") from None
+    return path
+
+
 @contextmanager
 def replacing_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; when the block succeeds, entries of an existing
@@ -63,10 +82,7 @@ def replacing_folder(path: str | os.PathLike) -> Iterator[Path]:
     the swap fails, the temporary folder is removed and ``path`` is left exactly as it was."""
     import shutil
 
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{path} is a file; choose a folder for the results")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_folder(path)
     tag = uuid.uuid4().hex[:8]
     tmp = path.with_name(f".{path.name}.{tag}.tmp")
     old = path.with_name(f".{path.name}.{tag}.old")

@@ -76,6 +76,16 @@ class Case:
         raise KeyError(f"case {self.name} has no modality {name!r}; it has {self.modalities}")
 
 
+def readable_name(name: str) -> str:
+    """A file or folder name as text that can be written anywhere (CSV, JSON, a table): bytes that are not
+    UTF-8 (a Latin-1 'é' from an old archive) are read as Latin-1 instead of failing later."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("latin-1")
+
+
 def _tokens(text: str) -> list[str]:
     return [t for t in re.split(r"[^0-9a-z]+", text.lower()) if t]
 
@@ -123,7 +133,8 @@ def _check_finite(data: np.ndarray, path, nonfinite: str) -> np.ndarray:
         return data
     if nonfinite == "error":
         raise CaseError(
-            f"{path}: {n} voxels are NaN or Inf; fix the file or load with nonfinite='zero' to replace them by 0"
+            f"{path}: {n} voxels are NaN or Inf; fix the file, or replace them by 0: load_case(..., nonfinite='zero') "
+            "or --nonfinite zero on the command line"
         )
     data = data.copy()
     data[bad] = 0
@@ -252,12 +263,12 @@ def load_case(
         if p.is_dir():
             entries, found_label = _scan_folder(p)
             label_path = label_path or found_label
-            name = p.name
+            name = readable_name(p.name)
         else:
             if not is_nifti_path(p):
                 raise CaseError(f"{p}: not a NIfTI file name (expected .nii or .nii.gz)")
             entries = [(recognise(p) or nifti_stem(p), p)]
-            name = nifti_stem(p)
+            name = readable_name(nifti_stem(p))
     else:
         paths = [Path(q) for q in path_or_paths]
         if not paths:
@@ -275,7 +286,7 @@ def load_case(
                 raise CaseError(f"{q}: a second file for modality {mod} (the first: {seen[mod.lower()]}); "
                                 "give each modality once, or name the channels with modalities=[...]")
             seen[mod.lower()] = q
-        name = paths[0].parent.name or nifti_stem(paths[0])
+        name = readable_name(paths[0].parent.name or nifti_stem(paths[0]))
 
     volumes: list[np.ndarray] = []
     names: list[str] = []

@@ -21,7 +21,43 @@ from .card import Model, ModelCard, ModelError, read_card
 from .devices import resolve_device
 from .weights import file_sha256, load_weights
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["load_model", "locate_model", "model_sha256", "save_model"]
+
+
+def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
+    """(card, weights file, source to name in messages) of a model path, without building anything:
+    a card (.json), a folder with card.json (or one .json card), a MONAI bundle, or a weights file with
+    its card of the same stem beside it."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: model file or folder not found")
+    if path.is_dir():
+        if (path / "card.json").exists():
+            path = path / "card.json"
+        elif (path / "configs").is_dir():
+            card, weights = card_from_bundle(path)
+            return card, weights, str(path)
+        else:
+            cards = sorted(path.glob("*.json"))
+            if len(cards) != 1:
+                raise ModelError(f"{path}: a model folder needs card.json (or one .json card) or a MONAI bundle's configs/")
+            path = cards[0]
+    if path.suffix.lower() == ".json":
+        card = read_card(path)
+        return card, path.parent / card.weights, str(path)
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        return read_card(sidecar), path, str(sidecar)
+    raise ModelError(f"{path}: a weights file needs its model card ({sidecar.name} or card.json); "
+                     "write one with nl.save_model(module, card, folder)")
+
+
+def model_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a model's weights file (what ``Model.sha256`` of the loaded model is), without loading it."""
+    _card, weights, _source = locate_model(path)
+    if not Path(weights).exists():
+        raise ModelError(f"{weights}: weights file not found")
+    return file_sha256(weights)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto", trust: bool = False) -> Model:
@@ -31,31 +67,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
     'mps'); 'module.' prefixes (DataParallel) and Lightning checkpoints are recognised. A pickled full
     model or TorchScript file is refused unless ``trust=True``. Returns a :class:`Model` in eval mode.
     """
-    path = Path(path)
     dev = resolve_device(device)
-    if not path.exists():
-        raise ModelError(f"{path}: model file or folder not found")
-    if path.is_dir():
-        if (path / "card.json").exists():
-            path = path / "card.json"
-        elif (path / "configs").is_dir():
-            card, weights = card_from_bundle(path)
-            return _finish(card, weights, dev, trust, str(path))
-        else:
-            cards = sorted(path.glob("*.json"))
-            if len(cards) != 1:
-                raise ModelError(f"{path}: a model folder needs card.json (or one .json card) or a MONAI bundle's configs/")
-            path = cards[0]
-    if path.suffix.lower() == ".json":
-        card = read_card(path)
-        return _finish(card, path.parent / card.weights, dev, trust, str(path))
-    # a bare weights file: a card of the same stem next to it
-    sidecar = path.with_suffix(".json")
-    if sidecar.exists():
-        card = read_card(sidecar)
-        return _finish(card, path, dev, trust, str(sidecar))
-    raise ModelError(f"{path}: a weights file needs its model card ({sidecar.name} or card.json); "
-                     "write one with nl.save_model(module, card, folder)")
+    card, weights, source = locate_model(path)
+    return _finish(card, weights, dev, trust, source)
 
 
 def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, source: str) -> Model:
