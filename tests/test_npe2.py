@@ -21,7 +21,7 @@ def test_manifest_validates():
 def test_reader_opens_a_case_folder(make_napari_viewer, case_folder):
     viewer = make_napari_viewer()
     layers = viewer.open(str(case_folder), plugin="napari-lrp")
-    assert [ly.name for ly in layers] == list(ISLES) + ["OT"]
+    assert [ly.name for ly in layers] == list(ISLES) + ["ground truth"]
     case = nl.load_case(case_folder)
     for ly in layers[:6]:
         assert ly.__class__.__name__ == "Image"
@@ -72,5 +72,5 @@ def test_sample_menu_opens_each_case(make_napari_viewer, i):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-lrp", f"stroke_case_{i}")
     names = [ly.name for ly in viewer.layers]
-    assert names == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP", "OT"]
-    assert viewer.layers["OT"].data.max() == 1
+    assert names == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP", "ground truth"]
+    assert viewer.layers["ground truth"].data.max() == 1

@@ -10,27 +10,52 @@ import numpy as np
 from .io import Case, CaseError, Grid, grid_from_layer, load_case, save_nifti
 from .io.nifti import is_nifti_path
 
+#: the name of the label layer; the file's own token (OT, seg, ...) stays in the layer's metadata
+GROUND_TRUTH_NAME = "ground truth"
+
+
+def _case_key(case: Case) -> str:
+    return f"{case.name}|{case.files[0] if case.files else ''}"
+
 
 def case_layer_data(case: Case) -> list[tuple]:
-    """LayerData tuples: one grayscale Image per modality and a Labels layer for the mask."""
+    """LayerData tuples: one grayscale Image per modality and a Labels layer "ground truth" for the mask;
+    every layer's metadata names its role and its case (see ``widgets._layers``)."""
     kw = case.grid.layer_kwargs()
+    key = _case_key(case)
     out = []
     for c, name in enumerate(case.modalities):
         v = case.image[c]
         lo, hi = np.percentile(v, [0.5, 99.5]) if v.size else (0.0, 1.0)
         if hi <= lo:
             lo, hi = float(v.min()), float(v.max()) + 1e-6
-        meta = dict(kw["metadata"], modality=name, case=case.name, files=list(case.files))
+        meta = dict(kw["metadata"], modality=name, case=case.name, files=list(case.files),
+                    napari_lrp_role="image", napari_lrp_case=key)
         out.append((v, {"name": name, "colormap": "gray", "contrast_limits": [float(lo), float(hi)],
                         "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"],
                         "blending": "additive" if c else "translucent", "visible": c == 0,
                         "metadata": meta}, "image"))
     if case.label is not None:
-        meta = dict(kw["metadata"], case=case.name)
-        out.append((case.label, {"name": "OT" if "ADC" in case.modalities else "label", "scale": kw["scale"],
-                                 "translate": kw["translate"], "units": kw["units"], "opacity": 0.5,
-                                 "metadata": meta}, "labels"))
+        token = Path(case.files[-1]).name if case.files else "label"
+        meta = dict(kw["metadata"], case=case.name, label_file=token, napari_lrp_role="label",
+                    napari_lrp_case=key, label_values=None if case.label_values is None else list(case.label_values))
+        out.append((case.label, {"name": GROUND_TRUTH_NAME, "scale": kw["scale"], "translate": kw["translate"],
+                                 "units": kw["units"], "opacity": 0.5, "metadata": meta}, "labels"))
     return out
+
+
+def _guard_current_viewer() -> None:
+    """The viewer that is opening a case shows one case: older case layers go once the new ones are in."""
+    try:
+        import napari
+
+        from .widgets._layers import guard_one_case
+
+        viewer = napari.current_viewer()
+        if viewer is not None:
+            guard_one_case(viewer)
+    except Exception:  # noqa: BLE001 - reading must not fail for lack of a viewer
+        pass
 
 
 def _read(path):
@@ -39,6 +64,7 @@ def _read(path):
         case = load_case(paths[0])
     else:
         case = load_case(paths)
+    _guard_current_viewer()
     return case_layer_data(case)
 
 
@@ -88,7 +114,9 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
 def _sample(i: int):
     from .samples import sample_case_path
 
-    return case_layer_data(load_case(sample_case_path(i)))
+    case = load_case(sample_case_path(i))
+    _guard_current_viewer()
+    return case_layer_data(case)
 
 
 def sample_case_1():

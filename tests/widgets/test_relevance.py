@@ -29,7 +29,7 @@ def test_load_run_layers_and_second_run_in_place(viewer_and_widget, qtbot):
     w.load()
     _wait(qtbot, w)
     names = [ly.name for ly in viewer.layers]
-    assert names[:7] == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP", "OT"] and "prediction" in names
+    assert names[:7] == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP", "ground truth"] and "prediction" in names
     assert "Dice" in w.status.value and float(w.status.value.split("Dice ")[1]) > 0.7
     assert w.table.rowCount() > 10 and "encoders.0" in w.table.names()
     w.run()

@@ -1,8 +1,33 @@
-"""Putting explanations into napari layers (main thread only); shared by the widgets and ``nl.show``."""
+"""Putting cases and explanations into napari layers (main thread only); shared by the widgets and ``nl.show``.
+
+Every layer napari-lrp adds carries two metadata keys: ``napari_lrp_role`` (image, label, prediction,
+relevance, inspector) and ``napari_lrp_case`` (the case it belongs to, :func:`case_key`). The viewer shows
+one case: layers of another case (and the prediction and relevance made from it) are removed when a case is
+shown, also when a second case arrives through File > Open Sample or a drop. Layer kinds are checked with
+``isinstance``, so napari's public proxy of the viewer (what the Plugins menu hands a widget) behaves as the
+viewer itself. Every layer has the same units (mm).
+"""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+from ._session import case_key, session_for
+
+ROLE = "napari_lrp_role"
+CASE = "napari_lrp_case"
+CASE_ROLES = ("image", "label")
+DERIVED_ROLES = ("prediction", "relevance", "inspector")
+UNITS = ("mm", "mm", "mm")
+
+SUM_NAME = "R sum"
+ABS_NAME = "|R| sum (3D)"
+PREDICTION_NAME = "prediction"
+GROUND_TRUTH_NAME = "ground truth"
+LEGEND = ("outlines: yellow = prediction, cyan = ground truth;  relevance: red = for the class, "
+          "blue = against, transparent = none")
 
 
 def _relevance_colormap():
@@ -20,43 +45,37 @@ def outline(layer, color: str) -> None:
     from napari.utils.colormaps import DirectLabelColormap
 
     layer.contour = 1
-    layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
-
-SUM_NAME = "R sum"
-ABS_NAME = "|R| sum (3D)"
-PREDICTION_NAME = "prediction"
+    layer.colormap = DirectLabelColormap(color_dict={None: color, 0: "transparent"})
 
 
 def relevance_name(modality: str) -> str:
     return f"R {modality}"
 
 
-def symmetric_limit(R: np.ndarray) -> float:
-    """Half-width of symmetric contrast limits: the 99.5th percentile of |R| over non-zero voxels."""
+def symmetric_limit(R: np.ndarray, percentile: float = 99.5) -> float:
+    """Half-width of symmetric contrast limits: the given percentile of |R| over non-zero voxels."""
     a = np.abs(R[R != 0])
     if a.size == 0:
         return 1.0
-    k = min(int(round(0.995 * (a.size - 1))), a.size - 1)
-    m = float(np.partition(a, k)[k])  # the 99.5th percentile (nearest rank), in linear time
+    k = min(int(round(percentile / 100 * (a.size - 1))), a.size - 1)
+    m = float(np.partition(a, k)[k])  # nearest rank, in linear time
     return m if m > 0 else float(a.max())
 
 
-def _symmetric(R: np.ndarray) -> tuple[float, float]:
-    m = symmetric_limit(R)
-    return (-m, m)
+def _is_kind(layer, kind: str) -> bool:
+    from napari.layers import Image, Labels
+
+    return isinstance(layer, Image if kind == "image" else Labels)
 
 
-_PENDING: dict[int, dict] = {}
-_WATCHED: set[int] = set()  # layers whose visibility applies their pending update
-
-
+# ---- per-viewer deferred updates of hidden layers ---------------------------------------------------
 def _resolved(update: dict) -> dict:
     """Values given as callables (contrast limits) are computed only when the update is applied."""
     return {k: (v() if callable(v) else v) for k, v in update.items()}
 
 
-def _apply_pending(layer) -> None:
-    update = _PENDING.pop(id(layer), None)
+def _apply_pending(viewer, layer) -> None:
+    update = session_for(viewer).layers.pending.pop(id(layer), None)
     if update is not None:
         update = _resolved(update)
         layer.data = update.pop("data")
@@ -68,79 +87,174 @@ def _upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, 
     """Update the layer ``name`` in place (same kind and shape) or add it; returns the layer.
 
     lazy=True defers the update of a hidden layer until it is shown (keeps the slider fast); keyword
-    values may be callables, evaluated when the update is applied.
+    values may be callables, evaluated when the update is applied. New layers get mm units.
     """
+    state = session_for(viewer).layers
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if type(layer).__name__.lower() == kind and layer.data.shape == data.shape:
-            if lazy and id(layer) not in _WATCHED:
-                _WATCHED.add(id(layer))
-                layer.events.visible.connect(lambda e, ly=layer: _apply_pending(ly) if ly.visible else None)
-            _PENDING[id(layer)] = {"data": data, **{k: kwargs[k] for k in ("contrast_limits", "metadata")
-                                                    if k in kwargs}}
+        if _is_kind(layer, kind) and layer.data.shape == data.shape:
+            if lazy and id(layer) not in state.watched:
+                state.watched.add(id(layer))
+                layer.events.visible.connect(lambda e, ly=layer: _apply_pending(viewer, ly) if ly.visible else None)
+            state.pending[id(layer)] = {"data": data, **{k: kwargs[k] for k in ("contrast_limits", "metadata")
+                                                         if k in kwargs}}
             if not (lazy and not layer.visible):
-                _apply_pending(layer)
+                _apply_pending(viewer, layer)
             return layer
         viewer.layers.remove(layer)
     add = viewer.add_image if kind == "image" else viewer.add_labels
+    kwargs.setdefault("units", UNITS)
     return add(data, name=name, **_resolved(kwargs))
 
 
-def show_case(viewer, case) -> list:
-    """Add the case's modality Image layers and its label (skipping layers that already hold it)."""
+# ---- one case on screen -------------------------------------------------------------------------------
+def apply_orientation(viewer, radiological: bool | None = None) -> None:
+    """Anterior up; radiological (patient's right on the screen's left, as ITK-SNAP and 3D Slicer) or
+    neurological; the convention is written on the canvas."""
+    state = session_for(viewer).layers
+    if radiological is not None:
+        state.radiological = radiological
+    viewer.camera.orientation2d = ("up", "left" if state.radiological else "right")
+    text = viewer.canvas.overlays["text"]
+    side = "R | L  (radiological: patient's right on the left)" if state.radiological else \
+        "L | R  (neurological: patient's right on the right)"
+    text.text = f"A (up)   {side}\n{LEGEND}"
+    text.position = "top_left"
+    text.font_size = 9
+    text.visible = True
+
+
+def _other_case_layers(viewer, key: str) -> list:
+    return [ly for ly in viewer.layers if ly.metadata.get(ROLE) in CASE_ROLES + DERIVED_ROLES
+            and ly.metadata.get(CASE) != key]
+
+
+def _base_name(name: str) -> str:
+    return re.sub(r" \[\d+\]$", "", name)
+
+
+def keep_one_case(viewer) -> None:
+    """After layers of a new case arrived (sample menu, drop, reader): remove the layers of every other
+    case and what was computed from them, give the new layers their plain names, apply the orientation."""
+    state = session_for(viewer).layers
+    keys = [ly.metadata.get(CASE) for ly in viewer.layers if ly.metadata.get(ROLE) in CASE_ROLES]
+    if not keys:
+        return
+    newest = keys[-1]
+    for ly in _other_case_layers(viewer, newest):
+        viewer.layers.remove(ly)
+    for ly in viewer.layers:
+        base = _base_name(ly.name)
+        if ly.metadata.get(CASE) == newest and base != ly.name and base not in viewer.layers:
+            ly.name = base
+        if ly.metadata.get(ROLE) == "label" and ly.contour != 1:
+            outline(ly, "cyan")
+    if newest != state.case_key:
+        state.case_key = newest
+        session_for(viewer).case_changed.emit(None)
+    apply_orientation(viewer)
+
+
+def guard_one_case(viewer) -> None:
+    """Watch the viewer's layer list (once): when case layers are inserted, keep only the newest case (and
+    outline its ground truth) once the insertions are done (deferred to the event loop, after napari's own
+    handlers)."""
+    state = session_for(viewer).layers
+    if state.guarded:
+        return
+    state.guarded = True
+    from qtpy.QtCore import QTimer
+
+    def inserted(event):
+        if event.value.metadata.get(ROLE) in CASE_ROLES:
+            QTimer.singleShot(0, lambda: keep_one_case(viewer))
+
+    viewer.layers.events.inserted.connect(inserted)
+
+
+def case_layer_kwargs(case) -> list[tuple]:
+    """The case's LayerData with napari-lrp's role and case metadata (see the module docstring)."""
     from .._npe2 import case_layer_data
 
+    return case_layer_data(case)
+
+
+def show_case(viewer, case) -> list:
+    """Show ``case`` as the one case: its modality Image layers and its ground truth (outlined); layers of
+    any other case and the prediction and relevance made from them are removed."""
+    key = case_key(case)
+    state = session_for(viewer).layers
+    for ly in _other_case_layers(viewer, key):
+        viewer.layers.remove(ly)
     out = []
-    if not len(viewer.layers):
-        viewer.camera.orientation2d = ("up", "right")  # anterior up, patient's right on the right
-    for data, meta, kind in case_layer_data(case):
+    for data, meta, kind in case_layer_kwargs(case):
         name = meta["name"]
-        if name in viewer.layers and viewer.layers[name].data.shape == data.shape:
-            out.append(viewer.layers[name])
-            continue
-        layer = _upsert(viewer, name, data, kind, **{k: v for k, v in meta.items() if k != "name"})
+        if name in viewer.layers:
+            layer = viewer.layers[name]
+            if _is_kind(layer, kind) and layer.data.shape == data.shape and layer.metadata.get(CASE) == key:
+                out.append(layer)
+                continue
+            viewer.layers.remove(layer)
+        layer = viewer.add_image(data, **meta) if kind == "image" else viewer.add_labels(data, **meta)
         if kind == "labels":
             outline(layer, "cyan")
         out.append(layer)
+    state.case_key = key
+    apply_orientation(viewer)
     return out
+
+
+def _derived_meta(case, role: str, **extra) -> dict:
+    kw = case.grid.layer_kwargs()
+    return dict(kw["metadata"], **{ROLE: role, CASE: case_key(case)}, **extra)
 
 
 def show_prediction(viewer, prediction: np.ndarray, case):
     kw = case.grid.layer_kwargs()
     new = PREDICTION_NAME not in viewer.layers
     layer = _upsert(viewer, PREDICTION_NAME, prediction, "labels", scale=kw["scale"], translate=kw["translate"],
-                    units=kw["units"], metadata=kw["metadata"], opacity=0.9)
-    if new:
+                    units=kw["units"], metadata=_derived_meta(case, "prediction"), opacity=0.9)
+    if new or layer.contour != 1:
         outline(layer, "yellow")
+    layer.metadata = _derived_meta(case, "prediction")
     return layer
 
 
-def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, lazy: bool = False) -> list:
-    """One layer per modality plus the channel sum (bwr, symmetric limits, translucent) and |R| for 3D.
-
-    lazy=True: hidden relevance layers are updated when they are shown (the heatmap slider uses it).
-    """
+def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, lazy: bool = False,
+                   percentile: float = 99.5) -> list:
+    """One layer per modality plus the channel sum (bwr, symmetric limits at ``percentile`` of |R|,
+    translucent, with its colour bar) and |R| for 3D. lazy=True: hidden relevance layers are updated when
+    they are shown (the heatmap slider uses it)."""
     kw = case.grid.layer_kwargs()
     common = {"scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
     layers = []
     total = relevance.sum(axis=0)
+
+    def limits(R):
+        m = symmetric_limit(R, percentile)
+        return (-m, m)
+
     for c, mod in enumerate(modalities):
-        meta = dict(kw["metadata"], relevance_of=mod)
+        meta = _derived_meta(case, "relevance", relevance_of=mod)
         exists = relevance_name(mod) in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
                                    "colormap": _relevance_colormap(), **common}
         layers.append(_upsert(viewer, relevance_name(mod), relevance[c], "image", lazy=lazy,
-                              contrast_limits=lambda R=relevance[c]: _symmetric(R), metadata=meta, **extra))
+                              contrast_limits=lambda R=relevance[c]: limits(R), metadata=meta, **extra))
     exists = SUM_NAME in viewer.layers
     extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(), **common}
-    layers.append(_upsert(viewer, SUM_NAME, total, "image", contrast_limits=_symmetric(total),
-                          metadata=dict(kw["metadata"], relevance_of="sum"), **extra))
+    sum_layer = _upsert(viewer, SUM_NAME, total, "image", contrast_limits=limits(total),
+                        metadata=_derived_meta(case, "relevance", relevance_of="sum"), **extra)
+    if not exists:
+        sum_layer.colorbar.visible = True
+    layers.append(sum_layer)
     exists = ABS_NAME in viewer.layers
     extra = {} if exists else {"visible": viewer.dims.ndisplay == 3, "blending": "additive", "colormap": "magma",
                                "rendering": "mip", **common}
     a = np.abs(total)
-    layers.append(_upsert(viewer, ABS_NAME, a, "image", lazy=lazy, contrast_limits=lambda: (0, symmetric_limit(a)),
-                          metadata=dict(kw["metadata"], relevance_of="abs sum"), **extra))
+    layers.append(_upsert(viewer, ABS_NAME, a, "image", lazy=lazy,
+                          contrast_limits=lambda: (0, symmetric_limit(a, percentile)),
+                          metadata=_derived_meta(case, "relevance", relevance_of="abs sum"), **extra))
     return layers
 
 
@@ -151,3 +265,28 @@ def show_explanation(viewer, explanation, relevance: np.ndarray | None = None, a
     R = explanation.relevance if relevance is None else relevance
     layers += show_relevance(viewer, R, explanation.modalities, explanation.case)
     return layers
+
+
+def show_3d(viewer, on: bool = True) -> None:
+    """One step to a readable 3D view: |R| as a maximum-intensity volume, the anatomy faint, outlines and
+    the 2D overlays hidden; ``on=False`` goes back to 2D."""
+    for ly in viewer.layers:
+        role = ly.metadata.get(ROLE)
+        if ly.name == ABS_NAME:
+            ly.visible = on
+        elif role in ("label", "prediction"):
+            ly.visible = not on
+            ly.contour = 0 if on else 1  # napari draws no contours in 3D (and warns about them)
+        elif role == "relevance" and ly.name == SUM_NAME:
+            ly.visible = not on
+        elif role == "image" and ly is _first_image(viewer):
+            ly.opacity = 0.25 if on else 1.0
+            ly.visible = True
+    viewer.dims.ndisplay = 3 if on else 2
+    if on:
+        viewer.camera.angles = (0, -60, 90)
+    viewer.reset_view()
+
+
+def _first_image(viewer):
+    return next((ly for ly in viewer.layers if ly.metadata.get(ROLE) == "image"), None)

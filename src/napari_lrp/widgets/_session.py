@@ -1,21 +1,92 @@
-"""What the dock widgets of one viewer share: the case, the model and the current explanation."""
+"""What the dock widgets of one viewer share (Qt-free): the case on screen, the model, the explanation,
+and the per-viewer layer state. The widgets bind to it; the decisions (which case a Run explains, when a
+model must be loaded anew) live here so they can be tested without a display.
+
+Rule: the viewer shows exactly one case, the one named in the status line. Load replaces its images,
+label, prediction and relevance; Run explains exactly the case on screen; a case folder typed in but not
+loaded yet is loaded first (also after a failed Load: it is tried again, never the old case explained).
+"""
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass, field
 
 from psygnal import Signal
 
 
+def case_key(case) -> str:
+    """Identity of a case on screen (its name and first file), stored in every layer it owns."""
+    files = list(getattr(case, "files", []) or [])
+    return f"{case.name}|{files[0] if files else ''}"
+
+
+@dataclass
+class LayerState:
+    """Per-viewer layer bookkeeping: updates waiting for a hidden layer to be shown, the case on screen."""
+
+    pending: dict[int, dict] = field(default_factory=dict)
+    watched: set[int] = field(default_factory=set)
+    case_key: str | None = None
+    radiological: bool = True
+    guarded: bool = False
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a Run (or Load) must do first: ``load_path`` a folder to load ('' for the sample case, None to
+    use ``case``, the case on screen)."""
+
+    load_path: str | None
+    case: object = None
+
+
 class Session:
-    """Per-viewer state. ``explanation_changed`` fires (main thread) when a run finishes."""
+    """Per-viewer state. ``explanation_changed`` fires (main thread) when a run finishes; ``case_changed``
+    when another case is on screen."""
 
     explanation_changed = Signal(object)
+    case_changed = Signal(object)
 
     def __init__(self):
         self.case = None
         self.model = None
+        self.model_key: tuple[str, str] | None = None
         self.explanation = None
+        self.loaded_path: str | None = None
+        self.layers = LayerState()
+
+    # ---- decisions -------------------------------------------------------------------------
+    def plan(self, typed_path: str, on_screen) -> RunPlan:
+        """Which case a Run explains. typed_path: the case-folder field ('' when empty); on_screen: the
+        case read from the viewer's layers (or None)."""
+        typed = typed_path if typed_path not in ("", ".") else ""
+        if typed and typed != self.loaded_path:
+            return RunPlan(load_path=typed)
+        if on_screen is not None:
+            if self.case is not None and case_key(self.case) == case_key(on_screen):
+                return RunPlan(load_path=None, case=self.case)
+            return RunPlan(load_path=None, case=on_screen)
+        if typed:
+            return RunPlan(load_path=typed)
+        return RunPlan(load_path="")
+
+    def reusable_model(self, path: str, device: str):
+        """The loaded model when it is the one named (same path and device), else None."""
+        return self.model if self.model is not None and self.model_key == (path, device) else None
+
+    # ---- state changes (main thread) ------------------------------------------------------------
+    def set_case(self, case, loaded_path: str | None = None) -> None:
+        changed = self.case is None or case_key(self.case) != case_key(case)
+        self.case = case
+        if loaded_path is not None:
+            self.loaded_path = loaded_path
+        if changed:
+            self.explanation = None
+            self.case_changed.emit(case)
+
+    def set_model(self, model, path: str, device: str) -> None:
+        self.model, self.model_key = model, (path, device)
 
     def set_explanation(self, exp) -> None:
         self.explanation = exp
@@ -26,6 +97,8 @@ _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def session_for(viewer) -> Session:
+    """The session of a viewer (the real viewer or napari's public proxy of it give the same)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)
     s = _SESSIONS.get(viewer)
     if s is None:
         s = _SESSIONS[viewer] = Session()

@@ -9,22 +9,19 @@ import numpy as np
 
 
 def open_demo(viewer=None, run: bool = True):
-    """Open the sample case and dock both widgets (sample model preselected); start one run."""
+    """Open the sample case and dock both widgets through napari's plugin path (as the Plugins menu does,
+    sample model preselected); start one run."""
     import napari
 
-    from .inclusivity import InclusivityWidget
-    from .relevance import RelevanceWidget
 
     viewer = viewer or napari.Viewer(title="napari-lrp demo")
-    from ._layers import outline
+    from ._layers import guard_one_case, keep_one_case
 
-    viewer.camera.orientation2d = ("up", "right")  # anterior up
+    guard_one_case(viewer)
     viewer.open_sample("napari-lrp", "stroke_case_1")
-    outline(viewer.layers["OT"], "cyan")
-    rel = RelevanceWidget(viewer)
-    inc = InclusivityWidget(viewer)
-    viewer.window.add_dock_widget(rel, name="Relevance", area="right")
-    viewer.window.add_dock_widget(inc, name="Inclusivity and sweeps", area="right")
+    keep_one_case(viewer)  # outlines and orientation now, not only after the next event-loop turn
+    _dock, rel = viewer.window.add_plugin_dock_widget("napari-lrp", "Relevance")
+    _dock, inc = viewer.window.add_plugin_dock_widget("napari-lrp", "Inclusivity and sweeps")
     if run:
         rel.run()
     return viewer, rel, inc

@@ -5,16 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSlider,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    Table,
-)
+from magicgui.widgets import ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton, Table
 from qtpy.QtCore import QTimer
 
 from ..io.atomic import replacing
@@ -22,10 +13,20 @@ from ..lrp.filters import Filter, make_filter
 from ..metrics import input_mask, layer_mean_power, measure
 from ..metrics.plots import inclusivity_figure, signal_figure
 from ..sweep import sweep
+from ._base import DockPanel, ThemedCanvas
 from ._layers import show_relevance
-from ._session import session_for
 
 THROTTLE_MS = 30
+#: where results go by default: a folder in the user's home, never the process's working directory
+DEFAULT_OUTPUT = Path.home() / "napari-lrp-output"
+COLUMN_TIPS = {
+    "input D": "input inclusivity: the share of the strongly relevant voxels (|R| >= tau_R of the maximum) "
+               "that lie where the image itself is bright (> tau_x of its maximum)",
+    "GT D": "ground-truth inclusivity: the share of the strongly relevant voxels that lie inside the lesion",
+    "mu": "signal distribution: the mean of the relevance divided by its maximum |R| (positive: mostly "
+          "evidence for the class)",
+    "MP": "mean power: how much the strongest 20 % of the relevance stand out from the rest (1 = not at all)",
+}
 
 
 def heatmap_filter(kind: str, alpha: float) -> Filter | None:
@@ -36,55 +37,108 @@ def heatmap_filter(kind: str, alpha: float) -> Filter | None:
     return make_filter(kind, 0.0, alpha)
 
 
-class InclusivityWidget(Container):
+def describe_filter(f: Filter | None) -> str:
+    """A filter in words, for the status line."""
+    if f is None:
+        return "no heatmap filter: the run's relevance as it is"
+    kind = type(f).__name__.lower()
+    if kind == "amplify":
+        return f"heatmap: relevance above {f.alpha:g} of the maximum doubled"
+    if kind == "clamp":
+        return f"heatmap: relevance clamped at {f.a2:g} of the maximum"
+    return f"heatmap: only relevance up to {f.a2:g} of the maximum kept"
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{float(v):.3f}"
+
+
+class InclusivityWidget(DockPanel):
     """Live inclusivity table for the current explanation; the heatmap-filter slider acts on the final
-    relevance map (the 'input' placement), so moving it needs no propagation."""
+    relevance map (the 'input' placement, replacing the run's own input filter), so moving it needs no
+    propagation."""
 
     def __init__(self, napari_viewer):
-        self._viewer = napari_viewer
-        self.session = session_for(napari_viewer)
-        self.kind = ComboBox(label="heatmap filter", choices=("clamp", "pass", "amplify", "none"), value="clamp")
-        self.alpha = FloatSlider(label="alpha", min=0.0, max=1.0, step=0.01, value=1.0)
-        self.tau_r = FloatSpinBox(label="tau_R", min=0.0, max=1.0, step=0.05, value=0.5)
-        self.tau_x = FloatSpinBox(label="tau_x", min=0.0, max=1.0, step=0.05, value=0.1)
+        super().__init__(napari_viewer)
+        self.kind = ComboBox(label="heatmap filter", choices=("clamp", "pass", "amplify", "none"), value="clamp",
+                             tooltip="A filter on the shown heatmap (it replaces the run's input filter): clamp "
+                                     "limits |relevance| to alpha of its maximum, pass keeps only values up to "
+                                     "alpha, amplify doubles values above alpha.")
+        self.alpha = FloatSlider(label="alpha", min=0.0, max=1.0, step=0.01, value=1.0,
+                                 tooltip="alpha as a fraction of the maximum |relevance|; the table and the "
+                                         "layers follow at once.")
+        self.percentile = FloatSpinBox(label="colour limit (%)", min=50.0, max=100.0, step=0.5, value=99.5,
+                                       tooltip="The colour scale saturates at this percentile of |relevance| "
+                                               "(100: the maximum); lower it to see weak relevance, raise it "
+                                               "to see the peak's structure.")
+        self.tau_r = FloatSpinBox(label="tau_R", min=0.0, max=1.0, step=0.05, value=0.5,
+                                  tooltip="tau_R: a voxel counts as strongly relevant when |R| >= tau_R times the "
+                                          "channel's maximum |R|.")
+        self.tau_x = FloatSpinBox(label="tau_x", min=0.0, max=1.0, step=0.05, value=0.1,
+                                  tooltip="tau_x: a voxel counts as image signal when |x| > tau_x times the "
+                                          "channel's maximum.")
         self.table = Table(value={"data": [], "index": [], "columns": []}, label="coefficients")
+        self.table.tooltip = "; ".join(f"{k}: {v}" for k, v in COLUMN_TIPS.items())
+        self.table.native.setMinimumHeight(250)
         self.mp_table = Table(value={"data": [], "index": [], "columns": []}, label="mean power per layer")
-        self.sweep_placement = ComboBox(label="sweep filter at", choices=("input", "blocks"), value="input")
-        self.sweep_button = PushButton(text="Sweep")
+        self.mp_table.tooltip = COLUMN_TIPS["MP"]
+        self.mp_table.native.setMinimumHeight(220)
+        self.sweep_placement = ComboBox(label="sweep filter at", choices=("input", "blocks"), value="input",
+                                        tooltip="input: every filter of the authors' grids on the heatmap; blocks: "
+                                                "after every block of the network (one backward pass each).")
+        self.sweep_button = PushButton(text="Sweep", tooltip="Run the authors' filter grids and draw the paper's "
+                                                             "charts (Fig. 4 and 5).")
         self.chart = ComboBox(label="chart", choices=("Fig. 4: inclusivity", "Fig. 5: signal distribution"),
-                              value="Fig. 4: inclusivity")
-        self.csv_path = FileEdit(label="table CSV", mode="w", filter="*.csv", value="coefficients.csv")
-        self.export_button = PushButton(text="Export CSV")
-        self.save_dir = FileEdit(label="save folder", mode="d", value="napari-lrp-output")
-        self.save_button = PushButton(text="Save relevance NIfTI + settings")
-        self.status = Label(value="run the Relevance widget first")
-        super().__init__(widgets=[self.kind, self.alpha, self.tau_r, self.tau_x, self.table, self.mp_table,
-                                  self.sweep_placement, self.sweep_button, self.chart, self.csv_path, self.export_button,
-                                  self.save_dir, self.save_button, self.status])
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(5, 6))
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(300)
-        self.native.layout().addWidget(self.canvas)
+                              value="Fig. 4: inclusivity",
+                              tooltip="Fig. 4: mean input and ground-truth inclusivity per filter setting; Fig. 5: "
+                                      "the signal distribution mu per setting and modality.")
+        self.csv_path = FileEdit(label="table CSV", mode="w", filter="*.csv",
+                                 value=str(DEFAULT_OUTPUT / "sweep.csv"),
+                                 tooltip="Where Export CSV writes the sweep table (or, before a sweep, the "
+                                         "coefficient table).")
+        self.export_button = PushButton(text="Export CSV", tooltip="Write the sweep table (before a sweep: the "
+                                                                      "coefficient table) to the CSV file above.")
+        self.save_dir = FileEdit(label="save folder", mode="d", value=str(DEFAULT_OUTPUT / "case"),
+                                 tooltip="Relevance NIfTIs, prediction, coefficients and settings are written "
+                                         "here as one unit.")
+        self.save_button = PushButton(text="Save relevance NIfTI + settings",
+                                      tooltip="Write the relevance maps as shown (per modality and their sum), the "
+                                              "prediction, the coefficients and the settings JSON that reproduces "
+                                              "the run; the folder is replaced as one unit.")
+        self.add(self.kind, self.alpha, self.percentile, self.tau_r, self.tau_x, self.table, self.mp_table,
+                 self.sweep_placement, self.sweep_button, self.chart, self.csv_path, self.export_button,
+                 self.save_dir, self.save_button, self.status)
+        self.charts = ThemedCanvas(napari_viewer, figsize=(5, 6), min_height=340,
+                                   placeholder="Sweep draws the paper's charts here")
+        self.figure, self.canvas = self.charts.figure, self.charts.canvas
+        self.add_native(self.canvas)
+        self.set_status("run the Relevance widget first")
         self.coefficients = None  # the DataFrame shown in the table
         self.sweep_table = None
         self.updates = 0  # how many times the table was recomputed
         self._mask_key, self._mask = None, None
+        self._busy_controls = [self.sweep_button]
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(THROTTLE_MS)
         self._timer.timeout.connect(self.update_now)
-        for w in (self.kind, self.alpha, self.tau_r, self.tau_x):
+        for w in (self.kind, self.alpha, self.tau_r, self.tau_x, self.percentile):
             w.changed.connect(lambda *_: self._timer.start())
         self.sweep_button.changed.connect(self.run_sweep)
         self.chart.changed.connect(lambda *_: self.draw_chart())
-        self.export_button.changed.connect(lambda: self.export_csv(str(self.csv_path.value)))
-        self.save_button.changed.connect(lambda: self.save(str(self.save_dir.value)))
+        self.export_button.changed.connect(lambda: self._guarded(self.export_csv, str(self.csv_path.value)))
+        self.save_button.changed.connect(lambda: self._guarded(self.save, str(self.save_dir.value)))
         self.session.explanation_changed.connect(self._on_explanation)
+        self.session.case_changed.connect(self._on_case)
         if self.session.explanation is not None:
             self._on_explanation(self.session.explanation)
+
+    def _guarded(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - shown in the status and a notification
+            self.show_error(exc)
+            return None
 
     def current_filter(self) -> Filter | None:
         return heatmap_filter(self.kind.value, float(self.alpha.value))
@@ -93,10 +147,21 @@ class InclusivityWidget(Container):
         """The run's relevance with the heatmap filter in place of the run's own 'input' filter."""
         return self.session.explanation.heatmap(self.current_filter())
 
+    def _on_case(self, _case):
+        """Another case is on screen: its coefficients are not these; clear until it is explained."""
+        self.coefficients = None
+        self.sweep_table = None
+        self.table.value = {"data": [], "index": [], "columns": []}
+        self.mp_table.value = {"data": [], "index": [], "columns": []}
+        self.charts.clear()
+        self.set_status("a new case is on screen: run the Relevance widget")
+
     def _on_explanation(self, exp):
         mp = layer_mean_power(exp) if exp.kept else {}
-        self.mp_table.value = {"data": [[round(v, 4)] for v in mp.values()], "index": list(mp),
+        self.mp_table.value = {"data": [[_fmt(v)] for v in mp.values()], "index": list(mp),
                                "columns": ["mean power"]}
+        self.sweep_table = None
+        self.charts.clear()
         self.update_now()
 
     def update_now(self):
@@ -105,7 +170,7 @@ class InclusivityWidget(Container):
         if exp is None:
             return
         R = self.filtered_relevance()
-        show_relevance(self._viewer, R, exp.modalities, exp.case, lazy=True)
+        show_relevance(self._viewer, R, exp.modalities, exp.case, lazy=True, percentile=self.percentile.value)
         self.updates += 1
         key = (exp.case, tuple(exp.modalities), self.tau_x.value)
         if self._mask_key is None or self._mask_key[0] is not exp.case or self._mask_key[1:] != key[1:]:  # the image mask changes with the case and tau_x, not with the filter
@@ -114,10 +179,9 @@ class InclusivityWidget(Container):
                     image_mask=self._mask)
         self.coefficients = t
         cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]
-        data = [["n/a" if not np.isfinite(v) else round(float(v), 4) for v in row] for row in t[cols].values]
-        self.table.value = {"data": data, "index": list(t.channel), "columns": ["input D", "GT D", "mu", "MP"]}
-        f = self.current_filter()
-        self.status.value = f"heatmap filter: {f!r}" if f is not None else "no heatmap filter"
+        data = [[_fmt(v) for v in row] for row in t[cols].values]
+        self.table.value = {"data": data, "index": list(t.channel), "columns": list(COLUMN_TIPS)}
+        self.set_status(f"{exp.case.name}: {describe_filter(self.current_filter())}")
 
     def run_sweep(self):
         from napari.qt.threading import create_worker
@@ -126,20 +190,16 @@ class InclusivityWidget(Container):
         if exp is None:
             return
         placement, tau_r, tau_x = self.sweep_placement.value, self.tau_r.value, self.tau_x.value
-        worker = create_worker(sweep, exp, placement=placement, tau_r=tau_r, tau_x=tau_x,
-                               _progress={"desc": "sweep"}, _ignore_errors=True)
-        worker.returned.connect(self._swept)
-        worker.errored.connect(lambda e: self._error(e))
-        self.sweep_button.enabled = False
-        worker.finished.connect(lambda: setattr(self.sweep_button, "enabled", True))
-        self.status.value = "sweeping ..."
-        worker.start()
+        progress = self.progress_callback(RuntimeError)
+        worker = create_worker(sweep, exp, placement=placement, tau_r=tau_r, tau_x=tau_x, progress=progress,
+                               _ignore_errors=True)
+        self.start(worker, self._swept, busy="sweeping ...")
         self.sweep_worker = worker
 
     def _swept(self, table):
         self.sweep_table = table
         self.draw_chart()
-        self.status.value = f"sweep: {table.setting.nunique()} settings"
+        self.set_status(f"sweep: {table.setting.nunique()} settings; Export CSV writes the table")
 
     def draw_chart(self):
         """Draw the chosen chart of the last sweep into the dock's canvas, in the napari theme's colours."""
@@ -147,35 +207,18 @@ class InclusivityWidget(Container):
             return
         draw = inclusivity_figure if self.chart.value.startswith("Fig. 4") else signal_figure
         draw(self.sweep_table, fig=self.figure)
-        self._theme_figure()
-        self.canvas.draw_idle()
-
-    def _theme_figure(self):
-        try:
-            from napari.utils.theme import get_theme
-
-            theme = get_theme(self._viewer.theme)
-            bg, fg = theme.canvas.as_hex(), theme.text.as_hex()
-        except Exception:  # noqa: BLE001 - theming is cosmetic
-            return
-        self.figure.set_facecolor(bg)
-        for ax in self.figure.axes:
-            ax.set_facecolor(bg)
-            ax.tick_params(colors=fg)
-            ax.yaxis.label.set_color(fg)
-            ax.xaxis.label.set_color(fg)
-            for spine in ax.spines.values():
-                spine.set_color(fg)
+        self.charts.themed()
 
     def export_csv(self, path: str) -> Path:
         """Write the sweep table (or the current coefficients) as CSV, atomically."""
         table = self.sweep_table if self.sweep_table is not None else self.coefficients
         if table is None:
             raise RuntimeError("nothing to export yet: run the Relevance widget first")
-        path = Path(path)
+        path = Path(path).expanduser()
         with replacing(path) as tmp:
             table.to_csv(tmp, index=False)
-        self.status.value = f"wrote {path}"
+        what = "sweep table" if self.sweep_table is not None else "coefficient table"
+        self.set_status(f"wrote the {what} to {path.resolve()}")
         return path
 
     def save(self, folder: str) -> list[Path]:
@@ -190,12 +233,7 @@ class InclusivityWidget(Container):
         f = self.current_filter()
         if f is not None:
             exp = exp.refilter({**exp.filters, "input": f})
+        folder = Path(folder).expanduser()
         written = exp.save(folder, tau_r=self.tau_r.value, tau_x=self.tau_x.value)
-        self.status.value = f"wrote {len(written)} files to {folder}"
+        self.set_status(f"wrote {len(written)} files to {folder.resolve()}")
         return written
-
-    def _error(self, exc):
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        show_error(f"napari-lrp: {exc}")

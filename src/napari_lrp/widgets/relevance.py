@@ -1,14 +1,17 @@
-"""The Relevance dock widget: case, model, device, rules, per-layer filters; runs LRP off the main thread."""
+"""The Relevance dock widget: case, model, device, rules, per-layer filters; runs LRP off the main thread.
+
+Thin: the decisions live in the Qt-free session (``_session``), the layers in ``_layers``, the worker
+lifecycle and the scrolling panel in ``_base``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
-from qtpy.QtCore import QObject, Signal
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidgetItem
 
 from ..explanation import explain, predict_case
-from ..io import Case, CaseError, load_case
+from ..io import Case, load_case
 from ..lrp.blocks import block_names
 from ..lrp.engine import Cancelled
 from ..lrp.filters import FILTER_KINDS, Filter, make_filter
@@ -16,29 +19,47 @@ from ..lrp.presets import PRESETS
 from ..metrics import dice
 from ..models import available_devices, load_model
 from ..samples import sample_case_path, sample_model_path
-from ._layers import show_case, show_explanation, show_prediction
-from ._session import session_for
+from ._base import DockPanel
+from ._layers import (
+    CASE,
+    ROLE,
+    _is_kind,
+    _relevance_colormap,
+    _upsert,
+    guard_one_case,
+    show_3d,
+    show_case,
+    show_explanation,
+    show_prediction,
+    symmetric_limit,
+)
+from ._session import case_key
 
 TARGETS = ("predicted region", "ground truth", "whole output")
+FILTER_TIP = ("Filters act on relevance normalised by its maximum |R|: pass keeps values with alpha1 <= |r| <= "
+              "alpha2 and sets the rest to 0; clamp limits |r| to [alpha1, alpha2]; amplify multiplies values "
+              "with |r| >= alpha1 by A (alpha2 box); none leaves the relevance as it is.")
+PRESET_TIPS = {name: factory(None).description for name, factory in PRESETS.items()}
+INSPECTOR_NAME = "R @ layer"
 
 
 class FilterRow(Container):
     """kind + alpha1 + alpha2 (A for amplify) in one row."""
 
     def __init__(self, label: str, kind: str = "none", a1: float = 0.0, a2: float = 1.0):
-        self.kind = ComboBox(choices=FILTER_KINDS, value=kind, label="")
-        self.a1 = FloatSpinBox(value=a1, min=0, max=1, step=0.01, label="")
-        self.a2 = FloatSpinBox(value=a2, min=0, max=10, step=0.01, label="")
+        self.kind = ComboBox(choices=FILTER_KINDS, value=kind, label="", tooltip=FILTER_TIP)
+        self.a1 = FloatSpinBox(value=a1, min=0, max=1, step=0.01, label="",
+                               tooltip="alpha1: lower bound of |relevance| as a fraction of its maximum "
+                                       "(pass, clamp), or the threshold alpha above which amplify multiplies")
+        self.a2 = FloatSpinBox(value=a2, min=0, max=10, step=0.01, label="",
+                               tooltip="alpha2: upper bound of |relevance| as a fraction of its maximum "
+                                       "(pass, clamp), or the factor A of amplify")
         super().__init__(widgets=[self.kind, self.a1, self.a2], layout="horizontal", label=label,
                          labels=False)
         self.margins = (0, 0, 0, 0)
 
     def filter(self, scope="sample", signs="joint") -> Filter | None:
         return make_filter(self.kind.value, self.a1.value, self.a2.value, scope, signs)
-
-
-class _Bridge(QObject):
-    progressed = Signal(int, int)
 
 
 class LayerFilterTable(QTableWidget):
@@ -49,7 +70,9 @@ class LayerFilterTable(QTableWidget):
     def __init__(self):
         super().__init__(0, len(self.COLUMNS))
         self.setHorizontalHeaderLabels(self.COLUMNS)
-        self.setMinimumHeight(180)
+        self.setMinimumHeight(220)
+        self.setToolTip("One filter per layer, applied to the relevance that layer hands to its inputs "
+                        "(blocks first, then single layers). " + FILTER_TIP)
 
     def set_layers(self, network, shapes: dict | None = None, blocks: list[str] | None = None):
         names = list(blocks or [])
@@ -100,64 +123,93 @@ class LayerFilterTable(QTableWidget):
 
 
 def case_from_layers(viewer) -> Case | None:
-    """A Case from modality Image layers opened by napari-lrp (and their label), or None."""
-    imgs = [ly for ly in viewer.layers if type(ly).__name__ == "Image" and "modality" in ly.metadata]
+    """The case on screen, from the modality Image layers napari-lrp opened (and their ground truth), or None."""
+    imgs = [ly for ly in viewer.layers if _is_kind(ly, "image") and ly.metadata.get(ROLE) == "image"
+            and "modality" in ly.metadata]
     if not imgs:
         return None
+    key = imgs[-1].metadata.get(CASE)
+    imgs = [ly for ly in imgs if ly.metadata.get(CASE) == key and ly.data.shape == imgs[-1].data.shape]
     grid = imgs[0].metadata["napari_lrp_grid"]
-    imgs = [ly for ly in imgs if ly.data.shape == imgs[0].data.shape]
-    label = None
+    label, values = None, None
     for ly in viewer.layers:
-        if type(ly).__name__ == "Labels" and ly.name in ("OT", "label") and ly.data.shape == imgs[0].data.shape:
+        if _is_kind(ly, "labels") and ly.metadata.get(ROLE) == "label" and ly.metadata.get(CASE) == key \
+                and ly.data.shape == imgs[0].data.shape:
             label = np.asarray(ly.data, dtype=np.uint8)
+            values = ly.metadata.get("label_values")
     return Case(image=np.stack([np.asarray(ly.data, np.float32) for ly in imgs]),
                 modalities=[ly.metadata["modality"] for ly in imgs], label=label, grid=grid,
-                name=imgs[0].metadata.get("case", "case"), files=list(imgs[0].metadata.get("files", [])))
+                name=imgs[0].metadata.get("case", "case"), files=list(imgs[0].metadata.get("files", [])),
+                label_values=None if values is None else tuple(values))
 
 
-class RelevanceWidget(Container):
+class RelevanceWidget(DockPanel):
     """Load a case and a model, choose rules, target and filters, run LRP; results go into layers."""
 
     def __init__(self, napari_viewer):
-        self._viewer = napari_viewer
-        self.session = session_for(napari_viewer)
+        super().__init__(napari_viewer)
         self.case_path = FileEdit(label="case folder", mode="d", value="",
-                                  tooltip="empty: the case layers in the viewer, else the sample case")
+                                  tooltip="A folder with one NIfTI file per modality (and the lesion mask). Empty: "
+                                          "the case shown in the viewer (File > Open Sample, or a dropped "
+                                          "folder), else sample case 1. A new folder is loaded before Run.")
         self.model_path = FileEdit(label="model", mode="r", value=str(sample_model_path()),
-                                   tooltip="model card (.json), model folder or MONAI bundle")
-        self.device = ComboBox(label="device", choices=available_devices(), value="auto")
-        self.load_button = PushButton(text="Load case and model")
-        self.preset = ComboBox(label="rules", choices=list(PRESETS), value="paper")
-        self.target = ComboBox(label="target", choices=self._target_choices)
-        self.target_class = SpinBox(label="class", value=1, min=0, max=20)
-        self.scope = ComboBox(label="normalise per", choices=("sample", "channel"), value="sample")
-        self.signs = ComboBox(label="signs", choices=("joint", "separate"), value="joint")
+                                   tooltip="The trained network: a model card (.json) next to its weights, a "
+                                           "model folder or a MONAI bundle. Default: the sample model.")
+        self.device = ComboBox(label="device", choices=available_devices(), value="auto",
+                               tooltip="Where the network runs: auto picks a CUDA GPU (or Apple MPS) when "
+                                       "present, else the CPU.")
+        self.load_button = PushButton(text="Load case and model",
+                                      tooltip="Show the case (replacing the case on screen), load the model and "
+                                              "show its prediction and Dice against the ground truth.")
+        self.preset = ComboBox(label="rules", choices=list(PRESETS), value="paper",
+                               tooltip="The LRP rule set: " + "; ".join(f"{k}: {v}" for k, v in PRESET_TIPS.items()))
+        self.target = ComboBox(label="target", choices=self._target_choices,
+                               tooltip="What is explained: the predicted region of the class, the ground-truth "
+                                       "region, the whole output, or a labels layer you drew.")
+        self.target_class = SpinBox(label="class", value=1, min=0, max=20,
+                                    tooltip="The output channel explained (0 is the background).")
+        self.scope = ComboBox(label="normalise per", choices=("sample", "channel"), value="sample",
+                              tooltip="Filters compare |relevance| with its maximum: over the whole case "
+                                      "(sample) or per modality channel (channel).")
+        self.signs = ComboBox(label="signs", choices=("joint", "separate"), value="joint",
+                              tooltip="joint: positive and negative relevance share one maximum; separate: each "
+                                      "sign is normalised by its own maximum.")
         self.output_filter = FilterRow("output filter")
+        self.output_filter.tooltip = "A filter on the starting relevance at the network's output. " + FILTER_TIP
         self.input_filter = FilterRow("input filter")
+        self.input_filter.tooltip = "A filter on the final heatmap at the input. " + FILTER_TIP
         self.bulk = FilterRow("bulk filter", "clamp", 0.0, 0.2)
-        self.bulk_encoder = PushButton(text="every encoder block")
-        self.bulk_all = PushButton(text="every block")
-        self.bulk_clear = PushButton(text="clear")
+        self.bulk.tooltip = "The filter the buttons below put on every (encoder) block. " + FILTER_TIP
+        self.bulk_encoder = PushButton(text="every encoder block", tooltip="Put the bulk filter after every "
+                                                                          "encoder block (the paper's setting).")
+        self.bulk_all = PushButton(text="every block", tooltip="Put the bulk filter after every block.")
+        self.bulk_clear = PushButton(text="clear", tooltip="Remove every per-layer filter.")
         bulk_buttons = Container(widgets=[self.bulk_encoder, self.bulk_all, self.bulk_clear], layout="horizontal",
                                  labels=False)
         self.inspect = ComboBox(label="layer inspector", choices=self._kept_choices,
-                                tooltip="relevance at a layer's output (sum over its channels) as an image layer")
-        self.inspect_button = PushButton(text="Show layer relevance")
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
-        super().__init__(widgets=[self.case_path, self.model_path, self.device, self.load_button, self.preset,
-                                  self.target, self.target_class, self.scope, self.signs, self.output_filter,
-                                  self.input_filter, self.bulk, bulk_buttons])
+                                tooltip="Relevance at a block's output (sum over its channels), shown as one "
+                                        "image layer over the case; blocks first.")
+        self.inspect_button = PushButton(text="Show layer relevance",
+                                         tooltip="Show the relevance at the chosen layer's output over the case "
+                                                 "(one layer, 'R @ layer', replaced each time).")
+        self.run_button = PushButton(text="Run", tooltip="Explain the case on screen (a new case folder is loaded "
+                                                         "first). Runs in the background; Cancel stops it.")
+        self.cancel_button = PushButton(text="Cancel", enabled=False,
+                                        tooltip="Stop the running Load or Run; the layers stay as they were.")
+        self.view_3d = PushButton(text="3D view", tooltip="Switch to a 3D view of |relevance| (maximum intensity), "
+                                                          "the anatomy faint; press again for 2D.")
+        self.orientation = ComboBox(label="view", choices=("radiological", "neurological"), value="radiological",
+                                    tooltip="radiological: the patient's right on the screen's left (as ITK-SNAP "
+                                            "and 3D Slicer); neurological: the patient's right on the right.")
+        self.add(self.case_path, self.model_path, self.device, self.load_button, self.preset, self.target,
+                 self.target_class, self.scope, self.signs, self.output_filter, self.input_filter, self.bulk,
+                 bulk_buttons)
         self.table = LayerFilterTable()
-        self.native.layout().addWidget(self.table)
-        self.extend([Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-                     self.status, self.inspect, self.inspect_button])
-        self._bridge = _Bridge()
-        self._bridge.progressed.connect(self._on_progress)
-        self._pbar = None
-        self._cancel = False
-        self.worker = None
+        self.add_native(self.table)
+        self.add(Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
+                 self.status, Container(widgets=[self.orientation, self.view_3d], layout="horizontal"),
+                 self.inspect, self.inspect_button)
+        self._busy_controls = [self.run_button, self.load_button]
         self.load_button.changed.connect(self.load)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -165,13 +217,17 @@ class RelevanceWidget(Container):
         self.bulk_encoder.changed.connect(lambda: self._bulk("encoder"))
         self.bulk_all.changed.connect(lambda: self._bulk("all"))
         self.bulk_clear.changed.connect(lambda: self._bulk(None))
+        self.view_3d.changed.connect(self._toggle_3d)
+        self.orientation.changed.connect(self._set_orientation)
         napari_viewer.layers.events.inserted.connect(lambda e: self.target.reset_choices())
         napari_viewer.layers.events.removed.connect(lambda e: self.target.reset_choices())
+        guard_one_case(napari_viewer)
 
     # ---- parameters ------------------------------------------------------------------------
     def _target_choices(self, _widget=None):
-        labels = [f"labels: {ly.name}" for ly in self._viewer.layers
-                  if type(ly).__name__ == "Labels" and ly.name != "prediction"] if hasattr(self, "_viewer") else []
+        viewer = getattr(self, "_viewer", None)
+        labels = [f"labels: {ly.name}" for ly in viewer.layers if _is_kind(ly, "labels")
+                  and ly.metadata.get(ROLE) not in ("label", "prediction")] if viewer is not None else []
         return list(TARGETS) + labels
 
     def target_value(self):
@@ -189,26 +245,28 @@ class RelevanceWidget(Container):
         exp = getattr(getattr(self, "session", None), "explanation", None)
         if exp is None:
             return ["(run first)"]
-        return [n for n, R in exp.kept.items() if R.ndim == 5] or ["(none)"]
+        names = [n for n, R in exp.kept.items() if R.ndim == 5]
+        blocks = [n for n in block_names(exp.network) if n in names]
+        return blocks + [n for n in names if n not in blocks] or ["(none)"]
 
     def show_layer_relevance(self, name: str):
-        """Add (or update) 'R @ name': the channel sum of the relevance at that layer's output, scaled
-        to lie over the case (its voxels are larger where the network has downsampled)."""
+        """Show 'R @ layer': the channel sum of the relevance at that layer's output, placed over the case
+        (its voxels are larger where the network has downsampled). One inspector layer, replaced in place."""
         exp = self.session.explanation
         if exp is None or name not in exp.kept:
             return None
-        from ._layers import _relevance_colormap, _upsert, symmetric_limit
-
         placed = exp.kept_on_case_grid(name)
         R = exp.kept[name][0].sum(0).float().cpu().numpy()  # the channel sum, as torch sums it
-        scale, translate = placed.scale, placed.translate
         m = symmetric_limit(R)
-        layer_name = f"R @ {name}"
-        new = layer_name not in self._viewer.layers
-        layer = _upsert(self._viewer, layer_name, R, "image", contrast_limits=(-m, m),
-                        **({"colormap": _relevance_colormap(), "opacity": 0.7, "scale": tuple(scale),
-                            "translate": tuple(translate), "units": ("mm", "mm", "mm")} if new else {}))
-        layer.scale, layer.translate = tuple(scale), tuple(translate)
+        if INSPECTOR_NAME in self._viewer.layers and self._viewer.layers[INSPECTOR_NAME].data.shape != R.shape:
+            self._viewer.layers.remove(INSPECTOR_NAME)
+        meta = {ROLE: "inspector", CASE: case_key(exp.case), "relevance_at": name}
+        new = INSPECTOR_NAME not in self._viewer.layers
+        layer = _upsert(self._viewer, INSPECTOR_NAME, R, "image", contrast_limits=(-m, m), metadata=meta,
+                        **({"colormap": _relevance_colormap(), "opacity": 0.7, "scale": placed.scale,
+                            "translate": placed.translate} if new else {}))
+        layer.scale, layer.translate, layer.metadata = placed.scale, placed.translate, meta
+        self.set_status(f"{exp.case.name}: relevance at {name} shown as '{INSPECTOR_NAME}'")
         return layer
 
     def filters(self) -> dict[str, Filter]:
@@ -232,122 +290,117 @@ class RelevanceWidget(Container):
             if name in names:
                 self.table.set_row(name, self.bulk.kind.value, self.bulk.a1.value, self.bulk.a2.value)
 
+    def _toggle_3d(self, *_):
+        on = self._viewer.dims.ndisplay == 2
+        show_3d(self._viewer, on)
+        self.view_3d.text = "2D view" if on else "3D view"
+
+    def _set_orientation(self, value):
+        from ._layers import apply_orientation
+
+        apply_orientation(self._viewer, value == "radiological")
+
     # ---- actions ---------------------------------------------------------------------------
-    def _case_source(self, reuse: bool = True):
-        """For the worker, a callable giving the case: the case folder, else the case layers in the viewer
-        (read here, on the main thread), else sample case 1; with ``reuse`` a loaded session case first."""
-        if reuse and self.session.case is not None:
-            case = self.session.case
-            return lambda: case
+    def _typed_path(self) -> str:
         path = str(self.case_path.value)
-        if path not in ("", "."):
-            return lambda: load_case(path)
-        layer_case = case_from_layers(self._viewer)
-        if layer_case is not None:
-            return lambda: layer_case
-        return lambda: load_case(sample_case_path(1))
+        return "" if path in ("", ".") else path
+
+    def _plan(self, reload: bool):
+        """(loader or None, case or None, path): read on the main thread (layers), used by the worker."""
+        typed = self._typed_path()
+        if reload:
+            if typed:
+                return (lambda: load_case(typed)), None, typed
+            on_screen = case_from_layers(self._viewer)
+            if on_screen is not None:
+                return None, on_screen, None
+            return (lambda: load_case(sample_case_path(1))), None, ""
+        plan = self.session.plan(typed, case_from_layers(self._viewer))
+        if plan.load_path is None:
+            return None, plan.case, None
+        path = plan.load_path
+        return (lambda: load_case(path or sample_case_path(1))), None, path
+
+    def _model_loader(self):
+        path, device = str(self.model_path.value), self.device.value
+        model = self.session.reusable_model(path, device)
+        return (lambda: model) if model is not None else (lambda: load_model(path, device=device)), path, device
 
     def load(self):
-        """Load case and model (worker), then show the case, the prediction and its Dice."""
+        """Load the case (the typed folder, else the case on screen, else sample case 1) and the model in a
+        worker, then show the case (replacing the case on screen), the prediction and its Dice."""
         from napari.qt.threading import create_worker
 
-        get_case = self._case_source(reuse=False)  # Load reads the case anew
-        model_path, device = str(self.model_path.value), self.device.value
+        loader, case, path = self._plan(reload=True)
+        get_model, mpath, device = self._model_loader()
 
         def work():
-            case = get_case()
-            model = load_model(model_path, device=device)
-            pred, _logits, shapes = predict_case(model, case)
-            return case, model, pred, shapes
+            c = loader() if loader is not None else case
+            m = get_model()
+            pred, _logits, shapes = predict_case(m, c)
+            return c, m, pred, shapes, path, mpath, device
 
-        self._start(create_worker(work, _ignore_errors=True), self._loaded)
+        self._cancel = False
+        self.start(create_worker(work, _ignore_errors=True), self._loaded, busy="loading ...")
 
     def _loaded(self, result):
-        case, model, pred, shapes = result
-        self.session.case, self.session.model = case, model
-        show_case(self._viewer, case)
+        case, model, pred, shapes, path, mpath, device = result
+        if self._cancel:
+            return
+        self._show_case(case, path)
+        self.session.set_model(model, mpath, device)
         show_prediction(self._viewer, pred, case)
         self.table.set_layers(model.network, shapes, block_names(model.network))
         self.target_class.max = max(len(model.card.classes) - 1, 1)
         self.target_class.value = model.card.target_class
         self._show_dice(pred, case, f"{model.card.name} on {model.device}")
 
+    def _show_case(self, case, path):
+        show_case(self._viewer, case)
+        self.session.set_case(case, loaded_path=path)
+
     def _show_dice(self, pred, case, prefix):
-        d = dice(pred, case.ground_truth, self.target_class.value)
-        self.status.value = f"{prefix}; Dice {'n/a' if np.isnan(d) else f'{d:.3f}'}"
+        cls = self.target_class.value
+        if cls == 0:
+            text = "Dice n/a (class 0 is the background)"
+        else:
+            try:
+                d = dice(pred, case.ground_truth, cls)
+                text = f"Dice {'n/a (no ground truth)' if np.isnan(d) else f'{d:.3f}'}"
+            except ValueError as exc:
+                text = f"Dice n/a ({exc})"
+        self.set_status(f"{case.name}: {prefix}; {text}")
 
     def run(self):
-        """Run LRP in a worker thread with progress; layers are updated in place when it finishes."""
+        """Explain the case on screen (a newly typed case folder is loaded first) in a worker thread with
+        progress; the layers are updated in place when it finishes."""
         from napari.qt.threading import create_worker
 
-        get_case = self._case_source()
-        model = self.session.model
-        model_path, device = str(self.model_path.value), self.device.value
+        loader, case, path = self._plan(reload=False)
+        get_model, mpath, device = self._model_loader()
         kw = dict(preset=self.preset.value, filters=self.filters(), target=self.target_value(),
                   target_class=self.target_class.value, keep=True)
-        self._cancel = False
-
-        def progress(done, total):
-            if self._cancel:
-                raise Cancelled("cancelled by the user")
-            self._bridge.progressed.emit(done, total)
+        progress = self.progress_callback(Cancelled)
 
         def work():
-            c = get_case()
-            m = model or load_model(model_path, device=device)
-            return explain(m, c, progress=progress, **kw)
+            c = loader() if loader is not None else case
+            m = get_model()
+            return explain(m, c, progress=progress, **kw), path, mpath, device
 
-        self._start(create_worker(work, _ignore_errors=True), self._finished)
+        self.start(create_worker(work, _ignore_errors=True), self._finished)
 
-    def _start(self, worker, on_return):
-        self.worker = worker
-        worker.returned.connect(on_return)
-        worker.errored.connect(self._errored)
-        worker.finished.connect(self._done)
-        self.run_button.enabled = self.load_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = "working ..."
-        worker.start()
-
-    def cancel(self):
-        self._cancel = True
-        if self.worker is not None:
-            self.worker.quit()
-
-    def _on_progress(self, done, total):
-        from napari.utils import progress
-
-        if self._pbar is None:
-            self._pbar = progress(total=total, desc="relevance")
-        self._pbar.update(done - self._pbar.n)
-
-    def _finished(self, exp):
+    def _finished(self, result):
+        exp, path, mpath, device = result
         new_model = self.session.model is not exp.model
-        self.session.case, self.session.model = exp.case, exp.model
+        if path is not None:
+            self._show_case(exp.case, path)
+        else:
+            self.session.set_case(exp.case)
+        self.session.set_model(exp.model, mpath, device)
         if new_model or self.table.rowCount() == 0:
             self.table.set_layers(exp.model.network, None, block_names(exp.model.network))
         self.session.set_explanation(exp)
-        show_explanation(self._viewer, exp)
+        show_explanation(self._viewer, exp, add_case=path is not None)
         self.inspect.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
         self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}")
-
-    def _errored(self, exc):
-        from napari.utils.notifications import show_error, show_info
-
-        if isinstance(exc, Cancelled):
-            show_info("napari-lrp: run cancelled; the layers are as before")
-            self.status.value = "cancelled"
-            return
-        msg = str(exc) if isinstance(exc, (CaseError, ValueError, TypeError, RuntimeError)) else repr(exc)
-        self.status.value = f"error: {msg}"
-        show_error(f"napari-lrp: {msg}")
-
-    def _done(self):
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self.run_button.enabled = self.load_button.enabled = True
-        self.cancel_button.enabled = False
-        self.worker = None
-

@@ -1,0 +1,184 @@
+"""The base of the dock widgets: a scrolling panel (fits a 1600x1000 screen), a status line that wraps,
+the worker lifecycle (start, progress bar, cancel, errors, done) and a figure canvas in napari's theme."""
+
+from __future__ import annotations
+
+from magicgui.widgets import Container, Label
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import QScrollArea, QSizePolicy
+
+from ._session import session_for
+
+#: the widest a dock may ask to be (px); its contents scroll vertically inside
+DOCK_WIDTH = 460
+
+
+class _Bridge(QObject):
+    progressed = Signal(int, int)
+
+
+class DockPanel(QScrollArea):
+    """A dock widget: ``panel`` (a magicgui Container) inside a vertical scroll area.
+
+    Subclasses add controls with :meth:`add` (magicgui widgets) and :meth:`add_native` (Qt widgets) and
+    run background work with :meth:`start`; ``status`` is the one status line."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self._viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.panel = Container(labels=True)
+        self.panel.native.setMinimumWidth(DOCK_WIDTH - 30)
+        self.setWidget(self.panel.native)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setMinimumWidth(DOCK_WIDTH)
+        self.setMaximumWidth(DOCK_WIDTH + 80)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        self.status = Label(value="", label="status")
+        self.status.native.setWordWrap(True)
+        self.status.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._bridge = _Bridge()
+        self._bridge.progressed.connect(self._on_progress)
+        self._pbar = None
+        self._cancel = False
+        self.worker = None
+        self._busy_controls: list = []
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt's name; the contents scroll, so only the width is fixed
+        hint = super().minimumSizeHint()
+        hint.setHeight(min(hint.height(), 200))
+        return hint
+
+    # ---- building -----------------------------------------------------------------------------
+    def add(self, *widgets) -> None:
+        self.panel.extend(widgets)
+
+    def add_native(self, qwidget) -> None:
+        self.panel.native.layout().addWidget(qwidget)
+
+    # ---- status and errors --------------------------------------------------------------------
+    def set_status(self, text: str) -> None:
+        self.status.value = text
+        self.status.tooltip = text
+
+    def show_error(self, exc) -> None:
+        from napari.utils.notifications import show_error
+
+        known = ("CaseError", "ModelError", "ValueError", "TypeError", "RuntimeError", "OSError",
+                 "PermissionError", "NotADirectoryError", "FileNotFoundError", "KeyError")
+        msg = str(exc) if type(exc).__name__ in known or isinstance(exc, (ValueError, OSError)) else repr(exc)
+        self.set_status(f"error: {msg}")
+        show_error(f"napari-lrp: {msg}")
+
+    # ---- background work ----------------------------------------------------------------------
+    def progress_callback(self, cancelled_error):
+        """A progress(done, total) for core functions: forwards to the progress bar, raises on cancel."""
+        self._cancel = False
+
+        def progress(done, total):
+            if self._cancel:
+                raise cancelled_error("cancelled by the user")
+            self._bridge.progressed.emit(done, total)
+
+        return progress
+
+    def start(self, worker, on_return, busy: str = "working ...") -> None:
+        """Run a napari worker: ``on_return`` gets its result on the main thread; errors go to the status."""
+        self.worker = worker
+        worker.returned.connect(on_return)
+        worker.errored.connect(self._errored)
+        worker.finished.connect(self._done)
+        for w in self._busy_controls:
+            w.enabled = False
+        if hasattr(self, "cancel_button"):
+            self.cancel_button.enabled = True
+        self.set_status(busy)
+        worker.start()
+
+    def cancel(self) -> None:
+        self._cancel = True
+        if self.worker is not None:
+            self.worker.quit()
+            self.set_status("cancelling ...")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        from napari.utils import progress
+
+        if self._pbar is None:
+            self._pbar = progress(total=total, desc=type(self).__name__.replace("Widget", "").lower())
+        self._pbar.update(done - self._pbar.n)
+
+    def _errored(self, exc) -> None:
+        from napari.utils.notifications import show_info
+
+        if type(exc).__name__ == "Cancelled" or self._cancel:
+            show_info("napari-lrp: cancelled; the layers are as before")
+            self.set_status("cancelled")
+            return
+        self.show_error(exc)
+
+    def _done(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        for w in self._busy_controls:
+            w.enabled = True
+        if hasattr(self, "cancel_button"):
+            self.cancel_button.enabled = False
+        if self._cancel and self.status.value in ("working ...", "cancelling ...", "loading ..."):
+            self.set_status("cancelled")
+        self.worker = None
+
+
+class ThemedCanvas:
+    """A matplotlib figure in a Qt canvas, drawn in the napari theme's colours (also when empty)."""
+
+    def __init__(self, viewer, figsize=(5, 5), min_height: int = 320, placeholder: str = ""):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self._viewer = viewer
+        self.figure = Figure(figsize=figsize)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(min_height)
+        self.placeholder = placeholder
+        self.clear()
+
+    def colours(self) -> tuple[str, str]:
+        try:
+            from napari.utils.theme import get_theme
+
+            theme = get_theme(self._viewer.theme)
+            return theme.canvas.as_hex(), theme.text.as_hex()
+        except Exception:  # noqa: BLE001 - theming is cosmetic
+            return "#262930", "#f0f1f2"
+
+    def clear(self) -> None:
+        """An empty chart area in the theme's colours with the placeholder text."""
+        self.figure.clear()
+        bg, fg = self.colours()
+        self.figure.set_facecolor(bg)
+        if self.placeholder:
+            self.figure.text(0.5, 0.5, self.placeholder, ha="center", va="center", color=fg, wrap=True)
+        self.canvas.draw_idle()
+
+    def themed(self) -> None:
+        """Apply the theme to every axis after a chart was drawn, then draw."""
+        bg, fg = self.colours()
+        self.figure.set_facecolor(bg)
+        for ax in self.figure.axes:
+            ax.set_facecolor(bg)
+            ax.tick_params(colors=fg)
+            ax.yaxis.label.set_color(fg)
+            ax.xaxis.label.set_color(fg)
+            ax.title.set_color(fg)
+            for spine in ax.spines.values():
+                spine.set_color(fg)
+            legend = ax.get_legend()
+            if legend is not None:
+                legend.get_frame().set_facecolor(bg)
+                for text in legend.get_texts():
+                    text.set_color(fg)
+        self.canvas.draw_idle()

@@ -1,0 +1,192 @@
+"""The GUI as users meet it (#13): File > Open Sample, Plugins > napari-lrp > ..., Load, Run; napari hands
+the widgets a public-only proxy of the viewer on this path."""
+
+import warnings
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels
+
+import napari_lrp as nl
+from napari_lrp.samples import sample_case_path
+from napari_lrp.widgets._layers import ABS_NAME, GROUND_TRUTH_NAME, PREDICTION_NAME, SUM_NAME, relevance_name
+
+MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
+
+
+def _wait(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def _dock(viewer, name):
+    _dw, widget = viewer.window.add_plugin_dock_widget("napari-lrp", name)
+    return widget
+
+
+def _settle(qtbot):
+    qtbot.wait(50)  # deferred layer clean-up after an insertion runs on the event loop
+
+
+def _assert_case_on_screen(viewer, case_dir):
+    """Every case layer holds ``case_dir``'s data; one case only; outlines and mm units everywhere."""
+    case = nl.load_case(case_dir)
+    names = [ly.name for ly in viewer.layers]
+    assert names[:7] == MODS + [GROUND_TRUTH_NAME], names
+    assert not any("[" in n for n in names), names
+    for m in MODS:
+        layer = viewer.layers[m]
+        assert isinstance(layer, Image)
+        np.testing.assert_array_equal(layer.data, case.channel(m))
+        np.testing.assert_allclose(layer.scale, case.spacing)
+    gt = viewer.layers[GROUND_TRUTH_NAME]
+    assert isinstance(gt, Labels) and gt.contour == 1
+    np.testing.assert_array_equal(gt.data, case.label)
+    assert gt.metadata["label_file"].startswith("VSD.Brain.XX.O.OT")
+    for ly in viewer.layers:
+        assert tuple(str(u) for u in ly.units) == ("millimeter",) * 3, (ly.name, ly.units)
+    return case
+
+
+@pytest.fixture
+def plugin_viewer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lrp", "stroke_case_1")
+    rel = _dock(viewer, "Relevance")
+    inc = _dock(viewer, "Inclusivity and sweeps")
+    _settle(qtbot)
+    return viewer, rel, inc
+
+
+def test_load_and_two_runs_draw_relevance_in_colour_at_the_case_spacing(plugin_viewer, qtbot):
+    viewer, rel, inc = plugin_viewer
+    assert type(rel._viewer).__name__ == "PublicOnlyProxy"  # what the Plugins menu hands a widget
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rel.load()
+        _wait(qtbot, rel)
+        rel.run()
+        _wait(qtbot, rel)
+        exp = rel.session.explanation
+        assert exp is not None, rel.status.value
+        first = {m: viewer.layers[relevance_name(m)] for m in MODS}
+        rel.table.set_row("encoders.3", "clamp", 0.0, 0.2)
+        rel.run()
+        _wait(qtbot, rel)
+        inc.alpha.value = 0.3
+        inc.update_now()
+    assert not [w for w in caught if "Inconsistent units" in str(w.message)]
+    case = _assert_case_on_screen(viewer, sample_case_path(1))
+    for name in [relevance_name(m) for m in MODS] + [SUM_NAME, ABS_NAME]:
+        layer = viewer.layers[name]
+        assert isinstance(layer, Image)
+        np.testing.assert_allclose(layer.scale, case.spacing)
+        if name != ABS_NAME:
+            assert layer.colormap.name == "lrp bwr" and layer.opacity == pytest.approx(0.7)
+            lo, hi = layer.contrast_limits
+            assert lo == -hi
+    assert all(viewer.layers[relevance_name(m)] is first[m] for m in MODS)  # updated in place
+    assert not viewer.layers[relevance_name("MTT")].visible and viewer.layers[SUM_NAME].visible
+    assert viewer.layers[SUM_NAME].colorbar.visible
+    assert isinstance(viewer.layers[PREDICTION_NAME], Labels) and viewer.layers[PREDICTION_NAME].contour == 1
+    assert viewer.dims.nsteps[0] == case.shape[0]  # the slice slider has the case's slices
+    assert rel.status.value.startswith("case_01: ") and "Dice" in rel.status.value
+    assert inc.status.value.startswith("case_01: heatmap")
+    assert inc.coefficients is not None
+
+
+def test_a_second_case_by_folder_replaces_everything(plugin_viewer, qtbot):
+    viewer, rel, _inc = plugin_viewer
+    rel.run()
+    _wait(qtbot, rel)
+    rel.case_path.value = str(sample_case_path(2))
+    rel.load()
+    _wait(qtbot, rel)
+    case2 = _assert_case_on_screen(viewer, sample_case_path(2))
+    assert rel.status.value.startswith("case_02: ")
+    pred = viewer.layers[PREDICTION_NAME]
+    assert pred.metadata["napari_lrp_case"].startswith("case_02|")
+    d = nl.metrics.dice(pred.data, case2.ground_truth, 1)
+    assert f"Dice {d:.3f}" in rel.status.value
+    assert SUM_NAME not in viewer.layers  # case 1's relevance is gone with case 1
+    assert rel.session.explanation is None
+
+
+def test_a_typed_folder_is_loaded_before_run_and_a_failed_load_explains_nothing(plugin_viewer, qtbot, tmp_path):
+    viewer, rel, _inc = plugin_viewer
+    rel.case_path.value = str(sample_case_path(3))
+    rel.run()  # no Load: the typed case is loaded first, then explained
+    _wait(qtbot, rel)
+    assert rel.session.explanation.case.name == "case_03"
+    _assert_case_on_screen(viewer, sample_case_path(3))
+    np.testing.assert_allclose(viewer.layers[SUM_NAME].data, rel.session.explanation.relevance.sum(0))
+    bad = tmp_path / "case_bad"
+    bad.mkdir()
+    rel.case_path.value = str(bad)
+    rel.load()
+    _wait(qtbot, rel)
+    assert rel.status.value.startswith("error: ") and "case_bad" in rel.status.value
+    before = rel.session.explanation
+    rel.run()  # the failed folder is tried again, never the old case explained under the new name
+    _wait(qtbot, rel)
+    assert rel.status.value.startswith("error: ") and "case_bad" in rel.status.value
+    assert rel.session.explanation is before
+    _assert_case_on_screen(viewer, sample_case_path(3))
+
+
+def test_a_second_sample_replaces_the_first(plugin_viewer, qtbot):
+    viewer, rel, _inc = plugin_viewer
+    rel.run()
+    _wait(qtbot, rel)
+    viewer.open_sample("napari-lrp", "stroke_case_2")
+    _settle(qtbot)
+    _assert_case_on_screen(viewer, sample_case_path(2))
+    assert len([ly for ly in viewer.layers if isinstance(ly, Image)
+                and ly.metadata.get("napari_lrp_role") == "image"]) == 6
+    assert SUM_NAME not in viewer.layers and PREDICTION_NAME not in viewer.layers
+    rel.run()
+    _wait(qtbot, rel)
+    assert rel.session.explanation.case.name == "case_02"
+
+
+def test_radiological_view_by_default_on_every_path(plugin_viewer, qtbot):
+    viewer, rel, _inc = plugin_viewer
+    assert tuple(str(v.value) if hasattr(v, "value") else v for v in viewer.camera.orientation2d) == ("up", "left")
+    text = viewer.canvas.overlays["text"]
+    assert text.visible and "radiological" in text.text and "yellow = prediction" in text.text
+    rel.orientation.value = "neurological"
+    assert tuple(str(getattr(v, "value", v)) for v in viewer.camera.orientation2d) == ("up", "right")
+    rel._toggle_3d()
+    assert viewer.dims.ndisplay == 3
+    rel._toggle_3d()
+    assert viewer.dims.ndisplay == 2
+
+
+def test_both_docks_fit_a_1600x1000_screen(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-lrp", "stroke_case_1")
+    rel = _dock(viewer, "Relevance")
+    _dock(viewer, "Inclusivity and sweeps")
+    rel.set_status("error: " + "a very long message that names a file deep in a folder tree " * 12)
+    qtbot.wait(50)
+    window = viewer.window._qt_window
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1600 and hint.height() <= 1000, (hint.width(), hint.height())
+    window.resize(1600, 1000)
+    qtbot.wait(50)
+    assert window.width() <= 1600 and window.height() <= 1000
+
+
+def _controls(container):
+    for c in container:
+        if type(c).__name__ == "Container":
+            yield from _controls(c)
+        elif type(c).__name__ != "Label":
+            yield c
+
+
+def test_every_control_explains_itself(plugin_viewer):
+    _viewer, rel, inc = plugin_viewer
+    controls = [c for w in (rel, inc) for c in _controls(w.panel)]
+    missing = [c.label or getattr(c, "text", "") or c.name for c in controls if not c.tooltip]
+    assert len(controls) > 30 and not missing, missing
+    assert rel.table.toolTip() and "normalised by its maximum" in rel.table.toolTip()
