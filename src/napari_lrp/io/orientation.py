@@ -12,6 +12,7 @@ is what radiology viewers show as "scanner aligned"; voxel indices always round-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import nibabel as nib
 import numpy as np
@@ -28,7 +29,7 @@ class Grid:
     shape: tuple[int, int, int]
     header: nib.Nifti1Header | None = field(default=None, compare=False, repr=False)
 
-    @property
+    @cached_property
     def ornt(self) -> np.ndarray:
         """nibabel orientation of the file's axes relative to RAS+."""
         return ornts.io_orientation(self.affine)

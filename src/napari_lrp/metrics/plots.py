@@ -8,6 +8,10 @@ from matplotlib.figure import Figure
 
 __all__ = ["inclusivity_figure", "signal_figure", "mean_power_figure", "perturbation_figure"]
 
+#: bar colours that read on napari's dark and light themes alike
+INPUT_COLOUR = "#4db8ff"
+TRUTH_COLOUR = "#ffa040"
+
 
 def _settings(table: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(table["setting"]))
@@ -21,15 +25,15 @@ def inclusivity_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure
     names = _settings(table)
     mean = table[table.channel == "mean"].set_index("setting").loc[names]
     pos = np.arange(len(names))
-    ax1.bar(pos - 0.2, mean["input_inclusivity"], 0.4, label="input")
-    ax1.bar(pos + 0.2, mean["groundtruth_inclusivity"], 0.4, label="ground truth")
+    ax1.bar(pos - 0.2, mean["input_inclusivity"], 0.4, label="input", color=INPUT_COLOUR)
+    ax1.bar(pos + 0.2, mean["groundtruth_inclusivity"], 0.4, label="ground truth", color=TRUTH_COLOUR)
     ax1.set_ylabel("mean D")
     ax1.legend(fontsize="small")
     ch = table[table.channel != "mean"]
     data = [ch[ch.setting == s]["groundtruth_inclusivity"].dropna().values for s in names]
     ax2.boxplot(data, positions=pos)
     ax2.set_ylabel("GT D per channel")
-    ax2.set_xticks(pos, names, rotation=60, fontsize="small")
+    ax2.set_xticks(pos, names, rotation=70, fontsize="x-small", ha="right", rotation_mode="anchor")
     fig.tight_layout()
     return fig
 

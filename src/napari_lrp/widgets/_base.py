@@ -58,6 +58,17 @@ class DockPanel(QScrollArea):
     def add_native(self, qwidget) -> None:
         self.panel.native.layout().addWidget(qwidget)
 
+    def place_native_before(self, qwidget, widget) -> None:
+        """Move a Qt widget added with :meth:`add_native` to just above the magicgui ``widget``."""
+        layout = self.panel.native.layout()
+        layout.removeWidget(qwidget)
+        for i in range(layout.count()):
+            item = layout.itemAt(i).widget()
+            if item is not None and (item is widget.native or item.isAncestorOf(widget.native)):
+                layout.insertWidget(i, qwidget)
+                return
+        layout.addWidget(qwidget)
+
     # ---- status and errors --------------------------------------------------------------------
     def set_status(self, text: str) -> None:
         self.status.value = text

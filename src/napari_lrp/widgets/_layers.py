@@ -26,8 +26,8 @@ SUM_NAME = "R sum"
 ABS_NAME = "|R| sum (3D)"
 PREDICTION_NAME = "prediction"
 GROUND_TRUTH_NAME = "ground truth"
-LEGEND = ("outlines: yellow = prediction, cyan = ground truth;  relevance: red = for the class, "
-          "blue = against, transparent = none")
+LEGEND = ("outlines: yellow = prediction, cyan (wide) = ground truth\n"
+          "relevance: red = for the class, blue = against, transparent = none")
 
 
 def _relevance_colormap():
@@ -40,11 +40,12 @@ def _relevance_colormap():
     return Colormap(colors=colors, controls=[0.0, 0.3, 0.5, 0.7, 1.0], name="lrp bwr")
 
 
-def outline(layer, color: str) -> None:
-    """Show a binary Labels layer as a coloured outline, so the relevance underneath stays visible."""
+def outline(layer, color: str, thickness: int = 1) -> None:
+    """Show a binary Labels layer as a coloured outline, so the relevance underneath stays visible (the
+    ground truth is drawn 2 px wide under the 1 px prediction, so both show where they coincide)."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    layer.contour = 1
+    layer.contour = thickness
     layer.colormap = DirectLabelColormap(color_dict={None: color, 0: "transparent"})
 
 
@@ -52,7 +53,12 @@ def relevance_name(modality: str) -> str:
     return f"R {modality}"
 
 
-def symmetric_limit(R: np.ndarray, percentile: float = 99.5) -> float:
+#: the default colour limit: this percentile of |R| over non-zero voxels (the sample's lesion keeps its
+#: structure; 99.5 saturated it into a uniform disk)
+DEFAULT_PERCENTILE = 99.9
+
+
+def symmetric_limit(R: np.ndarray, percentile: float = DEFAULT_PERCENTILE) -> float:
     """Half-width of symmetric contrast limits: the given percentile of |R| over non-zero voxels."""
     a = np.abs(R[R != 0])
     if a.size == 0:
@@ -83,6 +89,12 @@ def _apply_pending(viewer, layer) -> None:
             setattr(layer, key, value)
 
 
+def _same_metadata(old, new) -> bool:
+    return old.keys() == new.keys() and all(old[k] is new[k] or (type(old[k]) is type(new[k]) and
+                                                                 not hasattr(new[k], "shape") and old[k] == new[k])
+                                            for k in new)
+
+
 def _upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, **kwargs):
     """Update the layer ``name`` in place (same kind and shape) or add it; returns the layer.
 
@@ -96,8 +108,10 @@ def _upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, 
             if lazy and id(layer) not in state.watched:
                 state.watched.add(id(layer))
                 layer.events.visible.connect(lambda e, ly=layer: _apply_pending(viewer, ly) if ly.visible else None)
-            state.pending[id(layer)] = {"data": data, **{k: kwargs[k] for k in ("contrast_limits", "metadata")
-                                                         if k in kwargs}}
+            update = {"data": data, **{k: kwargs[k] for k in ("contrast_limits", "metadata") if k in kwargs}}
+            if "metadata" in update and _same_metadata(layer.metadata, update["metadata"]):
+                del update["metadata"]
+            state.pending[id(layer)] = update
             if not (lazy and not layer.visible):
                 _apply_pending(viewer, layer)
             return layer
@@ -147,8 +161,8 @@ def keep_one_case(viewer) -> None:
         base = _base_name(ly.name)
         if ly.metadata.get(CASE) == newest and base != ly.name and base not in viewer.layers:
             ly.name = base
-        if ly.metadata.get(ROLE) == "label" and ly.contour != 1:
-            outline(ly, "cyan")
+        if ly.metadata.get(ROLE) == "label" and ly.contour != 2:
+            outline(ly, "cyan", 2)
     if newest != state.case_key:
         state.case_key = newest
         session_for(viewer).case_changed.emit(None)
@@ -197,15 +211,15 @@ def show_case(viewer, case) -> list:
             viewer.layers.remove(layer)
         layer = viewer.add_image(data, **meta) if kind == "image" else viewer.add_labels(data, **meta)
         if kind == "labels":
-            outline(layer, "cyan")
+            outline(layer, "cyan", 2)
         out.append(layer)
     state.case_key = key
     apply_orientation(viewer)
     return out
 
 
-def _derived_meta(case, role: str, **extra) -> dict:
-    kw = case.grid.layer_kwargs()
+def _derived_meta(case, role: str, kw: dict | None = None, **extra) -> dict:
+    kw = case.grid.layer_kwargs() if kw is None else kw
     return dict(kw["metadata"], **{ROLE: role, CASE: case_key(case)}, **extra)
 
 
@@ -221,7 +235,7 @@ def show_prediction(viewer, prediction: np.ndarray, case):
 
 
 def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, lazy: bool = False,
-                   percentile: float = 99.5) -> list:
+                   percentile: float = DEFAULT_PERCENTILE) -> list:
     """One layer per modality plus the channel sum (bwr, symmetric limits at ``percentile`` of |R|,
     translucent, with its colour bar) and |R| for 3D. lazy=True: hidden relevance layers are updated when
     they are shown (the heatmap slider uses it)."""
@@ -235,7 +249,7 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
         return (-m, m)
 
     for c, mod in enumerate(modalities):
-        meta = _derived_meta(case, "relevance", relevance_of=mod)
+        meta = _derived_meta(case, "relevance", kw, relevance_of=mod)
         exists = relevance_name(mod) in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
                                    "colormap": _relevance_colormap(), **common}
@@ -244,7 +258,7 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
     exists = SUM_NAME in viewer.layers
     extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(), **common}
     sum_layer = _upsert(viewer, SUM_NAME, total, "image", contrast_limits=limits(total),
-                        metadata=_derived_meta(case, "relevance", relevance_of="sum"), **extra)
+                        metadata=_derived_meta(case, "relevance", kw, relevance_of="sum"), **extra)
     if not exists:
         sum_layer.colorbar.visible = True
     layers.append(sum_layer)
@@ -254,16 +268,29 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
     a = np.abs(total)
     layers.append(_upsert(viewer, ABS_NAME, a, "image", lazy=lazy,
                           contrast_limits=lambda: (0, symmetric_limit(a, percentile)),
-                          metadata=_derived_meta(case, "relevance", relevance_of="abs sum"), **extra))
+                          metadata=_derived_meta(case, "relevance", kw, relevance_of="abs sum"), **extra))
+    if not exists:
+        outlines_on_top(viewer)
+        viewer.layers.selection.active = sum_layer  # its controls (contrast, opacity) in the layer panel
     return layers
 
 
-def show_explanation(viewer, explanation, relevance: np.ndarray | None = None, add_case: bool = True) -> list:
-    """The layers the widgets add: anatomy and ground truth, prediction, relevance (optionally filtered)."""
+def outlines_on_top(viewer) -> None:
+    """The prediction and ground-truth outlines above the relevance overlays, so both stay visible."""
+    for role in ("label", "prediction"):
+        for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == role]:
+            viewer.layers.move(viewer.layers.index(ly), len(viewer.layers))
+
+
+def show_explanation(viewer, explanation, relevance: np.ndarray | None = None, add_case: bool = True,
+                     lazy: bool = False, with_relevance: bool = True) -> list:
+    """The layers the widgets add: anatomy and ground truth, prediction, relevance (optionally filtered;
+    lazy=True updates hidden relevance layers when they are shown)."""
     layers = show_case(viewer, explanation.case) if add_case else []
     layers.append(show_prediction(viewer, explanation.prediction, explanation.case))
-    R = explanation.relevance if relevance is None else relevance
-    layers += show_relevance(viewer, R, explanation.modalities, explanation.case)
+    if with_relevance:
+        R = explanation.relevance if relevance is None else relevance
+        layers += show_relevance(viewer, R, explanation.modalities, explanation.case, lazy=lazy)
     return layers
 
 
@@ -276,7 +303,7 @@ def show_3d(viewer, on: bool = True) -> None:
             ly.visible = on
         elif role in ("label", "prediction"):
             ly.visible = not on
-            ly.contour = 0 if on else 1  # napari draws no contours in 3D (and warns about them)
+            ly.contour = 0 if on else (2 if role == "label" else 1)  # napari draws no contours in 3D
         elif role == "relevance" and ly.name == SUM_NAME:
             ly.visible = not on
         elif role == "image" and ly is _first_image(viewer):

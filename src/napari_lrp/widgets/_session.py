@@ -54,6 +54,9 @@ class Session:
         self.model_key: tuple[str, str] | None = None
         self.explanation = None
         self.loaded_path: str | None = None
+        self.relevance_shown = False
+        #: {layer name: mean power} of the current explanation, computed with it off the main thread
+        self.layer_power: dict | None = None
         self.layers = LayerState()
 
     # ---- decisions -------------------------------------------------------------------------
@@ -83,14 +86,18 @@ class Session:
             self.loaded_path = loaded_path
         if changed:
             self.explanation = None
+            self.layer_power = None
             self.case_changed.emit(case)
 
     def set_model(self, model, path: str, device: str) -> None:
         self.model, self.model_key = model, (path, device)
 
-    def set_explanation(self, exp) -> None:
+    def set_explanation(self, exp) -> bool:
+        """Make ``exp`` current; returns whether a listener (the Inclusivity widget) showed its relevance."""
         self.explanation = exp
+        self.relevance_shown = False
         self.explanation_changed.emit(exp)
+        return self.relevance_shown
 
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

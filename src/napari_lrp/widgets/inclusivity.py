@@ -14,7 +14,7 @@ from ..metrics import input_mask, layer_mean_power, measure
 from ..metrics.plots import inclusivity_figure, signal_figure
 from ..sweep import sweep
 from ._base import DockPanel, ThemedCanvas
-from ._layers import show_relevance
+from ._layers import DEFAULT_PERCENTILE, show_relevance
 
 THROTTLE_MS = 30
 #: where results go by default: a folder in the user's home, never the process's working directory
@@ -67,7 +67,8 @@ class InclusivityWidget(DockPanel):
         self.alpha = FloatSlider(label="alpha", min=0.0, max=1.0, step=0.01, value=1.0,
                                  tooltip="alpha as a fraction of the maximum |relevance|; the table and the "
                                          "layers follow at once.")
-        self.percentile = FloatSpinBox(label="colour limit (%)", min=50.0, max=100.0, step=0.5, value=99.5,
+        self.percentile = FloatSpinBox(label="colour limit (%)", min=50.0, max=100.0, step=0.1,
+                                       value=DEFAULT_PERCENTILE,
                                        tooltip="The colour scale saturates at this percentile of |relevance| "
                                                "(100: the maximum); lower it to see weak relevance, raise it "
                                                "to see the peak's structure.")
@@ -117,6 +118,7 @@ class InclusivityWidget(DockPanel):
         self.sweep_table = None
         self.updates = 0  # how many times the table was recomputed
         self._mask_key, self._mask = None, None
+        self._truth_of, self._truth = None, None
         self._busy_controls = [self.sweep_button]
         self._timer = QTimer()
         self._timer.setSingleShot(True)
@@ -157,7 +159,8 @@ class InclusivityWidget(DockPanel):
         self.set_status("a new case is on screen: run the Relevance widget")
 
     def _on_explanation(self, exp):
-        mp = layer_mean_power(exp) if exp.kept else {}
+        mp = self.session.layer_power if self.session.layer_power is not None else (
+            layer_mean_power(exp) if exp.kept else {})
         self.mp_table.value = {"data": [[_fmt(v)] for v in mp.values()], "index": list(mp),
                                "columns": ["mean power"]}
         self.sweep_table = None
@@ -171,11 +174,14 @@ class InclusivityWidget(DockPanel):
             return
         R = self.filtered_relevance()
         show_relevance(self._viewer, R, exp.modalities, exp.case, lazy=True, percentile=self.percentile.value)
+        self.session.relevance_shown = True
         self.updates += 1
         key = (exp.case, tuple(exp.modalities), self.tau_x.value)
         if self._mask_key is None or self._mask_key[0] is not exp.case or self._mask_key[1:] != key[1:]:  # the image mask changes with the case and tau_x, not with the filter
             self._mask_key, self._mask = key, input_mask(exp.input_image, self.tau_x.value)
-        t = measure(R, exp.input_image, exp.case.ground_truth, exp.modalities, self.tau_r.value, self.tau_x.value,
+        if self._truth_of is not exp.case:  # the ground truth changes with the case, not with the filter
+            self._truth_of, self._truth = exp.case, exp.case.ground_truth
+        t = measure(R, exp.input_image, self._truth, exp.modalities, self.tau_r.value, self.tau_x.value,
                     image_mask=self._mask)
         self.coefficients = t
         cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]

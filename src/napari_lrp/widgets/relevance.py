@@ -16,7 +16,7 @@ from ..lrp.blocks import block_names
 from ..lrp.engine import Cancelled
 from ..lrp.filters import FILTER_KINDS, Filter, make_filter
 from ..lrp.presets import PRESETS
-from ..metrics import dice
+from ..metrics import dice, layer_mean_power
 from ..models import available_devices, load_model
 from ..samples import sample_case_path, sample_model_path
 from ._base import DockPanel
@@ -54,8 +54,9 @@ class FilterRow(Container):
         self.a2 = FloatSpinBox(value=a2, min=0, max=10, step=0.01, label="",
                                tooltip="alpha2: upper bound of |relevance| as a fraction of its maximum "
                                        "(pass, clamp), or the factor A of amplify")
+        self.a1.label, self.a2.label = "α1", "α2 / A"
         super().__init__(widgets=[self.kind, self.a1, self.a2], layout="horizontal", label=label,
-                         labels=False)
+                         labels=True)
         self.margins = (0, 0, 0, 0)
 
     def filter(self, scope="sample", signs="joint") -> Filter | None:
@@ -206,9 +207,10 @@ class RelevanceWidget(DockPanel):
                  bulk_buttons)
         self.table = LayerFilterTable()
         self.add_native(self.table)
-        self.add(Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False),
-                 self.status, Container(widgets=[self.orientation, self.view_3d], layout="horizontal"),
+        run_row = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
+        self.add(run_row, self.status, Container(widgets=[self.orientation, self.view_3d], layout="horizontal"),
                  self.inspect, self.inspect_button)
+        self.place_native_before(self.table, run_row)  # the filter table above Run, after the bulk buttons
         self._busy_controls = [self.run_button, self.load_button]
         self.load_button.changed.connect(self.load)
         self.run_button.changed.connect(self.run)
@@ -385,12 +387,14 @@ class RelevanceWidget(DockPanel):
         def work():
             c = loader() if loader is not None else case
             m = get_model()
-            return explain(m, c, progress=progress, **kw), path, mpath, device
+            exp = explain(m, c, progress=progress, **kw)
+            return exp, layer_mean_power(exp) if exp.kept else {}, path, mpath, device  # measures off the main thread
 
         self.start(create_worker(work, _ignore_errors=True), self._finished)
 
     def _finished(self, result):
-        exp, path, mpath, device = result
+        exp, power, path, mpath, device = result
+        self.session.layer_power = power
         new_model = self.session.model is not exp.model
         if path is not None:
             self._show_case(exp.case, path)
@@ -399,8 +403,9 @@ class RelevanceWidget(DockPanel):
         self.session.set_model(exp.model, mpath, device)
         if new_model or self.table.rowCount() == 0:
             self.table.set_layers(exp.model.network, None, block_names(exp.model.network))
-        self.session.set_explanation(exp)
-        show_explanation(self._viewer, exp, add_case=path is not None)
+        show_explanation(self._viewer, exp, add_case=path is not None, with_relevance=False)
+        if not self.session.set_explanation(exp):  # no Inclusivity widget drew the relevance
+            show_explanation(self._viewer, exp, add_case=False, lazy=True)
         self.inspect.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
         self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}")
