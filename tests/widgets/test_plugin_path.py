@@ -191,3 +191,21 @@ def test_every_control_explains_itself(plugin_viewer):
     missing = [c.label or getattr(c, "text", "") or c.name for c in controls if not c.tooltip]
     assert len(controls) > 30 and not missing, missing
     assert rel.table.toolTip() and "normalised by its maximum" in rel.table.toolTip()
+
+
+def test_cancelled_load_and_background_dice_say_so(plugin_viewer, qtbot):
+    viewer, rel, inc = plugin_viewer
+    before = [(ly.name, ly.data.shape) for ly in viewer.layers]
+    rel.case_path.value = str(sample_case_path(2))
+    rel.load()
+    rel.cancel()
+    _wait(qtbot, rel)
+    assert rel.status.value == "cancelled"
+    assert [(ly.name, ly.data.shape) for ly in viewer.layers] == before
+    case = nl.load_case(sample_case_path(1))
+    rel.target_class.value = 0
+    rel._show_dice(case.label, case, "test")
+    assert rel.status.value == "case_01: test; Dice n/a (class 0 is the background)"
+    assert str(inc.save_dir.value).startswith(str(__import__("pathlib").Path.home()))
+    assert str(inc.csv_path.value).endswith("sweep.csv")
+    assert inc.figure.texts and "Sweep draws" in inc.figure.texts[0].get_text()  # no blank white plot

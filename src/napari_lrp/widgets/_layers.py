@@ -297,6 +297,8 @@ def show_explanation(viewer, explanation, relevance: np.ndarray | None = None, a
 def show_3d(viewer, on: bool = True) -> None:
     """One step to a readable 3D view: |R| as a maximum-intensity volume, the anatomy faint, outlines and
     the 2D overlays hidden; ``on=False`` goes back to 2D."""
+    if not on:
+        viewer.dims.ndisplay = 2  # before the outlines' contours return (napari draws none in 3D)
     for ly in viewer.layers:
         role = ly.metadata.get(ROLE)
         if ly.name == ABS_NAME:
@@ -309,8 +311,8 @@ def show_3d(viewer, on: bool = True) -> None:
         elif role == "image" and ly is _first_image(viewer):
             ly.opacity = 0.25 if on else 1.0
             ly.visible = True
-    viewer.dims.ndisplay = 3 if on else 2
     if on:
+        viewer.dims.ndisplay = 3
         viewer.camera.angles = (0, -60, 90)
     viewer.reset_view()
 
