@@ -54,7 +54,10 @@ def test_lrp_imports_only_torch_numpy_and_itself():
 
 
 def test_the_core_never_imports_napari_or_qt():
-    core = [p for p in FILES if not p.is_relative_to(SRC / "widgets") and p.name not in ("cli.py", "__init__.py")]
+    # the core of DESIGN section 2: io, models, lrp, metrics, batch and the pipeline above lrp; the widgets,
+    # the npe2 glue (_npe2.py), the CLI's demo and the package's nl.show may reach napari
+    glue = ("cli.py", "__init__.py", "_npe2.py")
+    core = [p for p in FILES if not p.is_relative_to(SRC / "widgets") and not (p.parent == SRC and p.name in glue)]
     for path in core:
         for target, _names in _imports(path):
             assert target.split(".")[0] not in GUI, f"{path.relative_to(SRC)} imports {target}"
