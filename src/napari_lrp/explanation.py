@@ -179,6 +179,8 @@ class Explanation:
             "target_class": self.target_class,
             "model": {"path": self.model.path, "sha256": self.model.sha256, "name": self.model.card.name},
             "case": {"name": self.case.name, "files": list(self.case.files)},
+            "ledger": {"start": self.ledger.start, "end": self.ledger.end, "unaccounted": self.ledger.unaccounted,
+                       "unhandled_operations": dict(self.ledger.unhandled)},
             "versions": {"napari_lrp": package_version(), "torch": torch.__version__, "monai": monai.__version__,
                          "nibabel": nibabel.__version__, "numpy": np.__version__},
         }
@@ -249,7 +251,7 @@ def _needs_ground_truth(target) -> bool:
 
 def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filter] | None = None,
             target="region", target_class: int | None = None, rules: Mapping | None = None, keep=None,
-            progress: Callable[[int, int], None] | None = None, settings=None) -> Explanation:
+            progress: Callable[[int, int], None] | None = None, settings=None, strict: bool = False) -> Explanation:
     """Explain ``model``'s segmentation of ``case``.
 
     preset: a name of ``napari_lrp.lrp.PRESETS`` ('paper', 'epsilon-gamma-box', 'epsilon-plus-flat',
@@ -257,7 +259,8 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     module name | glob: Filter}; target: 'region' (predicted region of the class), 'groundtruth', 'output',
     a mask (Z, Y, X) or a voxel (z, y, x); target_class: default the card's. settings: a settings JSON
     (path or dict) written by :func:`save_settings`, which fills the other arguments. One forward pass;
-    ``refilter`` reuses it.
+    ``refilter`` reuses it. An operation without a rule on the relevance path warns with its name
+    (``ledger.unaccounted`` shows its cost); ``strict=True`` raises instead.
     """
     if settings is not None:
         kw = load_settings(settings)
@@ -266,7 +269,8 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     m = _as_model(model, case)
     cls = m.card.target_class if target_class is None else int(target_class)
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
-    prop = Propagation(prep.network, prep.x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset)
+    prop = Propagation(prep.network, prep.x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset,
+                       strict=strict)
     logits = prep.crop(prop.output)
     if not 0 <= cls < logits.shape[1]:
         raise ValueError(f"target class {cls} does not exist; the model has {logits.shape[1]} output channels")

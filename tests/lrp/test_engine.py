@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -375,3 +376,74 @@ def test_lrp0_equals_gradient_times_input_to_round_off_on_an_odd_concat_unet():
                     rules={t: Epsilon(1e-9) for t in (nn.Conv3d, nn.ConvTranspose3d)})
     print(f"LRP-0 vs gradient x input: {err:.2e} of max |R| (absolute 1e-9 stabiliser: "
           f"{float((old - want).abs().max()) / scale:.2e})")
+
+
+class _Gated(nn.Module):
+    """An attention-gate-like product of two activations: no rule covers it."""
+
+    def __init__(self):
+        super().__init__()
+        self.signal = nn.Conv3d(1, 2, 1, bias=False)
+        self.gate = nn.Conv3d(1, 2, 1, bias=False)
+
+    def forward(self, x):
+        return self.signal(x) * torch.sigmoid(self.gate(x))
+
+
+def test_an_operation_without_a_rule_is_named_and_strict_refuses_it():
+    from napari_lrp.lrp.engine import UnhandledOperationError, UnhandledOperationWarning
+
+    net = _Gated().double().eval()
+    x = torch.rand(1, 1, 3, 3, 3, dtype=torch.float64)
+    start = net(x).detach()
+    with pytest.warns(UnhandledOperationWarning, match=r"no rule for these operations in _Gated's forward: mul \(x1\)"):
+        R, ledger = propagate(net, x, start, return_ledger=True)
+    assert ledger.unhandled == {"mul": 1}
+    # the product was crossed as a gradient: the share of the start no rule accounted for is visible
+    want = (ledger.start - ledger.end - ledger.absorbed) / abs(ledger.start)
+    assert ledger.unaccounted == pytest.approx(want) and abs(ledger.unaccounted) > 1e-3
+    assert ledger.balance_error == ledger.unaccounted
+    with pytest.raises(UnhandledOperationError, match="mul"):
+        propagate(net, x, start, strict=True)
+
+
+def test_known_networks_raise_no_unhandled_warning():
+    import warnings
+
+    from napari_lrp.lrp.engine import UnhandledOperationWarning
+
+    for name, (make, shape) in NETWORKS.items():
+        net = make().double().eval()
+        x = torch.rand(shape, dtype=torch.float64)
+        if name == "UNet-res":
+            x = x[:, :, :20]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UnhandledOperationWarning)
+            _R, ledger = propagate(net, x, net(x).detach(), rules="paper", return_ledger=True, strict=True)
+        assert ledger.unhandled == {}
+
+
+def test_output_index_selects_one_output_of_a_tuple_or_dict():
+    torch.manual_seed(0)
+    conv = nn.Conv3d(2, 2, 3, padding=1, bias=False).double().eval()
+
+    class Deep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            y = self.conv(x)
+            return (y, y[:, :, ::2]) if not getattr(self, "as_dict", False) else {"seg": y, "aux": y[:, :, ::2]}
+
+    x = torch.rand(1, 2, 4, 4, 4, dtype=torch.float64)
+    start = conv(x).detach()
+    want = propagate(conv, x, start)
+    deep = Deep().eval()
+    np.testing.assert_allclose(propagate(deep, x, start, output_index=0).numpy(), want.numpy(), rtol=1e-12)
+    with pytest.raises(TypeError, match="output_index"):
+        propagate(deep, x, start)
+    deep.as_dict = True
+    np.testing.assert_allclose(propagate(deep, x, start, output_index="seg").numpy(), want.numpy(), rtol=1e-12)
+    with pytest.raises(TypeError, match=r"output_index='nope' does not select an output"):
+        propagate(deep, x, start, output_index="nope")

@@ -42,10 +42,12 @@ from .types import (
     LINEAR_TYPES,
     MAXPOOL_FUNCTIONS,
     PASS_FUNCTIONS,
+    ROUTING_FUNCTIONS,
     SUB_FUNCTIONS,
 )
 
-__all__ = ["Propagation", "PropagationResult", "propagate", "Cancelled"]
+__all__ = ["Propagation", "PropagationResult", "propagate", "Cancelled", "UnhandledOperationWarning",
+           "UnhandledOperationError"]
 
 
 @contextlib.contextmanager
@@ -64,6 +66,34 @@ def _full_precision(device: torch.device):
 
 class Cancelled(RuntimeError):
     """Raised (through the progress callback) when the user cancels a propagation."""
+
+
+class UnhandledOperationWarning(UserWarning):
+    """The forward pass used an operation on the relevance path that no rule covers (e.g. ``a * b``)."""
+
+
+class UnhandledOperationError(TypeError):
+    """``strict=True`` and the forward pass used an operation no rule covers."""
+
+
+def _op_name(func) -> str:
+    return getattr(func, "__name__", None) or repr(func)
+
+
+def _is_autograd_function(func) -> bool:
+    owner = getattr(func, "__self__", None)
+    return isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
+
+
+def _any_in_graph(args, kwargs) -> bool:
+    def walk(v):
+        if isinstance(v, torch.Tensor):
+            return v.grad_fn is not None
+        if isinstance(v, (list, tuple)):
+            return any(walk(a) for a in v)
+        return False
+
+    return walk(args) or any(walk(v) for v in kwargs.values())
 
 
 RulesArg = str | Mapping | None
@@ -173,7 +203,12 @@ class _FunctionalRules(TorchFunctionMode):
                 rule = Epsilon(0.0) if func in LINEAR_MAP_FUNCTIONS else WinnerTakesAll()
                 return eng._wrap_functional(rule, func, x, out)
             return out
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if func not in ROUTING_FUNCTIONS and not _is_autograd_function(func) and _in_graph(out) \
+                and _any_in_graph(args, kwargs):
+            name = _op_name(func)
+            eng.unhandled[name] = eng.unhandled.get(name, 0) + 1
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,8 +241,12 @@ class Propagation:
     """
 
     def __init__(self, module: nn.Module, x: torch.Tensor, rules: RulesArg = "lrp0", bounds=None,
-                 preset: str | None = None):
+                 preset: str | None = None, strict: bool = False, output_index=None):
         self.module = module
+        self.strict = strict
+        self.output_index = output_index
+        #: {operation name: calls} on the relevance path that no rule covers (crossed as a plain gradient)
+        self.unhandled: dict[str, int] = {}
         if isinstance(rules, str):
             preset, rules = rules, {}
         self.preset = get_preset(preset or "lrp0", bounds)
@@ -273,12 +312,20 @@ class Propagation:
             with torch.enable_grad(), _full_precision(x.device), _FunctionalRules(self):
                 out = module(_TapFn.apply(self.x, self, "", "root"))
                 self._folding.flush()
+            if self.output_index is not None and not isinstance(out, torch.Tensor):
+                try:
+                    out = out[self.output_index]
+                except (KeyError, IndexError, TypeError) as exc:
+                    raise TypeError(f"output_index={self.output_index!r} does not select an output of "
+                                    f"{type(module).__name__} ({type(out).__name__}): {exc}") from None
             if not isinstance(out, torch.Tensor):
-                raise TypeError(f"the module returned {type(out).__name__}; LRP needs a single output tensor")
+                raise TypeError(f"the module returned {type(out).__name__}; LRP needs a single output tensor: "
+                                "pass output_index= (e.g. 0 for the first of a list, or a dict key)")
             if not _in_graph(out):
                 raise ValueError("the module output does not depend on its input; nothing to propagate")
             self.out = out
             self.output = out.detach()
+            self._report_unhandled()
         finally:
             for h in handles:
                 h.remove()
@@ -287,6 +334,20 @@ class Propagation:
             for m in inplace:
                 m.inplace = True
             self._in_rule_leaf = 0
+
+    def _report_unhandled(self) -> None:
+        """Name the operations no rule covered (a warning; ``strict=True`` raises)."""
+        if not self.unhandled:
+            return
+        ops = ", ".join(f"{name} (x{n})" for name, n in sorted(self.unhandled.items()))
+        msg = (f"LRP has no rule for these operations in {type(self.module).__name__}'s forward: {ops}; "
+               "relevance crosses them as a plain gradient (the ledger's 'unaccounted' shows what that costs). "
+               "Pass strict=True to refuse such networks.")
+        if self.strict:
+            raise UnhandledOperationError(msg)
+        import warnings
+
+        warnings.warn(msg, UnhandledOperationWarning, stacklevel=4)
 
     def _make_pre_hook(self, name: str, m: nn.Module):
         def pre_hook(mod, args):
@@ -498,6 +559,7 @@ class Propagation:
                                  float(Rf.sum(dtype=torch.float64)))
                     R = Rf
                 self._ledger.end = float(R.sum(dtype=torch.float64))
+                self._ledger.unhandled = dict(self.unhandled)
                 self._ledger.to_floats()
                 return PropagationResult(R.detach(), dict(self._kept), self._ledger, unfiltered)
             finally:
@@ -526,15 +588,22 @@ def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
 
 
 def propagate(module: nn.Module, x: torch.Tensor, start: torch.Tensor, rules: RulesArg = "lrp0",
-              filters: Mapping[str, Filter] | None = None, keep=None, bounds=None):
+              filters: Mapping[str, Filter] | None = None, keep=None, bounds=None, return_ledger: bool = False,
+              strict: bool = False, output_index=None):
     """Relevance at the input of ``module`` for relevance ``start`` at its output (x's shape).
 
     rules: preset name or {module name | glob | type: Rule} over the defaults; filters: see
-    :meth:`Propagation.propagate`. With ``keep`` given, returns a PropagationResult instead of a tensor.
+    :meth:`Propagation.propagate`. With ``keep`` given, returns a PropagationResult instead of a tensor;
+    with ``return_ledger=True``, ``(relevance, ledger)`` (``ledger.unaccounted``: the share of the start
+    relevance no rule accounted for). Operations without a rule warn (:class:`UnhandledOperationWarning`);
+    ``strict=True`` raises instead. ``output_index`` selects the output of a network that returns a
+    list, tuple or dict (``start`` is shaped like that output).
     """
-    prop = Propagation(module, x, rules=rules, bounds=bounds)
+    prop = Propagation(module, x, rules=rules, bounds=bounds, strict=strict, output_index=output_index)
     try:
         res = prop.propagate(start, filters=filters, keep=keep, retain=False)
     finally:
         prop.release()
-    return res if keep else res.relevance
+    if keep:
+        return res
+    return (res.relevance, res.ledger) if return_ledger else res.relevance

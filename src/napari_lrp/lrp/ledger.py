@@ -35,13 +35,17 @@ class Ledger:
 
     ``start``: total relevance at the output (before the output filter); ``end``: total at the input
     (after the input filter); ``entries``: one per rule application and per filter, in backward order.
-    ``balance_error`` = (start - end - sum of absorbed) / max(|start|, tiny) is zero up to rounding when
-    nothing leaks unaccounted; ``conservation_error`` = (start - end) / |start| is plain conservation.
+    ``unaccounted`` = (start - end - sum of absorbed) / max(|start|, tiny): relevance that was neither
+    passed on nor absorbed by any rule or filter, relative to the start (zero up to rounding when every
+    operation on the way had a rule; ``balance_error`` is the same number). ``conservation_error`` =
+    (start - end) / |start| is plain conservation. ``unhandled``: {operation: calls} the forward pass used
+    without a rule (the usual cause of a non-zero ``unaccounted``).
     """
 
     start: float = 0.0
     end: float = 0.0
     entries: list[LedgerEntry] = field(default_factory=list)
+    unhandled: dict[str, int] = field(default_factory=dict)
 
     def record(self, name: str, kind: str, op: str, received, handed) -> None:
         """Add an entry; sums may be 0-d tensors (converted by :meth:`to_floats` once, without a sync per layer)."""
@@ -62,9 +66,13 @@ class Ledger:
         return float(sum(e.absorbed for e in self.entries))
 
     @property
+    def unaccounted(self) -> float:
+        return (self.start - self.end - self.absorbed) / max(abs(self.start), 1e-30)
+
+    @property
     def balance_error(self) -> float:
-        scale = max(abs(self.start), sum(abs(e.absorbed) for e in self.entries), 1e-30)
-        return (self.start - self.end - self.absorbed) / scale
+        """The same as :attr:`unaccounted` (relative to |start|)."""
+        return self.unaccounted
 
     @property
     def conservation_error(self) -> float:

@@ -14,7 +14,7 @@ from torch import nn
 __all__ = ["LINEAR_TYPES", "CONV_TYPES", "TRANSPOSED_CONV_TYPES", "BATCHNORM_TYPES", "NORM_TYPES",
            "ACTIVATION_TYPES", "DROPOUT_TYPES", "MAXPOOL_TYPES", "AVGPOOL_TYPES", "ADD_FUNCTIONS",
            "SUB_FUNCTIONS", "PASS_FUNCTIONS", "INPLACE_TWINS", "LINEAR_MAP_FUNCTIONS", "MAXPOOL_FUNCTIONS",
-           "CONV3D_FUNCTIONS"]
+           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS"]
 
 # ---- linear maps with weights (rules: LRP-0, epsilon, gamma, alpha-beta, z-plus, z-box, flat, w-square)
 TRANSPOSED_CONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -59,3 +59,24 @@ ADD_FUNCTIONS = frozenset({torch.add, torch.Tensor.add, torch.Tensor.__add__, to
                            torch.Tensor.__iadd__, torch.Tensor.add_})
 SUB_FUNCTIONS = frozenset({torch.sub, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__isub__,
                            torch.Tensor.sub_})
+
+# ---- operations that only move, copy or select values: autograd routes relevance by index (and sums it
+# where a value is used twice), so they need no rule. Anything else that acts on the relevance path without
+# a rule is reported (lrp.engine: UnhandledOperationWarning).
+ROUTING_FUNCTIONS = frozenset({
+    torch.cat, torch.concat, torch.concatenate, torch.stack, torch.hstack, torch.vstack, torch.dstack,
+    torch.Tensor.__getitem__, torch.Tensor.view, torch.Tensor.view_as, torch.Tensor.reshape,
+    torch.Tensor.reshape_as, torch.reshape, torch.Tensor.permute, torch.permute, torch.Tensor.transpose,
+    torch.transpose, torch.Tensor.t, torch.t, torch.Tensor.flatten, torch.flatten, torch.Tensor.unflatten,
+    torch.unflatten, torch.Tensor.squeeze, torch.squeeze, torch.Tensor.unsqueeze, torch.unsqueeze,
+    torch.Tensor.contiguous, torch.Tensor.clone, torch.clone, torch.Tensor.to, torch.Tensor.type,
+    torch.Tensor.float, torch.Tensor.double, torch.Tensor.half, torch.Tensor.bfloat16, torch.Tensor.narrow,
+    torch.narrow, torch.Tensor.select, torch.select, torch.Tensor.split, torch.split, torch.Tensor.chunk,
+    torch.chunk, torch.Tensor.unbind, torch.unbind, torch.Tensor.expand, torch.Tensor.expand_as,
+    torch.Tensor.repeat, torch.Tensor.repeat_interleave, torch.repeat_interleave, torch.Tensor.flip,
+    torch.flip, torch.Tensor.roll, torch.roll, torch.Tensor.movedim, torch.movedim, torch.Tensor.swapaxes,
+    torch.swapaxes, torch.Tensor.swapdims, torch.Tensor.moveaxis, torch.moveaxis, F.pad, torch.Tensor.tile,
+    torch.tile, torch.Tensor.index_select, torch.index_select, torch.Tensor.gather, torch.gather,
+    torch.Tensor.masked_select, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.detach,
+    torch.Tensor.requires_grad_, F.pixel_shuffle, F.pixel_unshuffle,
+})

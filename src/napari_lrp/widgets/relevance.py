@@ -409,3 +409,8 @@ class RelevanceWidget(DockPanel):
         self.inspect.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
         self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}")
+        ledger = exp.ledger
+        if ledger.unhandled or abs(ledger.unaccounted) > 1e-5:
+            ops = ", ".join(ledger.unhandled) or "none named"
+            self.set_status(f"{self.status.value}; warning: {ledger.unaccounted:.1%} of the relevance is "
+                            f"unaccounted (operations without a rule: {ops})")
