@@ -77,17 +77,20 @@ def test_instance_norm_unet_ledger_balances_and_reports_conservation():
 
 
 def test_ledger_catches_a_relevance_leak():
-    class Doubling(nn.Module):  # x * 2 has no rule: the gradient doubles relevance unaccounted
+    from napari_lrp.lrp.engine import UnhandledOperationWarning
+
+    class Doubling(nn.Module):  # ldexp(y, 1) = y * 2 has no rule: the gradient doubles relevance unaccounted
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv3d(1, 1, 1, bias=False)
 
         def forward(self, x):
-            return self.conv(x) * 2
+            return torch.ldexp(self.conv(x), torch.ones((), dtype=torch.float64))
 
     net = Doubling().double().eval()
     x = torch.rand(1, 1, 2, 2, 2, dtype=torch.float64)
-    prop = Propagation(net, x)
+    with pytest.warns(UnhandledOperationWarning, match="ldexp"):
+        prop = Propagation(net, x)
     res = prop.propagate(prop.output)
     assert abs(res.ledger.balance_error) == pytest.approx(1.0, abs=1e-9)
 
@@ -379,32 +382,70 @@ def test_lrp0_equals_gradient_times_input_to_round_off_on_an_odd_concat_unet():
 
 
 class _Gated(nn.Module):
-    """An attention-gate-like product of two activations: no rule covers it."""
+    """An attention gate: signal * sigmoid(gate), as in AttentionUnet's x * psi."""
 
     def __init__(self):
         super().__init__()
-        self.signal = nn.Conv3d(1, 2, 1, bias=False)
-        self.gate = nn.Conv3d(1, 2, 1, bias=False)
+        self.signal = nn.Conv3d(1, 2, 3, padding=1, bias=False)
+        self.gate = nn.Conv3d(1, 1, 1, bias=False)
 
     def forward(self, x):
         return self.signal(x) * torch.sigmoid(self.gate(x))
 
 
+def test_a_gate_gets_no_relevance_and_the_signal_all_of_it():
+    """Signal-take-all (Arras et al. 2017, as AttnLRP): with the gate held constant the network is the
+    signal convolution scaled per voxel, so LRP-0 through it is LRP-0 through the signal convolution alone
+    with the same start relevance (the dense oracle), and the ledger balances."""
+    torch.manual_seed(0)
+    net = _Gated().double().eval()
+    x = torch.rand(1, 1, 4, 4, 4, dtype=torch.float64)
+    start = net(x).detach()
+    R, ledger = propagate(net, x, start, return_ledger=True, strict=True)
+    want = propagate(net.signal, x, start)
+    torch.testing.assert_close(R, want, rtol=1e-10, atol=1e-12)
+    assert ledger.unhandled == {} and abs(ledger.unaccounted) < 1e-12
+    assert abs(float(R.sum()) - float(start.sum())) < 1e-9 * abs(float(start.sum()))  # conserved
+    products = [e for e in ledger.entries if e.kind == "product"]
+    assert len(products) == 1 and products[0].handed == pytest.approx(products[0].received)
+
+
 def test_an_operation_without_a_rule_is_named_and_strict_refuses_it():
     from napari_lrp.lrp.engine import UnhandledOperationError, UnhandledOperationWarning
 
-    net = _Gated().double().eval()
-    x = torch.rand(1, 1, 3, 3, 3, dtype=torch.float64)
+    class Sine(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(1, 2, 1, bias=False)
+
+        def forward(self, x):
+            return torch.sin(self.conv(x))
+
+    torch.manual_seed(0)
+    net = Sine().double().eval()
+    x = torch.rand(1, 1, 3, 3, 3, dtype=torch.float64) + 1
     start = net(x).detach()
-    with pytest.warns(UnhandledOperationWarning, match=r"no rule for these operations in _Gated's forward: mul \(x1\)"):
-        R, ledger = propagate(net, x, start, return_ledger=True)
-    assert ledger.unhandled == {"mul": 1}
-    # the product was crossed as a gradient: the share of the start no rule accounted for is visible
+    with pytest.warns(UnhandledOperationWarning, match=r"no rule for these operations in Sine's forward: sin \(x1\)"):
+        _R, ledger = propagate(net, x, start, return_ledger=True)
+    assert ledger.unhandled == {"sin": 1}
+    # the sine was crossed as a gradient: the share of the start no rule accounted for is visible
     want = (ledger.start - ledger.end - ledger.absorbed) / abs(ledger.start)
     assert ledger.unaccounted == pytest.approx(want) and abs(ledger.unaccounted) > 1e-3
     assert ledger.balance_error == ledger.unaccounted
-    with pytest.raises(UnhandledOperationError, match="mul"):
+    with pytest.raises(UnhandledOperationError, match="sin"):
         propagate(net, x, start, strict=True)
+
+
+@pytest.mark.parametrize("preset", ["paper", "epsilon-gamma-box", "epsilon-plus-flat", "lrp0"])
+def test_attention_unet_gates_are_accounted_for(preset):
+    from monai.networks.nets import AttentionUnet
+
+    torch.manual_seed(0)
+    net = AttentionUnet(3, 2, 2, channels=(4, 8, 16), strides=(2, 2)).double().eval()
+    x = torch.rand(1, 2, 16, 16, 16, dtype=torch.float64)
+    _R, ledger = propagate(net, x, net(x).detach(), rules=preset, return_ledger=True, strict=True)
+    assert ledger.unhandled == {} and abs(ledger.unaccounted) <= 1e-5, ledger.unaccounted
+    assert any(e.kind == "product" for e in ledger.entries)
 
 
 def test_known_networks_raise_no_unhandled_warning():

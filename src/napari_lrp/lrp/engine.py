@@ -37,10 +37,12 @@ from .types import (
     ADD_FUNCTIONS,
     BATCHNORM_TYPES,
     CONV3D_FUNCTIONS,
+    DIV_FUNCTIONS,
     INPLACE_TWINS,
     LINEAR_MAP_FUNCTIONS,
     LINEAR_TYPES,
     MAXPOOL_FUNCTIONS,
+    MUL_FUNCTIONS,
     PASS_FUNCTIONS,
     ROUTING_FUNCTIONS,
     SUB_FUNCTIONS,
@@ -128,6 +130,19 @@ class _ResidualFn(torch.autograd.Function):
         return Ra, Rb, None, None, None
 
 
+class _ProductFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, yd, engine, entry):
+        ctx.engine = engine
+        ctx.entry = entry
+        return yd.view_as(yd)
+
+    @staticmethod
+    def backward(ctx, R):
+        Ra, Rb = ctx.engine._apply_product(ctx.entry, R)
+        return Ra, Rb, None, None, None
+
+
 class _TapFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, engine, name, side):
@@ -181,6 +196,15 @@ class _FunctionalRules(TorchFunctionMode):
             if _in_graph(a) or _in_graph(b):
                 sign = -1.0 if func in SUB_FUNCTIONS else 1.0
                 return eng._residual(a, b, alpha * sign)
+            return func(*args, **kwargs)
+        if (func in MUL_FUNCTIONS or func in DIV_FUNCTIONS) and len(args) >= 2 and not kwargs:
+            a, b = args[0], args[1]
+            if _in_graph(a) or (func in MUL_FUNCTIONS and _in_graph(b)):
+                if func in DIV_FUNCTIONS and _in_graph(b):  # a / b with b on the relevance path: no rule
+                    out = torch.div(a, b)
+                    eng.unhandled["div"] = eng.unhandled.get("div", 0) + 1
+                    return out
+                return eng._product(a, b, divide=func in DIV_FUNCTIONS)
             return func(*args, **kwargs)
         if func in PASS_FUNCTIONS:
             kwargs.pop("inplace", None)
@@ -457,6 +481,33 @@ class Propagation:
         tb = b if _in_graph(b) else torch.zeros((), dtype=y.dtype, device=y.device)
         return _ResidualFn.apply(ta, tb, y.detach(), self, entry)
 
+    def _product(self, a, b, divide: bool = False):
+        """y = a * b (or a / b for a constant b), out of place. The signal-take-all rule (Arras et al.
+        2017, as AttnLRP): the operand on the relevance path with more elements is the signal and gets all
+        the relevance, the other (a gate such as an attention map or a squeeze-excitation weight, or a
+        constant) is held constant and gets none. Two operands of the same size on the relevance path (a
+        bilinear product) share it equally (AttnLRP's uniform rule)."""
+        with self._suspended():
+            y = torch.div(a, b) if divide else torch.mul(a, b)
+        a_in, b_in = _in_graph(a), _in_graph(b) and not divide
+        na = a.numel() if isinstance(a, torch.Tensor) else 1
+        nb = b.numel() if isinstance(b, torch.Tensor) else 1
+        if a_in and b_in and na == nb:
+            mode = "uniform"
+        elif a_in and (not b_in or na > nb):
+            mode = "a"
+        else:
+            mode = "b"
+        self._functional_count += 1
+        shape_a = tuple(a.shape) if isinstance(a, torch.Tensor) else ()
+        shape_b = tuple(b.shape) if isinstance(b, torch.Tensor) else ()
+        entry = _Entry(name=f"{'div' if divide else 'mul'}#{self._functional_count}", module=None,
+                       rule=PassThrough(), state=(mode, shape_a, shape_b), a_in=a_in, b_in=b_in)
+        self._entries.append(entry)
+        ta = a if a_in else torch.zeros((), dtype=y.dtype, device=y.device)
+        tb = b if b_in else torch.zeros((), dtype=y.dtype, device=y.device)
+        return _ProductFn.apply(ta, tb, y.detach(), self, entry)
+
     # ---- backward --------------------------------------------------------------------------
     def _tick(self):
         self._done += 1
@@ -486,6 +537,20 @@ class Propagation:
         # the relevance of a constant operand (a bias added in forward) is absorbed
         handed = sum(r.sum() for r in (Ra, Rb) if r is not None)
         self._record(entry.name, "residual", "add", R.sum(), handed)
+        self._tick()
+        return Ra, Rb
+
+    def _apply_product(self, entry: _Entry, R: torch.Tensor):
+        mode, shape_a, shape_b = entry.state
+        share = R * 0.5 if mode == "uniform" else R
+        Ra = _sum_to(share, shape_a) if entry.a_in and mode in ("a", "uniform") else None
+        Rb = _sum_to(share, shape_b) if entry.b_in and mode in ("b", "uniform") else None
+        if entry.a_in and Ra is None:
+            Ra = torch.zeros(shape_a, dtype=R.dtype, device=R.device)  # the gate gets none
+        if entry.b_in and Rb is None:
+            Rb = torch.zeros(shape_b, dtype=R.dtype, device=R.device)
+        handed = sum(r.sum() for r in (Ra, Rb) if r is not None)
+        self._record(entry.name, "product", f"signal-take-all ({mode})", R.sum(), handed)
         self._tick()
         return Ra, Rb
 

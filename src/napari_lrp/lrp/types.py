@@ -14,7 +14,7 @@ from torch import nn
 __all__ = ["LINEAR_TYPES", "CONV_TYPES", "TRANSPOSED_CONV_TYPES", "BATCHNORM_TYPES", "NORM_TYPES",
            "ACTIVATION_TYPES", "DROPOUT_TYPES", "MAXPOOL_TYPES", "AVGPOOL_TYPES", "ADD_FUNCTIONS",
            "SUB_FUNCTIONS", "PASS_FUNCTIONS", "INPLACE_TWINS", "LINEAR_MAP_FUNCTIONS", "MAXPOOL_FUNCTIONS",
-           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS"]
+           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS", "MUL_FUNCTIONS", "DIV_FUNCTIONS"]
 
 # ---- linear maps with weights (rules: LRP-0, epsilon, gamma, alpha-beta, z-plus, z-box, flat, w-square)
 TRANSPOSED_CONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -59,6 +59,13 @@ ADD_FUNCTIONS = frozenset({torch.add, torch.Tensor.add, torch.Tensor.__add__, to
                            torch.Tensor.__iadd__, torch.Tensor.add_})
 SUB_FUNCTIONS = frozenset({torch.sub, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.__isub__,
                            torch.Tensor.sub_})
+
+# ---- products a * b (gates, squeeze-excitation, scaling) and division by a constant: the signal-take-all
+# rule (lrp.engine: relevance to the signal operand, the gate held constant)
+MUL_FUNCTIONS = frozenset({torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.multiply, torch.Tensor.__mul__,
+                           torch.Tensor.__rmul__, torch.Tensor.__imul__, torch.Tensor.mul_})
+DIV_FUNCTIONS = frozenset({torch.div, torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.divide,
+                           torch.Tensor.__truediv__, torch.Tensor.__itruediv__, torch.Tensor.div_})
 
 # ---- operations that only move, copy or select values: autograd routes relevance by index (and sums it
 # where a value is used twice), so they need no rule. Anything else that acts on the relevance path without
