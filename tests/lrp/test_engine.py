@@ -488,3 +488,26 @@ def test_output_index_selects_one_output_of_a_tuple_or_dict():
     np.testing.assert_allclose(propagate(deep, x, start, output_index="seg").numpy(), want.numpy(), rtol=1e-12)
     with pytest.raises(TypeError, match=r"output_index='nope' does not select an output"):
         propagate(deep, x, start, output_index="nope")
+
+
+def test_every_layer_reading_the_input_gets_the_first_layer_rule():
+    """MONAI's residual UNet reads the input twice (the unit's convolution and its residual projection):
+    both get z-box, not only the one called first; deeper layers keep the preset's rule."""
+    from monai.networks.nets import UNet
+
+    from napari_lrp.lrp import ZBox
+
+    torch.manual_seed(0)
+    net = UNet(3, 2, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=2, norm="batch").eval()
+    x = torch.rand(1, 2, 16, 16, 16)
+    prop = Propagation(net, x, rules="epsilon-gamma-box", bounds=(0.0, 1.0))
+    first = sorted(e.name for e in prop._entries if isinstance(e.rule, ZBox))
+    reads_input = sorted(n for n, m in net.named_modules() if isinstance(m, nn.Conv3d)
+                         and m.in_channels == 2 and n.startswith("model.0."))
+    assert first == reads_input and len(first) == 2, first
+    # a resized model grid (interpolation first) still gives its first convolution z-box
+    from napari_lrp.models.preprocess import ResizedNetwork
+
+    resized = ResizedNetwork(UNet3D(2, 2, width=4).eval(), (16, 16, 16), (12, 14, 10))
+    prop = Propagation(resized, torch.rand(1, 2, 12, 14, 10), rules="paper", bounds=(0.0, 1.0))
+    assert [e.name for e in prop._entries if isinstance(e.rule, ZBox)] == ["network.encoders.0.0"]

@@ -225,9 +225,14 @@ class _FunctionalRules(TorchFunctionMode):
             x = args[0] if args else kwargs.get("input")
             if _in_graph(x) and isinstance(out, torch.Tensor):
                 rule = Epsilon(0.0) if func in LINEAR_MAP_FUNCTIONS else WinnerTakesAll()
-                return eng._wrap_functional(rule, func, x, out)
+                wrapped = eng._wrap_functional(rule, func, x, out)
+                if func in LINEAR_MAP_FUNCTIONS and eng._is_input(x):
+                    eng._mark_input(wrapped)  # the input resampled (a fixed model grid) is still the input
+                return wrapped
             return out
         out = func(*args, **kwargs)
+        if func in ROUTING_FUNCTIONS and args and eng._is_input(args[0]):
+            eng._mark_input(out)  # padding, cropping, reshaping the input leave it the input
         if func not in ROUTING_FUNCTIONS and not _is_autograd_function(func) and _in_graph(out) \
                 and _any_in_graph(args, kwargs):
             name = _op_name(func)
@@ -280,6 +285,10 @@ class Propagation:
         self._suspend_depth = 0
         self._in_rule_leaf = 0
         self._first_done = False
+        # tensors that carry the network input itself (its taps, parameter-free resampling, padding,
+        # routing): a linear layer reading one of them is a "first layer" (id -> tensor, kept alive)
+        self._input_tensors: dict[int, torch.Tensor] = {}
+        self._reads_input = False
         self._rule_cache: dict[str, Rule | None] = {}
         self._entries: list[_Entry] = []
         self._functional_count = 0
@@ -334,7 +343,9 @@ class Propagation:
                 pass
             self.x = x.detach().clone().requires_grad_(True)
             with torch.enable_grad(), _full_precision(x.device), _FunctionalRules(self):
-                out = module(_TapFn.apply(self.x, self, "", "root"))
+                root = _TapFn.apply(self.x, self, "", "root")
+                self._mark_input(root)
+                out = module(root)
                 self._folding.flush()
             if self.output_index is not None and not isinstance(out, torch.Tensor):
                 try:
@@ -358,6 +369,7 @@ class Propagation:
             for m in inplace:
                 m.inplace = True
             self._in_rule_leaf = 0
+            self._input_tensors.clear()
 
     def _report_unhandled(self) -> None:
         """Name the operations no rule covered (a warning; ``strict=True`` raises)."""
@@ -378,6 +390,7 @@ class Propagation:
             if self._suspend_depth:
                 return None
             leaf = _is_leaf(m)
+            self._reads_input = bool(args) and self._is_input(args[0])
             if leaf:
                 if isinstance(m, BATCHNORM_TYPES) and args and isinstance(self._rule_for(name, m), Epsilon):
                     self._folding.claim(name, m, args[0])
@@ -391,11 +404,20 @@ class Propagation:
                 if _in_graph(a):
                     t = _TapFn.apply(a, self, name, "in")
                     self._folding.alias(a, t)
+                    if self._is_input(a):
+                        self._mark_input(t)
                     a = t
                 out.append(a)
             return tuple(out)
 
         return pre_hook
+
+    def _mark_input(self, t) -> None:
+        if isinstance(t, torch.Tensor):
+            self._input_tensors[id(t)] = t
+
+    def _is_input(self, t) -> bool:
+        return isinstance(t, torch.Tensor) and self._input_tensors.get(id(t)) is t
 
     def _rule_for(self, name, m) -> Rule | None:
         cache = self._rule_cache
@@ -403,7 +425,9 @@ class Propagation:
             if not _is_leaf(m):
                 cache[name] = None
             else:
-                first = isinstance(m, LINEAR_TYPES) and not self._first_done
+                # the first rule (z-box, flat) goes to every linear layer that reads the network input, and to
+                # the first linear layer in forward order when the input reaches it otherwise
+                first = isinstance(m, LINEAR_TYPES) and (self._reads_input or not self._first_done)
                 rule = resolve_rule(name, m, self.rules, self.preset, first)
                 if isinstance(m, LINEAR_TYPES):
                     self._first_done = True
