@@ -71,3 +71,19 @@ def test_a_registered_preset_is_used_by_name():
         from napari_lrp.lrp import presets
 
         presets._REGISTRY.pop("test-gamma")
+
+
+def test_a_glob_assigns_a_rule_only_where_it_can_handle_the_module():
+    from napari_lrp.lrp.presets import can_handle
+
+    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.PReLU(), nn.Dropout3d(0.1), nn.GELU(),
+                        nn.MaxPool3d(2), nn.Conv3d(2, 1, 1)).eval()
+    x = torch.rand(1, 1, 4, 4, 4)
+    glob = Propagation(net, x, rules={"*": Epsilon(0.25)})
+    typed = Propagation(net, x, rules={nn.Conv3d: Epsilon(0.25)})
+    assert {e.name: e.rule for e in glob._entries} == {e.name: e.rule for e in typed._entries}
+    rules = {e.name: e.rule for e in glob._entries}
+    assert rules["1"] == PassThrough() and rules["3"] == PassThrough() and rules["0"] == Epsilon(0.25)
+    torch.testing.assert_close(glob.propagate(glob.output).relevance, typed.propagate(typed.output).relevance)
+    assert can_handle(Epsilon(), nn.InstanceNorm3d(2)) and not can_handle(Epsilon(), nn.GELU())
+    assert not can_handle(Gamma(0.25), nn.BatchNorm3d(2)) and can_handle(PassThrough(), nn.Conv3d(1, 1, 1))

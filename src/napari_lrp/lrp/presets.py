@@ -29,7 +29,7 @@ from .types import (
     NORM_TYPES,
 )
 
-__all__ = ["PRESETS", "Preset", "default_rule", "get_preset", "register_preset", "resolve_rule"]
+__all__ = ["PRESETS", "Preset", "can_handle", "default_rule", "get_preset", "register_preset", "resolve_rule"]
 
 
 def default_rule(module: nn.Module) -> Rule | None:
@@ -90,14 +90,31 @@ register_preset("lrp0", lambda b: Preset(
     "lrp0", [], None, "LRP-0 everywhere: gradient x input on bias-free piecewise-linear networks"))
 
 
+def can_handle(rule: Rule | None, module: nn.Module) -> bool:
+    """Whether ``rule`` is meant for ``module``: weight rules for layers with weights, epsilon/LRP-0 for
+    linear and affine maps (layers with weights, norms, average pooling), winner-takes-all for max pooling,
+    pass-through for anything. A glob in a ``rules`` mapping assigns a rule only where it can handle the
+    module; an exact name or a type assigns it as asked."""
+    if rule is None or isinstance(rule, PassThrough):
+        return True
+    if rule.needs_weights:
+        return isinstance(module, LINEAR_TYPES)
+    if isinstance(rule, Epsilon):
+        return isinstance(module, LINEAR_TYPES + BATCHNORM_TYPES + NORM_TYPES + AVGPOOL_TYPES)
+    if isinstance(rule, WinnerTakesAll):
+        return isinstance(module, MAXPOOL_TYPES)
+    return True
+
+
 def resolve_rule(name: str, module: nn.Module, rules: Mapping, preset: Preset, first: bool) -> Rule | None:
-    """The rule of one module: ``rules`` by exact name, then by glob (weight rules only on layers with
-    weights), then by type; then the preset (its first-layer rule when ``first``); then the default."""
+    """The rule of one module: ``rules`` by exact name, then by glob (only where the rule can handle the
+    module, :func:`can_handle`), then by type; then the preset (its first-layer rule when ``first``); then
+    the default."""
     if name in rules and isinstance(rules[name], (Rule, type(None))):
         return rules[name]
     for key, rule in rules.items():
         if isinstance(key, str) and key != name and is_glob(key) and matches(name, key):
-            if rule is not None and rule.needs_weights and not isinstance(module, LINEAR_TYPES):
+            if not can_handle(rule, module):
                 continue
             return rule
     for key, rule in rules.items():
