@@ -32,7 +32,7 @@ from .folding import BatchNormFolding
 from .ledger import Ledger
 from .names import expand, is_glob, matches
 from .presets import get_preset, resolve_rule
-from .rules import Epsilon, PassThrough, Rule, WinnerTakesAll, stabilise
+from .rules import Epsilon, PassThrough, Routing, Rule, WinnerTakesAll, stabilise
 from .types import (
     ADD_FUNCTIONS,
     BATCHNORM_TYPES,
@@ -43,6 +43,7 @@ from .types import (
     LINEAR_TYPES,
     MAXPOOL_FUNCTIONS,
     MUL_FUNCTIONS,
+    PAD_FUNCTIONS,
     PASS_FUNCTIONS,
     ROUTING_FUNCTIONS,
     SUB_FUNCTIONS,
@@ -82,9 +83,17 @@ def _op_name(func) -> str:
     return getattr(func, "__name__", None) or repr(func)
 
 
-def _is_autograd_function(func) -> bool:
+def _is_own_function(func) -> bool:
+    """The engine's own identity Functions (taps, rules); a model's custom autograd Function is not."""
     owner = getattr(func, "__self__", None)
-    return isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
+    return isinstance(owner, type) and issubclass(owner, torch.autograd.Function) and owner.__module__ == __name__
+
+
+def _op_label(func) -> str:
+    owner = getattr(func, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        return f"{owner.__name__}.apply"
+    return _op_name(func)
 
 
 def _any_in_graph(args, kwargs) -> bool:
@@ -206,6 +215,15 @@ class _FunctionalRules(TorchFunctionMode):
                     return out
                 return eng._product(a, b, divide=func in DIV_FUNCTIONS)
             return func(*args, **kwargs)
+        if func in PAD_FUNCTIONS:
+            out = func(*args, **kwargs)
+            x = args[0] if args else kwargs.get("input")
+            if _in_graph(x) and isinstance(out, torch.Tensor):
+                wrapped = eng._wrap_functional(Routing(), func, x, out)
+                if eng._is_input(x):
+                    eng._mark_input(wrapped)  # the padded input is still the input
+                return wrapped
+            return out
         if func in PASS_FUNCTIONS:
             kwargs.pop("inplace", None)
             func = INPLACE_TWINS.get(func, func)
@@ -233,9 +251,9 @@ class _FunctionalRules(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func in ROUTING_FUNCTIONS and args and eng._is_input(args[0]):
             eng._mark_input(out)  # padding, cropping, reshaping the input leave it the input
-        if func not in ROUTING_FUNCTIONS and not _is_autograd_function(func) and _in_graph(out) \
+        if func not in ROUTING_FUNCTIONS and not _is_own_function(func) and _in_graph(out) \
                 and _any_in_graph(args, kwargs):
-            name = _op_name(func)
+            name = _op_label(func)
             eng.unhandled[name] = eng.unhandled.get(name, 0) + 1
         return out
 

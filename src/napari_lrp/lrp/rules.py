@@ -19,7 +19,7 @@ from . import kernels
 from .types import LINEAR_TYPES, NORM_TYPES
 
 __all__ = ["Rule", "Epsilon", "LRP0", "Gamma", "AlphaBeta", "ZPlus", "ZBox", "Flat", "WSquare",
-           "PassThrough", "WinnerTakesAll", "stabilise"]
+           "PassThrough", "Routing", "WinnerTakesAll", "stabilise"]
 
 
 
@@ -191,6 +191,18 @@ class PassThrough(Rule):
 
     def relevance(self, state, R):
         return R
+
+
+class Routing(Rule):
+    """Operations that only move values (padding, cropping): relevance follows the indices (the operation's
+    own backward). Relevance that lands on values the forward added (padding) is absorbed and booked."""
+
+    needs_own_graph = True
+
+    def relevance(self, state, R):
+        x, z = state
+        (g,) = _grad(z, x, R)
+        return torch.zeros_like(x) if g is None else g
 
 
 class WinnerTakesAll(Rule):

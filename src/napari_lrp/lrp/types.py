@@ -14,7 +14,7 @@ from torch import nn
 __all__ = ["LINEAR_TYPES", "CONV_TYPES", "TRANSPOSED_CONV_TYPES", "BATCHNORM_TYPES", "NORM_TYPES",
            "ACTIVATION_TYPES", "DROPOUT_TYPES", "MAXPOOL_TYPES", "AVGPOOL_TYPES", "ADD_FUNCTIONS",
            "SUB_FUNCTIONS", "PASS_FUNCTIONS", "INPLACE_TWINS", "LINEAR_MAP_FUNCTIONS", "MAXPOOL_FUNCTIONS",
-           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS", "MUL_FUNCTIONS", "DIV_FUNCTIONS"]
+           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS", "MUL_FUNCTIONS", "DIV_FUNCTIONS", "PAD_FUNCTIONS"]
 
 # ---- linear maps with weights (rules: LRP-0, epsilon, gamma, alpha-beta, z-plus, z-box, flat, w-square)
 TRANSPOSED_CONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -67,6 +67,10 @@ MUL_FUNCTIONS = frozenset({torch.mul, torch.multiply, torch.Tensor.mul, torch.Te
 DIV_FUNCTIONS = frozenset({torch.div, torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.divide,
                            torch.Tensor.__truediv__, torch.Tensor.__itruediv__, torch.Tensor.div_})
 
+# ---- padding: values are moved and new ones added; relevance that lands on the added values is absorbed
+# (booked in the ledger by lrp.rules.Routing)
+PAD_FUNCTIONS = frozenset({F.pad})
+
 # ---- operations that only move, copy or select values: autograd routes relevance by index (and sums it
 # where a value is used twice), so they need no rule. Anything else that acts on the relevance path without
 # a rule is reported (lrp.engine: UnhandledOperationWarning).
@@ -82,8 +86,8 @@ ROUTING_FUNCTIONS = frozenset({
     torch.chunk, torch.Tensor.unbind, torch.unbind, torch.Tensor.expand, torch.Tensor.expand_as,
     torch.Tensor.repeat, torch.Tensor.repeat_interleave, torch.repeat_interleave, torch.Tensor.flip,
     torch.flip, torch.Tensor.roll, torch.roll, torch.Tensor.movedim, torch.movedim, torch.Tensor.swapaxes,
-    torch.swapaxes, torch.Tensor.swapdims, torch.Tensor.moveaxis, torch.moveaxis, F.pad, torch.Tensor.tile,
+    torch.swapaxes, torch.Tensor.swapdims, torch.Tensor.moveaxis, torch.moveaxis, torch.Tensor.tile,
     torch.tile, torch.Tensor.index_select, torch.index_select, torch.Tensor.gather, torch.gather,
     torch.Tensor.masked_select, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.detach,
-    torch.Tensor.requires_grad_, F.pixel_shuffle, F.pixel_unshuffle,
+    torch.Tensor.requires_grad_, F.pixel_shuffle, F.pixel_unshuffle, torch.as_tensor, torch.Tensor.as_strided,
 })
