@@ -67,3 +67,16 @@ def paper_explanation(tmp_path_factory):
     model = make_tiny_model(tmp / "m")
     case = nl.load_case(make_case_folder(tmp / "case", shape=(12, 10, 5)))
     return nl.explain(model, case, preset="paper", target="groundtruth", keep=True)
+
+
+def lying_header(path: Path, claimed, gz: bool = True) -> Path:
+    """A small valid NIfTI (4x4x4 float32) whose header claims ``claimed`` voxels (a 1.4 KB 'huge' file)."""
+    import gzip
+
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    raw = bytearray(img.header.binaryblock) + bytearray(4) + np.ones(64, np.float32).tobytes()
+    dims = np.frombuffer(bytes(raw[40:56]), np.int16).copy()
+    dims[1:4] = claimed
+    raw[40:56] = dims.tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    return path

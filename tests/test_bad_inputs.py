@@ -16,7 +16,7 @@ import napari_lrp as nl
 from napari_lrp.cli import main
 from napari_lrp.io import CaseError
 from napari_lrp.models import ModelError, UNet3D
-from tests.conftest import ISLES, make_case_folder, write_nifti
+from tests.conftest import ISLES, lying_header, make_case_folder, write_nifti
 
 SHAPE = (12, 10, 5)
 
@@ -57,16 +57,6 @@ def _bundle(tmp, config, write_config=True):
     return b
 
 
-def _lying_header(path, claimed, gz=True):
-    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
-    raw = bytearray(img.header.binaryblock) + bytearray(4) + np.ones(64, np.float32).tobytes()
-    dims = np.frombuffer(bytes(raw[40:56]), np.int16).copy()
-    dims[1:4] = claimed
-    raw[40:56] = dims.tobytes()
-    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
-    return path
-
-
 def _first(folder, token):
     return next(p for p in sorted(folder.rglob("*.nii.gz")) if token in p.name)
 
@@ -100,11 +90,11 @@ def garbage_header_gz(t):
 
 
 def huge_header_gz(t):
-    return _load(_lying_header(t / "ADC.nii.gz", (1100, 1100, 1100))), "ADC.nii.gz", "cannot hold them"
+    return _load(lying_header(t / "ADC.nii.gz", (1100, 1100, 1100))), "ADC.nii.gz", "cannot hold them"
 
 
 def huge_header_raw(t):
-    return _load(_lying_header(t / "ADC.nii", (300, 300, 300), gz=False)), "ADC.nii", "the file is truncated"
+    return _load(lying_header(t / "ADC.nii", (300, 300, 300), gz=False)), "ADC.nii", "the file is truncated"
 
 
 def rgb24(t):

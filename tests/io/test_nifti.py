@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from napari_lrp.io.nifti import CaseError, is_nifti_path, nifti_stem, read_nifti, save_on_grid
+from tests.conftest import lying_header
 
 
 def test_names():
@@ -45,21 +46,10 @@ def test_save_on_grid_round_trips_in_file_order(tmp_path):
     assert np.allclose(img.affine, affine)
 
 
-def _lying_header(path, claimed, gz=True):
-    """A small valid NIfTI whose header claims ``claimed`` voxels (the data stays 4x4x4)."""
-    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
-    raw = bytearray(img.header.binaryblock) + bytearray(4) + np.ones(64, np.float32).tobytes()
-    dims = np.frombuffer(bytes(raw[40:56]), np.int16).copy()
-    dims[1:4] = claimed
-    raw[40:56] = dims.tobytes()
-    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
-    return path
-
-
 def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_allocating(tmp_path):
     import tracemalloc
 
-    p = _lying_header(tmp_path / "liar.nii.gz", (1100, 1100, 1100))
+    p = lying_header(tmp_path / "liar.nii.gz", (1100, 1100, 1100))
     assert p.stat().st_size < 2000
     tracemalloc.start()
     with pytest.raises(CaseError, match=r"liar.nii.gz: the header claims 1100x1100x1100 voxels .* cannot hold them"):
@@ -67,7 +57,7 @@ def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_allocating(tmp_pat
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 50e6
-    raw = _lying_header(tmp_path / "liar.nii", (100, 100, 100), gz=False)
+    raw = lying_header(tmp_path / "liar.nii", (100, 100, 100), gz=False)
     with pytest.raises(CaseError, match=r"liar.nii: the header claims 100x100x100 voxels .* the file is truncated"):
         read_nifti(raw)
 

@@ -126,7 +126,9 @@ class _RuleFn(torch.autograd.Function):
         return ctx.engine._apply_rule(ctx.entry, R), None, None, None
 
 
-class _ResidualFn(torch.autograd.Function):
+class _PairFn(torch.autograd.Function):
+    """An operation of two operands (a residual sum, a product): its entry's handler splits the relevance."""
+
     @staticmethod
     def forward(ctx, a, b, yd, engine, entry):
         ctx.engine = engine
@@ -135,20 +137,7 @@ class _ResidualFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, R):
-        Ra, Rb = ctx.engine._apply_residual(ctx.entry, R)
-        return Ra, Rb, None, None, None
-
-
-class _ProductFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b, yd, engine, entry):
-        ctx.engine = engine
-        ctx.entry = entry
-        return yd.view_as(yd)
-
-    @staticmethod
-    def backward(ctx, R):
-        Ra, Rb = ctx.engine._apply_product(ctx.entry, R)
+        Ra, Rb = ctx.entry.split(R)
         return Ra, Rb, None, None, None
 
 
@@ -178,6 +167,8 @@ class _Entry:
     b: torch.Tensor | None = None
     a_in: bool = False
     b_in: bool = False
+    #: pair entries: the engine's handler that splits the relevance between the operands
+    split: Callable | None = None
 
 
 def _in_graph(t) -> bool:
@@ -518,10 +509,11 @@ class Propagation:
                        a=a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(a),
                        b=bb.detach() if isinstance(bb, torch.Tensor) else torch.as_tensor(bb),
                        z=y.detach(), a_in=_in_graph(a), b_in=_in_graph(b))
+        entry.split = lambda R, e=entry: self._apply_residual(e, R)
         self._entries.append(entry)
         ta = a if _in_graph(a) else torch.zeros((), dtype=y.dtype, device=y.device)
         tb = b if _in_graph(b) else torch.zeros((), dtype=y.dtype, device=y.device)
-        return _ResidualFn.apply(ta, tb, y.detach(), self, entry)
+        return _PairFn.apply(ta, tb, y.detach(), self, entry)
 
     def _product(self, a, b, divide: bool = False):
         """y = a * b (or a / b for a constant b), out of place. The signal-take-all rule (Arras et al.
@@ -545,10 +537,11 @@ class Propagation:
         shape_b = tuple(b.shape) if isinstance(b, torch.Tensor) else ()
         entry = _Entry(name=f"{'div' if divide else 'mul'}#{self._functional_count}", module=None,
                        rule=PassThrough(), state=(mode, shape_a, shape_b), a_in=a_in, b_in=b_in)
+        entry.split = lambda R, e=entry: self._apply_product(e, R)
         self._entries.append(entry)
         ta = a if a_in else torch.zeros((), dtype=y.dtype, device=y.device)
         tb = b if b_in else torch.zeros((), dtype=y.dtype, device=y.device)
-        return _ProductFn.apply(ta, tb, y.detach(), self, entry)
+        return _PairFn.apply(ta, tb, y.detach(), self, entry)
 
     # ---- backward --------------------------------------------------------------------------
     def _tick(self):
