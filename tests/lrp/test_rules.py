@@ -17,7 +17,9 @@ def dense_jacobian(layer, x, weight=None):
     n = x.numel()
     basis = torch.eye(n, dtype=x.dtype).view(n, *x.shape[1:])  # column j of J is the map applied to e_j
     with torch.no_grad():
-        if isinstance(layer, nn.ConvTranspose3d):
+        if isinstance(layer, nn.Linear):
+            out = nn.functional.linear(basis, w)
+        elif isinstance(layer, nn.ConvTranspose3d):
             out = nn.functional.conv_transpose3d(basis, w, None, layer.stride, layer.padding, layer.output_padding)
         else:
             out = nn.functional.conv3d(basis, w, None, layer.stride, layer.padding)
@@ -83,6 +85,22 @@ def test_rule_equals_dense_oracle(rule, kind, bias, stride):
     R = torch.randn_like(layer(x))
     got = propagate(layer, x, R, rules={type(layer): rule})
     want = oracle(rule, layer, x, R)
+    scale = want.abs().max()
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6 * float(scale)), float((got - want).abs().max() / scale)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=repr)
+def test_linear_on_tokens_takes_its_bias_on_the_feature_axis(rule):
+    """nn.Linear on (batch, tokens, features) with as many tokens as features (where a bias on the wrong
+    axis raises no error): every rule equals the dense oracle."""
+    torch.manual_seed(3)
+    layer = nn.Linear(4, 4).double().eval()
+    x = torch.randn(1, 4, 4, dtype=torch.float64)
+    if isinstance(rule, ZBox):
+        x = x.clamp(-1.5, 2.0)
+    R = torch.randn_like(layer(x))
+    got = propagate(layer, x, R, rules={nn.Linear: rule})
+    want = oracle(rule, layer, x, R).view_as(x)
     scale = want.abs().max()
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-6 * float(scale)), float((got - want).abs().max() / scale)
 

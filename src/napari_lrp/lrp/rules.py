@@ -275,17 +275,17 @@ def _positive_part(module, w, b, x, z, nonneg, negative=True, xabs=None):
             if not negative:
                 return P, None
             N = torch.sub(z, P)
-            return P, (N if b is None else N.sub_(_bias_like(b, z)))
+            return P, (N if b is None else N.sub_(_bias_like(b, z, module)))
         C = linear_forward(module, x.abs() if xabs is None else xabs, w.abs(), None)
         N = None
         if negative:
             N = torch.sub(z, C)
             if b is not None:
-                N.sub_(_bias_like(b, z))
+                N.sub_(_bias_like(b, z, module))
             N.mul_(0.5).clamp_(max=0)
         P = C.add_(z)
         if b is not None:
-            P.sub_(_bias_like(b, z))
+            P.sub_(_bias_like(b, z, module))
         return P.mul_(0.5).clamp_(min=0), N
 
 
@@ -336,7 +336,7 @@ class Gamma(_WeightRule):
             xabs = None if nonneg else st.x.abs()
             Q, _ = _positive_part(st.module, st.w, b, st.x, z, nonneg, negative=False, xabs=xabs)
             if b is not None:
-                Q.add_(_bias_like(b.clamp(min=0), z))
+                Q.add_(_bias_like(b.clamp(min=0), z, st.module))
             sign = torch.sign(z)
             d = Q.mul_(sign).mul_(g).add_(z).add_(z.clamp(max=0), alpha=g).add_(sign, alpha=self.epsilon)
             d.masked_fill_(z == 0, float("inf"))
@@ -365,8 +365,12 @@ class Gamma(_WeightRule):
         return out.add_(D)
 
 
-def _bias_like(b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    return b.view(1, -1, *([1] * (z.ndim - 2))) if z.ndim > 2 else b
+def _bias_like(b: torch.Tensor, z: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """The bias shaped to add to the layer's output z: along the last axis for Linear (also on token
+    sequences (batch, tokens, features)), along the channel axis 1 for convolutions."""
+    if isinstance(module, nn.Linear) or z.ndim <= 2:
+        return b
+    return b.view(1, -1, *([1] * (z.ndim - 2)))
 
 
 class AlphaBeta(_WeightRule):
@@ -458,7 +462,7 @@ class ZBox(_WeightRule):
             high = xd.amax(dim=dims) if high is None else high
         lo, hi = _bounds_like(low, xd), _bounds_like(high, xd)
         with torch.no_grad():  # x w from the layer's output z (bias removed): two convolutions, not three
-            zb = z.detach() - _bias_like(b, z) if b is not None else z.detach().clone()
+            zb = z.detach() - _bias_like(b, z, module) if b is not None else z.detach().clone()
             zb -= linear_forward(module, lo, w.clamp(min=0), None)
             zb -= linear_forward(module, hi, w.clamp(max=0), None)
         return (module, w, xd, lo, hi, zb)
