@@ -179,3 +179,25 @@ def test_kept_on_case_grid_places_a_coarse_layer_over_the_case(tiny):
     with pytest.raises(KeyError, match="no relevance kept at 'head'"):
         exp.kept_on_case_grid("head")
     assert exp.layer_shapes["encoders.1"][2:] == (4, 8, 8)
+
+
+def test_output_index_explains_one_output_of_a_deep_supervision_network(tiny):
+    model, case = tiny
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            y = self.net(x)
+            return [y, y * 0.5]
+
+    wrapped = nl.Model(network=TwoHeads(model.network), card=model.card, device=model.device)
+    want = nl.explain(model, case, preset="lrp0", target="output")
+    got = nl.explain(wrapped, case, preset="lrp0", target="output", output_index=0)
+    np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-5, atol=1e-7)
+    pred, _logits, _shapes = predict_case(wrapped, case, output_index=0)
+    np.testing.assert_array_equal(pred, want.prediction)
+    with pytest.raises(TypeError, match="output_index"):
+        nl.explain(wrapped, case, preset="lrp0")

@@ -251,7 +251,8 @@ def _needs_ground_truth(target) -> bool:
 
 def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filter] | None = None,
             target="region", target_class: int | None = None, rules: Mapping | None = None, keep=None,
-            progress: Callable[[int, int], None] | None = None, settings=None, strict: bool = False) -> Explanation:
+            progress: Callable[[int, int], None] | None = None, settings=None, strict: bool = False,
+            output_index=None) -> Explanation:
     """Explain ``model``'s segmentation of ``case``.
 
     preset: a name of ``napari_lrp.lrp.PRESETS`` ('paper', 'epsilon-gamma-box', 'epsilon-plus-flat',
@@ -260,7 +261,8 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     a mask (Z, Y, X) or a voxel (z, y, x); target_class: default the card's. settings: a settings JSON
     (path or dict) written by :func:`save_settings`, which fills the other arguments. One forward pass;
     ``refilter`` reuses it. An operation without a rule on the relevance path warns with its name
-    (``ledger.unaccounted`` shows its cost); ``strict=True`` raises instead.
+    (``ledger.unaccounted`` shows its cost); ``strict=True`` raises instead. ``output_index`` selects the
+    segmentation output of a network that returns a list, tuple or dict (deep supervision, a VAE branch).
     """
     if settings is not None:
         kw = load_settings(settings)
@@ -270,7 +272,7 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     cls = m.card.target_class if target_class is None else int(target_class)
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
     prop = Propagation(prep.network, prep.x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset,
-                       strict=strict)
+                       strict=strict, output_index=output_index)
     logits = prep.crop(prop.output)
     if not 0 <= cls < logits.shape[1]:
         raise ValueError(f"target class {cls} does not exist; the model has {logits.shape[1]} output channels")
@@ -284,7 +286,7 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     return run.explanation(dict(filters or {}), keep, progress)
 
 
-def predict_case(model, case: Case) -> tuple[np.ndarray, np.ndarray, dict[str, tuple]]:
+def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.ndarray, dict[str, tuple]]:
     """One forward pass: (prediction uint8 (Z, Y, X), logits (K, Z, Y, X), {module name: output shape}).
 
     Convolutions run on the engine's kernels (``kernels.onednn_convolutions``), so the prediction is the
@@ -303,7 +305,8 @@ def predict_case(model, case: Case) -> tuple[np.ndarray, np.ndarray, dict[str, t
     handles = [mod.register_forward_hook(record(name)) for name, mod in m.network.named_modules() if name]
     try:
         with torch.no_grad(), onednn_convolutions():
-            logits = prep.crop(prep.network(prep.x))
+            out = prep.network(prep.x)
+            logits = prep.crop(out if output_index is None or isinstance(out, torch.Tensor) else out[output_index])
     finally:
         for h in handles:
             h.remove()
