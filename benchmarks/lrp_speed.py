@@ -20,6 +20,8 @@ the resident set and the peak follows live tensors (without it, the peak varied 
 run); CUDA: torch.cuda.max_memory_allocated.
 
     python benchmarks/lrp_speed.py [--device cpu|cuda] [--rounds 3] [--processes 2] [--quick]
+    python benchmarks/lrp_speed.py --monai      (epsilon and z-plus against the gradient on the engine's
+                                                 kernels for MONAI's DynUNet, SegResNet and VNet, issue #14)
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ QUICK = {
     "UNet3D w16 with ReLU (1,6,19,48,48)": ("unet3d-relu", (1, 6, 19, 48, 48)),
     "BasicUNet (1,6,19,64,64)": ("basicunet", (1, 6, 19, 64, 64)),
 }
+#: issue #14 item 6: MONAI networks at (1, 2, 64, 64, 64), epsilon <= 1.3x and z-plus <= 2.2x gradient-onednn
+MONAI_CONFIGS = {
+    "DynUNet (1,2,64,64,64)": ("dynunet", (1, 2, 64, 64, 64)),
+    "SegResNet (1,2,64,64,64)": ("segresnet", (1, 2, 64, 64, 64)),
+    "VNet (1,2,64,64,64)": ("vnet", (1, 2, 64, 64, 64)),
+}
+MONAI_KINDS = ["gradient-onednn", "epsilon", "zplus"]
+MONAI_TARGETS = {"epsilon": 1.3, "zplus": 2.2}
 KINDS = ["gradient", "gradient-onednn", "epsilon", "zplus", "gamma", "repropagate", "zennit-epsilon",
          "zennit-zplus", "zennit-gamma"]
 PEERS = (("epsilon", "zennit-epsilon"), ("zplus", "zennit-zplus"), ("gamma", "zennit-gamma"))
@@ -66,6 +76,12 @@ def build(arch: str):
 
         # the paper's LeakyReLU(0.2), or ReLU (non-negative layer inputs: the one-convolution z+ path)
         net = UNet3D(6, 2, width=16, negative_slope=0.0 if arch == "unet3d-relu" else 0.2)
+    elif arch in ("dynunet", "segresnet", "vnet"):
+        from monai.networks import nets
+
+        net = {"dynunet": lambda: nets.DynUNet(3, 2, 2, [3, 3, 3, 3], [1, 2, 2, 2], [2, 2, 2]),
+               "segresnet": lambda: nets.SegResNet(3, 16, 2, 2),
+               "vnet": lambda: nets.VNet(3, 2, 2)}[arch]()
     else:
         from monai.networks.nets import BasicUNet
 
@@ -89,7 +105,7 @@ def runners(arch: str, shape, device: str, kinds) -> dict:
     with torch.no_grad():
         start = net(x)
     ours = {"epsilon": Epsilon(1e-6), "zplus": ZPlus(1e-6), "gamma": Gamma(0.25, 1e-6)}
-    norm_pass = {nn.BatchNorm3d: PassThrough(), nn.InstanceNorm3d: PassThrough()}
+    norm_pass = {nn.BatchNorm3d: PassThrough(), nn.InstanceNorm3d: PassThrough(), nn.GroupNorm: PassThrough()}
 
     def gradient():
         xx = x.clone().requires_grad_(True)
@@ -156,9 +172,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_times(arch: str, shape, device: str, rounds: int) -> dict:
+def measure_times(arch: str, shape, device: str, rounds: int, kinds=None) -> dict:
     """Seconds of every timed round per kind, all kinds interleaved in this process."""
-    fns = runners(arch, shape, device, KINDS)
+    fns = runners(arch, shape, device, kinds or KINDS)
     times = {k: [] for k in fns}
     for r in range(rounds + 1):
         for kind, fn in fns.items():
@@ -206,16 +222,22 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round (median)")
     ap.add_argument("--processes", type=int, default=2, help="timing processes per configuration (pooled)")
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    ap.add_argument("--monai", action="store_true", help="the MONAI rows of issue #14 (epsilon, z-plus)")
+    ap.add_argument("--kinds", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--times", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.times:
         arch, shape = json.loads(args.times)
-        print(json.dumps(measure_times(arch, tuple(shape), args.device, args.rounds)))
+        kinds = json.loads(args.kinds) if args.kinds else None
+        print(json.dumps(measure_times(arch, tuple(shape), args.device, args.rounds, kinds)))
         return
     if args.memory:
         arch, shape, kind = json.loads(args.memory)
         print(json.dumps(measure_memory(arch, tuple(shape), args.device, kind)))
+        return
+    if args.monai:
+        monai_rows(args)
         return
     configs = QUICK if args.quick else CONFIGS
     import torch
@@ -246,6 +268,29 @@ def main(argv=None):
             print(f"| {ours}: speed-up over zennit | | {times[theirs] / times[ours]:.2f}x | | | |")
         print(f"| re-propagation / full LRP (epsilon) | | {times['repropagate'] / times['epsilon']:.2f} | | | |")
         print(flush=True)
+
+
+def monai_rows(args) -> None:
+    """Epsilon and z-plus against the gradient pass on the engine's kernels, interleaved, pooled processes."""
+    import torch
+
+    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+          f"{args.processes} processes x {args.rounds} interleaved rounds (median)\n")
+    print("| network | gradient-onednn s | epsilon x | target | z-plus x | target |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for title, (arch, shape) in MONAI_CONFIGS.items():
+        pooled: dict[str, list[float]] = {}
+        for _ in range(args.processes):
+            res = _child(["--device", args.device, "--rounds", str(args.rounds), "--kinds", json.dumps(MONAI_KINDS),
+                          "--times", json.dumps([arch, shape])])
+            for kind, values in (res or {}).items():
+                pooled.setdefault(kind, []).extend(values)
+        if not pooled:
+            continue
+        t = {k: statistics.median(v) for k, v in pooled.items()}
+        g = t["gradient-onednn"]
+        print(f"| {title} | {g:.3f} | {t['epsilon'] / g:.2f} | <= {MONAI_TARGETS['epsilon']} | "
+              f"{t['zplus'] / g:.2f} | <= {MONAI_TARGETS['zplus']} |", flush=True)
 
 
 if __name__ == "__main__":
