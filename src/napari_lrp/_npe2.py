@@ -14,15 +14,11 @@ from .io.nifti import is_nifti_path
 GROUND_TRUTH_NAME = "ground truth"
 
 
-def _case_key(case: Case) -> str:
-    return f"{case.name}|{case.files[0] if case.files else ''}"
-
-
 def case_layer_data(case: Case) -> list[tuple]:
     """LayerData tuples: one grayscale Image per modality and a Labels layer "ground truth" for the mask;
     every layer's metadata names its role and its case (see ``widgets._layers``)."""
     kw = case.grid.layer_kwargs()
-    key = _case_key(case)
+    key = case.key
     out = []
     for c, name in enumerate(case.modalities):
         v = case.image[c]

@@ -44,6 +44,11 @@ class Case:
     label_values: tuple[int, ...] | None = None
 
     @property
+    def key(self) -> str:
+        """Identity of the case (its name and first file), e.g. for the layers that show it."""
+        return f"{self.name}|{self.files[0] if self.files else ''}"
+
+    @property
     def ground_truth(self) -> np.ndarray | None:
         """The ground-truth region, bool (Z, Y, X), by the one rule of :mod:`napari_lrp.io.labels`; None
         without a label."""

@@ -242,7 +242,7 @@ class _FunctionalRules(TorchFunctionMode):
         out = func(*args, **kwargs)
         if func in ROUTING_FUNCTIONS and args and eng._is_input(args[0]):
             eng._mark_input(out)  # padding, cropping, reshaping the input leave it the input
-        if func not in ROUTING_FUNCTIONS and not _is_own_function(func) and _in_graph(out) \
+        if _in_graph(out) and func not in ROUTING_FUNCTIONS and not _is_own_function(func) \
                 and _any_in_graph(args, kwargs):
             name = _op_label(func)
             eng.unhandled[name] = eng.unhandled.get(name, 0) + 1

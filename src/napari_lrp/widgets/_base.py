@@ -77,9 +77,8 @@ class DockPanel(QScrollArea):
     def show_error(self, exc) -> None:
         from napari.utils.notifications import show_error
 
-        known = ("CaseError", "ModelError", "ValueError", "TypeError", "RuntimeError", "OSError",
-                 "PermissionError", "NotADirectoryError", "FileNotFoundError", "KeyError")
-        msg = str(exc) if type(exc).__name__ in known or isinstance(exc, (ValueError, OSError)) else repr(exc)
+        # the package's errors (CaseError, ModelError are ValueErrors) carry a sentence; anything else its type
+        msg = str(exc) if isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError)) else repr(exc)
         self.set_status(f"error: {msg}")
         show_error(f"napari-lrp: {msg}")
 

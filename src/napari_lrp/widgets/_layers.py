@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from .._npe2 import GROUND_TRUTH_NAME as GROUND_TRUTH_NAME  # the label layer's name, re-exported
+from .._npe2 import case_layer_data
 from ._session import case_key, session_for
 
 ROLE = "napari_lrp_role"
@@ -25,7 +27,6 @@ UNITS = ("mm", "mm", "mm")
 SUM_NAME = "R sum"
 ABS_NAME = "|R| sum (3D)"
 PREDICTION_NAME = "prediction"
-GROUND_TRUTH_NAME = "ground truth"
 LEGEND = ("outlines: yellow = prediction, cyan (wide) = ground truth\n"
           "relevance: red = for the class, blue = against, transparent = none")
 
@@ -186,13 +187,6 @@ def guard_one_case(viewer) -> None:
     viewer.layers.events.inserted.connect(inserted)
 
 
-def case_layer_kwargs(case) -> list[tuple]:
-    """The case's LayerData with napari-lrp's role and case metadata (see the module docstring)."""
-    from .._npe2 import case_layer_data
-
-    return case_layer_data(case)
-
-
 def show_case(viewer, case) -> list:
     """Show ``case`` as the one case: its modality Image layers and its ground truth (outlined); layers of
     any other case and the prediction and relevance made from them are removed."""
@@ -201,7 +195,7 @@ def show_case(viewer, case) -> list:
     for ly in _other_case_layers(viewer, key):
         viewer.layers.remove(ly)
     out = []
-    for data, meta, kind in case_layer_kwargs(case):
+    for data, meta, kind in case_layer_data(case):
         name = meta["name"]
         if name in viewer.layers:
             layer = viewer.layers[name]
@@ -227,10 +221,9 @@ def show_prediction(viewer, prediction: np.ndarray, case):
     kw = case.grid.layer_kwargs()
     new = PREDICTION_NAME not in viewer.layers
     layer = _upsert(viewer, PREDICTION_NAME, prediction, "labels", scale=kw["scale"], translate=kw["translate"],
-                    units=kw["units"], metadata=_derived_meta(case, "prediction"), opacity=0.9)
+                    units=kw["units"], metadata=_derived_meta(case, "prediction", kw), opacity=0.9)
     if new or layer.contour != 1:
         outline(layer, "yellow")
-    layer.metadata = _derived_meta(case, "prediction")
     return layer
 
 

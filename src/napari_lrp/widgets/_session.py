@@ -16,9 +16,8 @@ from psygnal import Signal
 
 
 def case_key(case) -> str:
-    """Identity of a case on screen (its name and first file), stored in every layer it owns."""
-    files = list(getattr(case, "files", []) or [])
-    return f"{case.name}|{files[0] if files else ''}"
+    """Identity of a case on screen (``Case.key``), stored in every layer it owns."""
+    return case.key
 
 
 @dataclass
