@@ -3,7 +3,7 @@
 # Xvfb is missing and apt-get is available), a virtual environment in .venv, torch 2.13.0 (the CPU
 # build) before anything else can pull a CUDA build, then the project with a Qt binding.
 # Usage: scripts/setup.sh          (demo)
-#        scripts/setup.sh --test   (also the test tools: pytest, pytest-xvfb, zennit, nilearn)
+#        scripts/setup.sh --test   (also the test tools: pytest, pytest-xvfb, zennit, lxt, nilearn)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -35,8 +35,9 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   pip_install -e ".[qt,testing]"
-  # zennit (the reference LRP library, a test oracle) without its torchvision dependency
-  pip_install --no-deps zennit
+  # zennit (the reference LRP library) and lxt (AttnLRP's authors' package), test oracles, without their
+  # torchvision / transformers dependencies
+  pip_install --no-deps zennit lxt==2.1
 else
   pip_install -e ".[qt]"
 fi

@@ -19,7 +19,7 @@ from napari_lrp.lrp.presets import Preset, default_rule, get_preset, resolve_rul
 
 
 def test_registry_names_and_menus_list_it():
-    assert list(PRESETS) == ["paper", "epsilon-gamma-box", "epsilon-plus-flat", "lrp0"]
+    assert list(PRESETS) == ["paper", "epsilon-gamma-box", "epsilon-plus-flat", "lrp0", "attnlrp", "cp-lrp"]
     from napari_lrp.cli import main
 
     with pytest.raises(SystemExit):  # argparse lists the registry's names in its error
@@ -39,6 +39,12 @@ def test_presets_hold_the_documented_rules():
     assert get_preset("epsilon-plus-flat").first == Flat(1e-6)
     lrp0 = get_preset("lrp0")
     assert resolve_rule("c", nn.Conv3d(1, 1, 1), {}, lrp0, first=True) == Epsilon(0.0)
+    assert lrp0.attention == "attnlrp" and lrp0.product_epsilon == 0.0
+    for name in ("attnlrp", "cp-lrp"):
+        p = get_preset(name)
+        assert resolve_rule("l", nn.Linear(2, 2), {}, p, first=True) == Epsilon(1e-6) and p.product_epsilon == 1e-6
+        assert type(resolve_rule("s", nn.Softmax(-1), {}, p, first=False)).__name__ == "Softmax"
+    assert get_preset("attnlrp").attention == "attnlrp" and get_preset("cp-lrp").attention == "cp-lrp"
 
 
 def test_defaults_for_modules_nobody_names():
@@ -46,6 +52,7 @@ def test_defaults_for_modules_nobody_names():
     assert default_rule(nn.LeakyReLU()) == PassThrough() and default_rule(nn.Dropout3d()) == PassThrough()
     assert type(default_rule(nn.MaxPool3d(2))).__name__ == "WinnerTakesAll"
     assert default_rule(nn.Sequential()) is None
+    assert type(default_rule(nn.Softmax(dim=-1))).__name__ == "Softmax"  # attention, not pass-through
 
 
 def test_resolution_order_name_then_glob_then_type_then_preset():

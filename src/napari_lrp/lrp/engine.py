@@ -32,20 +32,23 @@ from .folding import BatchNormFolding
 from .ledger import Ledger
 from .names import expand, is_glob, matches
 from .presets import get_preset, resolve_rule
-from .rules import Epsilon, PassThrough, Routing, Rule, WinnerTakesAll, stabilise
+from .rules import Epsilon, PassThrough, Routing, Rule, Softmax, WinnerTakesAll, divide_stabilised, stabilise
 from .types import (
     ADD_FUNCTIONS,
     BATCHNORM_TYPES,
     CONV3D_FUNCTIONS,
     DIV_FUNCTIONS,
     INPLACE_TWINS,
+    LAYERNORM_FUNCTIONS,
     LINEAR_MAP_FUNCTIONS,
     LINEAR_TYPES,
     MAXPOOL_FUNCTIONS,
     MUL_FUNCTIONS,
+    MULTILINEAR_FUNCTIONS,
     PAD_FUNCTIONS,
     PASS_FUNCTIONS,
     ROUTING_FUNCTIONS,
+    SOFTMAX_FUNCTIONS,
     SUB_FUNCTIONS,
 )
 
@@ -206,6 +209,30 @@ class _FunctionalRules(TorchFunctionMode):
                     return out
                 return eng._product(a, b, divide=func in DIV_FUNCTIONS)
             return func(*args, **kwargs)
+        if func in MULTILINEAR_FUNCTIONS:
+            return eng._multilinear(func, args, kwargs)
+        if func in SOFTMAX_FUNCTIONS:
+            out = func(*args, **kwargs)
+            x = args[0] if args else kwargs.get("input")
+            if not (_in_graph(x) and isinstance(out, torch.Tensor)):
+                return out
+            if eng.preset.attention == "cp-lrp":
+                return out.detach()  # CP-LRP: the attention weights are constants
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            return eng._wrap_functional(Softmax(), func, x, out, {"dim": dim})
+        if func in LAYERNORM_FUNCTIONS:
+            out = func(*args, **kwargs)
+            x = args[0] if args else kwargs.get("input")
+            if not (_in_graph(x) and isinstance(out, torch.Tensor)):
+                return out
+            names = ("input", "normalized_shape", "weight", "bias", "eps")
+            given = dict(zip(names, args)) | kwargs
+            shape = tuple(given["normalized_shape"])
+            rule = eng._functional_rule(nn.LayerNorm(shape, elementwise_affine=False))
+            ctx = {"layer_norm": (shape, given.get("weight"), given.get("eps", 1e-5))}
+            if isinstance(rule, PassThrough) or not isinstance(rule, Epsilon):
+                rule = PassThrough()
+            return eng._wrap_functional(rule, func, x, out, ctx)
         if func in PAD_FUNCTIONS:
             out = func(*args, **kwargs)
             x = args[0] if args else kwargs.get("input")
@@ -335,8 +362,13 @@ class Propagation:
         module = self.module
         training = {m: m.training for m in module.modules()}
         inplace = {m: m.inplace for m in module.modules() if getattr(m, "inplace", False) is True}
+        # parameters do not require grad while the forward runs, so a tensor is "on the relevance path"
+        # exactly when it depends on the input (a position bias taken from a parameter table is a constant)
+        frozen = [p for p in module.parameters() if p.requires_grad]
         handles = []
         try:
+            for p in frozen:
+                p.requires_grad_(False)
             module.eval()
             for m in inplace:
                 m.inplace = False
@@ -377,6 +409,8 @@ class Propagation:
                 m.training = flag
             for m in inplace:
                 m.inplace = True
+            for p in frozen:
+                p.requires_grad_(True)
             self._in_rule_leaf = 0
             self._input_tensors.clear()
 
@@ -457,6 +491,8 @@ class Propagation:
             if rule is not None and _is_leaf(m):
                 self._in_rule_leaf -= 1
                 x = args[0] if args else None
+                if isinstance(rule, Softmax) and self.preset.attention == "cp-lrp" and isinstance(out, torch.Tensor):
+                    return out.detach()  # CP-LRP: the attention weights are constants
                 if isinstance(out, torch.Tensor) and _in_graph(x):
                     if self._folding.is_claimed(name):  # BatchNorm folded into the layer before it
                         self._folding.fold(name, m, out)
@@ -477,13 +513,13 @@ class Propagation:
         return post_hook
 
     def _wrap(self, rule: Rule, name: str, m: nn.Module | None, x: torch.Tensor, z: torch.Tensor,
-              defer: bool = False):
+              defer: bool = False, ctx: dict | None = None):
         if defer:  # prepared by _prepare_deferred once the folding knows whether a BatchNorm follows
             entry = _Entry(name=name, module=m, rule=rule, x=x, z=z.detach())
             self._entries.append(entry)
             return _RuleFn.apply(x, z.detach(), self, entry)
         with self._suspended():
-            state = rule.prepare(m, x, z, {})
+            state = rule.prepare(m, x, z, ctx or {})
         entry = _Entry(name=name, module=m, rule=rule, state=state)
         self._entries.append(entry)
         return _RuleFn.apply(x, z.detach(), self, entry)
@@ -495,10 +531,45 @@ class Propagation:
             entry.state = entry.rule.prepare(entry.module, entry.x, entry.z if z is None else z, override or {})
         entry.x = entry.z = None
 
-    def _wrap_functional(self, rule: Rule, func, x, out):
+    def _wrap_functional(self, rule: Rule, func, x, out, ctx: dict | None = None):
         self._functional_count += 1
         name = f"{getattr(func, '__name__', 'op')}#{self._functional_count}"
-        return self._wrap(rule, name, None, x, out)
+        return self._wrap(rule, name, None, x, out, ctx=ctx)
+
+    def _functional_rule(self, proxy: nn.Module) -> Rule | None:
+        """The rule the rules mapping (by type) and the preset give a functional operation, asked of a
+        parameter-free module of the same kind (``F.layer_norm`` -> ``nn.LayerNorm``)."""
+        return resolve_rule("", proxy, {k: v for k, v in self.rules.items() if isinstance(k, type)},
+                            self.preset, False)
+
+    def _multilinear(self, func, args, kwargs):
+        """y = f(a, b) linear in each tensor operand (a @ b, einsum, bmm, F.linear with a constant weight):
+        the epsilon rule on the multilinear terms, R_i = x_i * (dy/dx_i)^T (R / y) / n for the n operands on
+        the relevance path (AttnLRP's uniform rule for n = 2; the epsilon rule of a linear map for n = 1;
+        an additive bias's share is absorbed). More than two operands on the path: no rule (reported)."""
+        nested = func is torch.einsum and len(args) == 2 and isinstance(args[1], (list, tuple))
+        flat = [args[0], *args[1]] if nested else list(args)
+        pos = [i for i, a in enumerate(flat) if _in_graph(a)]
+        if not pos or len(pos) > 2 or any(_in_graph(v) for v in kwargs.values()):
+            out = func(*args, **kwargs)
+            if pos or any(_in_graph(v) for v in kwargs.values()):
+                name = _op_label(func)
+                self.unhandled[name] = self.unhandled.get(name, 0) + 1
+            return out
+        with self._suspended(), torch.enable_grad():
+            leaves = [flat[i].detach().requires_grad_(True) for i in pos]
+            new = [a.detach() if isinstance(a, torch.Tensor) else a for a in flat]
+            for i, leaf in zip(pos, leaves):
+                new[i] = leaf
+            y = func(new[0], new[1:], **kwargs) if nested else func(*new, **kwargs)
+        self._functional_count += 1
+        entry = _Entry(name=f"{_op_name(func)}#{self._functional_count}", module=None, rule=PassThrough(),
+                       state=(y, leaves, self.preset.product_epsilon), a_in=True, b_in=len(pos) == 2)
+        entry.split = lambda R, e=entry: self._apply_multilinear(e, R)
+        self._entries.append(entry)
+        ta = flat[pos[0]]
+        tb = flat[pos[1]] if len(pos) == 2 else torch.zeros((), dtype=y.dtype, device=y.device)
+        return _PairFn.apply(ta, tb, y.detach(), self, entry)
 
     def _residual(self, a, b, alpha):
         with self._suspended():
@@ -588,6 +659,22 @@ class Propagation:
         self._record(entry.name, "product", f"signal-take-all ({mode})", R.sum(), handed)
         self._tick()
         return Ra, Rb
+
+    def _apply_multilinear(self, entry: _Entry, R: torch.Tensor):
+        if entry.state is None:
+            raise RuntimeError("this propagation was released (retain=False); make a new Propagation")
+        y, leaves, eps = entry.state
+        s = divide_stabilised(R, y.detach(), eps)
+        grads = torch.autograd.grad(y, leaves, s, retain_graph=self._retain, allow_unused=True)
+        n = len(leaves)
+        out = [torch.zeros_like(leaf) if g is None else g.mul_(leaf.detach()).div_(n)
+               for g, leaf in zip(grads, leaves)]
+        if not self._retain:
+            entry.state = None
+        self._record(entry.name, "product", f"epsilon ({'uniform' if n == 2 else 'linear'})", R.sum(),
+                     sum(r.sum() for r in out))
+        self._tick()
+        return out[0], (out[1] if n == 2 else None)
 
     def _tap(self, name: str, side: str, R: torch.Tensor) -> torch.Tensor:
         if side == "root":

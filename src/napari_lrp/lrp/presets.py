@@ -17,7 +17,7 @@ from types import MappingProxyType
 from torch import nn
 
 from .names import is_glob, matches
-from .rules import Epsilon, Flat, Gamma, PassThrough, Rule, WinnerTakesAll, ZBox, ZPlus
+from .rules import Epsilon, Flat, Gamma, PassThrough, Rule, Softmax, WinnerTakesAll, ZBox, ZPlus
 from .types import (
     ACTIVATION_TYPES,
     AVGPOOL_TYPES,
@@ -27,6 +27,7 @@ from .types import (
     LINEAR_TYPES,
     MAXPOOL_TYPES,
     NORM_TYPES,
+    SOFTMAX_TYPES,
 )
 
 __all__ = ["PRESETS", "Preset", "can_handle", "default_rule", "get_preset", "register_preset", "resolve_rule"]
@@ -35,24 +36,35 @@ __all__ = ["PRESETS", "Preset", "can_handle", "default_rule", "get_preset", "reg
 def default_rule(module: nn.Module) -> Rule | None:
     """The handling of DESIGN section 6 for modules no preset or mapping names: linear maps LRP-0 (its
     stabiliser touches only exact zeros), activations and dropout PassThrough, max pooling winner takes
-    all, anything else None (a container, or an operation without a rule)."""
+    all, softmax (attention) the AttnLRP rule, anything else None (a container, or an operation without
+    a rule)."""
     if isinstance(module, LINEAR_TYPES + BATCHNORM_TYPES + NORM_TYPES + AVGPOOL_TYPES):
         return Epsilon(0.0)  # LRP-0: only exact zeros are stabilised
     if isinstance(module, ACTIVATION_TYPES + DROPOUT_TYPES):
         return PassThrough()
     if isinstance(module, MAXPOOL_TYPES):
         return WinnerTakesAll()
+    if isinstance(module, SOFTMAX_TYPES):
+        return Softmax()
     return None
 
 
 @dataclass
 class Preset:
-    """A named rule set: ``types`` maps module types to rules; ``first`` is the first linear layer's rule."""
+    """A named rule set: ``types`` maps module types to rules; ``first`` is the first linear layer's rule.
+
+    ``attention``: "attnlrp" (softmax by :class:`~.rules.Softmax`, relevance reaches queries and keys) or
+    "cp-lrp" (attention weights held constant: all relevance of ``att @ v`` goes to the values, Ali et al.
+    2022). ``product_epsilon``: the stabiliser of products of activations (``q @ k``, ``att @ v``, einsum,
+    functional linear maps), whose relevance is shared equally among the operands on the relevance path.
+    """
 
     name: str
     types: list[tuple[tuple[type, ...], Rule]] = field(default_factory=list)
     first: Rule | None = None
     description: str = ""
+    attention: str = "attnlrp"
+    product_epsilon: float = 0.0
 
 
 #: a preset factory takes the input bounds (low, high) for z-box (None: the input's own range)
@@ -88,6 +100,14 @@ register_preset("epsilon-plus-flat", lambda b: Preset(
     "z-plus on convolutions, epsilon on dense layers, flat on the first"))
 register_preset("lrp0", lambda b: Preset(
     "lrp0", [], None, "LRP-0 everywhere: gradient x input on bias-free piecewise-linear networks"))
+register_preset("attnlrp", lambda b: Preset(
+    "attnlrp", [(LINEAR_TYPES, Epsilon(1e-6))], None,
+    "AttnLRP (transformers): epsilon on layers and products, softmax linearised, norms' std held constant",
+    attention="attnlrp", product_epsilon=1e-6))
+register_preset("cp-lrp", lambda b: Preset(
+    "cp-lrp", [(LINEAR_TYPES, Epsilon(1e-6))], None,
+    "CP-LRP (transformers): epsilon everywhere, attention weights and norms' std held constant",
+    attention="cp-lrp", product_epsilon=1e-6))
 
 
 def can_handle(rule: Rule | None, module: nn.Module) -> bool:
@@ -103,6 +123,8 @@ def can_handle(rule: Rule | None, module: nn.Module) -> bool:
         return isinstance(module, LINEAR_TYPES + BATCHNORM_TYPES + NORM_TYPES + AVGPOOL_TYPES)
     if isinstance(rule, WinnerTakesAll):
         return isinstance(module, MAXPOOL_TYPES)
+    if isinstance(rule, Softmax):
+        return isinstance(module, SOFTMAX_TYPES)
     return True
 
 

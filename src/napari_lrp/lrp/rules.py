@@ -19,7 +19,7 @@ from . import kernels
 from .types import LINEAR_TYPES, NORM_TYPES
 
 __all__ = ["Rule", "Epsilon", "LRP0", "Gamma", "AlphaBeta", "ZPlus", "ZBox", "Flat", "WSquare",
-           "PassThrough", "Routing", "WinnerTakesAll", "stabilise"]
+           "PassThrough", "Routing", "WinnerTakesAll", "Softmax", "stabilise"]
 
 
 
@@ -111,8 +111,10 @@ class Rule:
 class Epsilon(Rule):
     """R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k, for any module that is a linear (affine) map of
     its input (it uses the module's own Jacobian): Conv, ConvTranspose, Linear, BatchNorm in eval,
-    average pooling, interpolation. For Instance/Group/LayerNorm the statistics of this input are held
-    constant (a per-channel affine map)."""
+    average pooling, interpolation. For Instance/GroupNorm the statistics of this input are held
+    constant (a per-channel affine map). For LayerNorm (tokens) the AttnLRP rule (Achtibat et al. 2024,
+    as lxt): the centring x - mean(x) is a linear map and only the standard deviation is held constant,
+    R = x (v - mean(v)) with v = gamma / std * R / z over the normalised axes."""
 
     needs_own_graph = True
 
@@ -120,6 +122,15 @@ class Epsilon(Rule):
         self.epsilon = float(epsilon)
 
     def prepare(self, module, x, z, ctx):
+        if isinstance(module, nn.LayerNorm) or "layer_norm" in ctx:
+            shape, weight, eps = ctx["layer_norm"] if "layer_norm" in ctx else (
+                module.normalized_shape, module.weight, module.eps)
+            xd = x.detach()
+            dims = tuple(range(xd.ndim - len(shape), xd.ndim))
+            scale = torch.rsqrt(xd.var(dim=dims, unbiased=False, keepdim=True) + eps)
+            if weight is not None:
+                scale = scale * weight.detach()
+            return ("layernorm", xd, z.detach(), scale, dims)
         if isinstance(module, NORM_TYPES):
             return ("norm", x.detach(), z.detach(), _norm_scale(module, x.detach()))
         if isinstance(module, LINEAR_TYPES):
@@ -128,6 +139,10 @@ class Epsilon(Rule):
 
     def relevance(self, state, R):
         kind = state[0]
+        if kind == "layernorm":
+            _, x, z, scale, dims = state
+            v = divide_stabilised(R, z, self.epsilon).mul_(scale)
+            return v.sub_(v.mean(dim=dims, keepdim=True)).mul_(x)
         if kind == "norm":
             _, x, z, scale = state
             return divide_stabilised(R, z, self.epsilon).mul_(x).mul_(scale)
@@ -171,13 +186,6 @@ def _norm_scale(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if module.affine:
             scale = scale * module.weight.detach().view(1, -1, *([1] * (x.ndim - 2)))
         return scale
-    if isinstance(module, nn.LayerNorm):
-        dims = tuple(range(x.ndim - len(module.normalized_shape), x.ndim))
-        var = x.var(dim=dims, unbiased=False, keepdim=True)
-        scale = torch.rsqrt(var + module.eps).expand_as(x)
-        if module.elementwise_affine and module.weight is not None:
-            scale = scale * module.weight.detach()
-        return scale
     raise TypeError(f"no norm scale for {type(module).__name__}")
 
 
@@ -203,6 +211,27 @@ class Routing(Rule):
         x, z = state
         (g,) = _grad(z, x, R)
         return torch.zeros_like(x) if g is None else g
+
+
+class Softmax(Rule):
+    """Softmax attention (AttnLRP, Achtibat et al. 2024, Proposition 3.1; lxt's rule): a Taylor decomposition
+    at the input x with the bias absorbed, R_in = x (R - s sum_dim R), s the softmax output along ``dim``.
+    Not conservative: what the linearisation's bias takes is booked in the ledger as absorbed. Masked
+    scores (-inf) get no relevance."""
+
+    def __init__(self, dim: int = -1):
+        self.dim = dim
+
+    def prepare(self, module, x, z, ctx):
+        dim = ctx.get("dim", getattr(module, "dim", None))
+        dim = self.dim if dim is None else dim
+        xd = x.detach()
+        return (torch.where(torch.isneginf(xd), torch.zeros((), dtype=xd.dtype, device=xd.device), xd),
+                z.detach(), dim)
+
+    def relevance(self, state, R):
+        x, s, dim = state
+        return (R - s * R.sum(dim=dim, keepdim=True)).mul_(x)
 
 
 class WinnerTakesAll(Rule):

@@ -14,7 +14,8 @@ from torch import nn
 __all__ = ["LINEAR_TYPES", "CONV_TYPES", "TRANSPOSED_CONV_TYPES", "BATCHNORM_TYPES", "NORM_TYPES",
            "ACTIVATION_TYPES", "DROPOUT_TYPES", "MAXPOOL_TYPES", "AVGPOOL_TYPES", "ADD_FUNCTIONS",
            "SUB_FUNCTIONS", "PASS_FUNCTIONS", "INPLACE_TWINS", "LINEAR_MAP_FUNCTIONS", "MAXPOOL_FUNCTIONS",
-           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS", "MUL_FUNCTIONS", "DIV_FUNCTIONS", "PAD_FUNCTIONS"]
+           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS", "MUL_FUNCTIONS", "DIV_FUNCTIONS", "PAD_FUNCTIONS",
+           "LAYERNORM_FUNCTIONS", "SOFTMAX_TYPES", "SOFTMAX_FUNCTIONS", "MULTILINEAR_FUNCTIONS", "RMSNORM_TYPES"]
 
 # ---- linear maps with weights (rules: LRP-0, epsilon, gamma, alpha-beta, z-plus, z-box, flat, w-square)
 TRANSPOSED_CONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -26,17 +27,33 @@ CONV3D_FUNCTIONS = (torch.conv3d, torch.conv_transpose3d)
 # ---- normalisation (folded into the layer before it, an affine map, or passed through)
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
+#: LayerNorm on tokens (AttnLRP): the centring is a linear map, the standard deviation is held constant
+LAYERNORM_FUNCTIONS = frozenset({F.layer_norm})
+#: RMSNorm: y = x w / rms(x) with rms held constant is element-wise, so relevance passes (AttnLRP)
+RMSNORM_TYPES = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+
+# ---- attention (AttnLRP, Achtibat et al. 2024; lrp.rules.Softmax): softmax linearised at its input, and
+# products of activations (q k^T, att v) split uniformly with the epsilon rule; the CP-LRP preset holds the
+# attention weights constant instead (Ali et al. 2022)
+SOFTMAX_TYPES = (nn.Softmax,)
+SOFTMAX_FUNCTIONS = frozenset({F.softmax, torch.softmax, torch.Tensor.softmax})
+#: multilinear maps of their tensor operands (matrix products, einsum, functional linear): the epsilon rule,
+#: relevance shared equally among the operands on the relevance path (a constant operand gets none)
+MULTILINEAR_FUNCTIONS = frozenset({torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
+                                   torch.Tensor.__rmatmul__, torch.bmm, torch.Tensor.bmm, torch.mm,
+                                   torch.Tensor.mm, torch.einsum, F.linear, torch.mv, torch.Tensor.mv})
 
 # ---- element-wise activations and dropout in eval: relevance passes unchanged
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                     nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Hardswish, nn.Hardsigmoid,
-                    nn.Softmax, nn.LogSoftmax)
+                    nn.LogSoftmax) + RMSNORM_TYPES
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 PASS_FUNCTIONS = frozenset({
     F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.leaky_relu, F.leaky_relu_,
     F.elu, F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish, F.prelu, F.relu6, F.hardtanh, F.softplus,
     torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh, F.dropout, F.dropout1d, F.dropout2d,
-    F.dropout3d, F.hardswish, F.hardsigmoid, torch.nn.functional.sigmoid, torch.nn.functional.tanh})
+    F.dropout3d, F.hardswish, F.hardsigmoid, torch.nn.functional.sigmoid, torch.nn.functional.tanh}
+    | ({F.rms_norm} if hasattr(F, "rms_norm") else set()))
 #: in-place activations and the out-of-place function the engine calls instead
 INPLACE_TWINS = {F.relu_: F.relu, torch.relu_: F.relu, torch.Tensor.relu_: F.relu, F.leaky_relu_: F.leaky_relu,
                  F.elu_: F.elu}
