@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_lrp.lrp import propagate
 from napari_lrp.lrp import presets as presets_module
+from napari_lrp.lrp import propagate
 from napari_lrp.lrp.engine import Propagation
 from napari_lrp.lrp.presets import Preset
 from napari_lrp.lrp.rules import Epsilon, Softmax
