@@ -30,6 +30,7 @@ from .lrp.targets import predict, region_mask, start_relevance
 from .metrics.table import measure
 from .models.card import Model, ModelCard
 from .models.preprocess import PreparedInput, prepare_input
+from .uncertainty import Sampling, run_sampled
 
 __all__ = ["Explanation", "PlacedRelevance", "explain", "predict_case", "load_settings", "save_settings",
            "filters_from_specs", "package_version"]
@@ -97,6 +98,12 @@ class Explanation:
     prediction: uint8 (Z, Y, X); logits: float32 (K, Z, Y, X); ledger: where relevance went;
     kept: {module name: relevance at its output, on the model grid (1, C', Z', Y', X') torch};
     unfiltered_relevance: relevance before the run's 'input' filter (C, Z, Y, X).
+
+    A sampled run (``explain(..., mc_samples=T, dropout=p, tta="flips")``, :mod:`napari_lrp.uncertainty`)
+    keeps the mean over its draws in ``relevance`` (and the mean prediction in ``prediction``, the mean
+    logits in ``logits``) and fills: relevance_std (C, Z, Y, X) population sd over the draws;
+    predictive_entropy and mutual_information (Z, Y, X) in nats; mean_probability (K, Z, Y, X);
+    samples (T, C, Z, Y, X) every draw's relevance before the run's input filter; sampling (T, p, seed, ...).
     """
 
     relevance: np.ndarray
@@ -113,6 +120,21 @@ class Explanation:
     kept: dict = field(default_factory=dict)
     unfiltered_relevance: np.ndarray | None = None
     _run: _Run | None = field(default=None, repr=False)
+    relevance_std: np.ndarray | None = None
+    predictive_entropy: np.ndarray | None = None
+    mutual_information: np.ndarray | None = None
+    mean_probability: np.ndarray | None = None
+    samples: np.ndarray | None = field(default=None, repr=False)
+    sample_input_filter: Filter | None = field(default=None, repr=False)
+    sampling: dict | None = None
+
+    @property
+    def relevance_cv(self) -> np.ndarray | None:
+        """Coefficient of variation sd / |mean| per voxel and channel (0 where the mean is 0)."""
+        if self.relevance_std is None:
+            return None
+        mean = np.abs(self.relevance)
+        return np.divide(self.relevance_std, mean, out=np.zeros_like(mean), where=mean > 0)
 
     # ---- derived results without a new pass ---------------------------------------------------
     def refilter(self, filters: Mapping[str, Filter] | None, keep=None, progress=None) -> Explanation:
@@ -181,6 +203,7 @@ class Explanation:
             "case": {"name": self.case.name, "files": list(self.case.files)},
             "ledger": {"start": self.ledger.start, "end": self.ledger.end, "unaccounted": self.ledger.unaccounted,
                        "unhandled_operations": dict(self.ledger.unhandled)},
+            **({"sampling": dict(self.sampling)} if self.sampling else {}),
             "versions": {"napari_lrp": package_version(), "torch": torch.__version__, "monai": monai.__version__,
                          "nibabel": nibabel.__version__, "numpy": np.__version__},
         }
@@ -188,6 +211,29 @@ class Explanation:
     def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
         """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
         return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
+
+    def sample_heatmaps(self, f: Filter | None = None) -> np.ndarray | None:
+        """Every draw's relevance (T, C, Z, Y, X) under heatmap filter ``f`` (None: the run's own input
+        filter), as :meth:`heatmap` for the mean; None for a run without draws."""
+        if self.samples is None:
+            return None
+        f = f if f is not None else self.sample_input_filter
+        return self.samples if f is None else np.stack([f(s[None])[0] for s in self.samples])
+
+    def coefficient_spread(self, f: Filter | None = None, tau_r: float = 0.5, tau_x: float = 0.1):
+        """Mean and sd over the draws of every coefficient (a DataFrame: the rows of :meth:`coefficients`,
+        columns '<coefficient>' (mean over draws) and '<coefficient>_sd'); None for a run without draws."""
+        maps = self.sample_heatmaps(f)
+        if maps is None:
+            return None
+        tables = [measure(r, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x) for r in maps]
+        numeric = list(tables[0].select_dtypes("number").columns)
+        values = np.stack([t[numeric].to_numpy(dtype=np.float64) for t in tables])
+        out = tables[0].drop(columns=numeric).copy()
+        for j, c in enumerate(numeric):
+            out[c] = values[:, :, j].mean(0)
+            out[f"{c}_sd"] = values[:, :, j].std(0)
+        return out
 
     def save(self, folder: str | os.PathLike, tau_r: float = 0.5, tau_x: float = 0.1) -> list[Path]:
         """Write every output of this run into ``folder`` as one unit and return the paths written.
@@ -201,7 +247,18 @@ class Explanation:
         target = Path(folder)
         names = [f"relevance_{m}.nii.gz" for m in self.modalities] + ["relevance_sum.nii.gz", "prediction.nii.gz",
                                                                       "coefficients.csv", "settings.json"]
+        sampled = self.relevance_std is not None
+        if sampled:
+            names += [f"relevance_std_{m}.nii.gz" for m in self.modalities] + [
+                "predictive_entropy.nii.gz", "mutual_information.nii.gz", "coefficient_spread.csv"]
         with replacing_folder(target) as tmp:
+            if sampled:  # mean relevance in relevance_*, the spread beside it
+                for c, m in enumerate(self.modalities):
+                    save_nifti(self.relevance_std[c], self.case, tmp / f"relevance_std_{m}.nii.gz")
+                save_nifti(self.predictive_entropy, self.case, tmp / "predictive_entropy.nii.gz")
+                save_nifti(self.mutual_information, self.case, tmp / "mutual_information.nii.gz")
+                with replacing(tmp / "coefficient_spread.csv") as csv:
+                    self.coefficient_spread(None, tau_r, tau_x).to_csv(csv, index=False)
             for c, m in enumerate(self.modalities):
                 save_nifti(self.relevance[c], self.case, tmp / f"relevance_{m}.nii.gz")
             save_nifti(self.relevance.sum(0), self.case, tmp / "relevance_sum.nii.gz")
@@ -252,7 +309,8 @@ def _needs_ground_truth(target) -> bool:
 def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filter] | None = None,
             target="region", target_class: int | None = None, rules: Mapping | None = None, keep=None,
             progress: Callable[[int, int], None] | None = None, settings=None, strict: bool = False,
-            output_index=None) -> Explanation:
+            output_index=None, mc_samples: int = 1, dropout: float | None = None, seed: int = 0,
+            tta: str | None = None, dropout_at: str = "*", batch_size: int | None = None) -> Explanation:
     """Explain ``model``'s segmentation of ``case``.
 
     preset: a name of ``napari_lrp.lrp.PRESETS`` ('paper', 'epsilon-gamma-box', 'epsilon-plus-flat',
@@ -263,6 +321,12 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     ``refilter`` reuses it. An operation without a rule on the relevance path warns with its name
     (``ledger.unaccounted`` shows its cost); ``strict=True`` raises instead. ``output_index`` selects the
     segmentation output of a network that returns a list, tuple or dict (deep supervision, a VAE branch).
+
+    Uncertainty (:mod:`napari_lrp.uncertainty`): ``mc_samples=T`` draws with the Dropout modules sampling
+    (``dropout=p`` sets their rate, or inserts dropout after the activations named by ``dropout_at`` in a
+    network without any), ``tta="flips"`` adds the 8 flips of the spatial axes; ``seed`` makes the draws
+    reproducible, ``batch_size`` fixes the draws per batch. The result holds the mean relevance and the
+    spread (``relevance_std``, ``predictive_entropy``, ``mutual_information``, ``coefficient_spread()``).
     """
     if settings is not None:
         kw = load_settings(settings)
@@ -270,7 +334,11 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
         target_class = kw["target_class"] if target_class is None else target_class
     m = _as_model(model, case)
     cls = m.card.target_class if target_class is None else int(target_class)
+    sampling = Sampling(mc_samples, dropout, seed, tta, dropout_at, batch_size)
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
+    if sampling.active:
+        sampled = run_sampled(m, case, prep, sampling, preset, rules, target, cls, strict, output_index)
+        return sampled.explanation(dict(filters or {}), keep, progress)
     prop = Propagation(prep.network, prep.x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset,
                        strict=strict, output_index=output_index)
     logits = prep.crop(prop.output)

@@ -1,0 +1,336 @@
+"""Uncertainty-aware relevance (#18): Monte Carlo dropout (Gal and Ghahramani 2016) and test-time flips
+(nnU-Net's mirroring), run as T draws batched through the engine.
+
+Each draw is one forward pass (dropout sampling, or the input flipped along some spatial axes) and one
+relevance pass with the run's method and filters; flipped draws are flipped back before anything is
+averaged. The result is an :class:`~napari_lrp.explanation.Explanation` whose ``relevance`` is the mean
+over the draws, with the spread in named fields (DESIGN 6.1): ``relevance_std`` (per voxel, over draws,
+population sd), ``predictive_entropy`` H[mean p] and ``mutual_information`` H[mean p] - mean H[p] (the
+epistemic part), in nats, per voxel of the case grid. The kept forward passes make a new filter setting
+one relevance pass per batch and no forward pass.
+
+Batches: the draws are stacked along the batch axis (a dropout mask is drawn per sample, Instance/Group
+norms act per sample, BatchNorm in eval uses its running statistics), so a batch of B draws equals B single
+draws. B is the most draws whose kept forward passes fit half the free memory, estimated from the first
+draw's activation sizes; all T passes must fit in the free memory together, or the run refuses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+
+from .io.case import Case
+from .lrp.engine import Propagation
+from .lrp.ledger import Ledger
+from .lrp.names import matches
+from .lrp.targets import region_mask, start_relevance
+from .lrp.types import ACTIVATION_TYPES, DROPOUT_TYPES
+from .models.card import Model
+from .models.preprocess import PreparedInput
+
+__all__ = ["FLIPS", "SampledRun", "Sampling", "entropy", "probabilities", "run_sampled", "DrawnDropout"]
+
+#: every combination of flips along the spatial axes (Z, Y, X) = (0, 1, 2), the identity first
+FLIPS: tuple[tuple[int, ...], ...] = tuple(c for k in range(4) for c in itertools.combinations(range(3), k))
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the draws are made. mc_samples: draws per flip (T for MC dropout); dropout: the rate of the
+    network's Dropout modules during the draws (None: their own), or, for a network without Dropout
+    modules, the rate of the dropout inserted after every activation module whose name matches
+    ``dropout_at`` (an approximation: the network was not trained with it); seed: draws are reproducible;
+    tta: None or "flips" (the 8 flips of the 3 spatial axes, each with ``mc_samples`` draws);
+    batch_size: draws per batch (None: from the memory estimate)."""
+
+    mc_samples: int = 1
+    dropout: float | None = None
+    seed: int = 0
+    tta: str | None = None
+    dropout_at: str = "*"
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if int(self.mc_samples) != self.mc_samples or self.mc_samples < 1:
+            raise ValueError(f"mc_samples must be a whole number >= 1, not {self.mc_samples!r}")
+        if self.dropout is not None and not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be a rate in [0, 1) or None, not {self.dropout!r}")
+        if self.tta not in (None, "flips"):
+            raise ValueError(f"tta must be None or 'flips', not {self.tta!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, not {self.batch_size!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.mc_samples > 1 or self.dropout is not None or self.tta is not None
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether dropout samples during the draws (p = 0 draws the deterministic network)."""
+        return self.dropout > 0 if self.dropout is not None else self.mc_samples > 1
+
+    def draws(self) -> list[tuple[int, ...]]:
+        """The spatial flip axes of every draw, in order (draw i uses seed ``seed + i``)."""
+        flips = FLIPS if self.tta == "flips" else ((),)
+        return [f for f in flips for _ in range(int(self.mc_samples))]
+
+    def settings(self) -> dict:
+        return {"mc_samples": int(self.mc_samples), "dropout": self.dropout, "seed": int(self.seed),
+                "tta": self.tta, "dropout_at": self.dropout_at, "draws": len(self.draws())}
+
+
+class DrawnDropout:
+    """Dropout masks drawn per draw, whatever the batching: while active (a context manager), every
+    Dropout module of the network (rate ``sampling.dropout`` if given, else its own), or for a network
+    without Dropout modules every activation module named by ``dropout_at`` (rate ``sampling.dropout``),
+    multiplies its output by a mask / (1 - p) drawn from a generator seeded by (seed, draw, call), for the
+    draws in :attr:`draws` (one per batch sample, set before each batch). Dropout1d/2d/3d drop whole
+    channels, the others single values. The modules themselves stay in eval. MC draws with neither
+    Dropout modules nor ``dropout`` refuse, naming the options."""
+
+    def __init__(self, network: nn.Module, sampling: Sampling):
+        self.network, self.sampling = network, sampling
+        self.draws: list[int] = []
+        self._calls = 0
+        self._handles: list = []
+        drops = [m for m in network.modules() if isinstance(m, DROPOUT_TYPES)]
+        p = sampling.dropout
+        if sampling.stochastic and not drops and p is None:
+            raise ValueError(f"{type(network).__name__} has no Dropout modules, so mc_samples={sampling.mc_samples} "
+                             "draws would all be the same network: pass dropout=p to insert dropout after its "
+                             "activations (an approximation), or use tta='flips'")
+        if any(isinstance(m, nn.AlphaDropout) for m in drops) and sampling.stochastic:
+            raise ValueError("AlphaDropout is not multiplicative; MC dropout supports Dropout and Dropout1d/2d/3d")
+        if drops:
+            self.sites = [(m, float(m.p if p is None else p), isinstance(m, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)))
+                          for m in drops]
+        elif p:
+            acts = [m for name, m in network.named_modules()
+                    if isinstance(m, ACTIVATION_TYPES) and matches(name, sampling.dropout_at)]
+            if not acts:
+                raise ValueError(f"no activation module of {type(network).__name__} matches "
+                                 f"dropout_at={sampling.dropout_at!r}; dropout has nowhere to go")
+            self.sites = [(m, float(p), False) for m in acts]
+        else:
+            self.sites = []
+
+    def __enter__(self) -> DrawnDropout:
+        if self.sampling.stochastic:
+            self._handles = [m.register_forward_hook(self._hook(rate, channels)) for m, rate, channels in self.sites
+                             if rate > 0]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def start_batch(self, draws: list[int]) -> None:
+        self.draws, self._calls = list(draws), 0
+
+    def _hook(self, rate: float, channels: bool):
+        def hook(module, args, out):
+            if not isinstance(out, torch.Tensor) or out.shape[0] != len(self.draws):
+                return None
+            self._calls += 1
+            shape = tuple(out.shape[1:2]) + (1,) * (out.ndim - 2) if channels else tuple(out.shape[1:])
+            masks = []
+            for draw in self.draws:
+                g = torch.Generator(device=out.device)
+                g.manual_seed(int(np.random.SeedSequence([int(self.sampling.seed), draw, self._calls])
+                                  .generate_state(1)[0]))
+                masks.append(torch.rand(shape, generator=g, device=out.device) >= rate)
+            mask = torch.stack(masks).to(out.dtype).div_(1.0 - rate)
+            return out * mask
+
+        return hook
+
+
+def entropy(p: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """-sum p log p along ``dim`` (nats), with 0 log 0 = 0."""
+    return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(dim)
+
+
+def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Class probabilities (K, ...) from logits (K, ...): softmax, or for one sigmoid channel (p, 1 - p)
+    stacked as (background, foreground)."""
+    if logits.shape[0] == 1:
+        p = torch.sigmoid(logits[0])
+        return torch.stack([1 - p, p])
+    if activation == "sigmoid":
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=0)
+
+
+def _flip(t: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """Flip the last three (spatial) axes named in ``axes`` (0 = Z, 1 = Y, 2 = X)."""
+    return t.flip([a - 3 for a in axes]) if axes else t
+
+
+def _available_bytes() -> int:
+    return int(psutil.virtual_memory().available)
+
+
+def _pass_bytes(prop: Propagation) -> int:
+    """Estimate of one draw's kept forward pass: three tensors (input, output, rule state) per module output."""
+    item = prop.output.element_size()
+    n = sum(math.prod(s[1:]) for s in prop.shapes.values() if s)
+    return 3 * n * item + 3 * prop.x[0].numel() * item
+
+
+@dataclass
+class _Batch:
+    propagation: Propagation
+    flips: list[tuple[int, ...]]
+    start: torch.Tensor | None = None
+
+
+@dataclass
+class SampledRun:
+    """The draws of one sampled run, kept for re-filtering (explanation.py's ``_Run`` for T draws)."""
+
+    batches: list[_Batch]
+    prepared: PreparedInput
+    case: Case
+    model: Model
+    preset: str
+    target: object
+    target_class: int
+    sampling: Sampling
+    logits: np.ndarray
+    prediction: np.ndarray
+    mean_probability: np.ndarray
+    predictive_entropy: np.ndarray
+    mutual_information: np.ndarray
+    kept_shapes: dict = field(default_factory=dict)
+
+    @property
+    def propagation(self) -> Propagation:
+        """The first batch's propagation (module names and output shapes for layer tables)."""
+        return self.batches[0].propagation
+
+    def explanation(self, filters: dict, keep=None, progress=None):
+        from .explanation import Explanation
+
+        total = sum(b.propagation.n_rules for b in self.batches)
+        done = 0
+
+        def batch_progress(d, _t):
+            if progress is not None:
+                progress(done + d, total)
+
+        crop = self.prepared.crop
+        unfiltered, filtered, kept, ledgers = [], [], {}, []
+        n_draws = sum(len(b.flips) for b in self.batches)
+        for batch in self.batches:
+            res = batch.propagation.propagate(batch.start, filters=filters, keep=keep, progress=batch_progress)
+            done += batch.propagation.n_rules
+            ledgers.append(res.ledger)
+            for i, axes in enumerate(batch.flips):
+                rel = crop(_flip(res.relevance[i:i + 1], axes))[0].float().cpu().numpy()
+                unf = rel if res.unfiltered is res.relevance else \
+                    crop(_flip(res.unfiltered[i:i + 1], axes))[0].float().cpu().numpy()
+                filtered.append(rel)
+                unfiltered.append(unf)
+            for name, R in res.kept.items():
+                s = sum(_flip(R[i:i + 1], axes).double() for i, axes in enumerate(batch.flips)) / n_draws
+                kept[name] = s if name not in kept else kept[name] + s
+        samples = np.stack(unfiltered)
+        stack = np.stack(filtered).astype(np.float64)
+        mean = stack.mean(0)
+        std = stack.std(0)
+        input_filter = filters.get("input")
+        return Explanation(
+            unfiltered_relevance=samples.astype(np.float64).mean(0).astype(np.float32),
+            relevance=mean.astype(np.float32), prediction=self.prediction, logits=self.logits,
+            modalities=list(self.model.card.modalities), case=self.case, model=self.model, preset=self.preset,
+            filters=filters, target=self.target, target_class=self.target_class, ledger=_merge(ledgers),
+            kept={k: v.float() for k, v in kept.items()}, _run=self,
+            relevance_std=std.astype(np.float32), predictive_entropy=self.predictive_entropy,
+            mutual_information=self.mutual_information, mean_probability=self.mean_probability,
+            samples=samples, sample_input_filter=input_filter, sampling=self.sampling.settings())
+
+
+def _merge(ledgers: list[Ledger]) -> Ledger:
+    """One ledger for all batches: sums of start, end and every entry (per batch, in order)."""
+    out = Ledger(start=sum(ld.start for ld in ledgers), end=sum(ld.end for ld in ledgers))
+    for ld in ledgers:
+        out.entries.extend(ld.entries)
+        for k, v in ld.unhandled.items():
+            out.unhandled[k] = max(out.unhandled.get(k, 0), v)
+    return out
+
+
+def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, preset: str, rules, target,
+                target_class: int, strict: bool, output_index,
+                progress: Callable[[int, int], None] | None = None) -> SampledRun:
+    """The forward passes of every draw (batched, kept), the predictive statistics and the start relevance
+    of each draw for the target of the mean prediction."""
+    draws = sampling.draws()
+    net = prep.network
+    batches: list[_Batch] = []
+    crop = prep.crop
+    sum_p = sum_h = sum_logits = None
+    activation = m.card.output_activation
+    with DrawnDropout(net, sampling) as dropout:
+        i = 0
+        size = 1  # the first draw alone, to estimate the memory of one
+        while i < len(draws):
+            flips = draws[i:i + size]
+            x = torch.cat([_flip(prep.x, axes) for axes in flips])
+            dropout.start_batch(list(range(i, i + len(flips))))
+            prop = Propagation(net, x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset,
+                               strict=strict, output_index=output_index)
+            batches.append(_Batch(prop, list(flips)))
+            for b, axes in enumerate(flips):
+                logits = crop(_flip(prop.output[b:b + 1], axes))[0].double()
+                p = probabilities(logits, activation)
+                h = entropy(p)
+                sum_p = p if sum_p is None else sum_p + p
+                sum_h = h if sum_h is None else sum_h + h
+                sum_logits = logits if sum_logits is None else sum_logits + logits
+            i += len(flips)
+            if progress is not None:
+                progress(i, len(draws))
+            if len(batches) == 1:
+                per = _pass_bytes(prop)
+                free = _available_bytes()
+                if per * (len(draws) - 1) > free:
+                    raise MemoryError(
+                        f"{len(draws)} draws keep {len(draws)} forward passes of about {per / 2**30:.2f} GiB each "
+                        f"({per * len(draws) / 2**30:.1f} GiB) but {free / 2**30:.1f} GiB is free: lower mc_samples "
+                        "or use fewer flips")
+                size = sampling.batch_size or max(1, min(len(draws) - 1, int(free * 0.5 // max(per, 1))))
+    n = len(draws)
+    mean_p = sum_p / n
+    h_mean = entropy(mean_p)
+    mi = (h_mean - sum_h / n).clamp(min=0)
+    mean_logits = (sum_logits / n)[None]
+    if not 0 <= target_class < mean_logits.shape[1]:
+        raise ValueError(f"target class {target_class} does not exist; the model has {mean_logits.shape[1]} output "
+                         "channels")
+    # the mean prediction: argmax of the mean probabilities (one sigmoid channel: mean p > 1/2)
+    cls_map = (mean_p[1] > 0.5) if mean_logits.shape[1] == 1 else mean_p.argmax(0)
+    prediction = cls_map.to(torch.uint8).cpu().numpy()
+    mask = region_mask(target, prediction, case.ground_truth if isinstance(target, str) and target.lower() in
+                       ("groundtruth", "ground truth", "label", "gt") else None, target_class)
+    for batch in batches:
+        starts = []
+        for b, axes in enumerate(batch.flips):
+            logits = crop(_flip(batch.propagation.output[b:b + 1], axes))
+            starts.append(_flip(prep.pad(start_relevance(logits, mask, target_class)), axes))
+        batch.start = torch.cat(starts)
+    return SampledRun(batches=batches, prepared=prep, case=case, model=m, preset=preset, target=target,
+                      target_class=target_class, sampling=sampling,
+                      logits=mean_logits[0].float().cpu().numpy(), prediction=prediction,
+                      mean_probability=mean_p.float().cpu().numpy(),
+                      predictive_entropy=h_mean.float().cpu().numpy(), mutual_information=mi.float().cpu().numpy())
+
