@@ -79,3 +79,15 @@ def test_nonfinite_and_label_value_options(tmp_path, capsys):
     rc = main(["explain", str(folder), "--model", str(model), "--out", str(tmp_path / "o3"), "--nonfinite", "zero",
                "--label-value", "9"])
     assert rc == 2 and "label value(s) [9] do not occur" in capsys.readouterr().err
+
+
+def test_explain_with_flips_writes_the_spread(tmp_path, capsys):
+    import json
+
+    rc = main(["explain", str(sample_case_path(1)), "--model", str(sample_model_path()), "--tta", "flips",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    for name in ("predictive_entropy.nii.gz", "mutual_information.nii.gz", "relevance_std_ADC.nii.gz",
+                 "coefficient_spread.csv"):
+        assert (tmp_path / name).exists(), name
+    assert json.loads((tmp_path / "settings.json").read_text())["sampling"]["draws"] == 8

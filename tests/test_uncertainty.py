@@ -159,7 +159,8 @@ def test_inserted_dropout_refilter_reuses_the_passes_and_save_writes_the_spread(
     calls = []
     handle = model.network.register_forward_hook(lambda *a: calls.append(1))
     try:
-        exp = nl.explain(model, case, preset="paper", target="groundtruth", mc_samples=5, dropout=0.2, seed=1)
+        exp = nl.explain(model, case, preset="paper", target="groundtruth", mc_samples=5, dropout=0.2, seed=1,
+                         batch_size=4)
         forwards = len(calls)
         assert forwards == 2  # batched: the first draw alone (the memory estimate), then the other four
         assert float(exp.relevance_std.max()) > 0 and float(exp.mutual_information.max()) > 0

@@ -56,7 +56,8 @@ def cmd_explain(args) -> int:
     check_output_folder(args.out)  # before anything is computed
     case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None)
     model = load_model(args.model, device=args.device)
-    exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target)
+    exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target,
+                  mc_samples=args.mc_samples, dropout=args.dropout, seed=args.seed, tta=args.tta)
     out = Path(args.out)
     exp.save(out)
     print(exp.coefficients().to_string(index=False))
@@ -102,6 +103,12 @@ def main(argv=None) -> int:
     e.add_argument("--filter", action="append", default=[], help="filter spec, repeatable (see below)")
     e.add_argument("--target", default="region", help="region (default), groundtruth or output")
     e.add_argument("--device", default="auto")
+    e.add_argument("--mc-samples", type=int, default=1, metavar="T",
+                   help="Monte Carlo dropout: T draws with dropout sampling (mean relevance + spread files)")
+    e.add_argument("--dropout", type=float, default=None, metavar="P",
+                   help="dropout rate of the draws (a network without Dropout gets it after every activation)")
+    e.add_argument("--tta", default=None, choices=["flips"], help="test-time flips of the 3 spatial axes")
+    e.add_argument("--seed", type=int, default=0, help="seed of the draws")
     _case_options(e)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_explain)

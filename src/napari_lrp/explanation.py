@@ -143,7 +143,10 @@ class Explanation:
 
     def heatmap(self, f: Filter | None) -> np.ndarray:
         """The relevance (C, Z, Y, X) under heatmap filter ``f``, which replaces the run's own 'input'
-        filter (None: the run's relevance as it is); see :func:`napari_lrp.lrp.filters.heatmap`. No pass runs."""
+        filter (None: the run's relevance as it is); see :func:`napari_lrp.lrp.filters.heatmap`. No pass runs.
+        A sampled run: the mean over the draws of each draw's relevance under ``f``."""
+        if self.samples is not None and f is not None:
+            return self.sample_heatmaps(f).astype(np.float64).mean(0).astype(np.float32)
         return heatmap(self.unfiltered_relevance, self.relevance, f)
 
     @property

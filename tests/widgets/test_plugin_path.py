@@ -209,3 +209,41 @@ def test_cancelled_load_and_background_dice_say_so(plugin_viewer, qtbot):
     assert str(inc.save_dir.value).startswith(str(__import__("pathlib").Path.home()))
     assert str(inc.csv_path.value).endswith("sweep.csv")
     assert inc.figure.texts and "Sweep draws" in inc.figure.texts[0].get_text()  # no blank white plot
+
+
+def test_mc_dropout_run_shows_the_spread_layers_and_mean_plus_minus_sd(plugin_viewer, qtbot, tmp_path):
+    """#18 on the user's path: uncertainty 'MC dropout' on the sample model (no Dropout modules: p = 0.2
+    inserted), T = 3: the mean in the R layers, three spread layers with their own colour maps and colour
+    bars, the live table as mean +- sd, the saved folder with the spread and the draws' settings; a plain
+    run afterwards removes the (stale) spread layers."""
+    import json
+
+    from napari_lrp.widgets._layers import UNCERTAINTY_LAYERS
+
+    viewer, rel, inc = plugin_viewer
+    rel.uncertainty.value = "MC dropout"
+    rel.draws.value, rel.dropout_p.value, rel.seed.value = 3, 0.2, 5
+    rel.run()
+    _wait(qtbot, rel)
+    exp = rel.session.explanation
+    assert exp is not None and exp.sampling["draws"] == 3, rel.status.value
+    assert "mean of 3 draws" in rel.status.value
+    for name, cmap in UNCERTAINTY_LAYERS.items():
+        layer = viewer.layers[name]
+        assert isinstance(layer, Image) and layer.colormap.name == cmap and layer.colorbar.visible
+        assert float(np.max(layer.data)) > 0, name
+    np.testing.assert_allclose(viewer.layers["predictive entropy"].data, exp.predictive_entropy)
+    np.testing.assert_allclose(viewer.layers[SUM_NAME].data, exp.relevance.sum(0), rtol=1e-6, atol=1e-7)
+    inc.alpha.value = 0.3
+    inc.update_now()
+    assert all("±" in cell for row in inc.table.data for cell in row if cell != "n/a")
+    written = inc.save(str(tmp_path / "out"))
+    assert {"predictive_entropy.nii.gz", "mutual_information.nii.gz", "relevance_std_ADC.nii.gz"} <= \
+        {p.name for p in written}
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert settings["sampling"]["mc_samples"] == 3 and settings["sampling"]["dropout"] == 0.2 and \
+        settings["sampling"]["seed"] == 5
+    rel.uncertainty.value = "none"
+    rel.run()
+    _wait(qtbot, rel)
+    assert not any(name in viewer.layers for name in UNCERTAINTY_LAYERS)

@@ -21,12 +21,14 @@ from ._session import case_key, session_for
 ROLE = "napari_lrp_role"
 CASE = "napari_lrp_case"
 CASE_ROLES = ("image", "label")
-DERIVED_ROLES = ("prediction", "relevance", "inspector")
+DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty")
 UNITS = ("mm", "mm", "mm")
 
 SUM_NAME = "R sum"
 ABS_NAME = "|R| sum (3D)"
 PREDICTION_NAME = "prediction"
+#: the layers of a sampled run (MC dropout, flips): name -> colour map; the mean relevance is in the R layers
+UNCERTAINTY_LAYERS = {"R sd (sum)": "magma", "predictive entropy": "viridis", "mutual information": "plasma"}
 LEGEND = ("outlines: yellow = prediction, cyan (wide) = ground truth\n"
           "relevance: red = for the class, blue = against, transparent = none")
 
@@ -265,6 +267,38 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
     if not exists:
         outlines_on_top(viewer)
         viewer.layers.selection.active = sum_layer  # its controls (contrast, opacity) in the layer panel
+    return layers
+
+
+def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = None) -> list:
+    """The spread of a sampled run as layers with their own colour maps and colour bars: the sd over the
+    draws of the summed relevance (``relevance_sum_sd``, default from the run's own filters), predictive
+    entropy and mutual information (nats). A run without draws removes them (they would be stale)."""
+    if explanation.relevance_std is None:
+        for name in UNCERTAINTY_LAYERS:
+            if name in viewer.layers:
+                viewer.layers.remove(name)
+        return []
+    case = explanation.case
+    kw = case.grid.layer_kwargs()
+    if relevance_sum_sd is None:
+        relevance_sum_sd = explanation.sample_heatmaps(None).sum(axis=1).std(axis=0)
+    data = dict(zip(UNCERTAINTY_LAYERS, (relevance_sum_sd, explanation.predictive_entropy,
+                                         explanation.mutual_information)))
+    layers = []
+    for name, cmap in UNCERTAINTY_LAYERS.items():
+        d = np.asarray(data[name], dtype=np.float32)
+        hi = float(np.percentile(d, DEFAULT_PERCENTILE)) if d.size else 0.0
+        hi = hi if hi > 0 else float(d.max()) if d.size and d.max() > 0 else 1.0
+        exists = name in viewer.layers
+        extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent", "colormap": cmap,
+                                   "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
+        layer = _upsert(viewer, name, d, "image", contrast_limits=(0.0, hi),
+                        metadata=_derived_meta(case, "uncertainty", kw, uncertainty_of=name), **extra)
+        if not exists:
+            layer.colorbar.visible = True
+        layers.append(layer)
+    outlines_on_top(viewer)
     return layers
 
 

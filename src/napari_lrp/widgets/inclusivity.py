@@ -181,11 +181,17 @@ class InclusivityWidget(DockPanel):
             self._mask_key, self._mask = key, input_mask(exp.input_image, self.tau_x.value)
         if self._truth_of is not exp.case:  # the ground truth changes with the case, not with the filter
             self._truth_of, self._truth = exp.case, exp.case.ground_truth
-        t = measure(R, exp.input_image, self._truth, exp.modalities, self.tau_r.value, self.tau_x.value,
-                    image_mask=self._mask)
-        self.coefficients = t
         cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]
-        data = [[_fmt(v) for v in row] for row in t[cols].values]
+        spread = exp.coefficient_spread(self.current_filter(), self.tau_r.value, self.tau_x.value)
+        if spread is None:
+            t = measure(R, exp.input_image, self._truth, exp.modalities, self.tau_r.value, self.tau_x.value,
+                        image_mask=self._mask)
+            data = [[_fmt(v) for v in row] for row in t[cols].values]
+        else:  # a sampled run: mean +- sd over the draws of each coefficient
+            t = spread
+            data = [[f"{_fmt(m)} ± {_fmt(sd)}" for m, sd in zip(row[:len(cols)], row[len(cols):])]
+                    for row in t[cols + [f"{c}_sd" for c in cols]].values]
+        self.coefficients = t
         self.table.value = {"data": data, "index": list(t.channel), "columns": list(COLUMN_TIPS)}
         self.set_status(f"{exp.case.name}: {describe_filter(self.current_filter())}")
 

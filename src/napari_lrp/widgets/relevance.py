@@ -31,11 +31,13 @@ from ._layers import (
     show_case,
     show_explanation,
     show_prediction,
+    show_uncertainty,
     symmetric_limit,
 )
 from ._session import case_key
 
 TARGETS = ("predicted region", "ground truth", "whole output")
+UNCERTAINTY = ("none", "MC dropout", "flips (TTA)")
 FILTER_TIP = ("Filters act on relevance normalised by its maximum |R|: pass keeps values with alpha1 <= |r| <= "
               "alpha2 and sets the rest to 0; clamp limits |r| to [alpha1, alpha2]; amplify multiplies values "
               "with |r| >= alpha1 by A (alpha2 box); none leaves the relevance as it is.")
@@ -175,6 +177,21 @@ class RelevanceWidget(DockPanel):
         self.signs = ComboBox(label="signs", choices=("joint", "separate"), value="joint",
                               tooltip="joint: positive and negative relevance share one maximum; separate: each "
                                       "sign is normalised by its own maximum.")
+        self.uncertainty = ComboBox(label="uncertainty", choices=UNCERTAINTY, value="none",
+                                    tooltip="none: one deterministic run. MC dropout: T runs with dropout sampling "
+                                            "(Gal and Ghahramani 2016); flips (TTA): the 8 flips of the volume "
+                                            "(as nnU-Net mirrors). The relevance layers show the mean; 'R sd (sum)', "
+                                            "'predictive entropy' and 'mutual information' show the spread.")
+        self.draws = SpinBox(label="draws T", value=10, min=2, max=200,
+                             tooltip="MC dropout: how many stochastic runs (they run batched; the passes are "
+                                     "kept, so moving a filter costs no new forward pass).")
+        self.dropout_p = FloatSpinBox(label="dropout p", value=0.0, min=0.0, max=0.9, step=0.05,
+                                      tooltip="0: the network's own Dropout rate. Above 0: that rate; a network "
+                                              "without Dropout gets dropout after every activation (an "
+                                              "approximation: it was not trained with it).")
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
+                            tooltip="The random seed of the draws: the same seed gives the same draws.")
+        uncertainty_row = Container(widgets=[self.draws, self.dropout_p, self.seed], layout="horizontal")
         self.output_filter = FilterRow("output filter")
         self.output_filter.tooltip = "A filter on the starting relevance at the network's output. " + FILTER_TIP
         self.input_filter = FilterRow("input filter")
@@ -203,8 +220,8 @@ class RelevanceWidget(DockPanel):
                                     tooltip="radiological: the patient's right on the screen's left (as ITK-SNAP "
                                             "and 3D Slicer); neurological: the patient's right on the right.")
         self.add(self.case_path, self.model_path, self.device, self.load_button, self.preset, self.target,
-                 self.target_class, self.scope, self.signs, self.output_filter, self.input_filter, self.bulk,
-                 bulk_buttons)
+                 self.target_class, self.uncertainty, uncertainty_row, self.scope, self.signs, self.output_filter,
+                 self.input_filter, self.bulk, bulk_buttons)
         self.table = LayerFilterTable()
         self.add_native(self.table)
         run_row = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
@@ -270,6 +287,16 @@ class RelevanceWidget(DockPanel):
         layer.scale, layer.translate, layer.metadata = placed.scale, placed.translate, meta
         self.set_status(f"{exp.case.name}: relevance at {name} shown as '{INSPECTOR_NAME}'")
         return layer
+
+    def sampling(self) -> dict:
+        """The uncertainty options as ``explain`` keywords (empty for a deterministic run)."""
+        mode = self.uncertainty.value
+        if mode == "MC dropout":
+            return {"mc_samples": self.draws.value, "dropout": self.dropout_p.value or None,
+                    "seed": self.seed.value}
+        if mode == "flips (TTA)":
+            return {"tta": "flips", "seed": self.seed.value}
+        return {}
 
     def filters(self) -> dict[str, Filter]:
         scope, signs = self.scope.value, self.signs.value
@@ -381,19 +408,21 @@ class RelevanceWidget(DockPanel):
         loader, case, path = self._plan(reload=False)
         get_model, mpath, device = self._model_loader()
         kw = dict(preset=self.preset.value, filters=self.filters(), target=self.target_value(),
-                  target_class=self.target_class.value, keep=True)
+                  target_class=self.target_class.value, keep=True, **self.sampling())
         progress = self.progress_callback(Cancelled)
 
         def work():
             c = loader() if loader is not None else case
             m = get_model()
             exp = explain(m, c, progress=progress, **kw)
-            return exp, layer_mean_power(exp) if exp.kept else {}, path, mpath, device  # measures off the main thread
+            sd = None if exp.samples is None else exp.sample_heatmaps(None).sum(axis=1).std(axis=0)
+            # measures and the spread off the main thread
+            return exp, layer_mean_power(exp) if exp.kept else {}, path, mpath, device, sd
 
         self.start(create_worker(work, _ignore_errors=True), self._finished)
 
     def _finished(self, result):
-        exp, power, path, mpath, device = result
+        exp, power, path, mpath, device, sum_sd = result
         self.session.layer_power = power
         new_model = self.session.model is not exp.model
         if path is not None:
@@ -406,9 +435,11 @@ class RelevanceWidget(DockPanel):
         show_explanation(self._viewer, exp, add_case=path is not None, with_relevance=False)
         if not self.session.set_explanation(exp):  # no Inclusivity widget drew the relevance
             show_explanation(self._viewer, exp, add_case=False, lazy=True)
+        show_uncertainty(self._viewer, exp, sum_sd)
         self.inspect.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
-        self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}")
+        draws = f", mean of {exp.sampling['draws']} draws" if exp.sampling else ""
+        self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}{draws}")
         ledger = exp.ledger
         if ledger.unhandled or abs(ledger.unaccounted) > 1e-5:
             ops = ", ".join(ledger.unhandled) or "none named"
