@@ -4,6 +4,12 @@ Training cases use seeds 100.. (never shipped); held-out cases are the shipped s
 seeds 4..9. Prints the held-out mean Dice and writes ``model.pt`` and ``card.json``.
 
     python sample_data/train.py sample_data/model --iterations 400
+
+The Monte Carlo dropout sample (``sample_data/model_dropout``): the sample model fine-tuned with dropout 0.1
+at the end of every block (UNet3D(dropout=0.1); same weights' keys), starting from its weights:
+
+    python sample_data/train.py sample_data/model_dropout --dropout 0.1 --init sample_data/model/model.pt \
+        --iterations 150 --lr 1e-3
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ def main(argv=None):
     ap.add_argument("--train-cases", type=int, default=48)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dropout", type=float, default=0.0, help="UNet3D(dropout=...): MC dropout sample")
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
+    ap.add_argument("--lr", type=float, default=3e-3)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -62,8 +71,10 @@ def main(argv=None):
     x, y = _cases(range(100, 100 + args.train_cases))
     xv, yv = _cases(range(1, 10))
     print(f"generated {len(x)} training and {len(xv)} held-out cases in {time.time() - t0:.1f} s")
-    net = UNet3D(in_channels=6, out_channels=2, width=args.width)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    net = UNet3D(in_channels=6, out_channels=2, width=args.width, dropout=args.dropout)
+    if args.init is not None:
+        net.load_state_dict(torch.load(args.init, weights_only=True))
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     g = torch.Generator().manual_seed(args.seed)
     net.train()
@@ -83,10 +94,12 @@ def main(argv=None):
         dices = [dice(net(xv[i:i + 1]).argmax(1)[0], yv[i]) for i in range(len(xv))]
     print("held-out Dice per case:", " ".join(f"{d:.3f}" for d in dices))
     print(f"held-out mean Dice: {np.mean(dices):.3f}  (training took {time.time() - t0:.0f} s)")
+    kwargs = {"in_channels": 6, "out_channels": 2, "width": args.width}
+    if args.dropout:
+        kwargs["dropout"] = args.dropout
     card = {
-        "name": "napari-lrp sample stroke UNet3D",
-        "architecture": {"class": "napari_lrp.models.UNet3D",
-                         "kwargs": {"in_channels": 6, "out_channels": 2, "width": args.width}},
+        "name": "napari-lrp sample stroke UNet3D" + (f" (dropout {args.dropout})" if args.dropout else ""),
+        "architecture": {"class": "napari_lrp.models.UNet3D", "kwargs": kwargs},
         "weights": "model.pt",
         "modalities": ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"],
         "input": {"spatial_size": None, "intensity": "minmax", "divisible": 1},

@@ -29,3 +29,22 @@ def test_block_sweep_repropagates_without_forward(paper_explanation):
     a = t[(t.setting == "clamp:0.0:0.05") & (t.channel == "mean")].mu.iloc[0]
     b = t[(t.setting == "none") & (t.channel == "mean")].mu.iloc[0]
     assert a != b
+
+
+def test_sampled_sweep_has_the_spread_columns(tmp_path):
+    """A sampled run: each row is the mean map's coefficients with their sd over the draws."""
+    from napari_lrp.samples import sample_case_path, sample_model_path
+
+    model = nl.load_model(sample_model_path())
+    exp = nl.explain(model, nl.load_case(sample_case_path(1)), mc_samples=2, dropout=0.1)
+    grid = default_grid(("clamp",))[:2]
+    t = sweep(exp, placement="input", grid=grid)
+    assert list(t.columns) == ["setting", "placement", "channel", "input_inclusivity", "input_inclusivity_sd",
+                               "groundtruth_inclusivity", "groundtruth_inclusivity_sd", "mu", "mu_sd",
+                               "mean_power", "mean_power_sd"]
+    row = t[(t.setting == "clamp:0.0:0.05") & (t.channel == "mean")].iloc[0]
+    spread = exp.coefficient_spread(grid[0])
+    assert row.mu == pytest.approx(spread.mu.iloc[-1]) and row.mu_sd == pytest.approx(spread.mu_sd.iloc[-1])
+    assert (t.groundtruth_inclusivity_sd > 0).any()
+    tb = sweep(exp, placement="blocks", grid=grid[:1])
+    assert len(tb) == 2 * 7 and tb.mu_sd.notna().all()

@@ -176,12 +176,13 @@ def test_inserted_dropout_refilter_reuses_the_passes_and_save_writes_the_spread(
                                     "groundtruth_inclusivity", "groundtruth_inclusivity_sd", "mu", "mu_sd",
                                     "mean_power", "mean_power_sd"]
     assert float(spread["input_inclusivity_sd"].max()) > 0
-    # the mean column is the mean of the draws' coefficients (by hand for one channel)
+    # the value is the mean map's coefficient, the sd the draws' spread (by hand for one channel)
     from napari_lrp.metrics.table import measure
 
     maps = exp.sample_heatmaps(Clamp(0.0, 0.5))
     by_hand = [measure(r, exp.input_image, case.ground_truth, exp.modalities)["mu"][0] for r in maps]
-    assert abs(spread["mu"][0] - np.mean(by_hand)) < 1e-12 and abs(spread["mu_sd"][0] - np.std(by_hand)) < 1e-12
+    of_mean = measure(exp.heatmap(Clamp(0.0, 0.5)), exp.input_image, case.ground_truth, exp.modalities)["mu"][0]
+    assert abs(spread["mu"][0] - of_mean) < 1e-12 and abs(spread["mu_sd"][0] - np.std(by_hand)) < 1e-12
     paths = exp.save(tmp_path / "out")
     names = {p.name for p in paths}
     assert {"relevance_std_ADC.nii.gz", "predictive_entropy.nii.gz", "mutual_information.nii.gz",
@@ -201,3 +202,26 @@ def test_sampling_settings_validate():
     assert Sampling().active is False and Sampling(tta="flips").draws() == list(FLIPS)
     assert len(Sampling(mc_samples=3, tta="flips").draws()) == 24
     assert Sampling(mc_samples=3, dropout=0.0).stochastic is False and Sampling(mc_samples=3).stochastic
+
+
+def test_dropout_sample_model_is_most_uncertain_on_the_lesion_border():
+    """The shipped MC-dropout sample (the sample model fine-tuned with dropout 0.1): its own Dropout modules
+    sample (no dropout= needed), and the predictive entropy is highest on the lesion border."""
+    from scipy import ndimage
+
+    from napari_lrp.samples import sample_case_path, sample_dropout_model_path
+
+    model = nl.load_model(sample_dropout_model_path())
+    assert sum(isinstance(m, nn.Dropout) for m in model.network.modules()) == 7
+    case = nl.load_case(sample_case_path(1))
+    exp = nl.explain(model, case, mc_samples=4, seed=0)
+    gt = case.ground_truth
+    st = np.zeros((3, 3, 3), bool)
+    st[1] = ndimage.generate_binary_structure(2, 1)
+    border = ndimage.binary_dilation(gt, st) & ~ndimage.binary_erosion(gt, st)
+    interior = ndimage.binary_erosion(gt, st)
+    img = case.image.max(0)
+    brain = (img > 0.1 * img.max()) & ~ndimage.binary_dilation(gt, st, iterations=3)
+    h = exp.predictive_entropy
+    assert h[border].mean() > 5 * max(h[interior].mean(), h[brain].mean())
+    assert float(exp.relevance_std.max()) > 0

@@ -73,6 +73,9 @@ def cmd_sweep(args) -> int:
     table = sweep_cohort(args.cohort, args.model, args.out, preset=args.preset, workers=args.workers,
                          scheduler=args.scheduler, placement=args.placement, device=args.device,
                          target=args.target, label_values=args.label_value or None, nonfinite=args.nonfinite,
+                         sampling={k: v for k, v in (("mc_samples", args.mc_samples), ("dropout", args.dropout),
+                                                     ("tta", args.tta), ("seed", args.seed))
+                                   if v is not None and not (k == "mc_samples" and v == 1)} or None,
                          resume=args.resume)
     failed = table[table.status == "failed"].case.unique() if "status" in table else []
     print(f"{table.case.nunique()} cases, {len(failed)} failed; table in {args.out}")
@@ -122,6 +125,10 @@ def main(argv=None) -> int:
     s.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
     s.add_argument("--device", default="cpu")
     s.add_argument("--target", default="region", help="region (default), groundtruth or output")
+    s.add_argument("--mc-samples", type=int, default=1, metavar="T", help="MC dropout draws per case ('_sd' columns)")
+    s.add_argument("--dropout", type=float, default=None, metavar="P", help="dropout rate of the draws")
+    s.add_argument("--tta", default=None, choices=["flips"], help="test-time flips ('_sd' columns)")
+    s.add_argument("--seed", type=int, default=None, help="seed of the draws")
     s.add_argument("--resume", default="recompute", choices=["recompute", "strict"],
                    help="cases computed with another model or settings: recompute them (default) or refuse")
     _case_options(s)

@@ -224,18 +224,21 @@ class Explanation:
         return self.samples if f is None else np.stack([f(s[None])[0] for s in self.samples])
 
     def coefficient_spread(self, f: Filter | None = None, tau_r: float = 0.5, tau_x: float = 0.1):
-        """Mean and sd over the draws of every coefficient (a DataFrame: the rows of :meth:`coefficients`,
-        columns '<coefficient>' (mean over draws) and '<coefficient>_sd'); None for a run without draws."""
+        """The coefficients of the mean map under heatmap filter ``f`` (None: the run's own input filter) and
+        their spread over the draws: a DataFrame with the rows of :meth:`coefficients`, columns
+        '<coefficient>' (of the mean map, :meth:`heatmap`) and '<coefficient>_sd' (population sd of the
+        draws' coefficients); None for a run without draws."""
         maps = self.sample_heatmaps(f)
         if maps is None:
             return None
-        tables = [measure(r, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x) for r in maps]
-        numeric = list(tables[0].select_dtypes("number").columns)
+        image, truth = self.input_image, self.case.ground_truth
+        mean_map = maps.astype(np.float64).mean(0).astype(np.float32)
+        out = measure(mean_map, image, truth, self.modalities, tau_r, tau_x)
+        tables = [measure(r, image, truth, self.modalities, tau_r, tau_x) for r in maps]
+        numeric = list(out.select_dtypes("number").columns)
         values = np.stack([t[numeric].to_numpy(dtype=np.float64) for t in tables])
-        out = tables[0].drop(columns=numeric).copy()
         for j, c in enumerate(numeric):
-            out[c] = values[:, :, j].mean(0)
-            out[f"{c}_sd"] = values[:, :, j].std(0)
+            out.insert(out.columns.get_loc(c) + 1, f"{c}_sd", values[:, :, j].std(0))
         return out
 
     def save(self, folder: str | os.PathLike, tau_r: float = 0.5, tau_x: float = 0.1) -> list[Path]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["sample_root", "sample_case_path", "sample_case_paths", "sample_model_path", "load_sample_case",
-           "load_sample_model"]
+__all__ = ["sample_root", "sample_case_path", "sample_case_paths", "sample_model_path", "sample_dropout_model_path",
+           "load_sample_case", "load_sample_model"]
 
 
 def sample_root() -> Path:
@@ -28,6 +28,12 @@ def sample_case_path(i: int = 1) -> Path:
 def sample_model_path() -> Path:
     """The sample model's card (UNet3D, width 8, trained by sample_data/train.py)."""
     return sample_root() / "model" / "card.json"
+
+
+def sample_dropout_model_path() -> Path:
+    """The sample model fine-tuned with dropout 0.1 at the end of every block (UNet3D(dropout=0.1); for Monte
+    Carlo dropout, ``explain(..., mc_samples=T)``), made by sample_data/train.py --dropout 0.1 --init."""
+    return sample_root() / "model_dropout" / "card.json"
 
 
 def load_sample_case(i: int = 1):

@@ -23,7 +23,9 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
     Inclusivity widget's slider does, see :func:`~napari_lrp.lrp.filters.heatmap`; no propagation) or
     'blocks' (the filter after every block of the network and no other filter, re-propagating from the
     kept forward pass). The 'none' row is the run's relevance as it is. Returns a tidy table with columns
-    setting, placement, channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power.
+    setting, placement, channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power. A sampled
+    run (MC dropout, flips) gives the coefficients of the mean map and, after each, '<coefficient>_sd', its
+    spread over the draws (:meth:`~napari_lrp.explanation.Explanation.coefficient_spread`).
     """
     if placement not in ("input", "blocks"):
         raise ValueError(f"placement must be 'input' or 'blocks', not {placement!r}")
@@ -33,14 +35,21 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
     image = explanation.input_image
     label = explanation.case.ground_truth
     tables = []
+    sampled = explanation.samples is not None
     for i, (name, f) in enumerate(settings):
-        if f is None:
-            R = explanation.relevance
-        elif placement == "input":
-            R = explanation.heatmap(f)
+        if sampled:
+            if f is None or placement == "input":
+                t = explanation.coefficient_spread(f, tau_r, tau_x)
+            else:
+                t = explanation.refilter(every_block(explanation.network, f)).coefficient_spread(None, tau_r, tau_x)
         else:
-            R = explanation.refilter(every_block(explanation.network, f)).relevance
-        t = measure(R, image, label, explanation.modalities, tau_r, tau_x)
+            if f is None:
+                R = explanation.relevance
+            elif placement == "input":
+                R = explanation.heatmap(f)
+            else:
+                R = explanation.refilter(every_block(explanation.network, f)).relevance
+            t = measure(R, image, label, explanation.modalities, tau_r, tau_x)
         t.insert(0, "placement", placement if f is not None else "none")
         t.insert(0, "setting", name)
         tables.append(t)

@@ -102,3 +102,13 @@ def test_a_latin1_folder_name_does_not_stop_the_sweep(cohort, tmp_path):
     table = sweep_cohort(cohort, sample_model_path(), tmp_path / "out", workers=0)
     assert set(table.case) == {"case_01", "case_02", "café"} and (table.status == "ok").all()
     assert "café" in (tmp_path / "out" / "table.csv").read_text(encoding="utf-8")
+
+
+def test_a_sampled_cohort_sweep_has_sd_columns_and_its_own_settings_hash(cohort, tmp_path):
+    from napari_lrp.batch.cohort import run_settings, settings_hash
+
+    t = sweep_cohort(cohort, sample_model_path(), tmp_path / "mc", workers=0,
+                     sampling={"mc_samples": 2, "dropout": 0.1})
+    assert (t.status == "ok").all() and "groundtruth_inclusivity_sd" in t.columns
+    assert (t.groundtruth_inclusivity_sd.dropna() >= 0).all() and (t.groundtruth_inclusivity_sd > 0).any()
+    assert settings_hash(run_settings(sampling={"tta": "flips"})) != settings_hash(run_settings())

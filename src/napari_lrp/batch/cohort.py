@@ -41,8 +41,10 @@ def case_folders(cohort: str | os.PathLike) -> list[Path]:
 
 
 def run_settings(preset: str = "paper", placement: str = "input", grid=None, target: str = "region",
-                 tau_r: float = 0.5, tau_x: float = 0.1, label_values=None, nonfinite: str = "error") -> dict:
-    """Everything besides the model that decides a case's sweep table, as a JSON-able dict."""
+                 tau_r: float = 0.5, tau_x: float = 0.1, label_values=None, nonfinite: str = "error",
+                 sampling: dict | None = None) -> dict:
+    """Everything besides the model that decides a case's sweep table, as a JSON-able dict. ``sampling``:
+    ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns."""
     from ..explanation import package_version
     from ..lrp.filters import default_grid, format_filter
 
@@ -51,7 +53,8 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
             "target": target, "tau_r": float(tau_r), "tau_x": float(tau_x),
             "label_values": None if label_values is None else [int(v) for v in (
                 [label_values] if isinstance(label_values, int) else label_values)],
-            "nonfinite": nonfinite, "napari_lrp": package_version()}
+            "nonfinite": nonfinite, "napari_lrp": package_version(),
+            **({"sampling": dict(sampling)} if sampling else {})}
 
 
 def settings_hash(settings: dict) -> str:
@@ -92,7 +95,8 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
     cases.mkdir(parents=True, exist_ok=True)
     try:
         case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
-        exp = explain(_model(str(model_path), device), case, preset=settings["preset"], target=settings["target"])
+        exp = explain(_model(str(model_path), device), case, preset=settings["preset"], target=settings["target"],
+                      **settings.get("sampling", {}))
         grid = [parse_filter(spec)[1] for spec in settings["grid"]]
         table = sweep(exp, placement=settings["placement"], grid=grid, tau_r=settings["tau_r"],
                       tau_x=settings["tau_x"])
@@ -161,7 +165,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
                  scheduler: str | None = None, placement: str = "input", device: str = "cpu",
                  show_progress: bool = True, target: str = "region", tau_r: float = 0.5, tau_x: float = 0.1,
                  label_values=None, nonfinite: str = "error", resume: str = "recompute",
-                 _task=None) -> pd.DataFrame:
+                 sampling: dict | None = None, _task=None) -> pd.DataFrame:
     """Sweep every case of ``cohort`` with ``model``; results in ``out``. Returns the combined table.
 
     workers=0 runs serially in this process; otherwise a dask LocalCluster with ``workers`` processes
@@ -169,6 +173,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     with this model and these settings is reused; others are recomputed (``resume='recompute'``) or the
     run is refused before anything is computed (``resume='strict'``). ``_task`` replaces :func:`run_case`
     (tests). Every case is isolated: an error or a dead worker is recorded under the case's name.
+    ``sampling``: ``explain``'s uncertainty keywords (e.g. ``{"tta": "flips"}``); the tables get '_sd' columns.
     """
     from ..models.loading import model_sha256
 
@@ -180,7 +185,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: is a file; choose a folder for the results")
     (out / "cases").mkdir(parents=True, exist_ok=True)
-    settings = run_settings(preset, placement, None, target, tau_r, tau_x, label_values, nonfinite)
+    settings = run_settings(preset, placement, None, target, tau_r, tau_x, label_values, nonfinite, sampling)
     sha = model_sha256(model)
     want = (sha, settings_hash(settings))
     todo, stale = [], []

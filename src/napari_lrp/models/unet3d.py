@@ -8,11 +8,13 @@ from torch import nn
 __all__ = ["UNet3D"]
 
 
-def _double_conv(cin: int, cmid: int, cout: int, slope: float, bias: bool = True) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cmid, 3, padding=1, bias=bias), nn.BatchNorm3d(cmid), nn.LeakyReLU(slope),
-        nn.Conv3d(cmid, cout, 3, padding=1, bias=bias), nn.BatchNorm3d(cout), nn.LeakyReLU(slope),
-    )
+def _double_conv(cin: int, cmid: int, cout: int, slope: float, bias: bool = True,
+                 dropout: float = 0.0) -> nn.Sequential:
+    layers = [nn.Conv3d(cin, cmid, 3, padding=1, bias=bias), nn.BatchNorm3d(cmid), nn.LeakyReLU(slope),
+              nn.Conv3d(cmid, cout, 3, padding=1, bias=bias), nn.BatchNorm3d(cout), nn.LeakyReLU(slope)]
+    if dropout > 0:  # last, so the layers' names (and the weights' keys) do not move
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
 
 
 def _crop_to(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -28,11 +30,13 @@ class UNet3D(nn.Module):
     between levels; the decoder upsamples with ConvTranspose3d(k2, s2), crops to the skip's size (odd
     sizes such as depth 19 need it), concatenates the skip (torch.cat) and applies two convolutions;
     a 1x1x1 head gives ``out_channels`` logits. Width 32 with 6 inputs: about 19M parameters.
-    Input (N, in_channels, Z, Y, X), any size; output (N, out_channels, Z, Y, X).
+    Input (N, in_channels, Z, Y, X), any size; output (N, out_channels, Z, Y, X). ``dropout`` > 0 ends
+    every block with ``nn.Dropout(dropout)`` (Monte Carlo dropout; no weights, so the weights' keys are those
+    of the network without it).
     """
 
     def __init__(self, in_channels: int = 6, out_channels: int = 2, width: int = 32, levels: int = 4,
-                 negative_slope: float = 0.2, bias: bool = True):
+                 negative_slope: float = 0.2, bias: bool = True, dropout: float = 0.0):
         super().__init__()
         self.in_channels, self.out_channels, self.width, self.levels = in_channels, out_channels, width, levels
         w = width
@@ -40,7 +44,7 @@ class UNet3D(nn.Module):
         cin = in_channels
         for level in range(levels):
             cmid = w * 2**level
-            self.encoders.append(_double_conv(cin, cmid, 2 * cmid, negative_slope, bias))
+            self.encoders.append(_double_conv(cin, cmid, 2 * cmid, negative_slope, bias, dropout))
             cin = 2 * cmid
         self.pool = nn.MaxPool3d(2, ceil_mode=True)
         self.ups = nn.ModuleList()
@@ -48,7 +52,7 @@ class UNet3D(nn.Module):
         for level in reversed(range(levels - 1)):
             skip = 2 * w * 2**level
             self.ups.append(nn.ConvTranspose3d(cin, cin, 2, stride=2, bias=bias))
-            self.decoders.append(_double_conv(cin + skip, skip, skip, negative_slope, bias))
+            self.decoders.append(_double_conv(cin + skip, skip, skip, negative_slope, bias, dropout))
             cin = skip
         self.head = nn.Conv3d(cin, out_channels, 1, bias=bias)
 
