@@ -200,3 +200,38 @@ def test_cp_lrp_gives_queries_and_keys_no_relevance():
     assert float(R_qkv[:, :, :2].abs().max()) == 0.0 and float(R_qkv[:, :, 2].abs().max()) > 0
     res = Propagation(block, x, rules="attnlrp").propagate(torch.ones_like(prop.output), keep=["qkv"])
     assert float(res.kept["qkv"].reshape(1, 4, 3, 8)[:, :, :2].abs().max()) > 0
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["einsum", "scaled_dot_product_attention"])
+def test_attnlrp_agrees_with_lxt_on_monai_unetr_transformer_block(fused):
+    """UNETR's own block (monai.networks.blocks.TransformerBlock: LayerNorm, SABlock with einops rearranges
+    and einsum attention, or the fused F.scaled_dot_product_attention, MLP with GELU) against lxt on its
+    weights."""
+    from types import SimpleNamespace
+
+    from monai.networks.blocks import TransformerBlock
+
+    torch.manual_seed(4)
+    block = TransformerBlock(hidden_size=8, mlp_dim=16, num_heads=2, dropout_rate=0.0, qkv_bias=True,
+                             use_flash_attention=fused).double().eval()
+    for p in block.parameters():
+        nn.init.normal_(p, 0.0, 0.6) if p.ndim > 1 else nn.init.normal_(p, 0.1, 0.3)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    start = torch.randn(2, 5, 8, dtype=torch.float64)
+    R, ledger = propagate(block, x, start, rules="lrp0", return_ledger=True, strict=True)
+    same = SimpleNamespace(h=block.attn.num_heads, ln1=block.norm1, qkv=block.attn.qkv, proj=block.attn.out_proj,
+                           ln2=block.norm2, fc1=block.mlp.linear1, act=block.mlp.fn, fc2=block.mlp.linear2)
+    expected = lxt_relevance(same, x, start)
+    assert float((R - expected).abs().max() / expected.abs().max()) < 1e-9
+    assert ledger.unhandled == {} and abs(ledger.unaccounted) < 1e-12
+
+
+def test_fused_attention_with_a_causal_mask_books_the_masked_scores():
+    class Causal(nn.Module):
+        def forward(self, x):
+            return F.scaled_dot_product_attention(x, x * 0.5, x, is_causal=True)
+
+    x = torch.randn(1, 1, 4, 3, dtype=torch.float64)
+    y = Causal()(x)
+    R, ledger = propagate(Causal(), x, y, rules="lrp0", return_ledger=True, strict=True)
+    assert bool(torch.isfinite(R).all()) and abs(ledger.unaccounted) < 1e-12 and ledger.unhandled == {}

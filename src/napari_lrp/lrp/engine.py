@@ -17,6 +17,7 @@ filter the relevance before and after; what is missing was absorbed (biases, sta
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .presets import get_preset, resolve_rule
 from .rules import Epsilon, PassThrough, Routing, Rule, Softmax, WinnerTakesAll, divide_stabilised, stabilise
 from .types import (
     ADD_FUNCTIONS,
+    ATTENTION_FUNCTIONS,
     BATCHNORM_TYPES,
     CONV3D_FUNCTIONS,
     DIV_FUNCTIONS,
@@ -211,6 +213,8 @@ class _FunctionalRules(TorchFunctionMode):
             return func(*args, **kwargs)
         if func in MULTILINEAR_FUNCTIONS:
             return eng._multilinear(func, args, kwargs)
+        if func in ATTENTION_FUNCTIONS:
+            return eng._attention(func, *args, **kwargs)
         if func in SOFTMAX_FUNCTIONS:
             out = func(*args, **kwargs)
             x = args[0] if args else kwargs.get("input")
@@ -659,6 +663,39 @@ class Propagation:
         self._record(entry.name, "product", f"signal-take-all ({mode})", R.sum(), handed)
         self._tick()
         return Ra, Rb
+
+    def _attention(self, func, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                   enable_gqa=False):
+        """F.scaled_dot_product_attention as its parts, each with its rule: scores = q k^T (uniform epsilon),
+        times the scale (a constant), the mask (a boolean mask fills -inf, booked; a float mask is a constant
+        added), softmax (AttnLRP, or constant weights under CP-LRP), then att v (uniform epsilon)."""
+        if (dropout_p and self.module.training) or enable_gqa or not any(map(_in_graph, (query, key, value))):
+            out = func(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                       scale=scale, enable_gqa=enable_gqa)
+            if any(map(_in_graph, (query, key, value))):
+                self.unhandled[_op_label(func)] = self.unhandled.get(_op_label(func), 0) + 1
+            return out
+        s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+        scores = self._product(self._multilinear(torch.matmul, (query, key.transpose(-2, -1)), {}), s)
+        n, m = scores.shape[-2:]
+        if is_causal:
+            keep = torch.ones(n, m, dtype=torch.bool, device=scores.device).tril()
+            scores = self._masked(scores, ~keep)
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                scores = self._masked(scores, ~attn_mask)
+            else:
+                scores = self._residual(scores, attn_mask, 1.0)
+        att = torch.softmax(scores, dim=-1)
+        if self.preset.attention == "cp-lrp":
+            att = att.detach()
+        else:
+            att = self._wrap_functional(Softmax(), F.softmax, scores, att, {"dim": -1})
+        return self._multilinear(torch.matmul, (att, value), {})
+
+    def _masked(self, x, mask):
+        out = x.masked_fill(mask, float("-inf"))
+        return self._wrap_functional(Routing(), torch.Tensor.masked_fill, x, out)
 
     def _apply_multilinear(self, entry: _Entry, R: torch.Tensor):
         if entry.state is None:

@@ -15,7 +15,7 @@ __all__ = ["LINEAR_TYPES", "CONV_TYPES", "TRANSPOSED_CONV_TYPES", "BATCHNORM_TYP
            "ACTIVATION_TYPES", "DROPOUT_TYPES", "MAXPOOL_TYPES", "AVGPOOL_TYPES", "ADD_FUNCTIONS",
            "SUB_FUNCTIONS", "PASS_FUNCTIONS", "INPLACE_TWINS", "LINEAR_MAP_FUNCTIONS", "MAXPOOL_FUNCTIONS",
            "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS", "MUL_FUNCTIONS", "DIV_FUNCTIONS", "PAD_FUNCTIONS",
-           "LAYERNORM_FUNCTIONS", "SOFTMAX_TYPES", "SOFTMAX_FUNCTIONS", "MULTILINEAR_FUNCTIONS", "RMSNORM_TYPES"]
+           "LAYERNORM_FUNCTIONS", "ATTENTION_FUNCTIONS", "SOFTMAX_TYPES", "SOFTMAX_FUNCTIONS", "MULTILINEAR_FUNCTIONS", "RMSNORM_TYPES"]
 
 # ---- linear maps with weights (rules: LRP-0, epsilon, gamma, alpha-beta, z-plus, z-box, flat, w-square)
 TRANSPOSED_CONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -84,9 +84,11 @@ MUL_FUNCTIONS = frozenset({torch.mul, torch.multiply, torch.Tensor.mul, torch.Te
 DIV_FUNCTIONS = frozenset({torch.div, torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.divide,
                            torch.Tensor.__truediv__, torch.Tensor.__itruediv__, torch.Tensor.div_})
 
-# ---- padding: values are moved and new ones added; relevance that lands on the added values is absorbed
-# (booked in the ledger by lrp.rules.Routing)
-PAD_FUNCTIONS = frozenset({F.pad})
+# ---- padding and filling (masked_fill): values are moved and new ones added or put in place of old ones;
+# relevance that lands on the added values is absorbed (booked in the ledger by lrp.rules.Routing)
+PAD_FUNCTIONS = frozenset({F.pad, torch.Tensor.masked_fill, torch.masked_fill})
+#: fused attention softmax(q k^T * scale + mask) v: taken apart into the product and softmax rules
+ATTENTION_FUNCTIONS = frozenset({F.scaled_dot_product_attention})
 
 # ---- operations that only move, copy or select values: autograd routes relevance by index (and sums it
 # where a value is used twice), so they need no rule. Anything else that acts on the relevance path without
