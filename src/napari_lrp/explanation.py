@@ -80,6 +80,44 @@ class _Run:
 
 
 @dataclass(frozen=True)
+class _MethodRun:
+    """A run of another attribution method (:mod:`napari_lrp.methods`): its map on the case grid; only the
+    'input' (heatmap) filter applies, since the layer filters act inside LRP's backward pass."""
+
+    prepared: PreparedInput
+    case: Case
+    model: Model
+    preset: str
+    target: object
+    target_class: int
+    logits: np.ndarray
+    prediction: np.ndarray
+    method: str
+    options: dict
+    attribution: np.ndarray
+    start: float
+
+    @property
+    def propagation(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(shapes={})
+
+    def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
+        layer_filters = [k for k in filters if k != "input"]
+        if layer_filters:
+            raise ValueError(f"{self.method} has no backward pass through the layers, so only the 'input' filter "
+                             f"applies; got filters for {', '.join(map(str, layer_filters))} (layer filters are LRP's)")
+        rel = filters["input"](self.attribution[None])[0] if "input" in filters else self.attribution
+        ledger = Ledger(start=self.start, end=float(rel.sum(dtype=np.float64)))
+        return Explanation(unfiltered_relevance=self.attribution, relevance=np.ascontiguousarray(rel, np.float32),
+                           prediction=self.prediction, logits=self.logits, modalities=list(self.model.card.modalities),
+                           case=self.case, model=self.model, preset=self.preset, filters=filters,
+                           target=self.target, target_class=self.target_class, ledger=ledger, _run=self,
+                           method=self.method, method_options=dict(self.options))
+
+
+@dataclass(frozen=True)
 class PlacedRelevance:
     """Relevance at a layer's output placed over the case: ``relevance`` (C', Z', Y', X') float32 on the
     layer's own grid; ``scale`` and ``translate`` (mm, Z/Y/X) put its voxels on the case's world grid
@@ -127,6 +165,9 @@ class Explanation:
     samples: np.ndarray | None = field(default=None, repr=False)
     sample_input_filter: Filter | None = field(default=None, repr=False)
     sampling: dict | None = None
+    #: "lrp" or a name of napari_lrp.methods.METHODS, with its options
+    method: str = "lrp"
+    method_options: dict = field(default_factory=dict)
 
     @property
     def relevance_cv(self) -> np.ndarray | None:
@@ -198,6 +239,9 @@ class Explanation:
         elif isinstance(target, tuple):
             target = list(target)
         return {
+            "method": self.method,
+            **({"method_options": {k: (v.tolist() if hasattr(v, "tolist") else v)
+                                   for k, v in self.method_options.items()}} if self.method_options else {}),
             "preset": self.preset,
             "filters": [format_filter(k, f) for k, f in self.filters.items()],
             "target": target,
@@ -289,7 +333,8 @@ def load_settings(path_or_dict) -> dict:
     if isinstance(target, list):
         target = tuple(target)
     return {"preset": d.get("preset", "paper"), "filters": filters_from_specs(d.get("filters")),
-            "target": target, "target_class": d.get("target_class")}
+            "target": target, "target_class": d.get("target_class"), "method": d.get("method", "lrp"),
+            "method_options": d.get("method_options", {})}
 
 
 def _as_model(model, case: Case) -> Model:
@@ -316,7 +361,8 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
             target="region", target_class: int | None = None, rules: Mapping | None = None, keep=None,
             progress: Callable[[int, int], None] | None = None, settings=None, strict: bool = False,
             output_index=None, mc_samples: int = 1, dropout: float | None = None, seed: int = 0,
-            tta: str | None = None, dropout_at: str = "*", batch_size: int | None = None) -> Explanation:
+            tta: str | None = None, dropout_at: str = "*", batch_size: int | None = None, method: str = "lrp",
+            **method_options) -> Explanation:
     """Explain ``model``'s segmentation of ``case``.
 
     preset: a name of ``napari_lrp.lrp.PRESETS`` ('paper', 'epsilon-gamma-box', 'epsilon-plus-flat',
@@ -333,15 +379,29 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     network without any), ``tta="flips"`` adds the 8 flips of the spatial axes; ``seed`` makes the draws
     reproducible, ``batch_size`` fixes the draws per batch. The result holds the mean relevance and the
     spread (``relevance_std``, ``predictive_entropy``, ``mutual_information``, ``coefficient_spread()``).
+
+    method: "lrp" (default) or another attribution method of :data:`napari_lrp.methods.METHODS` (gradient,
+    gradient_x_input, integrated_gradients, smoothgrad, guided_backprop, gradcam, occlusion) on the same
+    target, with its options as keywords in Captum's words (``n_steps=``, ``baselines=``, ``layer=``, ...);
+    the result is an Explanation all the same (only the 'input' filter applies to other methods).
     """
     if settings is not None:
         kw = load_settings(settings)
         preset, filters, target = kw["preset"], kw["filters"], kw["target"]
         target_class = kw["target_class"] if target_class is None else target_class
+        method, method_options = kw["method"], {**kw["method_options"], **method_options}
+    if method == "lrp" and method_options:
+        raise TypeError(f"explain() got unexpected keyword arguments {', '.join(method_options)} (options are for "
+                        "method= other than 'lrp')")
     m = _as_model(model, case)
     cls = m.card.target_class if target_class is None else int(target_class)
     sampling = Sampling(mc_samples, dropout, seed, tta, dropout_at, batch_size)
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
+    if method != "lrp":
+        if sampling.active:
+            raise ValueError("mc_samples, dropout and tta are for LRP runs (method='lrp')")
+        return _explain_method(m, case, prep, method, method_options, preset, target, cls, output_index,
+                               filters, progress)
     if sampling.active:
         sampled = run_sampled(m, case, prep, sampling, preset, rules, target, cls, strict, output_index)
         return sampled.explanation(dict(filters or {}), keep, progress)
@@ -358,6 +418,36 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     run = _Run(propagation=prop, prepared=prep, start=start, case=case, model=m, preset=preset, target=target,
                target_class=cls, logits=logits[0].detach().float().cpu().numpy(), prediction=prediction)
     return run.explanation(dict(filters or {}), keep, progress)
+
+
+def _explain_method(m: Model, case: Case, prep: PreparedInput, method: str, options: dict, preset: str, target,
+                    cls: int, output_index, filters, progress) -> Explanation:
+    from .methods import run_method
+
+    param = next(prep.network.parameters(), None)
+    x = prep.x if param is None else prep.x.to(device=param.device, dtype=param.dtype)
+    with torch.no_grad(), onednn_convolutions():
+        out = prep.network(x)
+    if output_index is not None and not isinstance(out, torch.Tensor):
+        out = out[output_index]
+    logits = prep.crop(out)
+    if not 0 <= cls < logits.shape[1]:
+        raise ValueError(f"target class {cls} does not exist; the model has {logits.shape[1]} output channels")
+    prediction = predict(logits, m.card.output_activation)[0].cpu().numpy()
+    mask = region_mask(target, prediction, case.ground_truth if _needs_ground_truth(target) else None, cls)
+    if mask is not None and not mask.any():
+        warnings.warn(f"{case.name}: the target region is empty; the relevance is zero", stacklevel=3)
+    weight = torch.ones_like(logits) if mask is None else torch.zeros_like(logits)
+    if mask is not None:
+        weight[:, cls] = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)
+    weight = prep.pad(weight)
+    attribution = run_method(method, prep.network, x, weight, options, output_index, progress)
+    rel = prep.crop(attribution)[0].float().cpu().numpy()
+    run = _MethodRun(prepared=prep, case=case, model=m, preset=preset, target=target, target_class=cls,
+                     logits=logits[0].float().cpu().numpy(), prediction=prediction, method=method,
+                     options=dict(options), attribution=np.ascontiguousarray(rel, dtype=np.float32),
+                     start=float((weight * out).sum(dtype=torch.float64)))
+    return run.explanation(dict(filters or {}))
 
 
 def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.ndarray, dict[str, tuple]]:

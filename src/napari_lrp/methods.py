@@ -1,0 +1,211 @@
+"""Attribution methods beside LRP (#17), on the same segmentation target and the same case grid.
+
+The target is LRP's: f(x) = sum over voxels and classes of W * network(x), W the start relevance's support
+(the target class on the target region; every class and voxel for 'output'), so gradient x input of a
+bias-free ReLU network is LRP-0 exactly. The methods are Captum's (``captum.attr``) on a
+:class:`SegmentationTarget` module; ``METHODS`` is the registry (name -> :class:`Method`), in menu order.
+Options use Captum's words (n_steps, baselines, stdevs, nt_samples, sliding_window_shapes, strides, ...).
+
+Every method returns the attribution (1, C, Z, Y, X) on the model grid. Long methods report progress
+through the target's forward calls (``progress(done, total)``, which may raise Cancelled) and run their
+passes in chunks (``internal_batch_size``, ``nt_samples_batch_size``, ``perturbations_per_eval``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lrp.types import ACTIVATION_TYPES
+
+__all__ = ["METHODS", "Method", "SegmentationTarget", "register_method", "run_method"]
+
+
+class SegmentationTarget(nn.Module):
+    """f(x) = sum(W * network(x)) per sample, shape (N,); W (1, K, Z, Y, X) broadcasts over the batch.
+
+    progress(done, total) is called after every forward call with the samples scored so far (``total``:
+    the method's expected count, or 0 when unknown) and may raise to cancel."""
+
+    def __init__(self, network: nn.Module, weight: torch.Tensor, output_index=None,
+                 progress: Callable[[int, int], None] | None = None, total: int = 0):
+        super().__init__()
+        self.network = network
+        self.register_buffer("weight", weight, persistent=False)
+        self.output_index = output_index
+        self.progress, self.total, self.done = progress, total, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(x)
+        if self.output_index is not None and not isinstance(out, torch.Tensor):
+            out = out[self.output_index]
+        y = (out * self.weight).flatten(1).sum(1)
+        self.done += x.shape[0]
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        return y
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: ``run(target, x, **options)`` -> attribution like x; ``passes(x, options)`` the
+    number of samples it scores (for progress); ``description`` for menus and help."""
+
+    name: str
+    run: Callable
+    passes: Callable
+    description: str
+
+
+_REGISTRY: dict[str, Method] = {}
+METHODS = MappingProxyType(_REGISTRY)
+
+
+def register_method(method: Method) -> None:
+    _REGISTRY[method.name] = method
+
+
+def _gradient(f, x):
+    from captum.attr import Saliency
+
+    return Saliency(f).attribute(x, abs=False)
+
+
+def _gradient_x_input(f, x):
+    from captum.attr import InputXGradient
+
+    return InputXGradient(f).attribute(x)
+
+
+def blurred(x: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """x smoothed by a size^3 box filter (edges replicated): the 'blurred' baseline."""
+    p = size // 2
+    return F.avg_pool3d(F.pad(x, (p,) * 6, mode="replicate"), size, stride=1)
+
+
+def _baseline(x, baselines):
+    if isinstance(baselines, str):
+        if baselines == "zero":
+            return torch.zeros_like(x)
+        if baselines == "blurred":
+            return blurred(x)
+        raise ValueError(f"baselines must be 'zero', 'blurred', a number or a tensor like x, not {baselines!r}")
+    return torch.as_tensor(baselines, dtype=x.dtype, device=x.device).expand_as(x)
+
+
+def _integrated_gradients(f, x, n_steps: int = 32, baselines="zero", method: str = "gausslegendre",
+                          internal_batch_size: int | None = 4):
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(f).attribute(x, baselines=_baseline(x, baselines), n_steps=int(n_steps),
+                                            method=method, internal_batch_size=internal_batch_size)
+
+
+def _smoothgrad(f, x, nt_samples: int = 10, stdevs: float = 0.15, nt_samples_batch_size: int | None = 4):
+    """SmoothGrad of the gradient; ``stdevs``: the noise sd as a fraction of the input's range (max - min)."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    sd = float(stdevs) * float(x.max() - x.min())
+    return NoiseTunnel(Saliency(f)).attribute(x, nt_type="smoothgrad", nt_samples=int(nt_samples), stdevs=sd,
+                                              nt_samples_batch_size=nt_samples_batch_size, abs=False)
+
+
+def _guided_backprop(f, x):
+    from captum.attr import GuidedBackprop
+
+    other = sorted({type(m).__name__ for m in f.network.modules()
+                    if isinstance(m, ACTIVATION_TYPES) and type(m) is not nn.ReLU})
+    if other:
+        raise ValueError(f"guided backpropagation (Captum's) modifies nn.ReLU modules only; this network also has "
+                         f"{', '.join(other)}, whose gradients would pass unguided: use another method")
+    return GuidedBackprop(f).attribute(x)
+
+
+def _module_named(network: nn.Module, layer: str) -> nn.Module:
+    modules = dict(network.named_modules())
+    if layer not in modules or not layer:
+        raise ValueError(f"gradcam needs layer=<module name>; {layer!r} is not one (some: "
+                         f"{', '.join(n for n in list(modules)[1:8])}, ...)")
+    return modules[layer]
+
+
+def _gradcam(f, x, layer: str | None = None):
+    """Grad-CAM (Selvaraju et al. 2017) in 3D at ``layer``: relu(sum_k mean(df/dA_k) A_k), trilinearly
+    upsampled to the input grid; every input channel gets 1/C of it (Grad-CAM has no channel axis)."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    if layer is None:
+        raise ValueError("gradcam needs layer=<module name> (e.g. the last encoder block)")
+    cam = LayerGradCam(f, _module_named(f.network, layer)).attribute(x, relu_attributions=True)
+    if cam.shape[2:] != x.shape[2:]:
+        cam = LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="trilinear")
+    return (cam / x.shape[1]).expand_as(x).contiguous()
+
+
+def _occlusion_window(x, sliding_window_shapes):
+    return tuple(int(v) for v in (sliding_window_shapes or (1, 4, 8, 8)))
+
+
+def _occlusion(f, x, sliding_window_shapes=None, strides=None, baselines=0.0, perturbations_per_eval: int = 4):
+    from captum.attr import Occlusion
+
+    win = _occlusion_window(x, sliding_window_shapes)
+    return Occlusion(f).attribute(x, sliding_window_shapes=win, strides=tuple(strides) if strides else win,
+                                  baselines=float(baselines), perturbations_per_eval=int(perturbations_per_eval))
+
+
+def _occlusion_passes(x, options):
+    win = _occlusion_window(x, options.get("sliding_window_shapes"))
+    strides = tuple(options.get("strides") or win)
+    dims = x.shape[1:]
+    return 1 + math.prod((d - w) // s + 1 for d, w, s in zip(dims, win, strides))
+
+
+register_method(Method("gradient", _gradient, lambda x, o: 1, "the input gradient of the target (saliency)"))
+register_method(Method("gradient_x_input", _gradient_x_input, lambda x, o: 1,
+                       "gradient x input (equals LRP-0 on bias-free ReLU networks)"))
+register_method(Method("integrated_gradients", _integrated_gradients, lambda x, o: int(o.get("n_steps", 32)),
+                       "integrated gradients from a baseline (zero or blurred), n_steps"))
+register_method(Method("smoothgrad", _smoothgrad, lambda x, o: int(o.get("nt_samples", 10)),
+                       "the gradient averaged over noisy copies (nt_samples, stdevs of the input range)"))
+register_method(Method("guided_backprop", _guided_backprop, lambda x, o: 1,
+                       "guided backpropagation (networks with nn.ReLU activations)"))
+register_method(Method("gradcam", _gradcam, lambda x, o: 1, "Grad-CAM at a layer (layer=<module name>), upsampled"))
+register_method(Method("occlusion", _occlusion, _occlusion_passes,
+                       "the target's drop when 3D patches are occluded (sliding_window_shapes, strides)"))
+
+
+def run_method(name: str, network: nn.Module, x: torch.Tensor, weight: torch.Tensor, options: dict | None = None,
+               output_index=None, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """The attribution (1, C, Z, Y, X) of method ``name`` for f(x) = sum(weight * network(x)).
+
+    The network runs in eval mode with its parameters frozen (restored after)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose lrp or one of {', '.join(METHODS)}")
+    method = METHODS[name]
+    options = dict(options or {})
+    f = SegmentationTarget(network, weight.to(x.dtype), output_index, progress, method.passes(x, options))
+    training = network.training
+    frozen = [p for p in network.parameters() if p.requires_grad]
+    try:
+        network.eval()
+        for p in frozen:
+            p.requires_grad_(False)
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")  # Captum's notice
+            try:
+                out = method.run(f, x.detach().clone().requires_grad_(True), **options)
+            except TypeError as exc:
+                raise TypeError(f"{name}: {exc} (options: {', '.join(options) or 'none'})") from None
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        network.train(training)
+    return out.detach()
