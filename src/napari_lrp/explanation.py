@@ -259,6 +259,27 @@ class Explanation:
         """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
         return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
 
+    def target_region(self) -> np.ndarray | None:
+        """The run's target region (Z, Y, X) bool on the case grid (None for the 'output' target)."""
+        return region_mask(self.target, self.prediction, self.case.ground_truth if _needs_ground_truth(self.target)
+                           else None, self.target_class)
+
+    def perturbation(self, order: str = "morf", relevance: np.ndarray | None = None, **options):
+        """Region perturbation (:func:`napari_lrp.metrics.region_perturbation`) of this run: blocks of the
+        model's input flipped in the order ``relevance`` (default this run's, (C, Z, Y, X) case grid) gives,
+        scored by the target class's logit sum over the run's target region (the whole volume for 'output').
+        order: 'morf', 'lerf' or 'random'; options: n_blocks, fill, steps, seed, batch."""
+        from .metrics.perturbation import region_perturbation
+
+        prep = self._run.prepared
+        rel = self.relevance if relevance is None else relevance
+        R = prep.pad(torch.as_tensor(np.ascontiguousarray(rel), dtype=torch.float64)[None])[0]
+        mask = self.target_region()
+        if mask is None:
+            mask = np.ones(self.prediction.shape, dtype=bool)
+        mask_t = prep.pad(torch.as_tensor(np.ascontiguousarray(mask))[None, None].to(torch.float64))[0, 0] > 0
+        return region_perturbation(prep.network, prep.x, R, mask_t.cpu().numpy(), self.target_class, order, **options)
+
     def sample_heatmaps(self, f: Filter | None = None) -> np.ndarray | None:
         """Every draw's relevance (T, C, Z, Y, X) under heatmap filter ``f`` (None: the run's own input
         filter), as :meth:`heatmap` for the mean; None for a run without draws."""
