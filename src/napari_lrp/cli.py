@@ -82,6 +82,34 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare, save_comparison
+    from .io import load_case
+    from .io.atomic import check_output_folder
+    from .models import load_model
+
+    check_output_folder(args.out)
+    case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None)
+    model = load_model(args.model, device=args.device)
+    table, results = compare(model, case, _split_methods(args.methods), target=args.target,
+                             perturbation=not args.no_perturbation, sanity=args.sanity)
+    path = save_comparison(table, results, args.out)
+    print(table.to_string(index=False))
+    print(f"wrote {path}")
+    return 0
+
+
+def _split_methods(text: str) -> list[str]:
+    """Method specs separated by commas; a comma inside key=value options belongs to its method."""
+    out: list[str] = []
+    for part in text.split(","):
+        if out and "=" in part and ":" not in part:
+            out[-1] += "," + part
+        elif part.strip():
+            out.append(part.strip())
+    return out
+
+
 def _case_options(parser) -> None:
     parser.add_argument("--label-value", type=int, action="append", default=[], metavar="V",
                         help="value of the ground-truth region in a multi-label file (repeatable); a binary "
@@ -133,6 +161,19 @@ def main(argv=None) -> int:
                    help="cases computed with another model or settings: recompute them (default) or refuse")
     _case_options(s)
     s.set_defaults(func=cmd_sweep)
+    c = sub.add_parser("compare", help="attribution methods side by side on one case: maps and one table")
+    c.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")
+    c.add_argument("--model", required=True)
+    c.add_argument("--methods", default="lrp:paper,gradient,gxi,ig,sg",
+                   help="comma-separated specs: lrp:PRESET, gradient, gxi, ig[:N_STEPS], sg[:NT_SAMPLES], gbp, "
+                        "gradcam:LAYER, occlusion[:CxZxYxX], or NAME:key=value,key=value")
+    c.add_argument("--target", default="region", help="region (default), groundtruth or output")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--no-perturbation", action="store_true", help="skip the MoRF/LeRF region perturbation")
+    c.add_argument("--sanity", action="store_true", help="add each map's similarity to an untrained copy's")
+    _case_options(c)
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=cmd_compare)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

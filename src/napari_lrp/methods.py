@@ -112,7 +112,7 @@ def _smoothgrad(f, x, nt_samples: int = 10, stdevs: float = 0.15, nt_samples_bat
     """SmoothGrad of the gradient; ``stdevs``: the noise sd as a fraction of the input's range (max - min)."""
     from captum.attr import NoiseTunnel, Saliency
 
-    sd = float(stdevs) * float(x.max() - x.min())
+    sd = float(stdevs) * float(x.detach().max() - x.detach().min())
     return NoiseTunnel(Saliency(f)).attribute(x, nt_type="smoothgrad", nt_samples=int(nt_samples), stdevs=sd,
                                               nt_samples_batch_size=nt_samples_batch_size, abs=False)
 
