@@ -182,6 +182,23 @@ class Explanation:
         """A new Explanation with other filters from the kept forward pass (no forward pass runs)."""
         return self._run.explanation(dict(filters or {}), keep, progress)
 
+    @property
+    def layer_rules(self) -> dict:
+        """{layer name: Rule} as this run's kept pass has them now (empty for other methods)."""
+        return dict(self._run.propagation.layer_rules) if isinstance(self._run, _Run) else {}
+
+    def with_rules(self, rules: Mapping, filters: Mapping[str, Filter] | None = None,
+                   incompatible: str = "raise") -> Explanation:
+        """A new Explanation with other rules for some layers ({layer name | glob | type: Rule}), from the kept
+        forward pass where the rules allow (epsilon to epsilon; gamma, alpha-beta, z-plus among themselves;
+        see ``Propagation.replace_rules``); ``filters`` default this run's. The rules stay replaced in the
+        kept pass (a later ``refilter`` uses them). A layer whose rule cannot change so raises ValueError, or
+        with ``incompatible="keep"`` keeps its rule (e.g. the first layer's z-box)."""
+        if not isinstance(self._run, _Run):
+            raise ValueError("with_rules needs a single LRP run (not another method or a sampled run)")
+        self._run.propagation.replace_rules(rules, incompatible)
+        return self._run.explanation(dict(self.filters if filters is None else filters))
+
     def heatmap(self, f: Filter | None) -> np.ndarray:
         """The relevance (C, Z, Y, X) under heatmap filter ``f``, which replaces the run's own 'input'
         filter (None: the run's relevance as it is); see :func:`napari_lrp.lrp.filters.heatmap`. No pass runs.
@@ -268,7 +285,8 @@ class Explanation:
         """Region perturbation (:func:`napari_lrp.metrics.region_perturbation`) of this run: blocks of the
         model's input flipped in the order ``relevance`` (default this run's, (C, Z, Y, X) case grid) gives,
         scored by the target class's logit sum over the run's target region (the whole volume for 'output').
-        order: 'morf', 'lerf' or 'random'; options: n_blocks, fill, steps, seed, batch."""
+        order: 'morf', 'lerf' or 'random'; options: n_blocks, fill, steps, seed, batch. The forward passes
+        run on the engine's convolution kernels, like the run's own."""
         from .metrics.perturbation import region_perturbation
 
         prep = self._run.prepared
@@ -278,7 +296,9 @@ class Explanation:
         if mask is None:
             mask = np.ones(self.prediction.shape, dtype=bool)
         mask_t = prep.pad(torch.as_tensor(np.ascontiguousarray(mask))[None, None].to(torch.float64))[0, 0] > 0
-        return region_perturbation(prep.network, prep.x, R, mask_t.cpu().numpy(), self.target_class, order, **options)
+        with onednn_convolutions():  # the engine's convolution kernels (2-10x torch's im2col on the CPU)
+            return region_perturbation(prep.network, prep.x, R, mask_t.cpu().numpy(), self.target_class, order,
+                                       **options)
 
     def sample_heatmaps(self, f: Filter | None = None) -> np.ndarray | None:
         """Every draw's relevance (T, C, Z, Y, X) under heatmap filter ``f`` (None: the run's own input

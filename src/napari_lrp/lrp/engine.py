@@ -32,7 +32,7 @@ from .filters import Filter, Identity
 from .folding import BatchNormFolding
 from .ledger import Ledger
 from .names import expand, is_glob, matches
-from .presets import get_preset, resolve_rule
+from .presets import can_handle, get_preset, resolve_rule
 from .rules import Epsilon, PassThrough, Routing, Rule, Softmax, WinnerTakesAll, divide_stabilised, stabilise
 from .types import (
     ADD_FUNCTIONS,
@@ -789,6 +789,51 @@ class Propagation:
             finally:
                 self._filters, self._keep, self._kept, self._progress = {}, set(), {}, None
                 self._ledger = None
+
+    @property
+    def layer_rules(self) -> dict[str, Rule]:
+        """{layer name: the rule it has now} for every module the engine applied a rule to."""
+        return {e.name: e.rule for e in self._entries if e.module is not None}
+
+    def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> list[str]:
+        """Give layers new rules without a new forward pass, where the kept forward state allows it: between
+        epsilon rules (any epsilon), and among gamma, alpha-beta and z-plus (the same kept input, output and
+        weights). ``rules``: {layer name | glob | type: Rule}. Returns the layers changed; a layer whose
+        rule cannot be swapped so (e.g. z-box to gamma) raises ValueError naming it (make a new Propagation),
+        or with ``incompatible="keep"`` keeps its rule."""
+        from .rules import AlphaBeta, Gamma, _SignedState
+
+        changed = []
+        names = {id(m): n for n, m in self.module.named_modules()}
+        for entry in self._entries:
+            if entry.module is None:
+                continue
+            name = entry.name.split("#")[0]
+            new = None
+            if name in rules:
+                new = rules[name]
+            else:
+                for key, rule in rules.items():  # a glob or type only where the rule can handle the layer
+                    if isinstance(key, str) and is_glob(key) and matches(name, key) and can_handle(rule, entry.module):
+                        new = rule
+                        break
+                    if isinstance(key, type) and isinstance(entry.module, key) and can_handle(rule, entry.module):
+                        new = rule
+                        break
+            if new is None or new == entry.rule:
+                continue
+            signed = (Gamma, AlphaBeta)
+            if isinstance(entry.rule, signed) and isinstance(new, signed) and isinstance(entry.state, _SignedState):
+                entry.state.cache = None
+            elif not (type(entry.rule) is Epsilon and type(new) is Epsilon and isinstance(entry.state, tuple)
+                      and entry.state[0] == "linear"):
+                if incompatible == "keep":
+                    continue
+                raise ValueError(f"{names.get(id(entry.module), name)}: {entry.rule!r} cannot become {new!r} "
+                                 "without a new forward pass; make a new Propagation with these rules")
+            entry.rule = new
+            changed.append(entry.name)
+        return changed
 
     @property
     def n_rules(self) -> int:

@@ -52,14 +52,16 @@ def _fill_values(x: torch.Tensor, fill: str, foreground: torch.Tensor | None, se
 @torch.no_grad()
 def region_perturbation(model, x, relevance, target_mask, target_class: int = 1, order: str = "morf",
                         n_blocks: int = 1000, block=None, fill: str = "mean", steps: int = 20, seed: int = 0,
-                        batch: int = 4, foreground=None) -> PerturbationCurve:
+                        batch: int = 4, foreground=None, cache: dict | None = None) -> PerturbationCurve:
     """Flip blocks of ``x`` in the order the relevance gives and score the model after each step.
 
     model: a torch module, a napari_lrp Model or a Propagation (its module) taking x; x: (1, C, Z, Y, X) model input; relevance:
     (C, Z, Y, X) or (1, C, Z, Y, X) on x's grid; target_mask: (Z, Y, X) region whose class logit sum
     is the score; order: 'morf' (most relevant first), 'lerf' or 'random' (seeded; independent of the
     relevance); fill: 'mean' (channel mean over the foreground), 'zero', 'noise', 'blur'; steps: about
-    that many log-spaced steps; batch: perturbed volumes scored per forward pass.
+    that many log-spaced steps; batch: perturbed volumes scored per forward pass. cache: a dict shared by
+    calls on the same x, model, target and fill (a hyper-parameter search): a set of flipped blocks scored
+    once is not scored again (key: the flipped blocks, the block shape and the fill).
     """
     net = model
     for attr in ("network", "module"):  # a napari_lrp Model, or a Propagation
@@ -107,13 +109,17 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
     def score(out):
         return (out[:, target_class] * mask).sum(dim=tuple(range(1, out.ndim - 1))).double()
 
-    scores = []
-    for start in range(0, len(ks), batch):
-        chunk = ks[start:start + batch]
-        flip = torch.stack([rank_vox < int(k) for k in chunk])[:, None]  # (B, 1, Z, Y, X)
+    cache = {} if cache is None else cache
+    order_np = idx.cpu().numpy()
+    keys = [(bs, fill, seed, np.sort(order_np[: int(k)]).tobytes()) for k in ks]
+    todo = [i for i, key in enumerate(keys) if key not in cache]
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        flip = torch.stack([rank_vox < int(ks[i]) for i in chunk])[:, None]  # (B, 1, Z, Y, X)
         xb = torch.where(flip, filled, x)
-        scores.append(score(net(xb)).cpu())
-    s = torch.cat(scores).numpy()
+        for i, v in zip(chunk, score(net(xb)).cpu().tolist()):
+            cache[keys[i]] = v
+    s = np.array([cache[key] for key in keys], dtype=np.float64)
     s0 = s[0] if s[0] != 0 else 1.0
     rel = s / s0
     fr = ks / nb

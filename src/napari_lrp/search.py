@@ -1,0 +1,111 @@
+"""LRP hyper-parameter search (#17 item 4, the hyper-parameter thesis among the seeds): a grid over the gamma
+of the gamma rule per layer group (encoder and decoder blocks), each point scored by region perturbation
+(MoRF and LeRF AUC) and the inclusivity coefficients, shown as contour plots like the thesis' Fig. 4.1/4.2.
+
+The search starts from one ``epsilon-gamma-box`` run (gamma on every convolution, z-box on the first layer)
+and changes only the gammas of the layers in the groups, from the kept forward pass (no forward pass per
+point: ``Explanation.with_rules``); each point costs one relevance pass plus the perturbation's forward
+passes. ``faithfulness`` = LeRF AUC - MoRF AUC (higher: the relevance orders the evidence better) picks the
+best point; ``SearchResult.best_rules`` applies it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .explanation import Explanation, explain
+from .io.case import Case
+from .lrp.blocks import block_names
+from .lrp.rules import Gamma
+from .lrp.types import LINEAR_TYPES
+
+__all__ = ["SearchResult", "group_layers", "lrp_search", "plot_search"]
+
+
+def group_layers(network: nn.Module, groups: Sequence[str] = ("encoder", "decoder")) -> dict[str, list[str]]:
+    """{group: names of the convolutions inside its blocks} for groups 'encoder', 'decoder' (or 'all')."""
+    modules = dict(network.named_modules())
+    out = {}
+    for g in groups:
+        names = []
+        for b in block_names(network, g):
+            names += [f"{b}.{n}" if n else b for n, m in modules[b].named_modules() if isinstance(m, LINEAR_TYPES)]
+        out[g] = names
+    return out
+
+
+@dataclass
+class SearchResult:
+    """table: one row per grid point (gamma_<group>..., morf_auc, lerf_auc, faithfulness, input and
+    ground-truth inclusivity); best: that row of the best point; best_rules: its rules for ``explain(rules=)``
+    or ``Explanation.with_rules``; best_explanation: the run at the best point."""
+
+    table: pd.DataFrame
+    best: dict
+    best_rules: dict
+    best_explanation: Explanation
+
+
+def _rules(layers: dict[str, list[str]], gammas: dict[str, float], epsilon: float) -> dict:
+    return {name: Gamma(gammas[g], epsilon) for g, names in layers.items() for name in names}
+
+
+def lrp_search(model, case: Case, gammas: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 1.0),
+               groups: Sequence[str] = ("encoder", "decoder"), epsilon: float = 1e-6, target="region",
+               n_blocks: int = 300, steps: int = 6, fill: str = "mean",
+               progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    """Score every combination of ``gammas`` over the layer ``groups`` (len(gammas) ** len(groups) points)."""
+    base = explain(model, case, preset="epsilon-gamma-box", target=target)
+    # only layers that have the gamma rule (the first layer keeps its z-box)
+    gamma_layers = {n for n, r in base.layer_rules.items() if isinstance(r, Gamma)}
+    layers = {g: [n for n in names if n in gamma_layers] for g, names in group_layers(base.network, groups).items()}
+    rows = []
+    grid = list(itertools.product(gammas, repeat=len(groups)))
+    # one score cache for every point: a set of flipped blocks that several points share is scored once
+    kw = {"n_blocks": n_blocks, "steps": steps, "fill": fill, "cache": {}}
+    for i, point in enumerate(grid):
+        g = dict(zip(groups, point))
+        exp = base.with_rules(_rules(layers, g, epsilon))
+        mean = exp.coefficients().iloc[-1]
+        morf = exp.perturbation("morf", **kw).auc
+        lerf = exp.perturbation("lerf", **kw).auc
+        rows.append({**{f"gamma_{k}": v for k, v in g.items()}, "morf_auc": morf, "lerf_auc": lerf,
+                     "faithfulness": lerf - morf, "input_inclusivity": mean.input_inclusivity,
+                     "groundtruth_inclusivity": mean.groundtruth_inclusivity})
+        if progress is not None:
+            progress(i + 1, len(grid))
+    table = pd.DataFrame(rows)
+    best = table.loc[int(table.faithfulness.idxmax())].to_dict()
+    best_rules = _rules(layers, {k: best[f"gamma_{k}"] for k in groups}, epsilon)
+    return SearchResult(table, best, best_rules, base.with_rules(best_rules))
+
+
+def plot_search(table: pd.DataFrame, fig=None, columns=("morf_auc", "lerf_auc", "groundtruth_inclusivity")):
+    """Contour plots over the first two gamma columns (the thesis' Fig. 4.1/4.2), one panel per column, the
+    best point (highest faithfulness) marked."""
+    import matplotlib.pyplot as plt
+
+    gcols = [c for c in table.columns if c.startswith("gamma_")][:2]
+    if len(gcols) != 2:
+        raise ValueError("plot_search needs a search over two groups")
+    fig = fig or plt.figure(figsize=(4.2 * len(columns), 3.8))
+    fig.clear()
+    xs, ys = np.unique(table[gcols[0]]), np.unique(table[gcols[1]])
+    best = table.loc[int(table.faithfulness.idxmax())]
+    for k, col in enumerate(columns):
+        ax = fig.add_subplot(1, len(columns), k + 1)
+        Z = table.pivot(index=gcols[1], columns=gcols[0], values=col).loc[ys, xs].to_numpy()
+        cs = ax.contourf(xs, ys, Z, levels=12, cmap="viridis")
+        fig.colorbar(cs, ax=ax)
+        ax.plot(best[gcols[0]], best[gcols[1]], "r*", markersize=12)
+        ax.set_xlabel(f"gamma, {gcols[0][6:]} blocks")
+        ax.set_ylabel(f"gamma, {gcols[1][6:]} blocks")
+        ax.set_title(col.replace("_", " "))
+    fig.tight_layout()
+    return fig
