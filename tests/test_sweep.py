@@ -48,3 +48,14 @@ def test_sampled_sweep_has_the_spread_columns(tmp_path):
     assert (t.groundtruth_inclusivity_sd > 0).any()
     tb = sweep(exp, placement="blocks", grid=grid[:1])
     assert len(tb) == 2 * 7 and tb.mu_sd.notna().all()
+
+
+def test_sweep_with_faithfulness_columns(paper_explanation):
+    grid = default_grid(("clamp",))[:2]
+    t = sweep(paper_explanation, placement="input", grid=grid, faithfulness=True,
+              perturbation_options={"n_blocks": 40, "steps": 4})
+    assert {"morf_auc", "lerf_auc"} <= set(t.columns) and t.morf_auc.notna().all()
+    none = t[t.setting == "none"].iloc[0]
+    curve = paper_explanation.perturbation("morf", n_blocks=40, steps=4)
+    assert none.morf_auc == pytest.approx(curve.auc)
+    assert t.groupby("setting").morf_auc.nunique().max() == 1  # one value per setting

@@ -16,7 +16,8 @@ __all__ = ["sweep"]
 
 def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter] | None = None, tau_r: float = 0.5,
           tau_x: float = 0.1, include_unfiltered: bool = True,
-          progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+          progress: Callable[[int, int], None] | None = None, faithfulness: bool = False,
+          perturbation_options: dict | None = None) -> pd.DataFrame:
     """Run every filter of ``grid`` (default: :func:`~napari_lrp.lrp.filters.default_grid`) on an Explanation.
 
     placement: 'input' (the filter on the final heatmap, replacing the run's own input filter as the
@@ -26,6 +27,9 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
     setting, placement, channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power. A sampled
     run (MC dropout, flips) gives the coefficients of the mean map and, after each, '<coefficient>_sd', its
     spread over the draws (:meth:`~napari_lrp.explanation.Explanation.coefficient_spread`).
+    faithfulness=True adds morf_auc and lerf_auc of each setting's map (region perturbation,
+    ``perturbation_options`` as :meth:`~napari_lrp.explanation.Explanation.perturbation`; one value per
+    setting, on every channel row), with scores shared between settings.
     """
     if placement not in ("input", "blocks"):
         raise ValueError(f"placement must be 'input' or 'blocks', not {placement!r}")
@@ -36,6 +40,8 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
     label = explanation.case.ground_truth
     tables = []
     sampled = explanation.samples is not None
+    cache: dict = {}
+    popts = {"n_blocks": 300, "steps": 6, **(perturbation_options or {}), "cache": cache}
     for i, (name, f) in enumerate(settings):
         if sampled:
             if f is None or placement == "input":
@@ -50,6 +56,14 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
             else:
                 R = explanation.refilter(every_block(explanation.network, f)).relevance
             t = measure(R, image, label, explanation.modalities, tau_r, tau_x)
+        if faithfulness:
+            if placement == "blocks" and f is not None:
+                source = explanation.refilter(every_block(explanation.network, f))
+                Rf = source.relevance
+            else:
+                source, Rf = explanation, (explanation.relevance if f is None else explanation.heatmap(f))
+            t["morf_auc"] = source.perturbation("morf", relevance=Rf, **popts).auc
+            t["lerf_auc"] = source.perturbation("lerf", relevance=Rf, **popts).auc
         t.insert(0, "placement", placement if f is not None else "none")
         t.insert(0, "setting", name)
         tables.append(t)

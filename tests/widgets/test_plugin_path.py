@@ -247,3 +247,19 @@ def test_mc_dropout_run_shows_the_spread_layers_and_mean_plus_minus_sd(plugin_vi
     rel.run()
     _wait(qtbot, rel)
     assert not any(name in viewer.layers for name in UNCERTAINTY_LAYERS)
+
+
+def test_faithfulness_button_draws_the_three_curves(plugin_viewer, qtbot):
+    """#17 item 3: region perturbation of the heatmap as shown, from the dock: MoRF below random below LeRF
+    on the sample model, the chart drawn, the AUCs in the status line."""
+    _viewer, rel, inc = plugin_viewer
+    rel.run()
+    _wait(qtbot, rel)
+    inc.faithfulness_button.changed.emit(True)
+    _wait(qtbot, inc)
+    assert inc.curves is not None, inc.status.value
+    morf, lerf, rnd = inc.curves
+    assert (morf.order, lerf.order, rnd.order) == ("morf", "lerf", "random")
+    assert morf.auc < rnd.auc < lerf.auc
+    assert inc.chart.value == "faithfulness" and len(inc.figure.axes) == 1
+    assert len(inc.figure.axes[0].lines) == 3 and "MORF AUC" in inc.status.value

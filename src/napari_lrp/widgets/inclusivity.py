@@ -11,7 +11,7 @@ from qtpy.QtCore import QTimer
 from ..io.atomic import replacing
 from ..lrp.filters import Filter, make_filter
 from ..metrics import input_mask, layer_mean_power, measure
-from ..metrics.plots import inclusivity_figure, signal_figure
+from ..metrics.plots import inclusivity_figure, perturbation_figure, signal_figure
 from ..sweep import sweep
 from ._base import DockPanel, ThemedCanvas
 from ._layers import DEFAULT_PERCENTILE, show_relevance
@@ -89,10 +89,17 @@ class InclusivityWidget(DockPanel):
                                                 "after every block of the network (one backward pass each).")
         self.sweep_button = PushButton(text="Sweep", tooltip="Run the authors' filter grids and draw the paper's "
                                                              "charts (Fig. 4 and 5).")
-        self.chart = ComboBox(label="chart", choices=("Fig. 4: inclusivity", "Fig. 5: signal distribution"),
+        self.chart = ComboBox(label="chart", choices=("Fig. 4: inclusivity", "Fig. 5: signal distribution",
+                                                      "faithfulness"),
                               value="Fig. 4: inclusivity",
                               tooltip="Fig. 4: mean input and ground-truth inclusivity per filter setting; Fig. 5: "
-                                      "the signal distribution mu per setting and modality.")
+                                      "the signal distribution mu per setting and modality; faithfulness: the "
+                                      "last region perturbation curves.")
+        self.faithfulness_button = PushButton(
+            text="Faithfulness", tooltip="Region perturbation of the heatmap as shown: blocks of the input flipped "
+                                         "most relevant first (MoRF), least relevant first (LeRF) and in random "
+                                         "order, the target's score after each step. A faithful map drops the "
+                                         "score fast under MoRF (low AUC) and slowly under LeRF (high AUC).")
         self.csv_path = FileEdit(label="table CSV", mode="w", filter="*.csv",
                                  value=str(DEFAULT_OUTPUT / "sweep.csv"),
                                  tooltip="Where Export CSV writes the sweep table (or, before a sweep, the "
@@ -107,7 +114,8 @@ class InclusivityWidget(DockPanel):
                                               "prediction, the coefficients and the settings JSON that reproduces "
                                               "the run; the folder is replaced as one unit.")
         self.add(self.kind, self.alpha, self.percentile, self.tau_r, self.tau_x, self.table, self.mp_table,
-                 self.sweep_placement, self.sweep_button, self.chart, self.csv_path, self.export_button,
+                 self.sweep_placement, self.sweep_button, self.faithfulness_button, self.chart, self.csv_path,
+                 self.export_button,
                  self.save_dir, self.save_button, self.status)
         self.charts = ThemedCanvas(napari_viewer, figsize=(5, 6), min_height=340,
                                    placeholder="Sweep draws the paper's charts here")
@@ -119,7 +127,8 @@ class InclusivityWidget(DockPanel):
         self.updates = 0  # how many times the table was recomputed
         self._mask_key, self._mask = None, None
         self._truth_of, self._truth = None, None
-        self._busy_controls = [self.sweep_button]
+        self._busy_controls = [self.sweep_button, self.faithfulness_button]
+        self.curves = None  # the last faithfulness curves
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(THROTTLE_MS)
@@ -127,6 +136,7 @@ class InclusivityWidget(DockPanel):
         for w in (self.kind, self.alpha, self.tau_r, self.tau_x, self.percentile):
             w.changed.connect(lambda *_: self._timer.start())
         self.sweep_button.changed.connect(self.run_sweep)
+        self.faithfulness_button.changed.connect(self.run_faithfulness)
         self.chart.changed.connect(lambda *_: self.draw_chart())
         self.export_button.changed.connect(lambda: self._guarded(self.export_csv, str(self.csv_path.value)))
         self.save_button.changed.connect(lambda: self._guarded(self.save, str(self.save_dir.value)))
@@ -208,13 +218,45 @@ class InclusivityWidget(DockPanel):
         self.start(worker, self._swept, busy="sweeping ...")
         self.sweep_worker = worker
 
+    def run_faithfulness(self):
+        """MoRF, LeRF and random region perturbation of the heatmap as shown, in a worker; the chart shows it."""
+        from napari.qt.threading import create_worker
+
+        exp = self.session.explanation
+        if exp is None:
+            return
+        R = self.filtered_relevance()
+        progress = self.progress_callback(RuntimeError)
+
+        def work():
+            cache, curves = {}, []
+            for i, order in enumerate(("morf", "lerf", "random")):
+                curves.append(exp.perturbation(order, relevance=R, cache=cache))
+                progress(i + 1, 3)
+            return curves
+
+        self.start(create_worker(work, _ignore_errors=True), self._faithful, busy="region perturbation ...")
+
+    def _faithful(self, curves):
+        self.curves = curves
+        self.chart.value = "faithfulness"
+        self.draw_chart()
+        aucs = ", ".join(f"{c.order.upper() if c.order != 'random' else 'random'} AUC {c.auc:.3f}" for c in curves)
+        self.set_status(f"faithfulness of the heatmap as shown: {aucs}")
+
     def _swept(self, table):
         self.sweep_table = table
         self.draw_chart()
         self.set_status(f"sweep: {table.setting.nunique()} settings; Export CSV writes the table")
 
     def draw_chart(self):
-        """Draw the chosen chart of the last sweep into the dock's canvas, in the napari theme's colours."""
+        """Draw the chosen chart (of the last sweep, or the faithfulness curves) into the dock's canvas, in the
+        napari theme's colours."""
+        if self.chart.value == "faithfulness":
+            if self.curves is not None:
+                perturbation_figure(self.curves, fig=self.figure)
+                self.charts.themed()
+            return
         if self.sweep_table is None:
             return
         draw = inclusivity_figure if self.chart.value.startswith("Fig. 4") else signal_figure
