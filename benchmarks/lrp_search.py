@@ -22,6 +22,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gammas", default="0,0.25,1")
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--figure", default=None, help="write the contour plots here (e.g. docs/search_contours.png)")
     args = ap.parse_args(argv)
     gammas = tuple(float(g) for g in args.gammas.split(","))
     model = nl.load_model(sample_model_path())
@@ -49,6 +50,11 @@ def main(argv=None):
     print(f"| the same point as a fresh run | {fresh:.3f} | {fresh / one:.2f} | |")
     print(f"| whole search (relevance, coefficients, MoRF + LeRF per point) | {search:.2f} | {search / one:.1f} | <= 15 |")
     print(f"best: {res.best}")
+    if args.figure:
+        from napari_lrp.search import plot_search
+
+        plot_search(res.table).savefig(args.figure, dpi=110)
+        print(f"wrote {args.figure}")
 
 
 if __name__ == "__main__":
