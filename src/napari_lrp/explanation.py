@@ -30,6 +30,7 @@ from .lrp.targets import predict, region_mask, start_relevance
 from .metrics.table import measure
 from .models.card import Model, ModelCard
 from .models.preprocess import PreparedInput, prepare_input
+from .tiling import run_tiled
 from .uncertainty import Sampling, run_sampled
 
 __all__ = ["Explanation", "PlacedRelevance", "explain", "predict_case", "load_settings", "save_settings",
@@ -168,6 +169,8 @@ class Explanation:
     #: "lrp" or a name of napari_lrp.methods.METHODS, with its options
     method: str = "lrp"
     method_options: dict = field(default_factory=dict)
+    #: a tiled run (explain(window=...)): window, overlap, blend, number of windows
+    tiling: dict | None = None
 
     @property
     def relevance_cv(self) -> np.ndarray | None:
@@ -268,6 +271,7 @@ class Explanation:
             "ledger": {"start": self.ledger.start, "end": self.ledger.end, "unaccounted": self.ledger.unaccounted,
                        "unhandled_operations": dict(self.ledger.unhandled)},
             **({"sampling": dict(self.sampling)} if self.sampling else {}),
+            **({"tiling": dict(self.tiling)} if self.tiling else {}),
             "versions": {"napari_lrp": package_version(), "torch": torch.__version__, "monai": monai.__version__,
                          "nibabel": nibabel.__version__, "numpy": np.__version__},
         }
@@ -403,6 +407,7 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
             progress: Callable[[int, int], None] | None = None, settings=None, strict: bool = False,
             output_index=None, mc_samples: int = 1, dropout: float | None = None, seed: int = 0,
             tta: str | None = None, dropout_at: str = "*", batch_size: int | None = None, method: str = "lrp",
+            window=None, overlap: float = 0.5, blend: str = "gaussian", max_memory: float | None = None,
             **method_options) -> Explanation:
     """Explain ``model``'s segmentation of ``case``.
 
@@ -425,6 +430,10 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     gradient_x_input, integrated_gradients, smoothgrad, guided_backprop, gradcam, occlusion) on the same
     target, with its options as keywords in Captum's words (``n_steps=``, ``baselines=``, ``layer=``, ...);
     the result is an Explanation all the same (only the 'input' filter applies to other methods).
+
+    Tiling (:mod:`napari_lrp.tiling`): ``window=(Z, Y, X)`` runs sliding windows with ``overlap`` and a
+    ``blend`` ('gaussian', 'constant', 'trimmed') in bounded memory; ``window="auto"`` picks the largest
+    window whose LRP fits ``max_memory`` (bytes; default half the free memory), or the whole volume when it fits.
     """
     if settings is not None:
         kw = load_settings(settings)
@@ -443,6 +452,13 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
             raise ValueError("mc_samples, dropout and tta are for LRP runs (method='lrp')")
         return _explain_method(m, case, prep, method, method_options, preset, target, cls, output_index,
                                filters, progress)
+    if window is not None:
+        if sampling.active:
+            raise ValueError("tiling (window=) and draws (mc_samples, tta) do not combine yet; use one of them")
+        tiled = run_tiled(m, case, prep, window, overlap, blend, preset, rules, target, cls, strict, output_index,
+                          max_memory)
+        if tiled is not None:
+            return tiled.explanation(dict(filters or {}), keep, progress)
     if sampling.active:
         sampled = run_sampled(m, case, prep, sampling, preset, rules, target, cls, strict, output_index)
         return sampled.explanation(dict(filters or {}), keep, progress)

@@ -211,7 +211,10 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
         from dask.distributed import Client, LocalCluster, as_completed
 
         cluster = None
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        # a worker holds one case at a time (saturation 1.0 with one thread: no second case queued on it), so a
+        # case that kills its worker takes no other case with it
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                              "distributed.scheduler.worker-saturation": 1.0}):
             if scheduler is None:
                 n = workers or os.cpu_count() or 1
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)

@@ -1,0 +1,251 @@
+"""Tiled relevance for any network (#15 item 3): sliding windows, a blended prediction, relevance shared back.
+
+``explain(..., window=(Z, Y, X) | "auto", overlap=0.5, blend="gaussian" | "constant" | "trimmed")``:
+the network sees windows of the model-grid input (starts every window * (1 - overlap) voxels, the last
+window flush with the end). The prediction is the blend y = sum_i w_i y_i / sum_i w_i. The start relevance R
+of each output voxel is shared among the windows in proportion to their blended contributions,
+R_i = R * (w_i y_i / sum_j w_j) / y, which sums to R exactly (the blend is linear), so conservation holds
+across windows; each window's input relevance is added into the full volume. One window's forward and
+relevance pass are alive at a time (released after use): peak memory is one window's LRP plus volume-sized
+buffers (input, prediction, relevance).
+
+Blends: "gaussian" (nnU-Net's importance map, sigma = window / 8); "constant"; "trimmed" (constant, but 0 in
+a margin of overlap * window / 2 on every side that faces another window): with a network whose receptive
+field radius fits in that margin, tiled relevance equals the whole-volume relevance exactly (tested).
+Layer filters normalise per window (the input filter acts on the assembled map). A new filter setting
+re-runs the windows (nothing is kept).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+import torch
+
+from .io.case import Case
+from .lrp.engine import Propagation
+from .lrp.kernels import onednn_convolutions
+from .lrp.ledger import Ledger
+from .lrp.rules import divide_stabilised
+from .lrp.targets import predict, region_mask, start_relevance
+from .models.card import Model
+from .models.preprocess import PreparedInput
+
+__all__ = ["BLENDS", "TiledRun", "auto_window", "blend_weights", "budget", "run_tiled", "window_starts", "windows"]
+
+BLENDS = ("gaussian", "constant", "trimmed")
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Starts along one axis: every round(window * (1 - overlap)) voxels, the last flush with the end."""
+    if window >= size:
+        return [0]
+    step = max(1, int(round(window * (1.0 - overlap))))
+    starts = list(range(0, size - window + 1, step))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def windows(shape, window, overlap: float) -> list[tuple[slice, slice, slice]]:
+    """Every window (three slices) over a volume of spatial ``shape``."""
+    win = [min(int(w), int(s)) for w, s in zip(window, shape)]
+    per_axis = [window_starts(s, w, overlap) for s, w in zip(shape, win)]
+    return [tuple(slice(a, a + w) for a, w in zip(starts, win)) for starts in itertools.product(*per_axis)]
+
+
+def blend_weights(win: tuple[slice, slice, slice], shape, blend: str, overlap: float) -> torch.Tensor:
+    """The blend weight (Z', Y', X') float64 of one window placed at ``win`` in a volume of ``shape``."""
+    sizes = [s.stop - s.start for s in win]
+    if blend == "constant":
+        return torch.ones(sizes, dtype=torch.float64)
+    if blend == "gaussian":
+        axes = []
+        for n in sizes:
+            c, sigma = (n - 1) / 2.0, max(n / 8.0, 1e-6)
+            axes.append(torch.exp(-((torch.arange(n, dtype=torch.float64) - c) ** 2) / (2 * sigma**2)))
+        w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+        return w / w.max()
+    if blend == "trimmed":
+        w = torch.ones(sizes, dtype=torch.float64)
+        for axis, (s, n, total) in enumerate(zip(win, sizes, shape)):
+            margin = int(math.floor(overlap * n / 2))
+            if margin <= 0:
+                continue
+            idx = [slice(None)] * 3
+            if s.start > 0:  # another window lies before this one
+                idx[axis] = slice(0, margin)
+                w[tuple(idx)] = 0
+            if s.stop < total:
+                idx[axis] = slice(n - margin, n)
+                w[tuple(idx)] = 0
+        return w
+    raise ValueError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
+
+
+def _bytes_per_voxel(net, x: torch.Tensor, divisible: int, rules, preset, bounds, output_index) -> float:
+    """Kept-forward bytes per input voxel, from one small probe window's activation sizes."""
+    edge = max(divisible, 16 // divisible * divisible)
+    sl = tuple(slice(0, min(edge, s)) for s in x.shape[2:])
+    prop = Propagation(net, x[(slice(None), slice(None)) + sl], rules=dict(rules or {}), bounds=bounds,
+                       preset=preset, output_index=output_index)
+    item = prop.output.element_size()
+    n = sum(math.prod(s[1:]) for s in prop.shapes.values() if s)
+    voxels = math.prod(s.stop - s.start for s in sl)
+    prop.release()
+    # the kept forward (about three tensors per module output) and the relevance pass's temporaries
+    return 4.0 * n * item / voxels
+
+
+def auto_window(net, x: torch.Tensor, divisible: int, budget_bytes: float, rules=None, preset="paper",
+                bounds=None, output_index=None) -> tuple[int, int, int] | None:
+    """The largest cube-ish window (multiples of ``divisible``) whose LRP fits ``budget_bytes``; None when
+    the whole volume fits."""
+    per = _bytes_per_voxel(net, x, divisible, rules, preset, bounds, output_index)
+    shape = tuple(int(s) for s in x.shape[2:])
+    if per * math.prod(shape) <= budget_bytes:
+        return None
+    edge = (budget_bytes / per) ** (1 / 3)
+    win = []
+    for s in shape:
+        w = min(s, max(divisible, int(edge // divisible * divisible)))
+        win.append(w)
+    # a thin axis (fewer voxels than the edge) leaves room for the others
+    spare = budget_bytes / per / math.prod(win)
+    if spare > 1:
+        grow = [i for i, s in enumerate(shape) if win[i] < s]
+        for i in grow:
+            win[i] = min(shape[i], max(divisible, int(win[i] * spare ** (1 / max(len(grow), 1)) // divisible
+                                                      * divisible)))
+    return tuple(win)
+
+
+def budget(max_memory: float | None) -> float:
+    """The memory budget in bytes: ``max_memory`` (bytes) or half the free memory."""
+    return float(max_memory) if max_memory else 0.5 * psutil.virtual_memory().available
+
+
+@dataclass
+class TiledRun:
+    """A tiled run's inputs (explanation.py's ``_Run`` for windows); ``explanation`` re-runs the windows."""
+
+    prepared: PreparedInput
+    case: Case
+    model: Model
+    preset: str
+    rules: dict
+    strict: bool
+    output_index: object
+    target: object
+    target_class: int
+    window: tuple
+    overlap: float
+    blend: str
+    logits: np.ndarray
+    prediction: np.ndarray
+    start: torch.Tensor  # model grid (1, K, Z, Y, X)
+    blended: torch.Tensor  # the blended prediction, model grid (1, K, Z, Y, X)
+    denominator: torch.Tensor  # sum of the blend weights (Z, Y, X)
+    shapes: dict
+
+    @property
+    def propagation(self):
+        return SimpleNamespace(shapes=self.shapes)
+
+    def explanation(self, filters: dict, keep=None, progress=None):
+        from .explanation import Explanation
+
+        prep, x = self.prepared, self.prepared.x
+        shape = tuple(x.shape[2:])
+        wins = windows(shape, self.window, self.overlap)
+        layer_filters = {k: v for k, v in filters.items() if k != "input"}
+        total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        ledger = Ledger(start=float(self.start.sum(dtype=torch.float64)))
+        for i, win in enumerate(wins):
+            sl = (slice(None), slice(None)) + win
+            prop = Propagation(prep.network, x[sl], rules=dict(self.rules), bounds=prep.bounds, preset=self.preset,
+                               strict=self.strict, output_index=self.output_index)
+            w = blend_weights(win, shape, self.blend, self.overlap).to(prop.output.device)
+            yi = prop.output.double()
+            share = (w * yi) / self.denominator[win]  # the window's part of the blended prediction
+            blended = self.blended[sl]
+            Ri = divide_stabilised(self.start[sl].double() * share, blended, 0.0)
+            res = prop.propagate(Ri.to(prop.output.dtype), filters=layer_filters, retain=False)
+            prop.release()
+            total[sl] += res.relevance.double()
+            ledger.entries.extend(res.ledger.entries)
+            for k, v in res.ledger.unhandled.items():
+                ledger.unhandled[k] = max(ledger.unhandled.get(k, 0), v)
+            if progress is not None:
+                progress(i + 1, len(wins))
+        unfiltered = prep.crop(total)[0].float().cpu().numpy()
+        rel = filters["input"](unfiltered[None])[0] if "input" in filters else unfiltered
+        ledger.end = float(np.asarray(rel, dtype=np.float64).sum())
+        return Explanation(unfiltered_relevance=np.ascontiguousarray(unfiltered, np.float32),
+                           relevance=np.ascontiguousarray(rel, np.float32), prediction=self.prediction,
+                           logits=self.logits, modalities=list(self.model.card.modalities), case=self.case,
+                           model=self.model, preset=self.preset, filters=filters, target=self.target,
+                           target_class=self.target_class, ledger=ledger, _run=self,
+                           tiling={"window": list(self.window), "overlap": self.overlap, "blend": self.blend,
+                                   "windows": len(wins)})
+
+
+def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float, blend: str, preset: str, rules,
+              target, target_class: int, strict: bool, output_index, max_memory=None,
+              progress: Callable[[int, int], None] | None = None) -> TiledRun | None:
+    """The blended prediction over the windows and the start relevance; None when ``window="auto"`` finds
+    that the whole volume fits the budget (run it whole)."""
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), not {overlap!r}")
+    x = prep.x
+    divisible = int(getattr(m.card.input, "divisible", 1) or 1)
+    if isinstance(window, str):
+        if window != "auto":
+            raise ValueError(f"window must be (Z, Y, X), 'auto' or None, not {window!r}")
+        window = auto_window(prep.network, x, divisible, budget(max_memory), rules, preset, prep.bounds,
+                             output_index)
+        if window is None:
+            return None
+    window = tuple(int(v) for v in window)
+    if len(window) != 3 or min(window) < 1:
+        raise ValueError(f"window must be three positive sizes (Z, Y, X), not {window!r}")
+    shape = tuple(x.shape[2:])
+    wins = windows(shape, window, overlap)
+    num = den = None
+    shapes: dict = {}
+    with torch.no_grad(), onednn_convolutions():
+        for win in wins:
+            out = prep.network(x[(slice(None), slice(None)) + win])
+            if output_index is not None and not isinstance(out, torch.Tensor):
+                out = out[output_index]
+            if num is None:
+                num = torch.zeros(out.shape[:2] + shape, dtype=torch.float64, device=out.device)
+                den = torch.zeros(shape, dtype=torch.float64, device=out.device)
+            w = blend_weights(win, shape, blend, overlap).to(out.device)
+            num[(slice(None), slice(None)) + win] += w * out.double()
+            den[win] += w
+    if bool((den == 0).any()):
+        raise ValueError(f"blend {blend!r} leaves voxels without weight for window {window} and overlap {overlap}")
+    blended = num / den
+    logits = prep.crop(blended).float()
+    if not 0 <= target_class < logits.shape[1]:
+        raise ValueError(f"target class {target_class} does not exist; the model has {logits.shape[1]} output "
+                         "channels")
+    prediction = predict(logits, m.card.output_activation)[0].cpu().numpy()
+    gt = case.ground_truth if isinstance(target, str) and target.lower() in ("groundtruth", "ground truth", "label",
+                                                                           "gt") else None
+    mask = region_mask(target, prediction, gt, target_class)
+    start = prep.pad(start_relevance(logits, mask, target_class))
+    run = TiledRun(prepared=prep, case=case, model=m, preset=preset, rules=dict(rules or {}), strict=strict,
+                   output_index=output_index, target=target, target_class=target_class, window=window,
+                   overlap=float(overlap), blend=blend, logits=logits[0].cpu().numpy(), prediction=prediction,
+                   start=start, blended=blended, denominator=den, shapes=shapes)
+    return run
