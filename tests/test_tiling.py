@@ -83,3 +83,12 @@ def test_auto_window_fits_the_budget_or_runs_whole(case):
     assert whole.tiling is None
     with pytest.raises(ValueError, match="window must be"):
         nl.explain(net, case, window="big")
+
+
+def test_memory_plan_tiles_a_run_over_its_budget_and_names_it(case):
+    net = _net()
+    with pytest.warns(UserWarning, match=r"needs about .* GiB, over the budget of .* tiling with window"):
+        exp = nl.explain(net, case, preset="lrp0", target="output", max_memory=3e5)
+    assert exp.tiling is not None
+    plain = nl.explain(net, case, preset="lrp0", target="output", max_memory=1e10)
+    assert plain.tiling is None

@@ -452,6 +452,9 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
             raise ValueError("mc_samples, dropout and tta are for LRP runs (method='lrp')")
         return _explain_method(m, case, prep, method, method_options, preset, target, cls, output_index,
                                filters, progress)
+    if window is None and method == "lrp" and not sampling.active and (
+            max_memory is not None or prep.x[0, 0].numel() > PLAN_VOXELS):
+        window = _memory_plan(m, case, prep, preset, rules, output_index, max_memory)
     if window is not None:
         if sampling.active:
             raise ValueError("tiling (window=) and draws (mc_samples, tta) do not combine yet; use one of them")
@@ -475,6 +478,29 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     run = _Run(propagation=prop, prepared=prep, start=start, case=case, model=m, preset=preset, target=target,
                target_class=cls, logits=logits[0].detach().float().cpu().numpy(), prediction=prediction)
     return run.explanation(dict(filters or {}), keep, progress)
+
+
+#: whole-volume runs above this many model-grid voxels are planned (memory estimated) before they start
+PLAN_VOXELS = 2**22
+
+
+def _memory_plan(m: Model, case: Case, prep: PreparedInput, preset: str, rules, output_index, max_memory):
+    """The memory plan of a whole-volume run: its peak estimated from a small probe's activation sizes; over
+    the budget (``max_memory`` bytes, default half the free memory) the run is tiled with the largest window
+    that fits, with a warning naming the estimate, the budget and the window; None when it fits."""
+    from .tiling import _bytes_per_voxel, auto_window, budget
+
+    limit = budget(max_memory)
+    divisible = int(getattr(m.card.input, "divisible", 1) or 1)
+    per = _bytes_per_voxel(prep.network, prep.x, divisible, rules, preset, prep.bounds, output_index)
+    need = per * prep.x[0, 0].numel()
+    if need <= limit:
+        return None
+    window = auto_window(prep.network, prep.x, divisible, limit, rules, preset, prep.bounds, output_index)
+    warnings.warn(f"{case.name}: a whole-volume LRP run needs about {need / 2**30:.1f} GiB, over the budget of "
+                  f"{limit / 2**30:.1f} GiB (max_memory= or half the free memory); tiling with window {window} "
+                  "(pass window= to choose, or a larger max_memory)", stacklevel=3)
+    return window
 
 
 def _explain_method(m: Model, case: Case, prep: PreparedInput, method: str, options: dict, preset: str, target,
