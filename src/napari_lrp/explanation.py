@@ -26,10 +26,11 @@ from .lrp.engine import Propagation
 from .lrp.filters import Filter, filters_from_specs, format_filter, heatmap
 from .lrp.kernels import onednn_convolutions
 from .lrp.ledger import Ledger
-from .lrp.targets import predict, region_mask, start_relevance
+from .lrp.targets import needs_ground_truth, predict, region_mask, start_relevance, target_of
 from .metrics.table import measure
 from .models.card import Model, ModelCard
 from .models.preprocess import PreparedInput, prepare_input
+from .runs import RunRecord
 from .tiling import run_tiled
 from .uncertainty import Sampling, run_sampled
 
@@ -51,21 +52,13 @@ def _default_card(network: nn.Module, case: Case) -> ModelCard:
                      input={"spatial_size": None, "intensity": "none", "divisible": 1})
 
 
-@dataclass(frozen=True)
-class _Run:
-    """What a refilter needs from the one forward pass: the propagation, the prepared input, the start
-    relevance (model grid) and the run's fixed choices."""
+@dataclass
+class _Run(RunRecord):
+    """What a refilter needs from the one forward pass: the propagation and the start relevance (model
+    grid), besides the run's fixed choices (:class:`~napari_lrp.runs.RunRecord`)."""
 
     propagation: Propagation
-    prepared: PreparedInput
     start: torch.Tensor
-    case: Case
-    model: Model
-    preset: str
-    target: object
-    target_class: int
-    logits: np.ndarray
-    prediction: np.ndarray
 
     def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
         """Propagate ``start`` with ``filters`` and map the result to the case grid."""
@@ -73,26 +66,14 @@ class _Run:
         crop = self.prepared.crop
         rel = crop(res.relevance)[0].float().cpu().numpy()
         unf = rel if res.unfiltered is res.relevance else crop(res.unfiltered)[0].float().cpu().numpy()
-        return Explanation(unfiltered_relevance=np.ascontiguousarray(unf, dtype=np.float32),
-                           relevance=np.ascontiguousarray(rel, dtype=np.float32), prediction=self.prediction,
-                           logits=self.logits, modalities=list(self.model.card.modalities), case=self.case,
-                           model=self.model, preset=self.preset, filters=filters, target=self.target,
-                           target_class=self.target_class, ledger=res.ledger, kept=res.kept, _run=self)
+        return self.explanation_of(rel, unf, filters, res.ledger, kept=res.kept)
 
 
-@dataclass(frozen=True)
-class _MethodRun:
+@dataclass
+class _MethodRun(RunRecord):
     """A run of another attribution method (:mod:`napari_lrp.methods`): its map on the case grid; only the
     'input' (heatmap) filter applies, since the layer filters act inside LRP's backward pass."""
 
-    prepared: PreparedInput
-    case: Case
-    model: Model
-    preset: str
-    target: object
-    target_class: int
-    logits: np.ndarray
-    prediction: np.ndarray
     method: str
     options: dict
     attribution: np.ndarray
@@ -111,11 +92,8 @@ class _MethodRun:
                              f"applies; got filters for {', '.join(map(str, layer_filters))} (layer filters are LRP's)")
         rel = filters["input"](self.attribution[None])[0] if "input" in filters else self.attribution
         ledger = Ledger(start=self.start, end=float(rel.sum(dtype=np.float64)))
-        return Explanation(unfiltered_relevance=self.attribution, relevance=np.ascontiguousarray(rel, np.float32),
-                           prediction=self.prediction, logits=self.logits, modalities=list(self.model.card.modalities),
-                           case=self.case, model=self.model, preset=self.preset, filters=filters,
-                           target=self.target, target_class=self.target_class, ledger=ledger, _run=self,
-                           method=self.method, method_options=dict(self.options))
+        return self.explanation_of(rel, self.attribution, filters, ledger, method=self.method,
+                                   method_options=dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -282,7 +260,7 @@ class Explanation:
 
     def target_region(self) -> np.ndarray | None:
         """The run's target region (Z, Y, X) bool on the case grid (None for the 'output' target)."""
-        return region_mask(self.target, self.prediction, self.case.ground_truth if _needs_ground_truth(self.target)
+        return region_mask(self.target, self.prediction, self.case.ground_truth if needs_ground_truth(self.target)
                            else None, self.target_class)
 
     def perturbation(self, order: str = "morf", relevance: np.ndarray | None = None, **options):
@@ -398,8 +376,6 @@ def _as_model(model, case: Case) -> Model:
     raise TypeError(f"model must be a napari_lrp Model, a torch module or a model path, not {type(model).__name__}")
 
 
-def _needs_ground_truth(target) -> bool:
-    return isinstance(target, str) and target.lower() in ("groundtruth", "ground truth", "label", "gt")
 
 
 def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filter] | None = None,
@@ -468,12 +444,7 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     prop = Propagation(prep.network, prep.x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset,
                        strict=strict, output_index=output_index)
     logits = prep.crop(prop.output)
-    if not 0 <= cls < logits.shape[1]:
-        raise ValueError(f"target class {cls} does not exist; the model has {logits.shape[1]} output channels")
-    prediction = predict(logits, m.card.output_activation)[0].cpu().numpy()
-    mask = region_mask(target, prediction, case.ground_truth if _needs_ground_truth(target) else None, cls)
-    if mask is not None and not mask.any():
-        warnings.warn(f"{case.name}: the target region is empty; the relevance is zero", stacklevel=2)
+    prediction, mask = target_of(logits, m.card.output_activation, target, cls, lambda: case.ground_truth, case.name)
     start = prep.pad(start_relevance(logits, mask, cls))
     run = _Run(propagation=prop, prepared=prep, start=start, case=case, model=m, preset=preset, target=target,
                target_class=cls, logits=logits[0].detach().float().cpu().numpy(), prediction=prediction)
@@ -514,12 +485,7 @@ def _explain_method(m: Model, case: Case, prep: PreparedInput, method: str, opti
     if output_index is not None and not isinstance(out, torch.Tensor):
         out = out[output_index]
     logits = prep.crop(out)
-    if not 0 <= cls < logits.shape[1]:
-        raise ValueError(f"target class {cls} does not exist; the model has {logits.shape[1]} output channels")
-    prediction = predict(logits, m.card.output_activation)[0].cpu().numpy()
-    mask = region_mask(target, prediction, case.ground_truth if _needs_ground_truth(target) else None, cls)
-    if mask is not None and not mask.any():
-        warnings.warn(f"{case.name}: the target region is empty; the relevance is zero", stacklevel=3)
+    prediction, mask = target_of(logits, m.card.output_activation, target, cls, lambda: case.ground_truth, case.name)
     weight = torch.ones_like(logits) if mask is None else torch.zeros_like(logits)
     if mask is not None:
         weight[:, cls] = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)

@@ -33,9 +33,10 @@ from .lrp.engine import Propagation
 from .lrp.kernels import onednn_convolutions
 from .lrp.ledger import Ledger
 from .lrp.rules import divide_stabilised
-from .lrp.targets import predict, region_mask, start_relevance
+from .lrp.targets import start_relevance, target_of
 from .models.card import Model
 from .models.preprocess import PreparedInput
+from .runs import RunRecord
 
 __all__ = ["BLENDS", "TiledRun", "auto_window", "blend_weights", "budget", "run_tiled", "window_starts", "windows"]
 
@@ -132,23 +133,15 @@ def budget(max_memory: float | None) -> float:
 
 
 @dataclass
-class TiledRun:
+class TiledRun(RunRecord):
     """A tiled run's inputs (explanation.py's ``_Run`` for windows); ``explanation`` re-runs the windows."""
 
-    prepared: PreparedInput
-    case: Case
-    model: Model
-    preset: str
     rules: dict
     strict: bool
     output_index: object
-    target: object
-    target_class: int
     window: tuple
     overlap: float
     blend: str
-    logits: np.ndarray
-    prediction: np.ndarray
     start: torch.Tensor  # model grid (1, K, Z, Y, X)
     blended: torch.Tensor  # the blended prediction, model grid (1, K, Z, Y, X)
     denominator: torch.Tensor  # sum of the blend weights (Z, Y, X)
@@ -159,8 +152,6 @@ class TiledRun:
         return SimpleNamespace(shapes=self.shapes)
 
     def explanation(self, filters: dict, keep=None, progress=None):
-        from .explanation import Explanation
-
         prep, x = self.prepared, self.prepared.x
         shape = tuple(x.shape[2:])
         wins = windows(shape, self.window, self.overlap)
@@ -187,13 +178,9 @@ class TiledRun:
         unfiltered = prep.crop(total)[0].float().cpu().numpy()
         rel = filters["input"](unfiltered[None])[0] if "input" in filters else unfiltered
         ledger.end = float(np.asarray(rel, dtype=np.float64).sum())
-        return Explanation(unfiltered_relevance=np.ascontiguousarray(unfiltered, np.float32),
-                           relevance=np.ascontiguousarray(rel, np.float32), prediction=self.prediction,
-                           logits=self.logits, modalities=list(self.model.card.modalities), case=self.case,
-                           model=self.model, preset=self.preset, filters=filters, target=self.target,
-                           target_class=self.target_class, ledger=ledger, _run=self,
-                           tiling={"window": list(self.window), "overlap": self.overlap, "blend": self.blend,
-                                   "windows": len(wins)})
+        return self.explanation_of(rel, unfiltered, filters, ledger,
+                                   tiling={"window": list(self.window), "overlap": self.overlap, "blend": self.blend,
+                                           "windows": len(wins)})
 
 
 def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float, blend: str, preset: str, rules,
@@ -236,13 +223,8 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
         raise ValueError(f"blend {blend!r} leaves voxels without weight for window {window} and overlap {overlap}")
     blended = num / den
     logits = prep.crop(blended).float()
-    if not 0 <= target_class < logits.shape[1]:
-        raise ValueError(f"target class {target_class} does not exist; the model has {logits.shape[1]} output "
-                         "channels")
-    prediction = predict(logits, m.card.output_activation)[0].cpu().numpy()
-    gt = case.ground_truth if isinstance(target, str) and target.lower() in ("groundtruth", "ground truth", "label",
-                                                                           "gt") else None
-    mask = region_mask(target, prediction, gt, target_class)
+    prediction, mask = target_of(logits, m.card.output_activation, target, target_class, lambda: case.ground_truth,
+                                 case.name)
     start = prep.pad(start_relevance(logits, mask, target_class))
     run = TiledRun(prepared=prep, case=case, model=m, preset=preset, rules=dict(rules or {}), strict=strict,
                    output_index=output_index, target=target, target_class=target_class, window=window,

@@ -36,6 +36,7 @@ from .lrp.targets import region_mask, start_relevance
 from .lrp.types import ACTIVATION_TYPES, DROPOUT_TYPES
 from .models.card import Model
 from .models.preprocess import PreparedInput
+from .runs import RunRecord
 
 __all__ = ["FLIPS", "SampledRun", "Sampling", "entropy", "probabilities", "run_sampled", "DrawnDropout"]
 
@@ -195,19 +196,11 @@ class _Batch:
 
 
 @dataclass
-class SampledRun:
+class SampledRun(RunRecord):
     """The draws of one sampled run, kept for re-filtering (explanation.py's ``_Run`` for T draws)."""
 
     batches: list[_Batch]
-    prepared: PreparedInput
-    case: Case
-    model: Model
-    preset: str
-    target: object
-    target_class: int
     sampling: Sampling
-    logits: np.ndarray
-    prediction: np.ndarray
     mean_probability: np.ndarray
     predictive_entropy: np.ndarray
     mutual_information: np.ndarray
@@ -219,8 +212,6 @@ class SampledRun:
         return self.batches[0].propagation
 
     def explanation(self, filters: dict, keep=None, progress=None):
-        from .explanation import Explanation
-
         total = sum(b.propagation.n_rules for b in self.batches)
         done = 0
 
@@ -248,16 +239,12 @@ class SampledRun:
         stack = np.stack(filtered).astype(np.float64)
         mean = stack.mean(0)
         std = stack.std(0)
-        input_filter = filters.get("input")
-        return Explanation(
-            unfiltered_relevance=samples.astype(np.float64).mean(0).astype(np.float32),
-            relevance=mean.astype(np.float32), prediction=self.prediction, logits=self.logits,
-            modalities=list(self.model.card.modalities), case=self.case, model=self.model, preset=self.preset,
-            filters=filters, target=self.target, target_class=self.target_class, ledger=_merge(ledgers),
-            kept={k: v.float() for k, v in kept.items()}, _run=self,
-            relevance_std=std.astype(np.float32), predictive_entropy=self.predictive_entropy,
-            mutual_information=self.mutual_information, mean_probability=self.mean_probability,
-            samples=samples, sample_input_filter=input_filter, sampling=self.sampling.settings())
+        return self.explanation_of(
+            mean, samples.astype(np.float64).mean(0), filters, _merge(ledgers),
+            kept={k: v.float() for k, v in kept.items()}, relevance_std=std.astype(np.float32),
+            predictive_entropy=self.predictive_entropy, mutual_information=self.mutual_information,
+            mean_probability=self.mean_probability, samples=samples, sample_input_filter=filters.get("input"),
+            sampling=self.sampling.settings())
 
 
 def _merge(ledgers: list[Ledger]) -> Ledger:

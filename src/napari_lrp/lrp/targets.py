@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["predict", "region_mask", "start_relevance"]
+__all__ = ["predict", "region_mask", "start_relevance", "target_of", "needs_ground_truth"]
 
 
 def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
@@ -58,3 +58,27 @@ def start_relevance(logits: torch.Tensor, mask: np.ndarray | None, target_class:
     m = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)
     R[:, target_class] = logits[:, target_class].detach() * m
     return R
+
+
+def needs_ground_truth(target) -> bool:
+    """Whether ``target`` names the ground-truth region."""
+    return isinstance(target, str) and target.lower() in ("groundtruth", "ground truth", "label", "gt")
+
+
+def target_of(logits: torch.Tensor, activation: str, target, target_class: int, ground_truth=None,
+              name: str = "case") -> tuple[np.ndarray, np.ndarray | None]:
+    """(prediction (Z, Y, X) uint8, target mask or None) from logits (1, K, Z, Y, X) on the case grid.
+
+    ground_truth: a callable giving the case's ground-truth region (asked only for that target). Refuses a
+    class the model does not have; warns when the target region is empty."""
+    import warnings
+
+    if not 0 <= target_class < logits.shape[1]:
+        raise ValueError(f"target class {target_class} does not exist; the model has {logits.shape[1]} output "
+                         "channels")
+    prediction = predict(logits, activation)[0].cpu().numpy()
+    truth = ground_truth() if needs_ground_truth(target) and ground_truth is not None else None
+    mask = region_mask(target, prediction, truth, target_class)
+    if mask is not None and not mask.any():
+        warnings.warn(f"{name}: the target region is empty; the relevance is zero", stacklevel=3)
+    return prediction, mask
