@@ -112,3 +112,28 @@ def test_a_sampled_cohort_sweep_has_sd_columns_and_its_own_settings_hash(cohort,
     assert (t.status == "ok").all() and "groundtruth_inclusivity_sd" in t.columns
     assert (t.groundtruth_inclusivity_sd.dropna() >= 0).all() and (t.groundtruth_inclusivity_sd > 0).any()
     assert settings_hash(run_settings(sampling={"tta": "flips"})) != settings_hash(run_settings())
+
+
+def test_a_killed_case_is_retried_once_by_a_rerun_then_left_failed(cohort, tmp_path):
+    import json
+
+    shutil.rmtree(cohort / "case_02")
+    shutil.copytree(cohort / "case_01", cohort / "case_dies")
+    out = tmp_path / "out"
+    for run in (1, 2, 3):
+        table = sweep_cohort(cohort, sample_model_path(), out, workers=1, _task=dying_task)
+        rec = json.loads((out / "cases" / "case_dies.failed.json").read_text())
+        assert rec["killed"] == min(run, 2), run
+        failed = table[table.status == "failed"]
+        assert list(failed.case) == ["case_dies"] and (out / "table.csv").exists()
+    # run 3 did not submit it (a third kill would count 3)
+    assert "not tried again" in failed.error.iloc[0] and "memory_limit" in failed.error.iloc[0]
+
+
+def test_memory_limit_gives_each_case_a_budget_in_its_settings(cohort, tmp_path):
+    from napari_lrp.batch.cohort import run_settings, settings_hash
+
+    shutil.rmtree(cohort / "case_02")
+    t = sweep_cohort(cohort, sample_model_path(), tmp_path / "budget", workers=1, memory_limit="4GB")
+    assert (t.status == "ok").all()
+    assert settings_hash(run_settings(max_memory=2e9)) == t.settings_hash.iloc[0]

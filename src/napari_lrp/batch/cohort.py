@@ -42,7 +42,7 @@ def case_folders(cohort: str | os.PathLike) -> list[Path]:
 
 def run_settings(preset: str = "paper", placement: str = "input", grid=None, target: str = "region",
                  tau_r: float = 0.5, tau_x: float = 0.1, label_values=None, nonfinite: str = "error",
-                 sampling: dict | None = None) -> dict:
+                 sampling: dict | None = None, max_memory: float | None = None) -> dict:
     """Everything besides the model that decides a case's sweep table, as a JSON-able dict. ``sampling``:
     ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns."""
     from ..explanation import package_version
@@ -54,7 +54,8 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
             "label_values": None if label_values is None else [int(v) for v in (
                 [label_values] if isinstance(label_values, int) else label_values)],
             "nonfinite": nonfinite, "napari_lrp": package_version(),
-            **({"sampling": dict(sampling)} if sampling else {})}
+            **({"sampling": dict(sampling)} if sampling else {}),
+            **({"max_memory": float(max_memory)} if max_memory else {})}
 
 
 def settings_hash(settings: dict) -> str:
@@ -73,9 +74,25 @@ def _case_name(case_dir) -> str:
     return readable_name(Path(case_dir).name)
 
 
-def _write_failure(cases: Path, name: str, error: str, trace: str, record: dict) -> dict:
+#: a case whose worker was killed this many times (this model, these settings) is not tried again
+MAX_KILLS = 2
+
+
+def _killed(cases: Path, name: str, record: dict) -> int:
+    """How often this case's worker was killed with this model and these settings (its failed.json)."""
+    try:
+        rec = json.loads((cases / f"{name}.failed.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    same = rec.get("model_sha256") == record.get("model_sha256") and rec.get("settings_hash") == record.get(
+        "settings_hash")
+    return int(rec.get("killed", 0)) if same else 0
+
+
+def _write_failure(cases: Path, name: str, error: str, trace: str, record: dict, killed: bool = False) -> dict:
+    kills = _killed(cases, name, record) + 1 if killed else 0
     write_text(cases / f"{name}.failed.json", json.dumps(
-        {"case": name, "error": error, "traceback": trace, **record}))
+        {"case": name, "error": error, "traceback": trace, **record, **({"killed": kills} if killed else {})}))
     return {"case": name, "status": "failed", "error": error}
 
 
@@ -96,7 +113,7 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
     try:
         case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
         exp = explain(_model(str(model_path), device), case, preset=settings["preset"], target=settings["target"],
-                      **settings.get("sampling", {}))
+                      max_memory=settings.get("max_memory"), **settings.get("sampling", {}))
         grid = [parse_filter(spec)[1] for spec in settings["grid"]]
         table = sweep(exp, placement=settings["placement"], grid=grid, tau_r=settings["tau_r"],
                       tau_x=settings["tau_x"])
@@ -165,7 +182,8 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
                  scheduler: str | None = None, placement: str = "input", device: str = "cpu",
                  show_progress: bool = True, target: str = "region", tau_r: float = 0.5, tau_x: float = 0.1,
                  label_values=None, nonfinite: str = "error", resume: str = "recompute",
-                 sampling: dict | None = None, _task=None) -> pd.DataFrame:
+                 sampling: dict | None = None, memory_limit: str | float | None = None,
+                 _task=None) -> pd.DataFrame:
     """Sweep every case of ``cohort`` with ``model``; results in ``out``. Returns the combined table.
 
     workers=0 runs serially in this process; otherwise a dask LocalCluster with ``workers`` processes
@@ -174,6 +192,9 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     run is refused before anything is computed (``resume='strict'``). ``_task`` replaces :func:`run_case`
     (tests). Every case is isolated: an error or a dead worker is recorded under the case's name.
     ``sampling``: ``explain``'s uncertainty keywords (e.g. ``{"tta": "flips"}``); the tables get '_sd' columns.
+    ``memory_limit``: each LocalCluster worker's memory (dask's words: bytes or '4GB'); a case then plans its
+    run within about half of it (tiling when the whole volume would not fit). A case whose worker is killed
+    anyway is retried once more by a rerun and then left failed (``MAX_KILLS``), named in ``table.csv``.
     """
     from ..models.loading import model_sha256
 
@@ -185,12 +206,21 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: is a file; choose a folder for the results")
     (out / "cases").mkdir(parents=True, exist_ok=True)
-    settings = run_settings(preset, placement, None, target, tau_r, tau_x, label_values, nonfinite, sampling)
+    budget = None
+    if memory_limit is not None and scheduler is None:
+        from dask.utils import parse_bytes
+
+        budget = 0.5 * (parse_bytes(memory_limit) if isinstance(memory_limit, str) else float(memory_limit))
+    settings = run_settings(preset, placement, None, target, tau_r, tau_x, label_values, nonfinite, sampling,
+                            budget)
     sha = model_sha256(model)
     want = (sha, settings_hash(settings))
+    record = {"model_sha256": sha, "settings_hash": want[1]}
     todo, stale = [], []
     for c in cases:
         csv = out / "cases" / f"{_case_name(c)}.csv"
+        if _killed(out / "cases", _case_name(c), record) >= MAX_KILLS:
+            continue  # killed twice with this model and these settings: left failed, not tried again
         if not csv.exists():
             todo.append(c)
         elif _record_of(csv) != want:
@@ -201,7 +231,6 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     todo = sorted(todo + stale)
     args = dict(model_path=str(model), out_dir=str(out), preset=preset, placement=placement, device=device,
                 settings=settings, model_sha256=sha)
-    record = {"model_sha256": sha, "settings_hash": want[1]}
     bar = _bar(len(todo), len(cases) - len(todo), show_progress)
     if todo and workers == 0 and scheduler is None:
         for c in todo:
@@ -217,7 +246,8 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
                               "distributed.scheduler.worker-saturation": 1.0}):
             if scheduler is None:
                 n = workers or os.cpu_count() or 1
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       **({"memory_limit": memory_limit} if memory_limit is not None else {}))
             client = Client(scheduler or cluster)
         try:
             futures = {client.submit(task, str(c), pure=False, **args): c for c in todo}
@@ -226,10 +256,14 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
                 try:
                     result = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a dead worker (KilledWorker) or a lost task
-                    why = (" (its worker died; often the case needs more memory than a worker has)"
-                           if type(exc).__name__ == "KilledWorker" else "")
+                    killed = type(exc).__name__ == "KilledWorker"
+                    kills = _killed(out / "cases", name, record) + 1
+                    why = (f" (its worker died, {kills} time(s) with this model and these settings; often the case "
+                           "needs more memory than a worker has: raise memory_limit" +
+                           (", or it is not tried again" if kills < MAX_KILLS else "; not tried again") + ")"
+                           if killed else "")
                     result = _write_failure(out / "cases", name, f"{type(exc).__name__}: case {name} failed{why}",
-                                            traceback.format_exc(), record)
+                                            traceback.format_exc(), record, killed=killed)
                 _report(bar, result)
         finally:
             client.close()
