@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 import napari_lrp as nl
-from napari_lrp.cli import _split_methods, main
-from napari_lrp.compare import compare, parse_method
+from napari_lrp.cli import main
+from napari_lrp.compare import compare, parse_method, split_methods
 from napari_lrp.samples import sample_case_path, sample_model_path
 
 
@@ -18,7 +18,7 @@ def test_specs_parse():
                                                              {"n_steps": 8, "baselines": "blurred"})
     with pytest.raises(ValueError, match="unknown method 'shap'"):
         parse_method("shap")
-    assert _split_methods("lrp:paper,ig:n_steps=8,baselines=blurred,gradcam:encoders.3") == [
+    assert split_methods("lrp:paper,ig:n_steps=8,baselines=blurred,gradcam:encoders.3") == [
         "lrp:paper", "ig:n_steps=8,baselines=blurred", "gradcam:encoders.3"]
 
 

@@ -83,7 +83,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, save_comparison
+    from .compare import compare, save_comparison, split_methods
     from .io import load_case
     from .io.atomic import check_output_folder
     from .models import load_model
@@ -91,23 +91,12 @@ def cmd_compare(args) -> int:
     check_output_folder(args.out)
     case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None)
     model = load_model(args.model, device=args.device)
-    table, results = compare(model, case, _split_methods(args.methods), target=args.target,
+    table, results = compare(model, case, split_methods(args.methods), target=args.target,
                              perturbation=not args.no_perturbation, sanity=args.sanity)
     path = save_comparison(table, results, args.out)
     print(table.to_string(index=False))
     print(f"wrote {path}")
     return 0
-
-
-def _split_methods(text: str) -> list[str]:
-    """Method specs separated by commas; a comma inside key=value options belongs to its method."""
-    out: list[str] = []
-    for part in text.split(","):
-        if out and "=" in part and ":" not in part:
-            out[-1] += "," + part
-        elif part.strip():
-            out.append(part.strip())
-    return out
 
 
 def _case_options(parser) -> None:

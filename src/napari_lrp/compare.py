@@ -23,7 +23,7 @@ from .explanation import Explanation, explain
 from .io.atomic import replacing, replacing_folder
 from .io.case import Case
 
-__all__ = ["ALIASES", "compare", "parse_method", "save_comparison"]
+__all__ = ["ALIASES", "compare", "parse_method", "save_comparison", "split_methods"]
 
 ALIASES = {"ig": "integrated_gradients", "sg": "smoothgrad", "gxi": "gradient_x_input", "gbp": "guided_backprop"}
 _SHORT = {"lrp": "preset", "gradcam": "layer", "integrated_gradients": "n_steps", "smoothgrad": "nt_samples",
@@ -62,6 +62,17 @@ def parse_method(spec: str) -> tuple[str, dict]:
         value = _value(rest)
         options[_SHORT[name]] = value if name != "occlusion" or isinstance(value, tuple) else (value,)
     return name, options
+
+
+def split_methods(text: str) -> list[str]:
+    """Method specs separated by commas; a comma inside key=value options belongs to its method."""
+    out: list[str] = []
+    for part in text.split(","):
+        if out and "=" in part and ":" not in part:
+            out[-1] += "," + part
+        elif part.strip():
+            out.append(part.strip())
+    return out
 
 
 def _label(spec: str) -> str:

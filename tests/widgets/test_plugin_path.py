@@ -263,3 +263,31 @@ def test_faithfulness_button_draws_the_three_curves(plugin_viewer, qtbot):
     assert morf.auc < rnd.auc < lerf.auc
     assert inc.chart.value == "faithfulness" and len(inc.figure.axes) == 1
     assert len(inc.figure.axes[0].lines) == 3 and "MORF AUC" in inc.status.value
+
+
+def test_compare_dock_shows_each_method_as_a_layer_and_one_table(plugin_viewer, qtbot):
+    """#17 item 5: Plugins > napari-lrp > Compare methods after Load: one 'R sum · <method>' layer per method
+    (the R layers' colour map, symmetric limits), the table with a random row; every control explains itself."""
+    from napari_lrp.widgets._layers import comparison_name
+
+    viewer, rel, _inc = plugin_viewer
+    cmp = _dock(viewer, "Compare methods")
+    cmp.run()  # nothing loaded yet: it says what to do
+    assert "Relevance dock first" in cmp.status.value
+    rel.load()
+    _wait(qtbot, rel)
+    cmp.methods.value = "lrp:paper,gradient"
+    cmp.run()
+    _wait(qtbot, cmp)
+    assert cmp.compared is not None, cmp.status.value
+    assert list(cmp.compared.method) == ["lrp:paper", "gradient", "random"]
+    for spec in ("lrp:paper", "gradient"):
+        layer = viewer.layers[comparison_name(spec)]
+        assert isinstance(layer, Image) and layer.colormap.name == "lrp bwr"
+        lo, hi = layer.contrast_limits
+        assert lo == -hi and hi > 0
+        np.testing.assert_allclose(layer.data, cmp.results[spec].relevance.sum(0))
+    assert viewer.layers[comparison_name("lrp:paper")].visible
+    assert cmp.table.data[0][3] != ""  # MoRF AUC filled
+    controls = [c for c in _controls(cmp.panel)]
+    assert controls and all(c.tooltip for c in controls)

@@ -21,7 +21,7 @@ from ._session import case_key, session_for
 ROLE = "napari_lrp_role"
 CASE = "napari_lrp_case"
 CASE_ROLES = ("image", "label")
-DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty")
+DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty", "comparison")
 UNITS = ("mm", "mm", "mm")
 
 SUM_NAME = "R sum"
@@ -299,6 +299,36 @@ def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = 
             layer.colorbar.visible = True
         layers.append(layer)
     outlines_on_top(viewer)
+    return layers
+
+
+def comparison_name(method: str) -> str:
+    return f"R sum · {method}"
+
+
+def show_comparison(viewer, results: dict, percentile: float = DEFAULT_PERCENTILE) -> list:
+    """One layer per method ({spec: Explanation}): the channel sum of its map, named 'R sum · <spec>', with
+    the R layers' colour map and symmetric limits at ``percentile`` of |R|; earlier comparison layers of
+    methods not in ``results`` are removed."""
+    names = {comparison_name(spec) for spec in results}
+    for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == "comparison" and ly.name not in names]:
+        viewer.layers.remove(ly)
+    layers = []
+    for spec, exp in results.items():
+        kw = exp.case.grid.layer_kwargs()
+        total = exp.relevance.sum(axis=0)
+        m = symmetric_limit(total, percentile)
+        name = comparison_name(spec)
+        exists = name in viewer.layers
+        extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
+                                   "colormap": _relevance_colormap(), "scale": kw["scale"],
+                                   "translate": kw["translate"], "units": kw["units"]}
+        layer = _upsert(viewer, name, total, "image", contrast_limits=(-m, m),
+                        metadata=_derived_meta(exp.case, "comparison", kw, method=spec), **extra)
+        layers.append(layer)
+    if layers:
+        layers[0].visible = True
+        outlines_on_top(viewer)
     return layers
 
 
