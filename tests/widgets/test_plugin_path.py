@@ -291,3 +291,21 @@ def test_compare_dock_shows_each_method_as_a_layer_and_one_table(plugin_viewer, 
     assert cmp.table.data[0][3] != ""  # MoRF AUC filled
     controls = [c for c in _controls(cmp.panel)]
     assert controls and all(c.tooltip for c in controls)
+
+
+def test_gamma_search_draws_contours_and_applies_the_best_point(plugin_viewer, qtbot):
+    viewer, rel, inc = plugin_viewer
+    cmp = _dock(viewer, "Compare methods")
+    rel.load()
+    _wait(qtbot, rel)
+    cmp.gammas.value = "0,1"
+    cmp.search_button.changed.emit(True)
+    _wait(qtbot, cmp)
+    assert cmp.search is not None and len(cmp.search.table) == 4, cmp.status.value
+    assert len(cmp.charts.figure.axes) == 6 and cmp.apply_button.enabled
+    cmp.apply_button.changed.emit(True)
+    qtbot.wait(50)
+    exp = rel.session.explanation
+    assert exp is cmp.search.best_explanation and exp.preset == "epsilon-gamma-box"
+    np.testing.assert_allclose(viewer.layers[SUM_NAME].data, exp.heatmap(inc.current_filter()).sum(0), rtol=1e-5,
+                               atol=1e-8)

@@ -1,4 +1,5 @@
-"""The Compare dock (#17 item 5): attribution methods side by side on the case on screen.
+"""The Compare dock (#17 items 4 and 5): attribution methods side by side on the case on screen, and the
+LRP gamma search with its contours and the best point one click from being shown.
 
 One relevance layer per method ('R sum · <method>', the channel sum, with the R layers' colour map and
 limit rule) and one table (seconds, inclusivities, MoRF and LeRF AUC, a random row). The model is the one
@@ -12,8 +13,8 @@ from magicgui.widgets import CheckBox, ComboBox, LineEdit, PushButton, Table
 
 from ..compare import compare, split_methods
 from ..lrp.engine import Cancelled
-from ._base import DockPanel
-from ._layers import show_comparison
+from ._base import DockPanel, ThemedCanvas
+from ._layers import show_comparison, show_explanation
 from .relevance import TARGETS, case_from_layers
 
 DEFAULT_METHODS = "lrp:paper,lrp:epsilon-gamma-box,gradient,gxi,ig:16,gradcam:encoders.3"
@@ -44,9 +45,25 @@ class CompareWidget(DockPanel):
                               "channels); MoRF / LeRF AUC: area under the score when the most / least relevant "
                               "blocks are flipped first (lower MoRF, higher LeRF: more faithful)")
         self.table.native.setMinimumHeight(220)
+        self.gammas = LineEdit(label="gammas", value="0,0.25,1",
+                               tooltip="LRP hyper-parameter search: the gamma values tried for the encoder blocks "
+                                       "and, independently, the decoder blocks (epsilon-gamma-box, z-box first).")
+        self.search_button = PushButton(text="Search gammas",
+                                        tooltip="Score every (encoder, decoder) gamma pair by MoRF / LeRF region "
+                                                "perturbation and the inclusivities, from one kept forward pass; "
+                                                "the contours are drawn below.")
+        self.apply_button = PushButton(text="Apply best", enabled=False,
+                                       tooltip="Show the best point's relevance (highest LeRF - MoRF) in the R layers "
+                                               "and the Inclusivity dock, as a Run would.")
         self.add(self.methods, self.target, self.faithfulness, self.run_button, self.cancel_button, self.table,
-                 self.status)
-        self._busy_controls = [self.run_button]
+                 self.gammas, self.search_button, self.apply_button, self.status)
+        self.charts = ThemedCanvas(napari_viewer, figsize=(9, 3.4), min_height=260,
+                                   placeholder="Search gammas draws the contours here")
+        self.add_native(self.charts.canvas)
+        self.search = None  # the last SearchResult
+        self.search_button.changed.connect(self.run_search)
+        self.apply_button.changed.connect(self.apply_best)
+        self._busy_controls = [self.run_button, self.search_button]
         self.results = None
         self.compared = None  # the last table (a DataFrame)
         self.run_button.changed.connect(self.run)
@@ -56,13 +73,12 @@ class CompareWidget(DockPanel):
     def run(self):
         from napari.qt.threading import create_worker
 
-        model = self.session.model
-        case = self.session.case or case_from_layers(self._viewer)
-        if model is None or case is None:
-            self.set_status("load a case and a model in the Relevance dock first (Load case and model)")
+        got = self._case_and_model()
+        if got is None:
             return
+        case, model = got
         specs = split_methods(self.methods.value)
-        target = {"predicted region": "region", "ground truth": "groundtruth"}.get(self.target.value, "output")
+        target = self._target()
         progress = self.progress_callback(Cancelled)
         faithful = self.faithfulness.value
 
@@ -70,6 +86,58 @@ class CompareWidget(DockPanel):
             return compare(model, case, specs, target=target, perturbation=faithful, progress=progress)
 
         self.start(create_worker(work, _ignore_errors=True), self._done_comparing, busy="comparing ...")
+
+    def _case_and_model(self):
+        model = self.session.model
+        case = self.session.case or case_from_layers(self._viewer)
+        if model is None or case is None:
+            self.set_status("load a case and a model in the Relevance dock first (Load case and model)")
+            return None
+        return case, model
+
+    def _target(self) -> str:
+        return {"predicted region": "region", "ground truth": "groundtruth"}.get(self.target.value, "output")
+
+    def run_search(self):
+        from napari.qt.threading import create_worker
+
+        from ..search import lrp_search
+
+        got = self._case_and_model()
+        if got is None:
+            return
+        case, model = got
+        gammas = tuple(float(g) for g in self.gammas.value.split(",") if g.strip())
+        progress = self.progress_callback(Cancelled)
+        target = self._target()
+
+        def work():
+            return lrp_search(model, case, gammas=gammas, target=target, progress=progress)
+
+        self.start(create_worker(work, _ignore_errors=True), self._searched, busy="searching gammas ...")
+
+    def _searched(self, result):
+        if self._cancel:
+            return
+        from ..search import plot_search
+
+        self.search = result
+        plot_search(result.table, fig=self.charts.figure)
+        self.charts.themed()
+        self.apply_button.enabled = True
+        b = result.best
+        self.set_status(f"best: gamma {b['gamma_encoder']:g} (encoder), {b['gamma_decoder']:g} (decoder); MoRF "
+                        f"{b['morf_auc']:.3f}, LeRF {b['lerf_auc']:.3f}; Apply best shows it")
+
+    def apply_best(self):
+        """Make the best point's explanation the current one (R layers, Inclusivity dock): no new pass."""
+        if self.search is None:
+            return
+        exp = self.search.best_explanation
+        show_explanation(self._viewer, exp, add_case=False, with_relevance=False)
+        if not self.session.set_explanation(exp):
+            show_explanation(self._viewer, exp, add_case=False, lazy=True)
+        self.set_status(f"applied gamma {self.search.best['gamma_encoder']:g} / {self.search.best['gamma_decoder']:g}")
 
     def _done_comparing(self, result):
         if self._cancel:
