@@ -65,3 +65,24 @@ def test_perturbation_cache_gives_the_same_curve_with_fewer_forwards(tiny):
     assert np.array_equal(plain.scores, first.scores) and np.array_equal(first.scores, second.scores)
     assert sum(calls) == n_plain - 2  # the second MoRF is all cached; LeRF shares no flips and all
     assert lerf.scores[0] == 1.0
+
+
+def test_search_over_a_cohort_averages_the_points(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from napari_lrp.samples import sample_case_paths, sample_model_path
+    from napari_lrp.search import search_cohort
+
+    cohort = tmp_path / "cohort"
+    for p in sample_case_paths()[:2]:
+        shutil.copytree(p, cohort / p.name)
+    mean = search_cohort(cohort, sample_model_path(), tmp_path / "out", gammas=(0.0, 1.0), n_blocks=60, steps=3)
+    table = pd.read_csv(tmp_path / "out" / "table.csv")
+    assert len(table) == 2 * 4 and set(table.case) == {"case_01", "case_02"}
+    assert len(mean) == 4 and mean.faithfulness.is_monotonic_decreasing
+    point = table[(table.gamma_encoder == 1.0) & (table.gamma_decoder == 0.0)]
+    row = mean[(mean.gamma_encoder == 1.0) & (mean.gamma_decoder == 0.0)].iloc[0]
+    assert row.morf_auc == pytest.approx(point.morf_auc.mean())
+    assert (tmp_path / "out" / "cases" / "case_02.search.csv").exists()

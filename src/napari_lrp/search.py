@@ -25,7 +25,7 @@ from .lrp.blocks import block_names
 from .lrp.rules import Gamma
 from .lrp.types import LINEAR_TYPES
 
-__all__ = ["SearchResult", "group_layers", "lrp_search", "plot_search"]
+__all__ = ["SearchResult", "group_layers", "lrp_search", "plot_search", "search_cohort"]
 
 
 def group_layers(network: nn.Module, groups: Sequence[str] = ("encoder", "decoder")) -> dict[str, list[str]]:
@@ -109,3 +109,64 @@ def plot_search(table: pd.DataFrame, fig=None, columns=("morf_auc", "lerf_auc", 
         ax.set_title(col.replace("_", " "))
     fig.tight_layout()
     return fig
+
+
+def search_cohort(cohort, model, out, gammas: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 1.0),
+                  groups: Sequence[str] = ("encoder", "decoder"), target="region", n_blocks: int = 300,
+                  steps: int = 6, workers: int | None = 0, scheduler: str | None = None,
+                  device: str = "cpu") -> pd.DataFrame:
+    """:func:`lrp_search` on every case of ``cohort`` (serially with ``workers=0``, else on dask.distributed
+    like sweeps); writes ``cases/<case>.search.csv`` per case, ``table.csv`` (all points of all cases) and
+    ``mean.csv`` (the points averaged over the cases, best first), and returns the mean table."""
+    import os
+    from pathlib import Path
+
+    from .batch.cohort import _case_name, case_folders
+    from .io.atomic import replacing
+
+    out = Path(out)
+    (out / "cases").mkdir(parents=True, exist_ok=True)
+    cases = case_folders(cohort)
+    kw = dict(model_path=str(model), out_dir=str(out), gammas=tuple(gammas), groups=tuple(groups), target=target,
+              n_blocks=n_blocks, steps=steps, device=device)
+    if workers == 0 and scheduler is None:
+        for c in cases:
+            _search_case(str(c), **kw)
+    else:
+        from dask.distributed import Client, LocalCluster
+
+        cluster = None if scheduler else LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                                       processes=True, dashboard_address=None)
+        client = Client(scheduler or cluster)
+        try:
+            client.gather([client.submit(_search_case, str(c), pure=False, **kw) for c in cases])
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    tables = [pd.read_csv(out / "cases" / f"{_case_name(c)}.search.csv") for c in cases]
+    table = pd.concat(tables, ignore_index=True)
+    gcols = [f"gamma_{g}" for g in groups]
+    mean = table.drop(columns=["case"]).groupby(gcols, as_index=False).mean()
+    mean = mean.sort_values("faithfulness", ascending=False, ignore_index=True)
+    for name, t in (("table.csv", table), ("mean.csv", mean)):
+        with replacing(out / name) as tmp:
+            t.to_csv(tmp, index=False)
+    return mean
+
+
+def _search_case(case_dir: str, model_path: str, out_dir: str, gammas, groups, target, n_blocks, steps, device):
+    from pathlib import Path
+
+    from .batch.cohort import _case_name, _model
+    from .io import load_case
+    from .io.atomic import replacing
+
+    name = _case_name(case_dir)
+    res = lrp_search(_model(model_path, device), load_case(case_dir), gammas=gammas, groups=groups, target=target,
+                     n_blocks=n_blocks, steps=steps)
+    table = res.table.copy()
+    table.insert(0, "case", name)
+    with replacing(Path(out_dir) / "cases" / f"{name}.search.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return name
