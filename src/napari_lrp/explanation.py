@@ -288,7 +288,14 @@ class Explanation:
         if self.samples is None:
             return None
         f = f if f is not None else self.sample_input_filter
-        return self.samples if f is None else np.stack([f(s[None])[0] for s in self.samples])
+        if f is None:
+            return self.samples
+        # the slider asks for the mean map and the spread of the same filter in a row: filter the draws once
+        last = self.__dict__.get("_last_sample_maps")
+        if last is None or last[0] != f:
+            last = (f, np.stack([f(s[None])[0] for s in self.samples]))
+            self.__dict__["_last_sample_maps"] = last
+        return last[1]
 
     def coefficient_spread(self, f: Filter | None = None, tau_r: float = 0.5, tau_x: float = 0.1):
         """The coefficients of the mean map under heatmap filter ``f`` (None: the run's own input filter) and
@@ -467,7 +474,8 @@ def _memory_plan(m: Model, case: Case, prep: PreparedInput, preset: str, rules, 
     need = per * prep.x[0, 0].numel()
     if need <= limit:
         return None
-    window = auto_window(prep.network, prep.x, divisible, limit, rules, preset, prep.bounds, output_index)
+    window = auto_window(prep.network, prep.x, divisible, limit, rules, preset, prep.bounds, output_index,
+                         per_voxel=per)  # the probe runs once
     warnings.warn(f"{case.name}: a whole-volume LRP run needs about {need / 2**30:.1f} GiB, over the budget of "
                   f"{limit / 2**30:.1f} GiB (max_memory= or half the free memory); tiling with window {window} "
                   "(pass window= to choose, or a larger max_memory)", stacklevel=3)

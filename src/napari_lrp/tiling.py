@@ -105,10 +105,10 @@ def _bytes_per_voxel(net, x: torch.Tensor, divisible: int, rules, preset, bounds
 
 
 def auto_window(net, x: torch.Tensor, divisible: int, budget_bytes: float, rules=None, preset="paper",
-                bounds=None, output_index=None) -> tuple[int, int, int] | None:
+                bounds=None, output_index=None, per_voxel: float | None = None) -> tuple[int, int, int] | None:
     """The largest cube-ish window (multiples of ``divisible``) whose LRP fits ``budget_bytes``; None when
-    the whole volume fits."""
-    per = _bytes_per_voxel(net, x, divisible, rules, preset, bounds, output_index)
+    the whole volume fits. ``per_voxel``: the probe's bytes per voxel when the caller has it already."""
+    per = per_voxel or _bytes_per_voxel(net, x, divisible, rules, preset, bounds, output_index)
     shape = tuple(int(s) for s in x.shape[2:])
     if per * math.prod(shape) <= budget_bytes:
         return None
