@@ -28,7 +28,8 @@ SUM_NAME = "R sum"
 ABS_NAME = "|R| sum (3D)"
 PREDICTION_NAME = "prediction"
 #: the layers of a sampled run (MC dropout, flips): name -> colour map; the mean relevance is in the R layers
-UNCERTAINTY_LAYERS = {"R sd (sum)": "magma", "predictive entropy": "viridis", "mutual information": "plasma"}
+#: colour maps that start at black, drawn additively, so zero uncertainty leaves the anatomy as it is
+UNCERTAINTY_LAYERS = {"R sd (sum)": "magma", "predictive entropy": "inferno", "mutual information": "hot"}
 LEGEND = ("outlines: yellow = prediction, cyan (wide) = ground truth\n"
           "relevance: red = for the class, blue = against, transparent = none")
 
@@ -291,7 +292,7 @@ def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = 
         hi = float(np.percentile(d, DEFAULT_PERCENTILE)) if d.size else 0.0
         hi = hi if hi > 0 else float(d.max()) if d.size and d.max() > 0 else 1.0
         exists = name in viewer.layers
-        extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent", "colormap": cmap,
+        extra = {} if exists else {"visible": False, "opacity": 0.8, "blending": "additive", "colormap": cmap,
                                    "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
         layer = _upsert(viewer, name, d, "image", contrast_limits=(0.0, hi),
                         metadata=_derived_meta(case, "uncertainty", kw, uncertainty_of=name), **extra)

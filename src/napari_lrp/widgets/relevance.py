@@ -182,10 +182,10 @@ class RelevanceWidget(DockPanel):
                                             "(Gal and Ghahramani 2016); flips (TTA): the 8 flips of the volume "
                                             "(as nnU-Net mirrors). The relevance layers show the mean; 'R sd (sum)', "
                                             "'predictive entropy' and 'mutual information' show the spread.")
-        self.draws = SpinBox(label="draws T", value=10, min=2, max=200,
+        self.draws = SpinBox(label="T", value=10, min=2, max=200,
                              tooltip="MC dropout: how many stochastic runs (they run batched; the passes are "
                                      "kept, so moving a filter costs no new forward pass).")
-        self.dropout_p = FloatSpinBox(label="dropout p", value=0.0, min=0.0, max=0.9, step=0.05,
+        self.dropout_p = FloatSpinBox(label="p", value=0.0, min=0.0, max=0.9, step=0.05,
                                       tooltip="0: the network's own Dropout rate. Above 0: that rate; a network "
                                               "without Dropout gets dropout after every activation (an "
                                               "approximation: it was not trained with it).")
