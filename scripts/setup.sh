@@ -35,10 +35,17 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   pip_install -e ".[qt,testing]"
+  # nnU-Net v2 itself, the oracle for nnU-Net results folders (its predictor, pre-processing, resampling),
+  # with only the dependencies its inference code imports (its own list pulls a CUDA torch and torchvision)
+  pip_install --no-deps nnunetv2==2.8.1 acvl-utils==0.2.6 batchgenerators==0.25.5 SimpleITK blosc2 numexpr \
+    ndindex httpx
   # zennit (the reference LRP library) and lxt (AttnLRP's authors' package), test oracles, without their
   # torchvision / transformers dependencies
   pip_install --no-deps zennit lxt==2.1
 else
   pip_install -e ".[qt]"
 fi
+# nnU-Net v2 results folders build their networks from dynamic_network_architectures (its timm dependency,
+# which pulls torchvision, is needed only by architectures nnU-Net does not plan)
+pip_install --no-deps dynamic-network-architectures==0.4.4 einops
 .venv/bin/python -c "import napari_lrp, torch; print('napari-lrp', napari_lrp.__version__, 'torch', torch.__version__)"

@@ -429,6 +429,9 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     m = _as_model(model, case)
     cls = m.card.target_class if target_class is None else int(target_class)
     sampling = Sampling(mc_samples, dropout, seed, tta, dropout_at, batch_size)
+    if m.nnunet is not None:
+        return _explain_nnunet(m, case, method, sampling, window, preset, rules, target, cls, strict, output_index,
+                               filters, keep, progress)
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
     if method != "lrp":
         if sampling.active:
@@ -456,6 +459,30 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     run = _Run(propagation=prop, prepared=prep, start=start, case=case, model=m, preset=preset, target=target,
                target_class=cls, logits=logits[0].detach().float().cpu().numpy(), prediction=prediction)
     return run.explanation(dict(filters or {}), keep, progress)
+
+
+def _nnunet_input(m: Model, case: Case):
+    param = next(m.network.parameters(), None)
+    dtype = torch.float32 if param is None else param.dtype
+    return m.nnunet.prepare(case, m.card.modalities, m.network, m.device, dtype, source=case.name)
+
+
+def _explain_nnunet(m: Model, case: Case, method, sampling, window, preset, rules, target, cls, strict, output_index,
+                    filters, keep, progress):
+    """An nnU-Net results folder's run: its pre-processing, its sliding windows (patch size, step, Gaussian),
+    relevance mapped back to the case grid (:mod:`napari_lrp.models.nnunet`)."""
+    plan = m.nnunet
+    if method != "lrp" or sampling.active:
+        raise ValueError(f"{m.path}: an nnU-Net folder is explained with LRP on its own sliding windows; "
+                         f"method={method!r}, mc_samples and tta do not run on them yet (load a card of the "
+                         "network for those)")
+    if window not in (None, "auto") and tuple(int(v) for v in window) != plan.patch_size:
+        warnings.warn(f"{m.path}: an nnU-Net folder runs on its patch size {plan.patch_size}; window={window} "
+                      "is ignored", stacklevel=3)
+    prep = _nnunet_input(m, case)
+    tiled = run_tiled(m, case, prep, plan.patch_size, 1.0 - plan.step, "nnunet", preset, rules, target, cls, strict,
+                      output_index)
+    return tiled.explanation(dict(filters or {}), keep, progress)
 
 
 #: whole-volume runs above this many model-grid voxels are planned (memory estimated) before they start
@@ -513,6 +540,15 @@ def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.n
     Convolutions run on the engine's kernels (``kernels.onednn_convolutions``), so the prediction is the
     one :func:`explain` computes (a plain torch forward can differ by float32 rounding)."""
     m = _as_model(model, case)
+    if m.nnunet is not None:  # nnU-Net's sliding windows on its pre-processed grid, back to the case
+        from .tiling import tiled_prediction
+
+        prep = _nnunet_input(m, case)
+        blended, _den = tiled_prediction(prep.network, prep.x, m.nnunet.patch_size, 1.0 - m.nnunet.step, "nnunet",
+                                         output_index)
+        logits = prep.outputs_to_case(blended)
+        pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
+        return pred, logits[0].float().cpu().numpy(), {}
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
     shapes: dict[str, tuple] = {}
 

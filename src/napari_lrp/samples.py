@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["sample_root", "sample_case_path", "sample_case_paths", "sample_model_path", "sample_dropout_model_path",
+           "sample_nnunet_path",
            "load_sample_case", "load_sample_model"]
 
 
@@ -34,6 +35,12 @@ def sample_dropout_model_path() -> Path:
     """The sample model fine-tuned with dropout 0.1 at the end of every block (UNet3D(dropout=0.1); for Monte
     Carlo dropout, ``explain(..., mc_samples=T)``), made by sample_data/train.py --dropout 0.1 --init."""
     return sample_root() / "model_dropout" / "card.json"
+
+
+def sample_nnunet_path() -> Path:
+    """The sample nnU-Net v2 results folder (PlainConvUNet, 3d_fullres, folds 0 and 1) made by
+    sample_data/make_nnunet.py: ``nl.load_model(sample_nnunet_path(), fold=0)``."""
+    return sample_root() / "nnunet" / "Dataset001_SampleStroke" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
 
 
 def load_sample_case(i: int = 1):

@@ -38,9 +38,10 @@ from .models.card import Model
 from .models.preprocess import PreparedInput
 from .runs import RunRecord
 
-__all__ = ["BLENDS", "TiledRun", "auto_window", "blend_weights", "budget", "run_tiled", "window_starts", "windows"]
+__all__ = ["BLENDS", "TiledRun", "auto_window", "blend_weights", "budget", "run_tiled", "tiled_prediction",
+           "window_starts", "windows"]
 
-BLENDS = ("gaussian", "constant", "trimmed")
+BLENDS = ("gaussian", "constant", "trimmed", "nnunet")
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -54,10 +55,16 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
-def windows(shape, window, overlap: float) -> list[tuple[slice, slice, slice]]:
-    """Every window (three slices) over a volume of spatial ``shape``."""
+def windows(shape, window, overlap: float, blend: str = "gaussian") -> list[tuple[slice, slice, slice]]:
+    """Every window (three slices) over a volume of spatial ``shape``; blend "nnunet" places them as
+    nnU-Net's predictor does (``compute_steps_for_sliding_window`` with step 1 - overlap)."""
     win = [min(int(w), int(s)) for w, s in zip(window, shape)]
-    per_axis = [window_starts(s, w, overlap) for s, w in zip(shape, win)]
+    if blend == "nnunet":
+        from .models.nnunet import nnunet_steps
+
+        per_axis = [nnunet_steps(s, w, 1.0 - overlap) for s, w in zip(shape, win)]
+    else:
+        per_axis = [window_starts(s, w, overlap) for s, w in zip(shape, win)]
     return [tuple(slice(a, a + w) for a, w in zip(starts, win)) for starts in itertools.product(*per_axis)]
 
 
@@ -73,6 +80,10 @@ def blend_weights(win: tuple[slice, slice, slice], shape, blend: str, overlap: f
             axes.append(torch.exp(-((torch.arange(n, dtype=torch.float64) - c) ** 2) / (2 * sigma**2)))
         w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
         return w / w.max()
+    if blend == "nnunet":
+        from .models.nnunet import nnunet_gaussian
+
+        return nnunet_gaussian(sizes)
     if blend == "trimmed":
         w = torch.ones(sizes, dtype=torch.float64)
         for axis, (s, n, total) in enumerate(zip(win, sizes, shape)):
@@ -146,6 +157,8 @@ class TiledRun(RunRecord):
     blended: torch.Tensor  # the blended prediction, model grid (1, K, Z, Y, X)
     denominator: torch.Tensor  # sum of the blend weights (Z, Y, X)
     shapes: dict
+    start_total: float = 0.0  # the start relevance on the case grid, summed (float64)
+    outside: float = 0.0  # start relevance the model grid cannot take (outside nnU-Net's crop box)
 
     @property
     def propagation(self):
@@ -154,10 +167,13 @@ class TiledRun(RunRecord):
     def explanation(self, filters: dict, keep=None, progress=None):
         prep, x = self.prepared, self.prepared.x
         shape = tuple(x.shape[2:])
-        wins = windows(shape, self.window, self.overlap)
+        wins = windows(shape, self.window, self.overlap, self.blend)
         layer_filters = {k: v for k, v in filters.items() if k != "input"}
         total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
-        ledger = Ledger(start=float(self.start.sum(dtype=torch.float64)))
+        ledger = Ledger(start=self.start_total)
+        model_start = float(self.start.sum(dtype=torch.float64))
+        if getattr(prep, "plan", None) is not None:  # nnU-Net: the resampling back to the case, reversed
+            ledger.record("output to model grid", "rule", "resample", self.start_total, model_start)
         for i, win in enumerate(wins):
             sl = (slice(None), slice(None)) + win
             prop = Propagation(prep.network, x[sl], rules=dict(self.rules), bounds=prep.bounds, preset=self.preset,
@@ -175,12 +191,40 @@ class TiledRun(RunRecord):
                 ledger.unhandled[k] = max(ledger.unhandled.get(k, 0), v)
             if progress is not None:
                 progress(i + 1, len(wins))
-        unfiltered = prep.crop(total)[0].float().cpu().numpy()
+        case_total = prep.relevance_to_case(total)
+        if getattr(prep, "plan", None) is not None:  # nnU-Net: the data resampling's epsilon step
+            ledger.record("input to case grid", "rule", "resample", float(total.sum()), float(case_total.sum()))
+        unfiltered = case_total[0].float().cpu().numpy()
         rel = filters["input"](unfiltered[None])[0] if "input" in filters else unfiltered
         ledger.end = float(np.asarray(rel, dtype=np.float64).sum())
         return self.explanation_of(rel, unfiltered, filters, ledger,
                                    tiling={"window": list(self.window), "overlap": self.overlap, "blend": self.blend,
                                            "windows": len(wins)})
+
+
+def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: str, output_index=None,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The blended sliding-window prediction (1, K, Z, Y, X) float64 of ``network`` over ``x`` and the sum of
+    the blend weights (Z, Y, X)."""
+    shape = tuple(x.shape[2:])
+    wins = windows(shape, window, overlap, blend)
+    num = den = None
+    with torch.no_grad(), onednn_convolutions():
+        for i, win in enumerate(wins):
+            out = network(x[(slice(None), slice(None)) + win])
+            if output_index is not None and not isinstance(out, torch.Tensor):
+                out = out[output_index]
+            if num is None:
+                num = torch.zeros(out.shape[:2] + shape, dtype=torch.float64, device=out.device)
+                den = torch.zeros(shape, dtype=torch.float64, device=out.device)
+            w = blend_weights(win, shape, blend, overlap).to(out.device)
+            num[(slice(None), slice(None)) + win] += w * out.double()
+            den[win] += w
+            if progress is not None:
+                progress(i + 1, len(wins))
+    if bool((den == 0).any()):
+        raise ValueError(f"blend {blend!r} leaves voxels without weight for window {tuple(window)} and overlap {overlap}")
+    return num / den, den
 
 
 def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float, blend: str, preset: str, rules,
@@ -204,30 +248,16 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
     window = tuple(int(v) for v in window)
     if len(window) != 3 or min(window) < 1:
         raise ValueError(f"window must be three positive sizes (Z, Y, X), not {window!r}")
-    shape = tuple(x.shape[2:])
-    wins = windows(shape, window, overlap)
-    num = den = None
+    blended, den = tiled_prediction(prep.network, x, window, overlap, blend, output_index)
     shapes: dict = {}
-    with torch.no_grad(), onednn_convolutions():
-        for win in wins:
-            out = prep.network(x[(slice(None), slice(None)) + win])
-            if output_index is not None and not isinstance(out, torch.Tensor):
-                out = out[output_index]
-            if num is None:
-                num = torch.zeros(out.shape[:2] + shape, dtype=torch.float64, device=out.device)
-                den = torch.zeros(shape, dtype=torch.float64, device=out.device)
-            w = blend_weights(win, shape, blend, overlap).to(out.device)
-            num[(slice(None), slice(None)) + win] += w * out.double()
-            den[win] += w
-    if bool((den == 0).any()):
-        raise ValueError(f"blend {blend!r} leaves voxels without weight for window {window} and overlap {overlap}")
-    blended = num / den
-    logits = prep.crop(blended).float()
+    logits = prep.outputs_to_case(blended).float()
     prediction, mask = target_of(logits, m.card.output_activation, target, target_class, lambda: case.ground_truth,
                                  case.name)
-    start = prep.pad(start_relevance(logits, mask, target_class))
+    start_case = start_relevance(logits, mask, target_class)
+    start, outside = prep.start_to_model(start_case, blended)
     run = TiledRun(prepared=prep, case=case, model=m, preset=preset, rules=dict(rules or {}), strict=strict,
                    output_index=output_index, target=target, target_class=target_class, window=window,
                    overlap=float(overlap), blend=blend, logits=logits[0].cpu().numpy(), prediction=prediction,
-                   start=start, blended=blended, denominator=den, shapes=shapes)
+                   start=start, blended=blended, denominator=den, shapes=shapes,
+                   start_total=float(start_case.sum(dtype=torch.float64)), outside=outside)
     return run

@@ -309,3 +309,23 @@ def test_gamma_search_draws_contours_and_applies_the_best_point(plugin_viewer, q
     assert exp is cmp.search.best_explanation and exp.preset == "epsilon-gamma-box"
     np.testing.assert_allclose(viewer.layers[SUM_NAME].data, exp.heatmap(inc.current_filter()).sum(0), rtol=1e-5,
                                atol=1e-8)
+
+
+def test_an_nnunet_results_folder_in_the_model_field_explains_on_the_case_grid(plugin_viewer, qtbot):
+    from napari_lrp.samples import sample_nnunet_path
+
+    viewer, rel, _inc = plugin_viewer
+    rel.model_path.value = str(sample_nnunet_path() / "plans.json")  # what the file dialog can pick
+    rel.load()
+    _wait(qtbot, rel)
+    rel.run()
+    _wait(qtbot, rel)
+    exp = rel.session.explanation
+    assert exp is not None, rel.status.value
+    assert exp.model.nnunet is not None and exp.model.nnunet.folds == ["fold_0", "fold_1"]
+    case = _assert_case_on_screen(viewer, sample_case_path(1))
+    layer = viewer.layers[SUM_NAME]
+    assert layer.data.shape == case.shape and np.abs(layer.data).max() > 0
+    assert "Dice" in rel.status.value
+    dice = float(rel.status.value.split("Dice")[1].split()[0].strip(":= ,"))
+    assert dice > 0.85, rel.status.value  # the sample folds' ensemble segments the lesion (held-out 0.94-0.96)

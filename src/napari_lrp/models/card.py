@@ -166,6 +166,7 @@ class Model:
     device: torch.device
     path: str | None = None
     sha256: str | None = None
+    nnunet: Any = None  # an nnU-Net results folder's plan (models.nnunet.NnUNetPlan), or None
 
     @property
     def modalities(self) -> list[str]:

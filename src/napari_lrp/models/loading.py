@@ -54,20 +54,35 @@ def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
 
 def model_sha256(path: str | os.PathLike) -> str:
     """sha256 of a model's weights file (what ``Model.sha256`` of the loaded model is), without loading it."""
+    from .nnunet import _fold_folders, nnunet_sha256, resolve_nnunet
+
+    found = resolve_nnunet(path)
+    if found is not None:
+        folder, fold, checkpoint = found
+        return nnunet_sha256([f / (checkpoint or "checkpoint_final.pth") for f in _fold_folders(folder, fold)])
     _card, weights, _source = locate_model(path)
     if not Path(weights).exists():
         raise ModelError(f"{weights}: weights file not found")
     return file_sha256(weights)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "auto", trust: bool = False) -> Model:
-    """Load a model: a card (.json) next to its weights, a folder holding ``card.json`` or a MONAI bundle.
+def load_model(path: str | os.PathLike, device: str | torch.device = "auto", trust: bool = False, fold=None,
+               checkpoint: str = "checkpoint_final.pth", mirroring: bool = False) -> Model:
+    """Load a model: a card (.json) next to its weights, a folder holding ``card.json``, a MONAI bundle or an
+    nnU-Net v2 results folder (``fold``, ``checkpoint``, ``mirroring``: see :func:`napari_lrp.models.nnunet.load_nnunet`).
 
     Weights load with ``torch.load(weights_only=True)`` onto ``device`` ('auto', 'cpu', 'cuda', 'cuda:N',
     'mps'); 'module.' prefixes (DataParallel) and Lightning checkpoints are recognised. A pickled full
     model or TorchScript file is refused unless ``trust=True``. Returns a :class:`Model` in eval mode.
     """
     dev = resolve_device(device)
+    from .nnunet import load_nnunet, resolve_nnunet
+
+    found = resolve_nnunet(path)
+    if found is not None:  # a results folder, or its plans.json / dataset.json / fold_N/checkpoint file
+        folder, picked_fold, picked_checkpoint = found
+        return load_nnunet(folder, dev, fold=picked_fold if fold is None else fold,
+                           checkpoint=picked_checkpoint or checkpoint, mirroring=mirroring, trust=trust)
     card, weights, source = locate_model(path)
     return _finish(card, weights, dev, trust, source)
 

@@ -103,6 +103,19 @@ class PreparedInput:
             flat += [b, a]
         return F.pad(t, flat)
 
+    # the maps between the model grid and the case grid (tiling.py uses these; nnU-Net's input overrides them)
+    def outputs_to_case(self, blended: torch.Tensor) -> torch.Tensor:
+        """Outputs (1, K, model grid) -> (1, K, Z, Y, X) on the case grid."""
+        return self.crop(blended)
+
+    def start_to_model(self, start: torch.Tensor, blended: torch.Tensor):
+        """Start relevance on the case grid -> the model grid; and the relevance that stays behind (absorbed)."""
+        return self.pad(start), 0.0
+
+    def relevance_to_case(self, total: torch.Tensor) -> torch.Tensor:
+        """Input relevance (1, C, model grid) -> (1, C, Z, Y, X) on the case grid."""
+        return self.crop(total)
+
 
 def prepare_input(image: np.ndarray, modalities: list[str], card: ModelCard, network: nn.Module,
                   device: torch.device, source: str = "case") -> PreparedInput:

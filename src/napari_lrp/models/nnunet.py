@@ -1,0 +1,526 @@
+"""nnU-Net v2 results folders (#15 item 1): the network as nnU-Net builds it, its pre-processing, back to the case.
+
+A results folder (``.../DatasetXXX_Name/<trainer>__<plans>__<configuration>``) holds ``dataset.json``
+(``channel_names``, ``labels``), ``plans.json`` (one entry per configuration) and ``fold_N/checkpoint_final.pth``
+(``network_weights``, ``init_args``, ``trainer_name``, ``inference_allowed_mirroring_axes``).
+:func:`load_nnunet` builds the configuration's ``dynamic_network_architectures`` class (the allow-list: that
+package's ``architectures`` and ``torch.nn`` classes for the ``_kw_requires_import`` arguments), loads every
+chosen fold with ``torch.load(weights_only=True)`` and averages the folds' outputs (:class:`FoldEnsemble`; the
+relevance of the averaged output is the mean of the folds' relevance when the start is the output).
+
+Pre-processing as nnU-Net's ``DefaultPreprocessor`` (tested against nnunetv2): the case in SimpleITK's axis
+order (the file's voxel order reversed, so the file's orientation, not napari's), ``transpose_forward``, crop
+to the bounding box of the non-zero region (holes filled), the channel's normalisation (ZScore over the
+non-zero region when ``use_mask_for_norm``, CT with the dataset's percentiles, NoNormalization,
+RescaleTo01), resampling to the configuration's spacing (:mod:`napari_lrp.models.resampling`), zero padding
+to at least the patch size. Prediction as ``nnUNetPredictor``: Gaussian-weighted sliding windows of the patch
+size with step 0.5 (its window placement and its float16 importance map), optional mirroring (``mirroring=True``;
+nnU-Net's default, 8 passes per window), logits resampled back (``resampling_fn_probabilities``), put into the
+crop box, transposed back. Relevance takes the same way back: the epsilon rule of the resamplings, zero outside
+the crop box, on the case grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_fill_holes
+from torch import nn
+
+from .card import Model, ModelCard, ModelError
+from .network_guard import no_network, refuse_download_arguments
+from .preprocess import PreparedInput, match_modalities
+from .resampling import Resampling, resampling
+from .weights import file_sha256
+
+__all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
+           "load_nnunet", "nnunet_gaussian", "nnunet_sha256", "nnunet_steps", "resolve_nnunet"]
+
+DNA_PREFIX = "dynamic_network_architectures.architectures."
+NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
+
+
+def is_nnunet_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an nnU-Net v2 results folder (dataset.json, plans.json and a fold_* folder)."""
+    p = Path(path)
+    return p.is_dir() and (p / "plans.json").is_file() and (p / "dataset.json").is_file() and \
+        any(c.is_dir() and c.name.startswith("fold_") for c in p.iterdir())
+
+
+def resolve_nnunet(path: str | os.PathLike):
+    """(results folder, fold or None, checkpoint name or None) when ``path`` is an nnU-Net results folder or a
+    file in one (plans.json, dataset.json, fold_N/checkpoint_*.pth: what a file dialog picks); else None."""
+    p = Path(path)
+    if is_nnunet_folder(p):
+        return p, None, None
+    if p.is_file() and p.name in ("plans.json", "dataset.json") and is_nnunet_folder(p.parent):
+        return p.parent, None, None
+    if p.is_file() and p.suffix == ".pth" and p.parent.name.startswith("fold_") and is_nnunet_folder(p.parent.parent):
+        fold = p.parent.name[5:]
+        return p.parent.parent, int(fold) if fold.isdigit() else fold, p.name
+    return None
+
+
+# ---- the allow-list --------------------------------------------------------------------------------------
+
+def _dna_class(name: str, source: str) -> type:
+    if not isinstance(name, str) or not name.startswith(DNA_PREFIX):
+        raise ModelError(f"{source}: network_class_name {name!r} is not on the allow-list (classes of "
+                         f"{DNA_PREFIX}*, as nnU-Net v2 plans them); other classes would run code from outside it")
+    module, _, cls = name.rpartition(".")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelError(f"{source}: cannot import {module} ({exc}); install the nnU-Net extra: "
+                         "pip install --no-deps dynamic-network-architectures==0.4.4") from exc
+    obj = getattr(mod, cls, None)
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ModelError(f"{source}: {module} has no network class {cls!r}")
+    return obj
+
+
+def _torch_nn_class(name: str, source: str, field_name: str) -> type:
+    if not isinstance(name, str) or not name.startswith("torch.nn."):
+        raise ModelError(f"{source}: architecture.arch_kwargs.{field_name} = {name!r} is not a torch.nn class; "
+                         "only torch.nn classes are imported for nnU-Net plans")
+    module, _, cls = name.rpartition(".")
+    obj = getattr(importlib.import_module(module), cls, None)
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ModelError(f"{source}: architecture.arch_kwargs.{field_name} = {name!r} is not a torch.nn module class")
+    return obj
+
+
+# ---- networks as nnU-Net runs them --------------------------------------------------------------------------
+
+class MirroredNetwork(nn.Module):
+    """nnU-Net's test-time mirroring: the mean of net(x) and flip(net(flip(x))) over every combination of
+    ``axes`` (spatial axes counted from 0 = the first spatial axis)."""
+
+    def __init__(self, network: nn.Module, axes):
+        super().__init__()
+        self.network = network
+        axes = [int(a) + 2 for a in axes]
+        self.combinations = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
+    def forward(self, x):
+        y = self.network(x)
+        for axes in self.combinations:
+            y = y + torch.flip(self.network(torch.flip(x, axes)), axes)
+        return y / (len(self.combinations) + 1)
+
+
+class FoldEnsemble(nn.Module):
+    """The mean of the folds' outputs (nnU-Net's fold ensemble averages logits)."""
+
+    def __init__(self, folds):
+        super().__init__()
+        self.folds = nn.ModuleList(folds)
+
+    def forward(self, x):
+        y = self.folds[0](x)
+        for net in self.folds[1:]:
+            y = y + net(x)
+        return y / len(self.folds)
+
+
+# ---- sliding windows as nnUNetPredictor places and weighs them -----------------------------------------------
+
+def nnunet_steps(size: int, window: int, step: float = 0.5) -> list[int]:
+    """nnU-Net's ``compute_steps_for_sliding_window`` along one axis (size >= window)."""
+    n = int(np.ceil((size - window) / (window * step))) + 1
+    if n <= 1:
+        return [0]
+    actual = (size - window) / (n - 1)
+    return [int(np.round(actual * i)) for i in range(n)]
+
+
+def nnunet_gaussian(window) -> torch.Tensor:
+    """nnU-Net's ``compute_gaussian(sigma_scale=1/8, value_scaling_factor=10)`` in its float16, as float64."""
+    from scipy.ndimage import gaussian_filter
+
+    window = tuple(int(w) for w in window)
+    tmp = np.zeros(window)
+    tmp[tuple(w // 2 for w in window)] = 1
+    g = gaussian_filter(tmp, [w / 8 for w in window], 0, mode="constant", cval=0)
+    g /= np.max(g) / 10
+    g = torch.from_numpy(g).to(torch.float16)
+    zero = g == 0
+    if bool(zero.any()):
+        g[zero] = torch.min(g[~zero])
+    return g.double()
+
+
+# ---- the plan --------------------------------------------------------------------------------------------------
+
+@dataclass
+class NnUNetPlan:
+    """One configuration of a results folder: what nnU-Net does before and after the network.
+
+    Spacings, shapes and patch sizes are in nnU-Net's (transposed) axis order; ``spacing`` in mm."""
+
+    folder: str
+    configuration: str
+    transpose_forward: tuple[int, int, int]
+    transpose_backward: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    normalization_schemes: list[str]
+    use_mask_for_norm: list[bool]
+    intensity_properties: dict
+    data_resampling: dict
+    probability_resampling: dict
+    mirror_axes: tuple[int, ...] | None
+    mirroring: bool = False
+    step: float = 0.5
+    folds: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+    def prepare(self, case, modalities: list[str], network: nn.Module, device: torch.device,
+                dtype: torch.dtype = torch.float32, source: str = "case") -> NnUNetInput:
+        """The case as nnU-Net feeds it (:class:`NnUNetInput`)."""
+        channels = match_modalities(case.modalities, modalities, source)
+        image = np.asarray(case.image[channels], dtype=np.float32)
+        data = to_nnunet_order(image, case.grid)  # (C, a, b, c) SimpleITK order
+        data = data.transpose([0, *[i + 1 for i in self.transpose_forward]])
+        zooms = np.sqrt((np.asarray(case.grid.affine)[:3, :3] ** 2).sum(axis=0))[::-1]
+        spacing = tuple(float(zooms[i]) for i in self.transpose_forward)
+        shape_before = tuple(int(s) for s in data.shape[1:])
+        mask = binary_fill_holes(np.any(data != 0, axis=0))
+        if mask.any():
+            idx = [np.where(np.any(mask, axis=tuple(j for j in range(3) if j != i)))[0] for i in range(3)]
+            bbox = tuple((int(i[0]), int(i[-1]) + 1) for i in idx)
+        else:  # acvl_utils' get_bbox_from_mask on an empty mask: the whole volume
+            bbox = tuple((0, s) for s in shape_before)
+        sl = tuple(slice(a, b) for a, b in bbox)
+        data = np.ascontiguousarray(data[(slice(None),) + sl])
+        mask = mask[sl]
+        normalised = self.normalise(data, mask)
+        resample = resampling(normalised.shape[1:], spacing, self.spacing, order=self.data_resampling.get("order", 3),
+                              order_z=self.data_resampling.get("order_z", 0),
+                              force_separate_z=self.data_resampling.get("force_separate_z"))
+        x_normalised = torch.from_numpy(normalised)
+        model = resample(x_normalised).to(torch.float32)
+        back = resampling(model.shape[1:], self.spacing, spacing, shape_out=normalised.shape[1:],
+                          order=self.probability_resampling.get("order", 1),
+                          order_z=self.probability_resampling.get("order_z", 0),
+                          force_separate_z=self.probability_resampling.get("force_separate_z"))
+        pads = [(d // 2, d - d // 2) for d in (max(p - s, 0) for p, s in zip(self.patch_size, model.shape[1:]))]
+        flat = [v for b, a in reversed(pads) for v in (b, a)]
+        x = torch.nn.functional.pad(model[None], flat) if any(flat) else model[None]
+        return NnUNetInput(x=x.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=None,
+                           network=network, plan=self, grid=case.grid, spacing=spacing, bbox=bbox,
+                           shape_before_crop=shape_before, normalised=x_normalised, data_resampling=resample,
+                           probability_resampling=back)
+
+    def normalise(self, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """nnU-Net's per-channel normalisation of the cropped (C, ...) float32 data; ``mask``: the non-zero
+        region (filled) inside the crop."""
+        out = data.astype(np.float32, copy=True)
+        for c in range(out.shape[0]):
+            scheme = self.normalization_schemes[c]
+            img = out[c]
+            if scheme == "ZScoreNormalization":
+                if self.use_mask_for_norm[c]:
+                    mean, std = img[mask].mean(), img[mask].std()
+                    img[mask] = (img[mask] - mean) / max(std, 1e-8)
+                else:
+                    mean, std = img.mean(), img.std()
+                    img -= mean
+                    img /= max(std, 1e-8)
+            elif scheme == "CTNormalization":
+                p = self.intensity_properties[str(c)]
+                np.clip(img, p["percentile_00_5"], p["percentile_99_5"], out=img)
+                img -= p["mean"]
+                img /= max(p["std"], 1e-8)
+            elif scheme == "RescaleTo01Normalization":
+                img -= img.min()
+                img /= np.clip(img.max(), a_min=1e-8, a_max=None)
+            elif scheme != "NoNormalization":
+                raise ModelError(f"{self.folder}: normalisation scheme {scheme!r} is not one of {', '.join(NORMALISATIONS)}")
+        return out
+
+
+def to_nnunet_order(image: np.ndarray, grid) -> np.ndarray:
+    """napari order (C, Z, Y, X) -> SimpleITK's order of the file's voxels (C, k, j, i)."""
+    file_order = grid.from_napari(image)  # (i, j, k, C)
+    return np.ascontiguousarray(np.transpose(file_order, (3, 2, 1, 0)))
+
+
+def from_nnunet_order(data: np.ndarray, grid) -> np.ndarray:
+    """SimpleITK's order (C, k, j, i) -> napari order (C, Z, Y, X)."""
+    return grid.to_napari(np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0))))
+
+
+@dataclass
+class NnUNetInput(PreparedInput):
+    """The model-grid input of an nnU-Net configuration and the maps between its grid and the case's.
+
+    x: (1, C, a', b', c') pre-processed and padded to the patch size (nnU-Net's order); normalised: the
+    normalised crop (C, a, b, c) before resampling, the input the relevance is of."""
+
+    plan: NnUNetPlan | None = None
+    grid: object = None
+    spacing: tuple = ()
+    bbox: tuple = ()
+    shape_before_crop: tuple = ()
+    normalised: torch.Tensor | None = None
+    data_resampling: Resampling | None = None
+    probability_resampling: Resampling | None = None
+
+    # case grid <-> nnU-Net frame (orientation and transpose) ------------------------------------------
+    def _to_frame(self, a: np.ndarray) -> np.ndarray:
+        a = to_nnunet_order(a, self.grid)
+        return a.transpose([0, *[i + 1 for i in self.plan.transpose_forward]])
+
+    def _to_case(self, a: np.ndarray) -> np.ndarray:
+        a = a.transpose([0, *[i + 1 for i in self.plan.transpose_backward]])
+        return from_nnunet_order(a, self.grid)
+
+    def _uncrop(self, a: np.ndarray, fill) -> np.ndarray:
+        full = np.empty((a.shape[0], *self.shape_before_crop), dtype=a.dtype)
+        full[:] = np.asarray(fill, dtype=a.dtype).reshape(-1, 1, 1, 1)
+        full[(slice(None),) + tuple(slice(lo, hi) for lo, hi in self.bbox)] = a
+        return full
+
+    def outputs_to_case(self, blended: torch.Tensor) -> torch.Tensor:
+        """Blended logits (1, K, padded model grid) -> (1, K, Z, Y, X) on the case grid, float32: crop the
+        padding, resample back to the crop, put into the crop box (outside it: the most confident background
+        seen, i.e. each class's lowest logit and the background's highest), transpose back."""
+        logits = self.crop(blended)[0].double()
+        crop = self.probability_resampling(logits).numpy()
+        fill = crop.reshape(crop.shape[0], -1).min(1)
+        fill[0] = crop[0].max()
+        return torch.from_numpy(self._to_case(self._uncrop(crop, fill)).astype(np.float32))[None]
+
+    def start_to_model(self, start: torch.Tensor, blended: torch.Tensor):
+        """Start relevance (1, K, Z, Y, X) on the case grid -> (1, K, padded model grid), float64, by the
+        epsilon rule of the resampling back; returns it and the relevance outside the crop box (absorbed)."""
+        s = self._to_frame(start[0].double().cpu().numpy())
+        inside = s[(slice(None),) + tuple(slice(lo, hi) for lo, hi in self.bbox)]
+        outside = float(s.sum() - inside.sum())
+        logits = self.crop(blended)[0].double().cpu()
+        r = self.probability_resampling.relevance(logits, torch.from_numpy(np.ascontiguousarray(inside)))
+        return self.pad(r[None]).to(blended.device), outside
+
+    def relevance_to_case(self, total: torch.Tensor) -> torch.Tensor:
+        """Input relevance (1, C, padded model grid) -> (1, C, Z, Y, X) on the case grid, float64: the
+        epsilon rule of the data resampling onto the normalised crop, zero outside the crop box."""
+        r = self.crop(total)[0].double().cpu()
+        r = self.data_resampling.relevance(self.normalised, r).numpy()
+        return torch.from_numpy(self._to_case(self._uncrop(r, 0.0)))[None]
+
+
+# ---- reading a results folder ----------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: not found; an nnU-Net v2 results folder holds dataset.json and plans.json") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+
+
+def _load_checkpoint(path: Path, trust: bool) -> dict:
+    """nnU-Net's checkpoint with ``weights_only=True`` (numpy scalars and dtypes in its logging allowed)."""
+    safe = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64)),
+            type(np.dtype(np.int32)), type(np.dtype(np.bool_))]
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    safe.append(scalar)
+    try:
+        with torch.serialization.safe_globals(safe):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError / RuntimeError variants
+        if not trust:
+            raise ModelError(f"{path}: cannot be read with torch.load(weights_only=True) ({str(exc).splitlines()[0]}); "
+                             "it holds Python objects beyond tensors and numbers. Load it with trust=True only if "
+                             "you trust its author") from exc
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network_weights"), dict):
+        raise ModelError(f"{path}: not an nnU-Net v2 checkpoint (no 'network_weights' dict)")
+    return ckpt
+
+
+def _configuration_name(folder: Path, ckpt: dict | None, plans: dict) -> str:
+    parts = folder.name.split("__")
+    if len(parts) == 3 and parts[2] in plans.get("configurations", {}):
+        return parts[2]
+    if ckpt is not None:
+        name = (ckpt.get("init_args") or {}).get("configuration")
+        if name in plans.get("configurations", {}):
+            return name
+    raise ModelError(f"{folder}: cannot tell the configuration: the folder is not named "
+                     "<trainer>__<plans>__<configuration> and the checkpoint's init_args has none")
+
+
+def _configuration(plans: dict, name: str, source: str) -> dict:
+    configs = plans.get("configurations") or {}
+    if name not in configs:
+        raise ModelError(f"{source}: plans.json has no configuration {name!r} (has {', '.join(configs)})")
+    cfg = dict(configs[name])
+    seen = {name}
+    while "inherits_from" in cfg:  # nnU-Net's inheritance between configurations
+        parent = cfg.pop("inherits_from")
+        if parent in seen or parent not in configs:
+            raise ModelError(f"{source}: configuration {name!r} inherits from {parent!r}, which is missing or circular")
+        seen.add(parent)
+        cfg = {**configs[parent], **cfg}
+    if "architecture" not in cfg:
+        raise ModelError(f"{source}: configuration {name!r} has no 'architecture' entry (plans from nnU-Net "
+                         "before 2.4, with UNet_class_name); re-plan with nnU-Net >= 2.4 "
+                         "(nnUNetv2_plan_experiment) to get the current plans format")
+    return cfg
+
+
+def _fold_folders(folder: Path, fold) -> list[Path]:
+    present = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("fold_"))
+    if fold is None or (fold == "all" and not (folder / "fold_all").is_dir()):
+        chosen = [p for p in present if p.name[5:].isdigit()] or present
+    elif fold == "all":
+        chosen = [folder / "fold_all"]
+    else:
+        folds = [fold] if isinstance(fold, (int, str)) else list(fold)
+        chosen = [folder / f"fold_{f}" for f in folds]
+    missing = [p.name for p in chosen if not p.is_dir()]
+    if missing or not chosen:
+        raise ModelError(f"{folder}: no {', '.join(missing) or 'fold_* folder'} (present: "
+                         f"{', '.join(p.name for p in present) or 'none'}); pass fold= one of them")
+    return chosen
+
+
+def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str) -> nn.Module:
+    """The configuration's network as nnU-Net's ``get_network_from_plans`` builds it (deep supervision off)."""
+    arch = cfg["architecture"]
+    cls = _dna_class(arch.get("network_class_name"), source)
+    kwargs = dict(arch.get("arch_kwargs") or {})
+    for key in arch.get("_kw_requires_import") or []:
+        if kwargs.get(key) is not None:
+            kwargs[key] = _torch_nn_class(kwargs[key], source, key)
+    refuse_download_arguments(kwargs, source)
+    try:
+        with no_network(source):
+            return cls(input_channels=n_in, num_classes=n_out, deep_supervision=False, **kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ModelError(f"{source}: cannot build {cls.__name__} from plans.json ({exc})") from exc
+
+
+def _labels(dataset: dict, source: str) -> tuple[list[str], str]:
+    labels = dataset.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise ModelError(f"{source}: dataset.json has no 'labels' mapping (name -> value)")
+    regions = any(isinstance(v, (list, tuple)) for v in labels.values())
+    if regions:  # region-based training: one sigmoid head per region (background excluded)
+        return [k for k, v in labels.items() if not (v == 0 or v == [0])], "sigmoid"
+    order = sorted(labels.items(), key=lambda kv: int(kv[1]))
+    if [int(v) for _k, v in order] != list(range(len(order))):
+        raise ModelError(f"{source}: dataset.json labels {labels} are not consecutive 0..K-1")
+    return [k for k, _v in order], "softmax"
+
+
+def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, checkpoint: str = "checkpoint_final.pth",
+                mirroring: bool = False, trust: bool = False) -> Model:
+    """A :class:`Model` from an nnU-Net v2 results folder.
+
+    fold: an int (``fold_N``), a list of them (their ensemble), "all" (``fold_all``, or every fold_N when
+    there is none) or None (every fold_N present, as ``nnUNetv2_predict`` does by default). checkpoint: the file
+    in each fold (``checkpoint_best.pth`` works too). mirroring: nnU-Net's test-time mirroring (its predictor's
+    default; 2-8x the passes). The model's ``nnunet`` holds the plan; ``explain`` and ``predict_case`` use it.
+    """
+    folder = Path(folder)
+    source = str(folder)
+    dataset = _read_json(folder / "dataset.json")
+    plans = _read_json(folder / "plans.json")
+    folds = _fold_folders(folder, fold)
+    paths = [f / checkpoint for f in folds]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ModelError(f"{missing[0]}: checkpoint not found (checkpoint={checkpoint!r}; "
+                         f"nnU-Net writes checkpoint_final.pth at the end of training, checkpoint_best.pth on the way)")
+    ckpts = [_load_checkpoint(p, trust) for p in paths]
+    name = _configuration_name(folder, ckpts[0], plans)
+    cfg = _configuration(plans, name, str(folder / "plans.json"))
+    channel_names = dataset.get("channel_names") or dataset.get("modality")
+    if not isinstance(channel_names, dict) or not channel_names:
+        raise ModelError(f"{folder / 'dataset.json'}: no 'channel_names' (index -> name)")
+    modalities = [str(channel_names[k]) for k in sorted(channel_names, key=int)]
+    classes, activation = _labels(dataset, str(folder / "dataset.json"))
+    n_out = len(classes)
+    for key in ("patch_size", "spacing", "normalization_schemes"):
+        if key not in cfg:
+            raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} lacks {key!r}")
+    if len(cfg["patch_size"]) != 3:
+        raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} is {len(cfg['patch_size'])}D; "
+                         "napari-lrp explains 3D configurations (3d_fullres, 3d_lowres)")
+    nets = []
+    for path, ckpt in zip(paths, ckpts):
+        net = build_nnunet_network(cfg, len(modalities), n_out, source)
+        sd = ckpt["network_weights"]
+        if sd and all(k.startswith("_orig_mod.") for k in sd):  # torch.compile'd training
+            sd = {k[len("_orig_mod."):]: v for k, v in sd.items()}
+        try:
+            net.load_state_dict(sd)
+        except RuntimeError as exc:
+            raise ModelError(f"{path}: the weights do not fit the network plans.json describes "
+                             f"({str(exc).splitlines()[0]})") from exc
+        nets.append(net)
+    mirror_axes = ckpts[0].get("inference_allowed_mirroring_axes")
+    plan = NnUNetPlan(
+        folder=source, configuration=name, transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))),
+        transpose_backward=tuple(plans.get("transpose_backward", (0, 1, 2))),
+        spacing=tuple(float(s) for s in cfg["spacing"]), patch_size=tuple(int(p) for p in cfg["patch_size"]),
+        normalization_schemes=list(cfg["normalization_schemes"]),
+        use_mask_for_norm=list(cfg.get("use_mask_for_norm") or [False] * len(modalities)),
+        intensity_properties=dict(plans.get("foreground_intensity_properties_per_channel") or {}),
+        data_resampling=dict(cfg.get("resampling_fn_data_kwargs") or {"order": 3, "order_z": 0,
+                                                                       "force_separate_z": None}),
+        probability_resampling=dict(cfg.get("resampling_fn_probabilities_kwargs") or {"order": 1, "order_z": 0,
+                                                                                       "force_separate_z": None}),
+        mirror_axes=None if mirror_axes is None else tuple(int(a) for a in mirror_axes), mirroring=bool(mirroring),
+        folds=[f.name for f in folds], checkpoints=[str(p) for p in paths])
+    for key in ("resampling_fn_data", "resampling_fn_probabilities"):
+        fn = cfg.get(key, "resample_data_or_seg_to_shape")
+        if fn != "resample_data_or_seg_to_shape":
+            raise ModelError(f"{folder / 'plans.json'}: {key} = {fn!r}; napari-lrp reproduces nnU-Net's default "
+                             "resample_data_or_seg_to_shape only")
+    unknown = [s for s in plan.normalization_schemes if s not in NORMALISATIONS]
+    if unknown:
+        raise ModelError(f"{folder / 'plans.json'}: normalisation scheme {unknown[0]!r} is not one of "
+                         f"{', '.join(NORMALISATIONS)}")
+    network = nets[0] if len(nets) == 1 else FoldEnsemble(nets)
+    if mirroring and plan.mirror_axes:
+        network = MirroredNetwork(network, plan.mirror_axes)
+    elif mirroring:
+        warnings.warn(f"{source}: the checkpoint allows no mirroring axes; running without mirroring", stacklevel=2)
+    network = network.to(device).eval()
+    for p in network.parameters():
+        p.requires_grad_(False)
+    card = ModelCard(name=f"{folder.parent.name} {folder.name} ({', '.join(plan.folds)})",
+                     architecture={"class": cfg["architecture"]["network_class_name"], "kwargs": {}},
+                     weights=checkpoint, modalities=modalities,
+                     input={"spatial_size": None, "intensity": "none", "divisible": 1}, classes=classes,
+                     target_class=min(1, n_out - 1) if activation == "softmax" else 0,
+                     output_activation=activation)
+    model = Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths))
+    model.nnunet = plan
+    return model
+
+
+def nnunet_sha256(paths) -> str:
+    """sha256 of the chosen folds' checkpoints (of the one file, for one fold)."""
+    hashes = [file_sha256(p) for p in paths]
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256("".join(hashes).encode()).hexdigest()
+

@@ -1,0 +1,181 @@
+"""nnU-Net v2's resampling (``resample_data_or_seg_to_shape``) as separable linear maps, with their LRP rule.
+
+nnU-Net resamples images with skimage's ``resize(order=3, mode="edge", anti_aliasing=False)`` (a cubic
+B-spline, ``scipy.ndimage.zoom(grid_mode=True, mode="nearest")``, output clipped to the input's range) and,
+when the spacing is anisotropic (max/min > 3), in-plane per slice and along the low-resolution axis with
+``map_coordinates(order=order_z, mode="nearest")``. Every one of these is a tensor product of one matrix per
+axis, so this module builds the three (n_out, n_in) matrices once (by resampling the identity with the same
+scipy call) and applies them with ``tensordot``: the same numbers as nnU-Net (tested against nnunetv2 when
+installed), and the transpose is at hand for relevance.
+
+Relevance through a resampling z = A x (then clipped) is the epsilon rule of a linear map,
+R_in = x * A^T (R_out / stab(A x)); a clipped voxel passes its relevance to its unclipped value (the clip is
+a pass-through, like an activation). Axis order is whatever the caller's arrays use (nnU-Net's own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+__all__ = ["ANISO_THRESHOLD", "Resampling", "axis_matrix", "new_shape", "resampling"]
+
+ANISO_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD
+
+
+def new_shape(shape, spacing, target_spacing) -> tuple[int, ...]:
+    """nnU-Net's ``compute_new_shape``: round(old spacing / new spacing * old size) per axis."""
+    return tuple(int(round(s / t * n)) for n, s, t in zip(shape, spacing, target_spacing))
+
+
+def axis_matrix(n_in: int, n_out: int, order: int, nearest_coordinates: bool = False) -> np.ndarray:
+    """(n_out, n_in) float64 matrix of one axis' resampling.
+
+    Spline (``nearest_coordinates=False``): ``ndimage.zoom(grid_mode=True, mode="nearest")`` as skimage's
+    resize calls it; ``nearest_coordinates=True``: nnU-Net's out-of-plane step, ``map_coordinates`` at
+    scale * (i + 0.5) - 0.5 with ``mode="nearest"``.
+    """
+    eye = np.eye(n_in, dtype=np.float64)
+    if n_in == n_out and not nearest_coordinates:
+        return eye
+    if nearest_coordinates:
+        scale = float(n_in) / n_out
+        rows = scale * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5
+        coords = np.stack(np.meshgrid(rows, np.arange(n_in, dtype=np.float64), indexing="ij"))
+        return ndimage.map_coordinates(eye, coords, order=order, mode="nearest")
+    return ndimage.zoom(eye, (n_out / n_in, 1.0), order=order, mode="nearest", grid_mode=True)
+
+
+def _determine_separate_z(force_separate_z, spacing, target_spacing) -> tuple[bool, int | None]:
+    """nnU-Net's ``determine_do_sep_z_and_axis``."""
+    def lowres(sp):
+        sp = np.asarray(sp, dtype=float)
+        return np.where(max(sp) / sp == 1)[0]
+
+    def aniso(sp):
+        return (np.max(sp) / np.min(sp)) > ANISO_THRESHOLD
+
+    if force_separate_z is not None:
+        separate, axis = bool(force_separate_z), (lowres(spacing) if force_separate_z else None)
+    elif aniso(spacing):
+        separate, axis = True, lowres(spacing)
+    elif aniso(target_spacing):
+        separate, axis = True, lowres(target_spacing)
+    else:
+        separate, axis = False, None
+    if axis is not None:
+        if len(axis) != 1:
+            return False, None
+        axis = int(axis[0])
+    return separate, axis
+
+
+@dataclass
+class Resampling:
+    """One resampling (C, *shape_in) -> (C, *shape_out): per-axis matrices, the separate axis, the clip."""
+
+    shape_in: tuple[int, int, int]
+    shape_out: tuple[int, int, int]
+    matrices: tuple[np.ndarray, np.ndarray, np.ndarray]  # (n_out, n_in) per axis
+    separate_axis: int | None  # the axis resampled with order_z after the in-plane resize, or None
+    clip: bool  # skimage's clip to the input range (per channel, or per slice when separate)
+
+    @property
+    def identity(self) -> bool:
+        return tuple(self.shape_in) == tuple(self.shape_out)
+
+    def _apply(self, t: torch.Tensor, mats) -> torch.Tensor:
+        """Apply per-axis matrices to the last three axes of t (float64)."""
+        for axis, m in enumerate(mats):
+            mt = torch.as_tensor(m, dtype=t.dtype, device=t.device)
+            t = torch.movedim(torch.tensordot(mt, torch.movedim(t, t.ndim - 3 + axis, 0), dims=1), 0,
+                              t.ndim - 3 + axis)
+        return t
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """A x without the clip: (..., *shape_in) -> (..., *shape_out), float64."""
+        return self._apply(x.double(), self.matrices)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's resampled array: (C, *shape_in) -> (C, *shape_out) float64 (cast as the caller needs)."""
+        if self.identity:
+            return x.double()
+        x = x.double()
+        if self.separate_axis is None:
+            out = self.linear(x)
+            if self.clip:
+                flat = x.reshape(x.shape[0], -1)
+                lo = flat.min(1).values.view(-1, 1, 1, 1)
+                hi = flat.max(1).values.view(-1, 1, 1, 1)
+                out = torch.minimum(torch.maximum(out, lo), hi)
+            return out
+        a = self.separate_axis
+        inplane = [m if i != a else np.eye(self.shape_in[a]) for i, m in enumerate(self.matrices)]
+        out = self._apply(x, inplane)
+        if self.clip:  # per slice along the separate axis
+            other = [d for d in (1, 2, 3) if d != a + 1]
+            lo = x.amin(dim=other, keepdim=True)
+            hi = x.amax(dim=other, keepdim=True)
+            out = torch.minimum(torch.maximum(out, lo), hi)
+        eye = [np.eye(n) for n in self.shape_out]
+        eye[a] = self.matrices[a]
+        eye = [e if i == a else np.eye(out.shape[1 + i]) for i, e in enumerate(eye)]
+        return self._apply(out, eye)
+
+    def _linear_parts(self):
+        if self.separate_axis is None:
+            return [self.matrices]
+        a = self.separate_axis
+        inplane = tuple(m if i != a else np.eye(self.shape_in[a]) for i, m in enumerate(self.matrices))
+        mid = [self.shape_out[i] if i != a else self.shape_in[a] for i in range(3)]
+        along = tuple(self.matrices[a] if i == a else np.eye(mid[i]) for i in range(3))
+        return [inplane, along]
+
+    def relevance(self, x: torch.Tensor, relevance_out: torch.Tensor, epsilon: float = 0.0) -> torch.Tensor:
+        """Epsilon rule through the resampling: (C, *shape_out) relevance -> (C, *shape_in), float64.
+
+        Each linear stage z = A x hands R_in = x * A^T (R / stab(z)); a clip passes relevance unchanged.
+        Where z = 0 the relevance is absorbed (nothing to share it by).
+        """
+        if self.identity:
+            return relevance_out.double()
+        from ..lrp.rules import divide_stabilised
+
+        stages = self._linear_parts()
+        inputs = [x.double()]
+        for mats in stages[:-1]:
+            inputs.append(self._apply(inputs[-1], mats))
+        # the input of the second stage is the clipped first stage, as nnU-Net computes it
+        if len(stages) == 2 and self.clip:
+            xin = x.double()
+            other = [d for d in (1, 2, 3) if d != self.separate_axis + 1]
+            inputs[1] = torch.minimum(torch.maximum(inputs[1], xin.amin(dim=other, keepdim=True)),
+                                      xin.amax(dim=other, keepdim=True))
+        r = relevance_out.double()
+        for mats, xin in zip(reversed(stages), reversed(inputs)):
+            z = self._apply(xin, mats)
+            s = divide_stabilised(r, z, epsilon)
+            r = xin * self._apply(s, [m.T for m in mats])
+        return r
+
+
+def resampling(shape_in, spacing, target_spacing, shape_out=None, order: int = 3, order_z: int = 0,
+               force_separate_z=None, clip: bool = True) -> Resampling:
+    """The resampling nnU-Net applies from ``shape_in`` at ``spacing`` to ``target_spacing`` (shape_out
+    by :func:`new_shape` unless given), with its kwargs from plans.json (``order``, ``order_z``,
+    ``force_separate_z``). Spacings and shapes in the array's axis order."""
+    shape_in = tuple(int(s) for s in shape_in)
+    shape_out = tuple(int(s) for s in (shape_out if shape_out is not None else
+                                       new_shape(shape_in, spacing, target_spacing)))
+    separate, axis = _determine_separate_z(force_separate_z, spacing, target_spacing)
+    mats = []
+    for i, (n_in, n_out) in enumerate(zip(shape_in, shape_out)):
+        if separate and i == axis:
+            mats.append(axis_matrix(n_in, n_out, order_z, nearest_coordinates=True))
+        else:
+            mats.append(axis_matrix(n_in, n_out, order))
+    return Resampling(shape_in=shape_in, shape_out=shape_out, matrices=tuple(mats),
+                      separate_axis=axis if separate else None, clip=clip)

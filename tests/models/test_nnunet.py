@@ -1,0 +1,226 @@
+"""nnU-Net v2 results folders: nnU-Net's own code (nnunetv2 2.8, installed with --no-deps for the tests) is
+the oracle for the pre-processing, the resampling, the sliding windows and the voxel order."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import napari_lrp as nl
+from napari_lrp.explanation import predict_case
+from napari_lrp.models import ModelError
+from napari_lrp.models.nnunet import FoldEnsemble, nnunet_steps, to_nnunet_order
+from napari_lrp.models.resampling import resampling
+from napari_lrp.samples import load_sample_case, sample_case_path, sample_nnunet_path
+
+nnunetv2 = pytest.importorskip("nnunetv2")
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO  # noqa: E402
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor  # noqa: E402
+from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window  # noqa: E402
+from nnunetv2.preprocessing.resampling.default_resampling import (  # noqa: E402
+    compute_new_shape,
+    resample_data_or_seg_to_shape,
+)
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans  # noqa: E402
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager  # noqa: E402
+
+MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
+
+
+@pytest.mark.parametrize("shape,spacing,target,order", [
+    ((13, 20, 17), (6.5, 2.8, 2.8), (5.0, 2.0, 2.0), 3),  # cubic, together
+    ((13, 20, 17), (6.5, 2.8, 2.8), (8.0, 2.0, 2.0), 3),  # anisotropic target: in-plane cubic, z nearest
+    ((9, 20, 17), (1.0, 1.0, 1.0), (4.0, 1.0, 1.2), 3),
+    ((13, 20, 17), (6.5, 2.8, 2.8), (5.0, 2.0, 2.0), 1),  # the probabilities' order
+])
+def test_resampling_equals_nnunet_and_its_relevance_is_the_epsilon_rule(shape, spacing, target, order):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, *shape)).astype(np.float32)
+    x[:, :3] = 0
+    ref = resample_data_or_seg_to_shape(x, compute_new_shape(shape, spacing, target), spacing, target,
+                                        is_seg=False, order=order, order_z=0, force_separate_z=None)
+    r = resampling(shape, spacing, target, order=order)
+    np.testing.assert_allclose(r(torch.from_numpy(x)).float().numpy(), ref, rtol=0, atol=1e-6)
+    # relevance by hand with the dense operator (one channel; no clipping on this positive test input)
+    xs = torch.from_numpy(rng.random((1, *shape)) + 0.5)
+    if r.separate_axis is None:
+        A = np.kron(np.kron(r.matrices[0], r.matrices[1]), r.matrices[2])
+        z = A @ xs.numpy().ravel()
+        R_out = rng.random(z.size)
+        by_hand = xs.numpy().ravel() * (A.T @ (R_out / z))
+        got = r.relevance(xs, torch.from_numpy(R_out.reshape(1, *r.shape_out))).numpy().ravel()
+        np.testing.assert_allclose(got, by_hand, rtol=1e-10, atol=1e-12)
+        assert got.sum() == pytest.approx(R_out.sum(), rel=1e-10)  # a linear map with z != 0 conserves
+    else:
+        R_out = torch.from_numpy(rng.random((1, *r.shape_out)))
+        got = r.relevance(xs, R_out)
+        assert float(got.sum()) == pytest.approx(float(R_out.sum()), rel=1e-10)
+
+
+def test_window_placement_equals_nnunet():
+    for size, window in [(19, 16), (76, 64), (64, 64), (110, 64), (240, 128), (155, 96)]:
+        assert nnunet_steps(size, window, 0.5) == compute_steps_for_sliding_window((size,), (window,), 0.5)[0]
+
+
+def _oracle(folder, fold=0):
+    """nnU-Net's own predictor for ``folder``: its network builder, its plans handler, the checkpoint read
+    by plain torch.load (no napari-lrp code)."""
+    plans = json.loads((folder / "plans.json").read_text())
+    dataset = json.loads((folder / "dataset.json").read_text())
+    pm = PlansManager(plans)
+    cm = pm.get_configuration("3d_fullres")
+    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                 cm.network_arch_init_kwargs_req_import, 6, 2, allow_init=True,
+                                 deep_supervision=False)
+    ckpt = torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    net.load_state_dict(ckpt["network_weights"])
+    pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                           perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                           allow_tqdm=False)
+    pred.manual_initialization(net.eval(), pm, cm, [ckpt["network_weights"]], dataset, "nnUNetTrainer", (0, 1, 2))
+    return pred
+
+
+def _case_files(case_dir):
+    files = []
+    for m in MODS:
+        files.append(next(case_dir.glob(f"*MR_{m}.*/*.nii.gz")))
+    return [str(f) for f in files]
+
+
+def _reoriented_copy(src, dst):
+    """The case with its axes swapped and flipped in the files (i, j, k) -> (j, i, K-1-k), same world."""
+    for f in src.glob("*/*.nii.gz"):
+        img = nib.load(f)
+        d = np.asarray(img.dataobj)
+        K = d.shape[2]
+        new = np.ascontiguousarray(np.flip(d, 2).transpose(1, 0, 2))
+        M = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, -1, K - 1], [0, 0, 0, 1]], dtype=float)
+        out = dst / f.parent.name / f.name
+        out.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(new, img.affine @ M, img.header), out)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def resampled_folder(tmp_path_factory):
+    """The sample folder with its configuration planned at 8 x 2 x 2 mm (the case is 6.5 x 2.8 x 2.8 mm):
+    the case is resampled (in-plane cubic, z nearest) on the way in and back."""
+    dst = tmp_path_factory.mktemp("nnunet") / "Dataset001_SampleStroke" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    shutil.copytree(sample_nnunet_path(), dst)
+    plans = json.loads((dst / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["spacing"] = [8.0, 2.0, 2.0]
+    (dst / "plans.json").write_text(json.dumps(plans))
+    return dst
+
+
+@pytest.mark.parametrize("which", ["sample", "resampled", "reoriented"])
+def test_logits_and_probabilities_equal_nnunets_own_predictor(which, resampled_folder, tmp_path, monkeypatch):
+    folder = resampled_folder if which == "resampled" else sample_nnunet_path()
+    case_dir = sample_case_path(2)
+    if which == "reoriented":
+        case_dir = _reoriented_copy(case_dir, tmp_path / "case_02")
+    model = nl.load_model(folder, fold=0)
+    case = nl.load_case(case_dir)
+    files = _case_files(case_dir)
+    data, props = SimpleITKIO().read_images(files)
+    oracle = _oracle(folder)
+    # nnU-Net accumulates window logits in float16; in float32 its numbers are comparable to 1e-4
+    monkeypatch.setattr(torch, "half", torch.float32)
+    seg, probs = oracle.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, True)
+    pred, logits, _ = predict_case(model, case)
+    ours = torch.softmax(torch.from_numpy(logits).double(), 0).numpy()
+    ours_sitk = to_nnunet_order(ours, case.grid)
+    assert ours_sitk.shape == probs.shape  # the voxel order: file order reversed, as SimpleITK reads it
+    np.testing.assert_allclose(ours_sitk, probs, rtol=0, atol=1e-4)
+    ours_seg = to_nnunet_order(pred[None].astype(np.float32), case.grid)[0]
+    assert (ours_seg != seg).mean() < 1e-4  # ties at 0.5 may break either way
+    assert seg.sum() > 50  # the network finds the lesion (so the comparison is not of empty maps)
+    # the model-grid logits themselves (nnU-Net's preprocessing + sliding window)
+    prep = model.nnunet.prepare(case, model.card.modalities, model.network, model.device)
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+    pre, _seg, _props = DefaultPreprocessor(verbose=False).run_case_npy(
+        data, None, {"spacing": props["spacing"]}, oracle.plans_manager, oracle.configuration_manager,
+        oracle.dataset_json)
+    np.testing.assert_allclose(prep.crop(prep.x)[0].numpy(), pre, rtol=0, atol=1e-5)
+    theirs = oracle.predict_logits_from_preprocessed_data(torch.from_numpy(pre)).numpy()
+    from napari_lrp.tiling import tiled_prediction
+
+    blended, _ = tiled_prediction(prep.network, prep.x, model.nnunet.patch_size, 0.5, "nnunet")
+    np.testing.assert_allclose(prep.crop(blended)[0].numpy(), theirs, rtol=0, atol=1e-4)
+
+
+def test_relevance_on_the_case_grid_balances_and_is_zero_outside_the_crop(resampled_folder):
+    model = nl.load_model(resampled_folder, fold=0)
+    case = load_sample_case(1)
+    exp = nl.explain(model, case, preset="epsilon-gamma-box", target="ground truth")
+    assert exp.relevance.shape == case.image.shape
+    assert abs(exp.ledger.unaccounted) <= 1e-5, exp.ledger.unaccounted
+    names = [e.name for e in exp.ledger.entries]
+    assert "output to model grid" in names and "input to case grid" in names
+    nonzero = np.any(case.image != 0, axis=0)
+    assert np.abs(exp.relevance[:, ~nonzero]).max() == 0 or not (~nonzero).any()
+    # the relevance sits where the lesion is: more per voxel inside the ground truth than outside
+    gt = case.ground_truth
+    s = np.abs(exp.relevance.sum(0))
+    assert s[gt].mean() > 3 * s[~gt & nonzero].mean()
+
+
+def test_fold_ensemble_relevance_is_the_mean_of_the_folds():
+    case = load_sample_case(1)
+    runs = {}
+    for fold in (0, 1, None):
+        model = nl.load_model(sample_nnunet_path(), fold=fold)
+        runs[fold] = nl.explain(model, case, preset="epsilon-gamma-box", target="ground truth")
+    assert isinstance(nl.load_model(sample_nnunet_path()).network, FoldEnsemble)
+    mean = (runs[0].relevance.astype(np.float64) + runs[1].relevance) / 2
+    scale = np.abs(mean).max()
+    np.testing.assert_allclose(runs[None].relevance, mean, rtol=0, atol=1e-5 * scale)
+    assert np.abs(runs[0].relevance - runs[1].relevance).max() > 0.05 * scale  # the folds differ
+
+
+def test_a_file_inside_the_folder_loads_the_folder_and_the_fold():
+    folder = sample_nnunet_path()
+    assert nl.load_model(folder / "plans.json").nnunet.folds == ["fold_0", "fold_1"]
+    m = nl.load_model(folder / "fold_1" / "checkpoint_final.pth")
+    assert m.nnunet.folds == ["fold_1"] and m.card.modalities == MODS and m.card.classes == ["background", "lesion"]
+    assert nl.models.loading.model_sha256(folder / "fold_1" / "checkpoint_final.pth") == m.sha256
+
+
+def _broken(tmp_path, edit):
+    dst = tmp_path / "Dataset001_X" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    shutil.copytree(sample_nnunet_path(), dst)
+    plans = json.loads((dst / "plans.json").read_text())
+    edit(plans, dst)
+    (dst / "plans.json").write_text(json.dumps(plans))
+    return dst
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda p, d: p["configurations"]["3d_fullres"]["architecture"].update(network_class_name="os.system"),
+     "not on the allow-list"),
+    (lambda p, d: p["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"].update(nonlin="builtins.eval"),
+     "not a torch.nn class"),
+    (lambda p, d: p["configurations"]["3d_fullres"].pop("architecture"), "re-plan with nnU-Net >= 2.4"),
+    (lambda p, d: p["configurations"]["3d_fullres"].update(normalization_schemes=["MyNorm"] * 6), "MyNorm"),
+    (lambda p, d: shutil.rmtree(d / "fold_1"), "fold_1"),
+])
+def test_what_cannot_be_read_is_refused_with_file_and_field(tmp_path, edit, message):
+    folder = _broken(tmp_path, edit)
+    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        nl.load_model(folder, fold=(0, 1))
+
+
+def test_a_checkpoint_with_python_objects_needs_trust(tmp_path):
+    folder = _broken(tmp_path, lambda p, d: None)
+    path = folder / "fold_0" / "checkpoint_final.pth"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["trainer"] = FoldEnsemble([torch.nn.Identity()])  # an arbitrary pickled object
+    torch.save(ckpt, path)
+    with pytest.raises(ModelError, match="weights_only=True.*trust=True"):
+        nl.load_model(folder, fold=0)
+    assert nl.load_model(folder, fold=0, trust=True).nnunet.folds == ["fold_0"]
