@@ -429,9 +429,9 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     m = _as_model(model, case)
     cls = m.card.target_class if target_class is None else int(target_class)
     sampling = Sampling(mc_samples, dropout, seed, tta, dropout_at, batch_size)
-    if m.nnunet is not None:
-        return _explain_nnunet(m, case, method, sampling, window, preset, rules, target, cls, strict, output_index,
-                               filters, keep, progress)
+    if m.pipeline is not None:
+        return _explain_pipeline(m, case, method, sampling, window, preset, rules, target, cls, strict,
+                                 output_index, filters, keep, progress)
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
     if method != "lrp":
         if sampling.active:
@@ -461,27 +461,34 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     return run.explanation(dict(filters or {}), keep, progress)
 
 
-def _nnunet_input(m: Model, case: Case):
+def _pipeline_input(m: Model, case: Case):
     param = next(m.network.parameters(), None)
     dtype = torch.float32 if param is None else param.dtype
-    return m.nnunet.prepare(case, m.card.modalities, m.network, m.device, dtype, source=case.name)
+    return m.pipeline.prepare(case, m.card.modalities, m.network, m.device, dtype, source=case.name)
 
 
-def _explain_nnunet(m: Model, case: Case, method, sampling, window, preset, rules, target, cls, strict, output_index,
-                    filters, keep, progress):
-    """An nnU-Net results folder's run: its pre-processing, its sliding windows (patch size, step, Gaussian),
-    relevance mapped back to the case grid (:mod:`napari_lrp.models.nnunet`)."""
-    plan = m.nnunet
+def _pipeline_windows(m: Model, prep) -> tuple:
+    """(window, overlap, blend) of a model with its own pipeline (nnU-Net's patch size, a bundle's inferer; a
+    bundle's SimpleInferer: the whole model grid in one window)."""
+    p = m.pipeline
+    window = p.window or tuple(int(v) for v in prep.x.shape[2:])
+    return window, p.overlap, p.blend if p.window else "constant"
+
+
+def _explain_pipeline(m: Model, case: Case, method, sampling, window, preset, rules, target, cls, strict,
+                      output_index, filters, keep, progress):
+    """A run of a model with its own pipeline (an nnU-Net results folder, a MONAI bundle with preprocessing):
+    its pre-processing, its sliding windows, relevance mapped back to the case grid."""
     if method != "lrp" or sampling.active:
-        raise ValueError(f"{m.path}: an nnU-Net folder is explained with LRP on its own sliding windows; "
-                         f"method={method!r}, mc_samples and tta do not run on them yet (load a card of the "
-                         "network for those)")
-    if window not in (None, "auto") and tuple(int(v) for v in window) != plan.patch_size:
-        warnings.warn(f"{m.path}: an nnU-Net folder runs on its patch size {plan.patch_size}; window={window} "
-                      "is ignored", stacklevel=3)
-    prep = _nnunet_input(m, case)
-    tiled = run_tiled(m, case, prep, plan.patch_size, 1.0 - plan.step, "nnunet", preset, rules, target, cls, strict,
-                      output_index)
+        raise ValueError(f"{m.path}: this model is explained with LRP on its own pre-processing and sliding "
+                         f"windows; method={method!r}, mc_samples and tta do not run on them yet (load a card "
+                         "of the network for those)")
+    prep = _pipeline_input(m, case)
+    own = _pipeline_windows(m, prep)
+    if window not in (None, "auto") and tuple(int(v) for v in window) != tuple(own[0]):
+        warnings.warn(f"{m.path}: the model runs on its own windows {tuple(own[0])}; window={window} is ignored",
+                      stacklevel=3)
+    tiled = run_tiled(m, case, prep, own[0], own[1], own[2], preset, rules, target, cls, strict, output_index)
     return tiled.explanation(dict(filters or {}), keep, progress)
 
 
@@ -540,12 +547,11 @@ def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.n
     Convolutions run on the engine's kernels (``kernels.onednn_convolutions``), so the prediction is the
     one :func:`explain` computes (a plain torch forward can differ by float32 rounding)."""
     m = _as_model(model, case)
-    if m.nnunet is not None:  # nnU-Net's sliding windows on its pre-processed grid, back to the case
+    if m.pipeline is not None:  # the model's own pre-processing and windows, back to the case
         from .tiling import tiled_prediction
 
-        prep = _nnunet_input(m, case)
-        blended, _den = tiled_prediction(prep.network, prep.x, m.nnunet.patch_size, 1.0 - m.nnunet.step, "nnunet",
-                                         output_index)
+        prep = _pipeline_input(m, case)
+        blended, _den = tiled_prediction(prep.network, prep.x, *_pipeline_windows(m, prep), output_index)
         logits = prep.outputs_to_case(blended)
         pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
         return pred, logits[0].float().cpu().numpy(), {}

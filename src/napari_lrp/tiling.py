@@ -41,7 +41,7 @@ from .runs import RunRecord
 __all__ = ["BLENDS", "TiledRun", "auto_window", "blend_weights", "budget", "run_tiled", "tiled_prediction",
            "window_starts", "windows"]
 
-BLENDS = ("gaussian", "constant", "trimmed", "nnunet")
+BLENDS = ("gaussian", "constant", "trimmed", "nnunet", "monai-gaussian", "monai-constant")
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -63,6 +63,12 @@ def windows(shape, window, overlap: float, blend: str = "gaussian") -> list[tupl
         from .models.nnunet import nnunet_steps
 
         per_axis = [nnunet_steps(s, w, 1.0 - overlap) for s, w in zip(shape, win)]
+    elif blend.startswith("monai-"):  # MONAI's sliding_window_inference: its scan interval and patch slices
+        from monai.data.utils import dense_patch_slices
+        from monai.inferers.utils import _get_scan_interval
+
+        interval = _get_scan_interval(tuple(shape), tuple(win), 3, (overlap,) * 3)
+        return [tuple(s) for s in dense_patch_slices(tuple(shape), tuple(win), interval)]
     else:
         per_axis = [window_starts(s, w, overlap) for s, w in zip(shape, win)]
     return [tuple(slice(a, a + w) for a, w in zip(starts, win)) for starts in itertools.product(*per_axis)]
@@ -84,6 +90,10 @@ def blend_weights(win: tuple[slice, slice, slice], shape, blend: str, overlap: f
         from .models.nnunet import nnunet_gaussian
 
         return nnunet_gaussian(sizes)
+    if blend.startswith("monai-"):
+        from monai.data.utils import compute_importance_map
+
+        return compute_importance_map(tuple(sizes), mode=blend[6:], sigma_scale=0.125).double()
     if blend == "trimmed":
         w = torch.ones(sizes, dtype=torch.float64)
         for axis, (s, n, total) in enumerate(zip(win, sizes, shape)):

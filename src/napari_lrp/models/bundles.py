@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .card import ModelCard, ModelError
 
-__all__ = ["card_from_bundle"]
+__all__ = ["card_from_bundle", "pipeline_from_bundle"]
 
 
 def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = ()):
@@ -23,8 +23,9 @@ def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = ())
                              f"({' -> '.join('@' + k for k in (*chain, key))}); replace it by a value")
         return _resolve_refs(config[key], config, source, (*chain, key))
     if isinstance(value, str) and value.startswith("$"):
-        raise ModelError(f"{source}: the network definition holds a Python expression {value!r}; napari-lrp does "
-                         "not evaluate code from bundles. Replace it by a literal value")
+        raise ModelError(f"{source}: the {'network definition' if not chain else '@' + chain[-1]} holds a Python "
+                         f"expression {value!r}; napari-lrp does not evaluate code from bundles. Replace it by a "
+                         "literal value")
     if isinstance(value, dict):
         return {k: _resolve_refs(v, config, source, chain) for k, v in value.items()}
     if isinstance(value, list):
@@ -32,15 +33,28 @@ def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = ())
     return value
 
 
-def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
-    """A card from a MONAI bundle folder (configs/metadata.json, configs/inference.json, models/model.pt)."""
+def _config(folder: Path) -> tuple[dict, Path]:
     cfg_path = folder / "configs" / "inference.json"
     if not cfg_path.exists():
         raise ModelError(f"{folder}: not a MONAI bundle: configs/inference.json is missing (YAML configs are not read)")
     try:
-        config = json.loads(cfg_path.read_text())
+        return json.loads(cfg_path.read_text()), cfg_path
     except json.JSONDecodeError as exc:
         raise ModelError(f"{cfg_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+
+
+def pipeline_from_bundle(folder: Path):
+    """The bundle's ``preprocessing`` and ``inferer`` (:mod:`napari_lrp.models.bundle_transforms`), or None when
+    inference.json has no ``preprocessing`` (then the card's intensity rule applies)."""
+    from .bundle_transforms import bundle_pipeline
+
+    config, cfg_path = _config(Path(folder))
+    return bundle_pipeline(config, str(cfg_path), lambda v: _resolve_refs(v, config, str(cfg_path)))
+
+
+def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
+    """A card from a MONAI bundle folder (configs/metadata.json, configs/inference.json, models/model.pt)."""
+    config, cfg_path = _config(folder)
     net_def = config.get("network_def")
     if isinstance(net_def, str) and net_def.startswith("@"):
         net_def = _resolve_refs(net_def, config, str(cfg_path))
@@ -68,7 +82,8 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     card = ModelCard(
         name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},
         weights=str(Path("..") / "models" / "model.pt"), modalities=modalities,
-        input={"spatial_size": None, "intensity": meta.get("napari_lrp_intensity", "zscore"),
+        input={"spatial_size": None,
+               "intensity": "none" if "preprocessing" in config else meta.get("napari_lrp_intensity", "zscore"),
                "divisible": int(meta.get("napari_lrp_divisible", 16))},
         classes=classes, target_class=min(1, n_out - 1),
         output_activation="sigmoid" if n_out == 1 else "softmax",

@@ -166,7 +166,15 @@ class Model:
     device: torch.device
     path: str | None = None
     sha256: str | None = None
-    nnunet: Any = None  # an nnU-Net results folder's plan (models.nnunet.NnUNetPlan), or None
+    pipeline: Any = None  # what runs around the network: an nnU-Net plan (models.nnunet) or a bundle's
+    # transforms and inferer (models.bundle_transforms); None: the card's own input rules
+
+    @property
+    def nnunet(self):
+        """The nnU-Net plan of a results folder, or None."""
+        from .nnunet import NnUNetPlan
+
+        return self.pipeline if isinstance(self.pipeline, NnUNetPlan) else None
 
     @property
     def modalities(self) -> list[str]:

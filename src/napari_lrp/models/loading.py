@@ -84,7 +84,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
         return load_nnunet(folder, dev, fold=picked_fold if fold is None else fold,
                            checkpoint=picked_checkpoint or checkpoint, mirroring=mirroring, trust=trust)
     card, weights, source = locate_model(path)
-    return _finish(card, weights, dev, trust, source)
+    model = _finish(card, weights, dev, trust, source)
+    if Path(path).is_dir() and (Path(path) / "configs").is_dir() and not (Path(path) / "card.json").exists():
+        from .bundles import pipeline_from_bundle
+
+        model.pipeline = pipeline_from_bundle(Path(path))  # its preprocessing and inferer, when it has them
+    return model
 
 
 def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, source: str) -> Model:

@@ -184,6 +184,18 @@ class NnUNetPlan:
     folds: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
 
+    @property
+    def window(self) -> tuple[int, int, int]:
+        return self.patch_size
+
+    @property
+    def overlap(self) -> float:
+        return 1.0 - self.step
+
+    @property
+    def blend(self) -> str:
+        return "nnunet"
+
     def prepare(self, case, modalities: list[str], network: nn.Module, device: torch.device,
                 dtype: torch.dtype = torch.float32, source: str = "case") -> NnUNetInput:
         """The case as nnU-Net feeds it (:class:`NnUNetInput`)."""
@@ -512,9 +524,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
                      input={"spatial_size": None, "intensity": "none", "divisible": 1}, classes=classes,
                      target_class=min(1, n_out - 1) if activation == "softmax" else 0,
                      output_activation=activation)
-    model = Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths))
-    model.nnunet = plan
-    return model
+    return Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths), pipeline=plan)
 
 
 def nnunet_sha256(paths) -> str:

@@ -1,0 +1,281 @@
+"""A MONAI bundle's ``preprocessing`` and ``inferer`` (#15 item 2), read as data and run as MONAI runs them.
+
+``configs/inference.json``'s ``preprocessing`` (a ``Compose`` of dictionary transforms of
+``monai.transforms``) and ``inferer`` (``SlidingWindowInferer`` roi_size / overlap / mode, or
+``SimpleInferer``) are honoured; ``$`` expressions are refused (napari-lrp evaluates no code from bundles),
+as is any transform outside ``monai.transforms`` or outside the three kinds below, named with the fix.
+
+The case enters as ``LoadImaged`` + ``EnsureChannelFirstd`` would give it (the files' voxel order, channels
+first, the file's affine), so the transforms see what they see in MONAI. Kinds:
+
+* spatial transforms that move voxels (Orientationd, CropForegroundd, pads and crops, Flipd, Rotate90d) and
+  that resample (Spacingd, Resized, Zoomd): their outputs are linear in their inputs;
+* intensity transforms (ScaleIntensityRanged, NormalizeIntensityd, ...): voxel by voxel;
+* loading and typing (LoadImaged, EnsureChannelFirstd, EnsureTyped, ...): nothing to do (the case is loaded).
+
+Prediction: MONAI's sliding-window placement and importance map (its own functions), logits mapped back to
+the files' grid by the transforms' own ``inverse`` (as ``Invertd`` does). Relevance takes the transposes of
+the same linear maps (vector-Jacobian products through MONAI's transforms, the intensity transforms passed
+through): relevance on the model grid is shared back onto the voxels each model voxel was interpolated from,
+in proportion to the interpolation weights (rows of an interpolation sum to 1, so it is conserved; what lands
+on padding is absorbed and booked). The start relevance on the case grid goes to the model grid the same way
+through the inverse transforms.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .card import ModelError
+from .preprocess import PreparedInput, match_modalities
+
+__all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "RESAMPLING", "ROUTING", "bundle_pipeline"]
+
+ROUTING = frozenset({"Orientationd", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "BorderPadd",
+                     "CenterSpatialCropd", "SpatialCropd", "ResizeWithPadOrCropd", "Flipd", "Rotate90d"})
+RESAMPLING = frozenset({"Spacingd", "Resized", "Zoomd"})
+INTENSITY = frozenset({"ScaleIntensityRanged", "NormalizeIntensityd", "ScaleIntensityd", "ThresholdIntensityd",
+                       "ScaleIntensityRangePercentilesd", "ClipIntensityPercentilesd", "ShiftIntensityd",
+                       "ScaleIntensityFixedMeand"})
+LOADING = frozenset({"LoadImaged", "EnsureChannelFirstd", "EnsureTyped", "ToTensord", "CastToTyped", "Identityd",
+                     "AddChanneld", "ToDeviced", "SqueezeDimd"})
+SUPPORTED = ROUTING | RESAMPLING | INTENSITY | LOADING
+
+
+def _refuse_code(value, source: str, where: str):
+    if isinstance(value, str) and value.startswith("$"):
+        raise ModelError(f"{source}: {where} holds a Python expression {value!r}; napari-lrp does not evaluate code "
+                         "from bundles. Replace it by a literal value")
+    if isinstance(value, str) and value.startswith("%"):
+        raise ModelError(f"{source}: {where} refers to another file ({value!r}); put the value in inference.json")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_code(v, source, f"{where}.{k}")
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_code(v, source, f"{where}[{i}]")
+
+
+def _short(target, source: str, where: str, prefix: str) -> str:
+    if not isinstance(target, str):
+        raise ModelError(f"{source}: {where}._target_ must be a class name, got {target!r}")
+    if "." in target and not target.startswith(prefix):
+        raise ModelError(f"{source}: {where}._target_ {target!r} is outside {prefix[:-1]}; only {prefix}* classes "
+                         "are built from bundles")
+    return target.rsplit(".", 1)[-1]
+
+
+class _StraightThrough:
+    """An intensity transform whose values are MONAI's and whose vector-Jacobian product is the identity: the
+    relevance passes it voxel by voxel."""
+
+    def __init__(self, transform, key: str):
+        self.transform = transform
+        self.key = key
+
+    def __call__(self, data):
+        x = data[self.key]
+        out = self.transform(dict(data))
+        y = out[self.key]
+        out[self.key] = y.detach() + (x - x.detach())  # y's values exactly; d/dx = identity
+        return out
+
+
+@dataclass
+class BundlePipeline:
+    """The bundle's transforms (as dicts from inference.json) and its inferer's settings."""
+
+    source: str
+    key: str
+    specs: list[dict]  # {"_target_": short name, **kwargs} in order (loading ones dropped)
+    window: tuple[int, int, int] | None  # roi_size; None: SimpleInferer (the whole volume)
+    overlap: float = 0.25
+    mode: str = "constant"
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def blend(self) -> str:
+        return f"monai-{self.mode}"
+
+    def transforms(self) -> list:
+        import monai.transforms as mt
+
+        out = []
+        for spec in self.specs:
+            cls = getattr(mt, spec["_target_"])
+            kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
+            try:
+                t = cls(**kwargs)
+            except TypeError as exc:
+                raise ModelError(f"{self.source}: cannot build {spec['_target_']} with {kwargs} ({exc})") from exc
+            out.append(_StraightThrough(t, self.key) if spec["_target_"] in INTENSITY else t)
+        return out
+
+    def prepare(self, case, modalities: list[str], network, device: torch.device, dtype=torch.float32,
+                source: str = "case") -> BundleInput:
+        """The case through the bundle's transforms (graph kept for the relevance's way back)."""
+        from monai.data import MetaTensor
+
+        channels = match_modalities(case.modalities, modalities, source)
+        image = np.asarray(case.image[channels], dtype=np.float32)
+        file_order = np.ascontiguousarray(np.moveaxis(case.grid.from_napari(image), -1, 0))  # (C, i, j, k)
+        leaf = torch.from_numpy(file_order).requires_grad_(True)
+        img = MetaTensor(leaf, affine=torch.as_tensor(np.asarray(case.grid.affine), dtype=torch.float64),
+                         meta={"original_affine": np.asarray(case.grid.affine), "space": "RAS",
+                               "filename_or_obj": case.name})
+        transforms = self.transforms()
+        data = {self.key: img}
+        with torch.enable_grad():
+            for t in transforms:
+                data = t(data)
+        out = data[self.key]
+        x = out.as_tensor().detach().float()
+        shape = tuple(x.shape[1:])
+        window = self.window or shape
+        pads = [(d // 2, d - d // 2) for d in (max(w - s, 0) for w, s in zip(window, shape))]
+        flat = [v for b, a in reversed(pads) for v in (b, a)]
+        xp = torch.nn.functional.pad(x[None], flat) if any(flat) else x[None]
+        return BundleInput(x=xp.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=None,
+                           network=network, pipeline=self, grid=case.grid, leaf=leaf, transformed=out,
+                           transforms=transforms)
+
+
+@dataclass
+class BundleInput(PreparedInput):
+    """A case through a bundle's transforms; the maps between the model grid and the case grid."""
+
+    pipeline: BundlePipeline | None = None
+    grid: object = None
+    leaf: torch.Tensor | None = None  # the case (C, i, j, k), files' voxel order, requires grad
+    transformed: object = None  # the transforms' output (MetaTensor with its graph and applied operations)
+    transforms: list = field(default_factory=list)
+    _inverted: object = None
+    _logits_leaf: torch.Tensor | None = None
+
+    @property
+    def plan(self):
+        return self.pipeline
+
+    def _napari(self, a: torch.Tensor) -> torch.Tensor:
+        """(K, i, j, k) files' order -> (1, K, Z, Y, X)."""
+        arr = a.detach().double().cpu().numpy()
+        return torch.from_numpy(self.grid.to_napari(np.ascontiguousarray(np.moveaxis(arr, 0, -1))))[None]
+
+    def _file_order(self, a: torch.Tensor) -> torch.Tensor:
+        """(1, K, Z, Y, X) -> (K, i, j, k)."""
+        arr = self.grid.from_napari(a[0].detach().double().cpu().numpy())
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))
+
+    def outputs_to_case(self, blended: torch.Tensor) -> torch.Tensor:
+        """Logits (1, K, padded model grid) -> the case grid by the transforms' inverse (as Invertd)."""
+        import monai.transforms as mt
+        from monai.data import MetaTensor
+
+        key = self.pipeline.key
+        leaf = self.crop(blended)[0].detach().float().cpu().requires_grad_(True)
+        logits = MetaTensor(leaf, affine=self.transformed.affine, meta=copy.deepcopy(self.transformed.meta))
+        logits.applied_operations = copy.deepcopy(self.transformed.applied_operations)
+        invertible = [t for t in self.transforms if isinstance(t, mt.InvertibleTransform)]
+        data = {key: logits}
+        with torch.enable_grad():
+            for t in reversed(invertible):
+                data = t.inverse(data)
+        inverted = data[key]
+        if tuple(inverted.shape[1:]) != tuple(self.leaf.shape[1:]):
+            raise ModelError(f"{self.pipeline.source}: the inverse transforms give {tuple(inverted.shape[1:])}, not "
+                             f"the case's {tuple(self.leaf.shape[1:])} voxels")
+        self._inverted, self._logits_leaf = inverted, leaf
+        return self._napari(inverted).float()
+
+    def start_to_model(self, start: torch.Tensor, blended: torch.Tensor):
+        """Start relevance on the case grid -> the model grid by the transpose of the inverse transforms."""
+        s = self._file_order(start).to(self._inverted.dtype)
+        (g,) = torch.autograd.grad(self._inverted.as_tensor(), self._logits_leaf, grad_outputs=s, retain_graph=True,
+                                   allow_unused=True)
+        g = torch.zeros_like(self._logits_leaf) if g is None else g
+        return self.pad(g.double()[None]).to(blended.device), 0.0
+
+    def relevance_to_case(self, total: torch.Tensor) -> torch.Tensor:
+        """Input relevance (1, C, padded model grid) -> the case grid by the transpose of the transforms."""
+        r = self.crop(total)[0].to(self.leaf.dtype).cpu()
+        (g,) = torch.autograd.grad(self.transformed.as_tensor(), self.leaf, grad_outputs=r, retain_graph=True)
+        return self._napari(g)
+
+
+def bundle_pipeline(config: dict, source: str, resolve) -> BundlePipeline | None:
+    """The pipeline of an inference.json ``config`` (``resolve``: its ``@`` reference resolver), or None when it
+    has no ``preprocessing``."""
+    pre = config.get("preprocessing")
+    if pre is None:
+        return None
+    _refuse_code(pre, source, "preprocessing")
+    pre = resolve(pre)
+    _refuse_code(pre, source, "preprocessing")
+    if isinstance(pre, dict) and "_target_" in pre:
+        if _short(pre["_target_"], source, "preprocessing", "monai.transforms.") != "Compose":
+            raise ModelError(f"{source}: preprocessing must be a Compose of transforms, not {pre['_target_']!r}")
+        items = pre.get("transforms") or []
+    elif isinstance(pre, list):
+        items = pre
+    else:
+        raise ModelError(f"{source}: preprocessing must be a Compose ({{'_target_': 'Compose', 'transforms': [...]}})")
+    specs, kinds, key = [], [], None
+    for i, item in enumerate(items):
+        where = f"preprocessing.transforms[{i}]"
+        if not isinstance(item, dict) or "_target_" not in item:
+            raise ModelError(f"{source}: {where} is not a transform ({{'_target_': ..., ...}})")
+        if item.get("_disabled_") is True:
+            continue
+        name = _short(item["_target_"], source, where, "monai.transforms.")
+        if name not in SUPPORTED:
+            raise ModelError(f"{source}: {where} {name} is not supported: napari-lrp maps relevance back through "
+                             f"{', '.join(sorted(ROUTING | RESAMPLING))} and passes {', '.join(sorted(INTENSITY))}; "
+                             "remove it from preprocessing or ask for it")
+        keys = item.get("keys")
+        keys = [keys] if isinstance(keys, str) else list(keys or [])
+        if key is None and keys:
+            key = "image" if "image" in keys else keys[0]
+        if name in LOADING:
+            continue
+        if key not in keys:
+            raise ModelError(f"{source}: {where} {name} does not act on the image key {key!r} (keys {keys})")
+        spec = {k: v for k, v in item.items() if not k.startswith("_")}
+        spec["keys"] = [key]
+        if len(keys) > 1:  # the label and other keys of the bundle are not there in napari-lrp
+            spec["allow_missing_keys"] = True
+            for k in ("mode", "padding_mode", "align_corners", "dtype"):  # per-key options: the image's
+                if isinstance(spec.get(k), list) and len(spec[k]) == len(keys):
+                    spec[k] = spec[k][keys.index(key)]
+        if name == "CropForegroundd" and spec.get("source_key") not in (None, key):
+            raise ModelError(f"{source}: {where} crops by {spec['source_key']!r}; napari-lrp has the image only")
+        spec["_target_"] = name
+        specs.append(spec)
+        kinds.append(name)
+    key = key or "image"
+    inferer = config.get("inferer")
+    window, overlap, mode = None, 0.25, "constant"
+    if inferer is not None:
+        _refuse_code(inferer, source, "inferer")
+        inferer = resolve(inferer)
+        _refuse_code(inferer, source, "inferer")
+        name = _short(inferer.get("_target_"), source, "inferer", "monai.inferers.")
+        if name == "SlidingWindowInferer":
+            roi = inferer.get("roi_size")
+            if not (isinstance(roi, list) and len(roi) == 3 and all(isinstance(v, int) and v > 0 for v in roi)):
+                raise ModelError(f"{source}: inferer.roi_size must be three positive integers, got {roi!r}")
+            window = tuple(roi)
+            overlap = float(inferer.get("overlap", 0.25))
+            mode = str(inferer.get("mode", "constant"))
+            if mode not in ("constant", "gaussian"):
+                raise ModelError(f"{source}: inferer.mode {mode!r} is not 'constant' or 'gaussian'")
+            if float(inferer.get("sigma_scale", 0.125)) != 0.125:
+                raise ModelError(f"{source}: inferer.sigma_scale other than 0.125 is not supported yet")
+            if inferer.get("padding_mode", "constant") != "constant" or float(inferer.get("cval", 0.0)) != 0.0:
+                raise ModelError(f"{source}: inferer padding other than constant 0 is not supported yet")
+        elif name != "SimpleInferer":
+            raise ModelError(f"{source}: inferer {name!r} is not supported (SlidingWindowInferer, SimpleInferer)")
+    return BundlePipeline(source=source, key=key, specs=specs, window=window, overlap=overlap, mode=mode, kinds=kinds)

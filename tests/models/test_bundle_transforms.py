@@ -1,0 +1,148 @@
+"""MONAI bundles with preprocessing and an inferer: MONAI's own bundle machinery (ConfigParser, LoadImaged,
+the inferer, the transforms' inverse as Invertd does it) is the oracle; voxels round-trip exactly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.networks.nets import UNet
+
+import napari_lrp as nl
+from napari_lrp.explanation import predict_case
+from napari_lrp.models import ModelError
+from napari_lrp.samples import sample_case_path
+
+MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
+NET = {"spatial_dims": 3, "in_channels": 6, "out_channels": 2, "channels": [4, 8, 16], "strides": [2, 2],
+       "num_res_units": 1}
+
+
+def _transforms(resample: bool):
+    ts = [{"_target_": "LoadImaged", "keys": "image"},
+          {"_target_": "EnsureChannelFirstd", "keys": "image"},
+          {"_target_": "Orientationd", "keys": ["image", "label"], "axcodes": "PLI", "allow_missing_keys": True},
+          {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 3000.0, "b_min": 0.0,
+           "b_max": 1.0, "clip": True},
+          {"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "margin": 1},
+          {"_target_": "DivisiblePadd", "keys": "image", "k": 4},
+          {"_target_": "EnsureTyped", "keys": "image"}]
+    if resample:
+        ts.insert(3, {"_target_": "Spacingd", "keys": "image", "pixdim": [2.0, 2.0, 4.0], "mode": "bilinear"})
+    return ts
+
+
+def make_bundle(root, resample=True, mode="gaussian", **changes):
+    bundle = root / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save(UNet(**NET).eval().state_dict(), bundle / "models" / "model.pt")
+    inference = {"image_key": "image", "device": "$torch.device('cpu')",  # code elsewhere is never read
+                 "network_def": {"_target_": "UNet", **NET},
+                 "preprocessing": {"_target_": "Compose", "transforms": _transforms(resample)},
+                 "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 16], "sw_batch_size": 2,
+                             "overlap": 0.5, "mode": mode}}
+    inference.update(changes)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(inference))
+    meta = {"name": "tiny stroke bundle", "network_data_format": {
+        "inputs": {"image": {"num_channels": 6, "channel_def": {str(i): m for i, m in enumerate(MODS)}}},
+        "outputs": {"pred": {"num_channels": 2, "channel_def": {"0": "background", "1": "lesion"}}}}}
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    return bundle
+
+
+def _files(case_dir):
+    return [str(next(case_dir.glob(f"*MR_{m}.*/*.nii.gz"))) for m in MODS]
+
+
+@pytest.mark.parametrize("resample,mode", [(True, "gaussian"), (False, "constant")])
+def test_logits_equal_monais_own_bundle_run(tmp_path, resample, mode):
+    bundle = make_bundle(tmp_path, resample, mode)
+    model = nl.load_model(bundle)
+    assert model.pipeline is not None and model.card.intensity == "none"
+    case = nl.load_case(sample_case_path(1))
+    # MONAI: its ConfigParser, LoadImaged of the six files, its inferer, the inverse as Invertd does it
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg.pop("device")
+    parser = ConfigParser(cfg)
+    pre = parser.get_parsed_content("preprocessing")
+    inferer = parser.get_parsed_content("inferer")
+    data = pre({"image": _files(sample_case_path(1))})
+    with torch.no_grad():
+        out = inferer(data["image"][None].float(), model.network)[0]
+    pred = MetaTensor(out.as_tensor() if isinstance(out, MetaTensor) else out, affine=data["image"].affine)
+    pred.applied_operations = data["image"].applied_operations
+    theirs = pre.inverse({"image": pred})["image"].as_tensor().numpy()  # (K, i, j, k) the files' grid
+    _pred, logits, _ = predict_case(model, case)
+    ours = np.moveaxis(case.grid.from_napari(logits), -1, 0)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
+    # the model grid: the transforms' output is MONAI's
+    prep = model.pipeline.prepare(case, model.card.modalities, model.network, model.device)
+    np.testing.assert_allclose(prep.crop(prep.x)[0].numpy(), data["image"].numpy(), rtol=0, atol=1e-5)
+
+
+def test_voxels_round_trip_exactly_through_orientation_crop_and_pad(tmp_path):
+    model = nl.load_model(make_bundle(tmp_path, resample=False))
+    case = nl.load_case(sample_case_path(1))
+    prep = model.pipeline.prepare(case, model.card.modalities, model.network, model.device)
+    xm = prep.crop(prep.x)[0].numpy()
+    rng = np.random.default_rng(0)
+    inside = np.argwhere(xm[0] > 0.05)
+    for v in inside[rng.choice(len(inside), 20, replace=False)]:
+        R = torch.zeros((1, *prep.x.shape[1:]), dtype=torch.float64)
+        R[(0, 2, *(v + [b for b, _a in prep.pads]))] = 1.0
+        back = prep.relevance_to_case(R)[0].numpy()  # (C, Z, Y, X)
+        assert back.sum() == pytest.approx(1.0) and np.count_nonzero(back) == 1
+        c, z, y, x = np.argwhere(back)[0]
+        assert c == 2
+        # the case voxel it lands on holds the model voxel's value (ScaleIntensityRanged of it)
+        assert np.clip(case.image[2, z, y, x] / 3000.0, 0, 1) == pytest.approx(float(xm[2][tuple(v)]), abs=1e-6)
+    # the start relevance goes the other way: a case voxel to the model voxel that shows it
+    blended = torch.zeros((1, 2, *prep.x.shape[2:]), dtype=torch.float64)
+    prep.outputs_to_case(blended)
+    z, y, x = np.argwhere(case.image[0] > 1000)[7]
+    S = torch.zeros((1, 2, *case.shape), dtype=torch.float64)
+    S[0, 1, z, y, x] = 1.0
+    start, _ = prep.start_to_model(S, blended)
+    assert float(start.sum()) == pytest.approx(1.0) and int((start != 0).sum()) == 1
+    v = [int(i) for i in torch.nonzero(start[0, 1])[0]]
+    assert float(prep.x[0, 0, v[0], v[1], v[2]]) == pytest.approx(min(case.image[0, z, y, x] / 3000.0, 1.0), abs=1e-6)
+
+
+def test_relevance_on_the_case_grid_with_resampling_balances(tmp_path):
+    model = nl.load_model(make_bundle(tmp_path, resample=True))
+    case = nl.load_case(sample_case_path(1))
+    for preset in ("epsilon-gamma-box", "lrp0"):
+        exp = nl.explain(model, case, preset=preset, target="ground truth")  # inside the crop
+        assert exp.relevance.shape == case.image.shape and np.isfinite(exp.relevance).all()
+        assert abs(exp.ledger.unaccounted) <= 1e-5, exp.ledger.unaccounted
+        entries = {e.name: e for e in exp.ledger.entries}
+        inp, out = entries["input to case grid"], entries["output to model grid"]
+        assert abs(out.absorbed) <= 1e-6 * abs(out.received)  # interpolation rows sum to 1
+        if preset == "lrp0":  # x-proportional: nothing on the zero padding, so the interpolation conserves
+            assert abs(inp.absorbed) <= 1e-5 * abs(inp.received), (inp.received, inp.handed)
+        else:  # z-box gives relevance to the zero padding too; the way back books it as absorbed
+            assert 0 < abs(inp.absorbed) < 0.2 * abs(inp.received)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"preprocessing": {"_target_": "Compose", "transforms": [
+        {"_target_": "Spacingd", "keys": "image", "pixdim": "$[2.0, 2.0, 4.0]"}]}},
+     r"preprocessing.transforms\[0\].pixdim holds a Python expression"),
+    ({"preprocessing": {"_target_": "Compose", "transforms": [
+        {"_target_": "mymodule.SkullStripd", "keys": "image"}]}}, "outside monai.transforms"),
+    ({"preprocessing": {"_target_": "Compose", "transforms": [
+        {"_target_": "RandFlipd", "keys": "image", "prob": 0.5}]}}, "RandFlipd is not supported"),
+    ({"preprocessing": "$monai.transforms.Compose([])"}, "Python expression"),
+    ({"inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi"}, "roi": "$[32, 32, 16]"},
+     "Python expression"),
+    ({"inferer": {"_target_": "my.Inferer"}}, "outside monai.inferers"),
+])
+def test_code_and_unknown_transforms_are_refused(tmp_path, change, message):
+    bundle = make_bundle(tmp_path, **change)
+    with pytest.raises(ModelError, match=message):
+        nl.load_model(bundle)
