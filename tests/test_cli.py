@@ -91,3 +91,20 @@ def test_explain_with_flips_writes_the_spread(tmp_path, capsys):
                  "coefficient_spread.csv"):
         assert (tmp_path / name).exists(), name
     assert json.loads((tmp_path / "settings.json").read_text())["sampling"]["draws"] == 8
+
+
+def test_explain_an_nnunet_folder_by_fold(tmp_path, capsys):
+    import json
+
+    from napari_lrp.samples import sample_nnunet_path
+
+    case_dir = sample_case_path(1)
+    rc = main(["explain", str(case_dir), "--model", str(sample_nnunet_path()), "--fold", "1", "--preset", "lrp0",
+               "--out", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    exp = nl.explain(nl.load_model(sample_nnunet_path(), fold=1), nl.load_case(case_dir), preset="lrp0")
+    case = nl.load_case(case_dir)
+    img = nib.load(str(tmp_path / "relevance_ADC.nii.gz"))
+    np.testing.assert_array_equal(case.grid.to_napari(np.asarray(img.dataobj)), exp.relevance[0])
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["model"]["nnunet"] == {"configuration": "3d_fullres", "folds": ["fold_1"], "mirroring": False}

@@ -55,7 +55,7 @@ def cmd_explain(args) -> int:
 
     check_output_folder(args.out)  # before anything is computed
     case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None)
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, fold=_fold(args.fold), mirroring=args.mirroring)
     exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target,
                   mc_samples=args.mc_samples, dropout=args.dropout, seed=args.seed, tta=args.tta)
     out = Path(args.out)
@@ -107,6 +107,14 @@ def _case_options(parser) -> None:
                         help="NaN/Inf voxels: refuse the case (default) or replace them by 0")
 
 
+def _fold(text):
+    """--fold: None, 'all', N or N,M,..."""
+    if text is None or text == "all":
+        return text
+    folds = [int(v) for v in str(text).split(",")]
+    return folds[0] if len(folds) == 1 else folds
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="napari-lrp", description="Layer-wise relevance propagation for 3D "
                                  "segmentation networks.", epilog=FILTER_SPEC_HELP)
@@ -117,7 +125,10 @@ def main(argv=None) -> int:
     d.set_defaults(func=cmd_demo)
     e = sub.add_parser("explain", help="explain one case", epilog=FILTER_SPEC_HELP)
     e.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")
-    e.add_argument("--model", required=True, help="model card, model folder or MONAI bundle")
+    e.add_argument("--model", required=True, help="model card, model folder, MONAI bundle or nnU-Net results folder")
+    e.add_argument("--fold", default=None, help="nnU-Net folder: fold N, N,M (their ensemble) or all "
+                                                "(default: every fold_N, averaged)")
+    e.add_argument("--mirroring", action="store_true", help="nnU-Net folder: its test-time mirroring")
     e.add_argument("--preset", default="paper", choices=list(PRESETS),
                    help="rule preset (default paper)")
     e.add_argument("--filter", action="append", default=[], help="filter spec, repeatable (see below)")

@@ -65,7 +65,7 @@ def test_window_placement_equals_nnunet():
         assert nnunet_steps(size, window, 0.5) == compute_steps_for_sliding_window((size,), (window,), 0.5)[0]
 
 
-def _oracle(folder, fold=0):
+def _oracle(folder, fold=0, mirroring=False):
     """nnU-Net's own predictor for ``folder``: its network builder, its plans handler, the checkpoint read
     by plain torch.load (no napari-lrp code)."""
     plans = json.loads((folder / "plans.json").read_text())
@@ -77,7 +77,7 @@ def _oracle(folder, fold=0):
                                  deep_supervision=False)
     ckpt = torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     net.load_state_dict(ckpt["network_weights"])
-    pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+    pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                            perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                            allow_tqdm=False)
     pred.manual_initialization(net.eval(), pm, cm, [ckpt["network_weights"]], dataset, "nnUNetTrainer", (0, 1, 2))
@@ -117,17 +117,17 @@ def resampled_folder(tmp_path_factory):
     return dst
 
 
-@pytest.mark.parametrize("which", ["sample", "resampled", "reoriented"])
+@pytest.mark.parametrize("which", ["sample", "resampled", "reoriented", "mirrored"])
 def test_logits_and_probabilities_equal_nnunets_own_predictor(which, resampled_folder, tmp_path, monkeypatch):
     folder = resampled_folder if which == "resampled" else sample_nnunet_path()
     case_dir = sample_case_path(2)
     if which == "reoriented":
         case_dir = _reoriented_copy(case_dir, tmp_path / "case_02")
-    model = nl.load_model(folder, fold=0)
+    model = nl.load_model(folder, fold=0, mirroring=which == "mirrored")
     case = nl.load_case(case_dir)
     files = _case_files(case_dir)
     data, props = SimpleITKIO().read_images(files)
-    oracle = _oracle(folder)
+    oracle = _oracle(folder, mirroring=which == "mirrored")
     # nnU-Net accumulates window logits in float16; in float32 its numbers are comparable to 1e-4
     monkeypatch.setattr(torch, "half", torch.float32)
     seg, probs = oracle.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, True)
@@ -152,6 +152,40 @@ def test_logits_and_probabilities_equal_nnunets_own_predictor(which, resampled_f
 
     blended, _ = tiled_prediction(prep.network, prep.x, model.nnunet.patch_size, 0.5, "nnunet")
     np.testing.assert_allclose(prep.crop(blended)[0].numpy(), theirs, rtol=0, atol=1e-4)
+
+
+def test_voxels_round_trip_exactly(tmp_path):
+    """Relevance at one model voxel lands on the one case voxel whose normalised value it holds, in a case
+    whose files store the axes swapped and flipped; the start relevance goes the other way."""
+    case = nl.load_case(_reoriented_copy(sample_case_path(1), tmp_path / "case_01"))
+    model = nl.load_model(sample_nnunet_path(), fold=0)
+    prep = model.nnunet.prepare(case, model.card.modalities, model.network, model.device)
+    xm = prep.crop(prep.x)[0].numpy()
+    assert xm.shape[1:] != case.shape  # the crop box and the voxel order differ from napari's
+    rng = np.random.default_rng(0)
+    inside = np.argwhere(np.abs(xm[3]) > 0.5)
+    lo = np.array([b for b, _a in prep.pads])
+    for v in inside[rng.choice(len(inside), 20, replace=False)]:
+        R = torch.zeros((1, *prep.x.shape[1:]), dtype=torch.float64)
+        R[(0, 3, *(v + lo))] = 1.0
+        back = prep.relevance_to_case(R)[0].numpy()
+        assert back.sum() == pytest.approx(1.0) and np.count_nonzero(back) == 1
+        c, z, y, x = np.argwhere(back)[0]
+        assert c == 3
+        nonzero = case.image[3][np.any(case.image != 0, axis=0)]
+        normalised = (case.image[3, z, y, x] - nonzero.mean()) / nonzero.std()
+        assert normalised == pytest.approx(float(xm[3][tuple(v)]), abs=1e-4)
+    blended = torch.zeros((1, 2, *prep.x.shape[2:]), dtype=torch.float64)
+    blended[:, 1] = 1.0
+    z, y, x = np.argwhere(case.image[0] > 0)[11]
+    S = torch.zeros((1, 2, *case.shape), dtype=torch.float64)
+    S[0, 1, z, y, x] = 1.0
+    start, outside = prep.start_to_model(S, blended)
+    assert outside == 0 and float(start.sum()) == pytest.approx(1.0) and int((start != 0).sum()) == 1
+    v = [int(i) for i in torch.nonzero(start[0, 1])[0]]
+    R = torch.zeros((1, *prep.x.shape[1:]), dtype=torch.float64)
+    R[(0, 0, *v)] = 1.0
+    assert prep.relevance_to_case(R)[0, 0, z, y, x] == 1.0  # and back again to the same voxel
 
 
 def test_relevance_on_the_case_grid_balances_and_is_zero_outside_the_crop(resampled_folder):
