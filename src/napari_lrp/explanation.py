@@ -273,6 +273,9 @@ class Explanation:
         run on the engine's convolution kernels, like the run's own."""
         from .metrics.perturbation import region_perturbation
 
+        if self.model.pipeline is not None:
+            raise ValueError(f"{self.model.path}: region perturbation runs on the model's input grid; for a model "
+                             "with its own pre-processing and windows (nnU-Net folder, bundle) it is not available yet")
         prep = self._run.prepared
         rel = self.relevance if relevance is None else relevance
         R = prep.pad(torch.as_tensor(np.ascontiguousarray(rel), dtype=torch.float64)[None])[0]

@@ -258,3 +258,17 @@ def test_a_checkpoint_with_python_objects_needs_trust(tmp_path):
     with pytest.raises(ModelError, match="weights_only=True.*trust=True"):
         nl.load_model(folder, fold=0)
     assert nl.load_model(folder, fold=0, trust=True).nnunet.folds == ["fold_0"]
+
+
+def test_what_does_not_run_on_nnunet_windows_yet_is_refused_by_name():
+    model = nl.load_model(sample_nnunet_path(), fold=0)
+    case = load_sample_case(1)
+    with pytest.raises(ValueError, match="method='gradient'"):
+        nl.explain(model, case, method="gradient")
+    with pytest.raises(ValueError, match="mc_samples"):
+        nl.explain(model, case, mc_samples=2, dropout=0.1)
+    exp = nl.explain(model, case)
+    with pytest.raises(ValueError, match="not available yet"):
+        exp.perturbation("morf")
+    with pytest.raises(ValueError, match="single LRP run"):
+        exp.with_rules({})
