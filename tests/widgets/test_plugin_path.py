@@ -48,6 +48,17 @@ def _assert_case_on_screen(viewer, case_dir):
     return case
 
 
+def _load_and_run(qtbot, rel):
+    """Load then Run in the Relevance dock as a user clicks them; the explanation on screen."""
+    rel.load()
+    _wait(qtbot, rel)
+    rel.run()
+    _wait(qtbot, rel)
+    exp = rel.session.explanation
+    assert exp is not None, rel.status.value
+    return exp
+
+
 @pytest.fixture
 def plugin_viewer(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
@@ -63,12 +74,7 @@ def test_load_and_two_runs_draw_relevance_in_colour_at_the_case_spacing(plugin_v
     assert type(rel._viewer).__name__ == "PublicOnlyProxy"  # what the Plugins menu hands a widget
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rel.load()
-        _wait(qtbot, rel)
-        rel.run()
-        _wait(qtbot, rel)
-        exp = rel.session.explanation
-        assert exp is not None, rel.status.value
+        _load_and_run(qtbot, rel)
         first = {m: viewer.layers[relevance_name(m)] for m in MODS}
         rel.table.set_row("encoders.3", "clamp", 0.0, 0.2)
         rel.run()
@@ -316,12 +322,7 @@ def test_an_nnunet_results_folder_in_the_model_field_explains_on_the_case_grid(p
 
     viewer, rel, _inc = plugin_viewer
     rel.model_path.value = str(sample_nnunet_path() / "plans.json")  # what the file dialog can pick
-    rel.load()
-    _wait(qtbot, rel)
-    rel.run()
-    _wait(qtbot, rel)
-    exp = rel.session.explanation
-    assert exp is not None, rel.status.value
+    exp = _load_and_run(qtbot, rel)
     assert exp.model.nnunet is not None and exp.model.nnunet.folds == ["fold_0", "fold_1"]
     case = _assert_case_on_screen(viewer, sample_case_path(1))
     layer = viewer.layers[SUM_NAME]
