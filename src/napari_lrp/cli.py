@@ -31,7 +31,7 @@ def cmd_demo(args) -> int:
         try:
             from .widgets.demo import headless_demo
 
-            for p in headless_demo(args.out):
+            for p in headless_demo(args.out, model=args.model):
                 print(p)
         finally:
             if display is not None:
@@ -41,7 +41,7 @@ def cmd_demo(args) -> int:
 
     from .widgets.demo import open_demo
 
-    open_demo()
+    open_demo(model=args.model)
     napari.run()
     return 0
 
@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="napari with the sample case, the sample model and the widgets")
     d.add_argument("--headless", action="store_true", help="no window: write relevance NIfTIs and screenshots")
     d.add_argument("--out", default="demo_out", help="output folder for --headless (default demo_out)")
+    d.add_argument("--model", default=None, help="another model for the demo: a path, or 'nnunet' for the sample "
+                                                 "nnU-Net results folder (default: the sample card)")
     d.set_defaults(func=cmd_demo)
     e = sub.add_parser("explain", help="explain one case", epilog=FILTER_SPEC_HELP)
     e.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")

@@ -213,15 +213,28 @@ class TiledRun(RunRecord):
 
 
 def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: str, output_index=None,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     progress: Callable[[int, int], None] | None = None,
+                     shapes: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The blended sliding-window prediction (1, K, Z, Y, X) float64 of ``network`` over ``x`` and the sum of
-    the blend weights (Z, Y, X)."""
+    the blend weights (Z, Y, X). ``shapes``: filled with {module name: output shape} of the first window."""
     shape = tuple(x.shape[2:])
     wins = windows(shape, window, overlap, blend)
     num = den = None
+    handles = []
+    if shapes is not None:
+        def record(name):
+            def hook(module, args, out):
+                if isinstance(out, torch.Tensor):
+                    shapes.setdefault(name, tuple(out.shape))
+            return hook
+
+        handles = [m.register_forward_hook(record(n)) for n, m in network.named_modules() if n]
     with torch.no_grad(), onednn_convolutions():
         for i, win in enumerate(wins):
             out = network(x[(slice(None), slice(None)) + win])
+            for h in handles:
+                h.remove()
+            handles = []
             if output_index is not None and not isinstance(out, torch.Tensor):
                 out = out[output_index]
             if num is None:
@@ -258,8 +271,8 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
     window = tuple(int(v) for v in window)
     if len(window) != 3 or min(window) < 1:
         raise ValueError(f"window must be three positive sizes (Z, Y, X), not {window!r}")
-    blended, den = tiled_prediction(prep.network, x, window, overlap, blend, output_index)
-    shapes: dict = {}
+    shapes: dict = {}  # the layers' output shapes in one window
+    blended, den = tiled_prediction(prep.network, x, window, overlap, blend, output_index, shapes=shapes)
     logits = prep.outputs_to_case(blended).float()
     prediction, mask = target_of(logits, m.card.output_activation, target, target_class, lambda: case.ground_truth,
                                  case.name)

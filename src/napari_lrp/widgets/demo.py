@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 
-def open_demo(viewer=None, run: bool = True):
+def open_demo(viewer=None, run: bool = True, model: str | None = None):
     """Open the sample case and dock both widgets through napari's plugin path (as the Plugins menu does,
-    sample model preselected); start one run."""
+    sample model preselected, or ``model``: a path or "nnunet", the sample nnU-Net results folder); start
+    one run."""
     import napari
 
 
@@ -22,6 +23,10 @@ def open_demo(viewer=None, run: bool = True):
     keep_one_case(viewer)  # outlines and orientation now, not only after the next event-loop turn
     _dock, rel = viewer.window.add_plugin_dock_widget("napari-lrp", "Relevance")
     _dock, inc = viewer.window.add_plugin_dock_widget("napari-lrp", "Inclusivity and sweeps")
+    if model is not None:
+        from ..samples import sample_nnunet_path
+
+        rel.model_path.value = str(sample_nnunet_path() if model == "nnunet" else model)
     if run:
         rel.run()
     return viewer, rel, inc
@@ -51,7 +56,7 @@ def focus_on_lesion(viewer, exp) -> None:
     viewer.reset_view()
 
 
-def headless_demo(out: str | Path, size=(1500, 950)) -> list[Path]:
+def headless_demo(out: str | Path, size=(1500, 950), model: str | None = None) -> list[Path]:
     """Run the demo on a (virtual) display: relevance NIfTIs, settings JSON and screenshots in ``out``."""
     import napari
     from qtpy.QtWidgets import QApplication
@@ -60,7 +65,7 @@ def headless_demo(out: str | Path, size=(1500, 950)) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-lrp demo", show=True)
     viewer.window._qt_window.resize(*size)
-    _viewer, rel, inc = open_demo(viewer)
+    _viewer, rel, inc = open_demo(viewer, model=model)
     wait_for(rel)
     exp = rel.session.explanation
     if exp is None:
