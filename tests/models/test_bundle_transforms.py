@@ -85,6 +85,15 @@ def test_logits_equal_monais_own_bundle_run(tmp_path, resample, mode):
     np.testing.assert_allclose(prep.crop(prep.x)[0].numpy(), data["image"].numpy(), rtol=0, atol=1e-5)
 
 
+def test_a_file_inside_the_bundle_loads_the_bundle(tmp_path):
+    bundle = make_bundle(tmp_path)
+    for picked in (bundle / "configs" / "inference.json", bundle / "configs" / "metadata.json",
+                   bundle / "models" / "model.pt"):
+        model = nl.load_model(picked)  # what the widget's file dialog can pick
+        assert model.pipeline is not None and model.card.name == "tiny stroke bundle"
+        assert nl.models.loading.model_sha256(picked) == model.sha256
+
+
 def test_voxels_round_trip_exactly_through_orientation_crop_and_pad(tmp_path):
     model = nl.load_model(make_bundle(tmp_path, resample=False))
     case = nl.load_case(sample_case_path(1))

@@ -28,7 +28,7 @@ def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
     """(card, weights file, source to name in messages) of a model path, without building anything:
     a card (.json), a folder with card.json (or one .json card), a MONAI bundle, or a weights file with
     its card of the same stem beside it."""
-    path = Path(path)
+    path = bundle_folder_of(Path(path))
     if not path.exists():
         raise ModelError(f"{path}: model file or folder not found")
     if path.is_dir():
@@ -50,6 +50,16 @@ def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
         return read_card(sidecar), path, str(sidecar)
     raise ModelError(f"{path}: a weights file needs its model card ({sidecar.name} or card.json); "
                      "write one with nl.save_model(module, card, folder)")
+
+
+def bundle_folder_of(path: Path) -> Path:
+    """A MONAI bundle's folder for a file inside it (configs/inference.json, configs/metadata.json,
+    models/model.pt: what a file dialog picks); other paths unchanged."""
+    if path.is_file() and path.parent.name in ("configs", "models") and \
+            (path.parent.parent / "configs" / "inference.json").is_file() and \
+            not (path.parent / "card.json").exists() and path.name != "card.json":
+        return path.parent.parent
+    return path
 
 
 def model_sha256(path: str | os.PathLike) -> str:
@@ -85,10 +95,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
                            checkpoint=picked_checkpoint or checkpoint, mirroring=mirroring, trust=trust)
     card, weights, source = locate_model(path)
     model = _finish(card, weights, dev, trust, source)
-    if Path(path).is_dir() and (Path(path) / "configs").is_dir() and not (Path(path) / "card.json").exists():
+    folder = bundle_folder_of(Path(path))
+    if folder.is_dir() and (folder / "configs").is_dir() and not (folder / "card.json").exists():
         from .bundles import pipeline_from_bundle
 
-        model.pipeline = pipeline_from_bundle(Path(path))  # its preprocessing and inferer, when it has them
+        model.pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
     return model
 
 
