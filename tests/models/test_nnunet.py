@@ -242,6 +242,9 @@ def _broken(tmp_path, edit):
     (lambda p, d: p["configurations"]["3d_fullres"].pop("architecture"), "re-plan with nnU-Net >= 2.4"),
     (lambda p, d: p["configurations"]["3d_fullres"].update(normalization_schemes=["MyNorm"] * 6), "MyNorm"),
     (lambda p, d: shutil.rmtree(d / "fold_1"), "fold_1"),
+    (lambda p, d: (d / "dataset.json").write_text(json.dumps({**json.loads((d / "dataset.json").read_text()),
+                                                             "labels": {"background": 0, "lesion": [1]}})),
+     "region-based training"),
 ])
 def test_what_cannot_be_read_is_refused_with_file_and_field(tmp_path, edit, message):
     folder = _broken(tmp_path, edit)

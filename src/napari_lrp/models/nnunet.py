@@ -432,9 +432,11 @@ def _labels(dataset: dict, source: str) -> tuple[list[str], str]:
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise ModelError(f"{source}: dataset.json has no 'labels' mapping (name -> value)")
-    regions = any(isinstance(v, (list, tuple)) for v in labels.values())
-    if regions:  # region-based training: one sigmoid head per region (background excluded)
-        return [k for k, v in labels.items() if not (v == 0 or v == [0])], "sigmoid"
+    regions = [k for k, v in labels.items() if isinstance(v, (list, tuple))]
+    if regions:  # region-based training: overlapping sigmoid heads, nnU-Net's regions_class_order
+        raise ModelError(f"{source}: labels {regions} are regions (region-based training, as for BraTS); "
+                         "napari-lrp does not map overlapping sigmoid regions to its targets yet. Explain a "
+                         "model trained on plain labels, or save the network with a card (one class per head)")
     order = sorted(labels.items(), key=lambda kv: int(kv[1]))
     if [int(v) for _k, v in order] != list(range(len(order))):
         raise ModelError(f"{source}: dataset.json labels {labels} are not consecutive 0..K-1")
@@ -472,6 +474,10 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     for key in ("patch_size", "spacing", "normalization_schemes"):
         if key not in cfg:
             raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} lacks {key!r}")
+    if cfg.get("previous_stage"):
+        raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} is a cascade stage (previous_stage "
+                         f"{cfg['previous_stage']!r}: its input holds the previous stage's segmentation); "
+                         "napari-lrp explains single-stage configurations (3d_fullres, 3d_lowres) for now")
     if len(cfg["patch_size"]) != 3:
         raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} is {len(cfg['patch_size'])}D; "
                          "napari-lrp explains 3D configurations (3d_fullres, 3d_lowres)")
@@ -522,7 +528,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
                      architecture={"class": cfg["architecture"]["network_class_name"], "kwargs": {}},
                      weights=checkpoint, modalities=modalities,
                      input={"spatial_size": None, "intensity": "none", "divisible": 1}, classes=classes,
-                     target_class=min(1, n_out - 1) if activation == "softmax" else 0,
+                     target_class=min(1, n_out - 1),
                      output_activation=activation)
     return Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths), pipeline=plan)
 
