@@ -2,9 +2,11 @@
 
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import napari_lrp as nl
 from napari_lrp.batch import sweep_cohort
 from napari_lrp.samples import sample_case_paths, sample_model_path
 
@@ -137,3 +139,21 @@ def test_memory_limit_gives_each_case_a_budget_in_its_settings(cohort, tmp_path)
     t = sweep_cohort(cohort, sample_model_path(), tmp_path / "budget", workers=1, memory_limit="4GB")
     assert (t.status == "ok").all()
     assert settings_hash(run_settings(max_memory=2e9)) == t.settings_hash.iloc[0]
+
+
+def test_an_nnunet_folder_sweeps_a_cohort_with_its_provenance(cohort, tmp_path):
+    """The sample nnU-Net folder (both folds averaged) as the model of a sweep: rows carry the folds'
+    checkpoint hash; a rerun reuses them; the table equals the API's sweep of the same case."""
+    from napari_lrp.models.loading import model_sha256
+    from napari_lrp.samples import sample_nnunet_path
+
+    folder = sample_nnunet_path()
+    table = sweep_cohort(cohort, folder, tmp_path / "nn", workers=0, show_progress=False)
+    assert (table.status == "ok").all() and set(table.model_sha256) == {model_sha256(folder)}
+    again = sweep_cohort(cohort, folder, tmp_path / "nn", workers=0, show_progress=False)
+    pd.testing.assert_frame_equal(table, again)
+    case = nl.load_case(sorted(cohort.iterdir())[0])
+    api = nl.sweep(nl.explain(nl.load_model(folder), case, preset="paper"), placement="input")
+    mine = table[table.case == case.name].reset_index(drop=True)
+    np.testing.assert_allclose(mine.groundtruth_inclusivity.to_numpy(),
+                               api.groundtruth_inclusivity.to_numpy(), rtol=1e-6)
