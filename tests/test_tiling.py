@@ -92,3 +92,27 @@ def test_memory_plan_tiles_a_run_over_its_budget_and_names_it(case):
     assert exp.tiling is not None
     plain = nl.explain(net, case, preset="lrp0", target="output", max_memory=1e10)
     assert plain.tiling is None
+
+
+def test_the_overlap_is_half_for_a_given_window_and_small_for_one_the_run_chooses():
+    """window="auto" (and the memory plan) choose overlap 0.125 (every voxel computed about 1.3-1.5 times, the
+    BraTS-size target); a window the user gives keeps 0.5; an explicit overlap is kept either way."""
+    import torch
+
+    from napari_lrp.io.case import Case
+    from napari_lrp.io.orientation import Grid
+    from napari_lrp.models import UNet3D
+
+    torch.manual_seed(0)
+    net = UNet3D(2, 2, width=2).eval()
+    img = np.random.default_rng(0).random((2, 16, 32, 32), dtype=np.float32)
+    case = Case(image=img, modalities=["a", "b"], label=None, grid=Grid(np.eye(4), (32, 32, 16)), name="c")
+    given = nl.explain(net, case, preset="lrp0", target="output", window=(16, 16, 16))
+    assert given.tiling["overlap"] == 0.5
+    auto = nl.explain(net, case, preset="lrp0", target="output", window="auto", max_memory=2e6)
+    assert auto.tiling is not None and auto.tiling["overlap"] == 0.125
+    with pytest.warns(UserWarning, match="tiling with window"):
+        planned = nl.explain(net, case, preset="lrp0", target="output", max_memory=2e6)
+    assert planned.tiling["overlap"] == 0.125
+    kept = nl.explain(net, case, preset="lrp0", target="output", window="auto", max_memory=2e6, overlap=0.25)
+    assert kept.tiling["overlap"] == 0.25
