@@ -457,7 +457,7 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
         if sampling.active:
             raise ValueError("tiling (window=) and draws (mc_samples, tta) do not combine yet; use one of them")
         tiled = run_tiled(m, case, prep, window, overlap, blend, preset, rules, target, cls, strict, output_index,
-                          max_memory)
+                          max_memory, progress)
         if tiled is not None:
             return tiled.explanation(dict(filters or {}), keep, progress)
     if sampling.active:
@@ -500,7 +500,8 @@ def _explain_pipeline(m: Model, case: Case, method, sampling, window, preset, ru
     if window not in (None, "auto") and tuple(int(v) for v in window) != tuple(own[0]):
         warnings.warn(f"{m.path}: the model runs on its own windows {tuple(own[0])}; window={window} is ignored",
                       stacklevel=3)
-    tiled = run_tiled(m, case, prep, own[0], own[1], own[2], preset, rules, target, cls, strict, output_index)
+    tiled = run_tiled(m, case, prep, own[0], own[1], own[2], preset, rules, target, cls, strict, output_index,
+                      progress=progress)  # the prediction's windows, then the relevance's
     return tiled.explanation(dict(filters or {}), keep, progress)
 
 

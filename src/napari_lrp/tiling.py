@@ -272,7 +272,7 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
     if len(window) != 3 or min(window) < 1:
         raise ValueError(f"window must be three positive sizes (Z, Y, X), not {window!r}")
     shapes: dict = {}  # the layers' output shapes in one window
-    blended, den = tiled_prediction(prep.network, x, window, overlap, blend, output_index, shapes=shapes)
+    blended, den = tiled_prediction(prep.network, x, window, overlap, blend, output_index, progress, shapes)
     logits = prep.outputs_to_case(blended).float()
     prediction, mask = target_of(logits, m.card.output_activation, target, target_class, lambda: case.ground_truth,
                                  case.name)
