@@ -157,7 +157,10 @@ class RelevanceWidget(DockPanel):
                                           "folder), else sample case 1. A new folder is loaded before Run.")
         self.model_path = FileEdit(label="model", mode="r", value=str(sample_model_path()),
                                    tooltip="The trained network: a model card (.json) next to its weights, a "
-                                           "model folder or a MONAI bundle. Default: the sample model.")
+                                           "model folder, a MONAI bundle (or its configs/inference.json), or "
+                                           "an nnU-Net v2 results folder (or its plans.json: every fold, "
+                                           "averaged; a fold_N/checkpoint_final.pth: that fold). Default: the "
+                                           "sample model.")
         self.device = ComboBox(label="device", choices=available_devices(), value="auto",
                                tooltip="Where the network runs: auto picks a CUDA GPU (or Apple MPS) when "
                                        "present, else the CPU.")
