@@ -15,6 +15,13 @@ def test_predict_argmax_and_single_sigmoid_channel():
     assert predict(logits).dtype == torch.uint8
 
 
+def test_several_sigmoid_channels_are_refused_not_argmaxed():
+    logits = torch.zeros(1, 3, 2, 2, 2)
+    with pytest.raises(ValueError, match="3 sigmoid output channels"):
+        predict(logits, "sigmoid")
+    assert predict(logits[:, :1], "sigmoid").shape == (1, 2, 2, 2)
+
+
 def test_region_masks():
     pred = np.array([[[0, 1, 2]]], np.uint8)
     label = np.array([[[False, True, True]]])  # the case's ground truth (Case.ground_truth)

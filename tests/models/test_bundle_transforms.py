@@ -155,3 +155,13 @@ def test_code_and_unknown_transforms_are_refused(tmp_path, change, message):
     bundle = make_bundle(tmp_path, **change)
     with pytest.raises(ModelError, match=message):
         nl.load_model(bundle)
+
+
+def test_a_bundle_whose_postprocessing_applies_a_sigmoid_to_several_channels_is_refused_at_the_run(tmp_path):
+    """BraTS-style bundles: Activationsd(sigmoid=True) over 2+ channels are overlapping labels, not classes."""
+    bundle = make_bundle(tmp_path, postprocessing={"_target_": "Compose", "transforms": [
+        {"_target_": "Activationsd", "keys": "pred", "sigmoid": True}]})
+    model = nl.load_model(bundle)
+    assert model.card.output_activation == "sigmoid"
+    with pytest.raises(ValueError, match="2 sigmoid output channels"):
+        nl.explain(model, nl.load_case(sample_case_path(1)))

@@ -9,7 +9,14 @@ __all__ = ["predict", "region_mask", "start_relevance", "target_of", "needs_grou
 
 
 def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
-    """Class map (N, *spatial) uint8 from logits (N, K, *spatial): argmax, or > 0 for one sigmoid channel."""
+    """Class map (N, *spatial) uint8 from logits (N, K, *spatial): argmax, or > 0 for one sigmoid channel.
+
+    Several sigmoid channels (multi-label, overlapping regions such as BraTS' whole tumour / core /
+    enhancing) are refused: one class per voxel, which targets and Dice assume, would misread them."""
+    if activation == "sigmoid" and logits.shape[1] > 1:
+        raise ValueError(f"the model has {logits.shape[1]} sigmoid output channels (multi-label, overlapping "
+                         "regions); napari-lrp's targets, prediction and Dice assume one class per voxel (softmax, "
+                         "or one sigmoid channel). Save one head as a model of its own, or a softmax network")
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).to(torch.uint8)
     return logits.argmax(dim=1).to(torch.uint8)

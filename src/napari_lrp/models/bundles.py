@@ -33,6 +33,15 @@ def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = ())
     return value
 
 
+def _sigmoid_postprocessing(config: dict) -> bool:
+    """Whether the bundle's ``postprocessing`` applies a sigmoid (``Activationsd``/``Activations`` with
+    sigmoid true): its output channels are then independent labels, not classes."""
+    post = config.get("postprocessing")
+    items = post.get("transforms", []) if isinstance(post, dict) else post if isinstance(post, list) else []
+    return any(isinstance(t, dict) and str(t.get("_target_", "")).rsplit(".", 1)[-1] in ("Activationsd", "Activations")
+               and t.get("sigmoid") is True for t in items)
+
+
 def _config(folder: Path) -> tuple[dict, Path]:
     cfg_path = folder / "configs" / "inference.json"
     if not cfg_path.exists():
@@ -86,6 +95,6 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
                "intensity": "none" if "preprocessing" in config else meta.get("napari_lrp_intensity", "zscore"),
                "divisible": int(meta.get("napari_lrp_divisible", 16))},
         classes=classes, target_class=min(1, n_out - 1),
-        output_activation="sigmoid" if n_out == 1 else "softmax",
+        output_activation="sigmoid" if n_out == 1 or _sigmoid_postprocessing(config) else "softmax",
     )
     return card, folder / "models" / "model.pt"
