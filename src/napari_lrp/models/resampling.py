@@ -88,51 +88,43 @@ class Resampling:
         return tuple(self.shape_in) == tuple(self.shape_out)
 
     def _apply(self, t: torch.Tensor, mats) -> torch.Tensor:
-        """Apply per-axis matrices to the last three axes of t (float64)."""
+        """Apply per-axis matrices (None: the axis unchanged) to the last three axes of t (float64)."""
         for axis, m in enumerate(mats):
+            if m is None:
+                continue
             mt = torch.as_tensor(m, dtype=t.dtype, device=t.device)
             t = torch.movedim(torch.tensordot(mt, torch.movedim(t, t.ndim - 3 + axis, 0), dims=1), 0,
                               t.ndim - 3 + axis)
         return t
 
-    def linear(self, x: torch.Tensor) -> torch.Tensor:
-        """A x without the clip: (..., *shape_in) -> (..., *shape_out), float64."""
-        return self._apply(x.double(), self.matrices)
+    def _stages(self) -> list[tuple]:
+        """The linear stages in order: every axis at once, or nnU-Net's in-plane resize then the separate axis."""
+        if self.separate_axis is None:
+            return [self.matrices]
+        a = self.separate_axis
+        return [tuple(None if i == a else m for i, m in enumerate(self.matrices)),
+                tuple(m if i == a else None for i, m in enumerate(self.matrices))]
+
+    def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(each stage's input, each stage's output before the clip), float64; the first stage's output is
+        clipped as skimage clips it (to the channel's range, or the slice's when the axis is separate) before
+        the next stage; the last input is nnU-Net's array."""
+        x = x.double()
+        inputs, outputs = [x], []
+        for i, mats in enumerate(self._stages()):
+            z = self._apply(inputs[-1], mats)
+            outputs.append(z)
+            if i == 0 and self.clip:
+                dims = [d for d in (1, 2, 3) if self.separate_axis is None or d != self.separate_axis + 1]
+                z = torch.minimum(torch.maximum(z, x.amin(dim=dims, keepdim=True)), x.amax(dim=dims, keepdim=True))
+            inputs.append(z)
+        return inputs, outputs
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """nnU-Net's resampled array: (C, *shape_in) -> (C, *shape_out) float64 (cast as the caller needs)."""
         if self.identity:
             return x.double()
-        x = x.double()
-        if self.separate_axis is None:
-            out = self.linear(x)
-            if self.clip:
-                flat = x.reshape(x.shape[0], -1)
-                lo = flat.min(1).values.view(-1, 1, 1, 1)
-                hi = flat.max(1).values.view(-1, 1, 1, 1)
-                out = torch.minimum(torch.maximum(out, lo), hi)
-            return out
-        a = self.separate_axis
-        inplane = [m if i != a else np.eye(self.shape_in[a]) for i, m in enumerate(self.matrices)]
-        out = self._apply(x, inplane)
-        if self.clip:  # per slice along the separate axis
-            other = [d for d in (1, 2, 3) if d != a + 1]
-            lo = x.amin(dim=other, keepdim=True)
-            hi = x.amax(dim=other, keepdim=True)
-            out = torch.minimum(torch.maximum(out, lo), hi)
-        eye = [np.eye(n) for n in self.shape_out]
-        eye[a] = self.matrices[a]
-        eye = [e if i == a else np.eye(out.shape[1 + i]) for i, e in enumerate(eye)]
-        return self._apply(out, eye)
-
-    def _linear_parts(self):
-        if self.separate_axis is None:
-            return [self.matrices]
-        a = self.separate_axis
-        inplane = tuple(m if i != a else np.eye(self.shape_in[a]) for i, m in enumerate(self.matrices))
-        mid = [self.shape_out[i] if i != a else self.shape_in[a] for i in range(3)]
-        along = tuple(self.matrices[a] if i == a else np.eye(mid[i]) for i in range(3))
-        return [inplane, along]
+        return self._forward(x)[0][-1]
 
     def relevance(self, x: torch.Tensor, relevance_out: torch.Tensor, epsilon: float = 0.0) -> torch.Tensor:
         """Epsilon rule through the resampling: (C, *shape_out) relevance -> (C, *shape_in), float64.
@@ -144,21 +136,11 @@ class Resampling:
             return relevance_out.double()
         from ..lrp.rules import divide_stabilised
 
-        stages = self._linear_parts()
-        inputs = [x.double()]
-        for mats in stages[:-1]:
-            inputs.append(self._apply(inputs[-1], mats))
-        # the input of the second stage is the clipped first stage, as nnU-Net computes it
-        if len(stages) == 2 and self.clip:
-            xin = x.double()
-            other = [d for d in (1, 2, 3) if d != self.separate_axis + 1]
-            inputs[1] = torch.minimum(torch.maximum(inputs[1], xin.amin(dim=other, keepdim=True)),
-                                      xin.amax(dim=other, keepdim=True))
+        inputs, outputs = self._forward(x)
         r = relevance_out.double()
-        for mats, xin in zip(reversed(stages), reversed(inputs)):
-            z = self._apply(xin, mats)
+        for mats, xin, z in zip(reversed(self._stages()), reversed(inputs[:-1]), reversed(outputs)):
             s = divide_stabilised(r, z, epsilon)
-            r = xin * self._apply(s, [m.T for m in mats])
+            r = xin * self._apply(s, [None if m is None else m.T for m in mats])
         return r
 
 
