@@ -94,11 +94,10 @@ def _raw(seeds):
 
 def _preprocess(img, seg, plan):
     """nnU-Net's pre-processing of one training case at the target spacing (no resampling needed)."""
-    from scipy.ndimage import binary_fill_holes
+    from napari_lrp.models.nnunet import nonzero_box
 
-    mask = binary_fill_holes(np.any(img != 0, axis=0))
-    idx = [np.where(np.any(mask, axis=tuple(j for j in range(3) if j != i)))[0] for i in range(3)]
-    sl = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+    mask, bbox = nonzero_box(img)
+    sl = tuple(slice(lo, hi) for lo, hi in bbox)
     x = plan.normalise(img[(slice(None),) + sl], mask[sl])
     y = seg[sl]
     pads = [(0, max(p - s, 0)) for p, s in zip(PATCH, x.shape[1:])]

@@ -182,7 +182,7 @@ class TiledRun(RunRecord):
         total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
         ledger = Ledger(start=self.start_total)
         model_start = float(self.start.sum(dtype=torch.float64))
-        if getattr(prep, "plan", None) is not None:  # nnU-Net: the resampling back to the case, reversed
+        if prep.maps_grid:  # nnU-Net, bundles: the output's way back to the case, reversed
             ledger.record("output to model grid", "rule", "resample", self.start_total, model_start)
         for i, win in enumerate(wins):
             sl = (slice(None), slice(None)) + win
@@ -202,7 +202,7 @@ class TiledRun(RunRecord):
             if progress is not None:
                 progress(i + 1, len(wins))
         case_total = prep.relevance_to_case(total)
-        if getattr(prep, "plan", None) is not None:  # nnU-Net: the data resampling's epsilon step
+        if prep.maps_grid:  # nnU-Net, bundles: the input's way back to the case
             ledger.record("input to case grid", "rule", "resample", float(total.sum()), float(case_total.sum()))
         unfiltered = case_total[0].float().cpu().numpy()
         rel = filters["input"](unfiltered[None])[0] if "input" in filters else unfiltered

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from .card import ModelError
-from .preprocess import PreparedInput, match_modalities
+from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 
 __all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "RESAMPLING", "ROUTING", "bundle_pipeline"]
 
@@ -136,9 +137,8 @@ class BundlePipeline:
         x = out.as_tensor().detach().float()
         shape = tuple(x.shape[1:])
         window = self.window or shape
-        pads = [(d // 2, d - d // 2) for d in (max(w - s, 0) for w, s in zip(window, shape))]
-        flat = [v for b, a in reversed(pads) for v in (b, a)]
-        xp = torch.nn.functional.pad(x[None], flat) if any(flat) else x[None]
+        pads = window_padding(shape, window)
+        xp = pad_spatial(x[None], pads)
         return BundleInput(x=xp.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=None,
                            network=network, pipeline=self, grid=case.grid, leaf=leaf, transformed=out,
                            transforms=transforms)
@@ -148,6 +148,7 @@ class BundlePipeline:
 class BundleInput(PreparedInput):
     """A case through a bundle's transforms; the maps between the model grid and the case grid."""
 
+    maps_grid: ClassVar[bool] = True
     pipeline: BundlePipeline | None = None
     grid: object = None
     leaf: torch.Tensor | None = None  # the case (C, i, j, k), files' voxel order, requires grad
@@ -155,10 +156,6 @@ class BundleInput(PreparedInput):
     transforms: list = field(default_factory=list)
     _inverted: object = None
     _logits_leaf: torch.Tensor | None = None
-
-    @property
-    def plan(self):
-        return self.pipeline
 
     def _napari(self, a: torch.Tensor) -> torch.Tensor:
         """(K, i, j, k) files' order -> (1, K, Z, Y, X)."""

@@ -30,6 +30,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -38,12 +39,12 @@ from torch import nn
 
 from .card import Model, ModelCard, ModelError
 from .network_guard import no_network, refuse_download_arguments
-from .preprocess import PreparedInput, match_modalities
+from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
 from .weights import file_sha256
 
 __all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
-           "load_nnunet", "nnunet_gaussian", "nnunet_sha256", "nnunet_steps", "resolve_nnunet"]
+           "load_nnunet", "nnunet_gaussian", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
 
 DNA_PREFIX = "dynamic_network_architectures.architectures."
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
@@ -206,12 +207,7 @@ class NnUNetPlan:
         zooms = np.sqrt((np.asarray(case.grid.affine)[:3, :3] ** 2).sum(axis=0))[::-1]
         spacing = tuple(float(zooms[i]) for i in self.transpose_forward)
         shape_before = tuple(int(s) for s in data.shape[1:])
-        mask = binary_fill_holes(np.any(data != 0, axis=0))
-        if mask.any():
-            idx = [np.where(np.any(mask, axis=tuple(j for j in range(3) if j != i)))[0] for i in range(3)]
-            bbox = tuple((int(i[0]), int(i[-1]) + 1) for i in idx)
-        else:  # acvl_utils' get_bbox_from_mask on an empty mask: the whole volume
-            bbox = tuple((0, s) for s in shape_before)
+        mask, bbox = nonzero_box(data)
         sl = tuple(slice(a, b) for a, b in bbox)
         data = np.ascontiguousarray(data[(slice(None),) + sl])
         mask = mask[sl]
@@ -225,9 +221,8 @@ class NnUNetPlan:
                           order=self.probability_resampling.get("order", 1),
                           order_z=self.probability_resampling.get("order_z", 0),
                           force_separate_z=self.probability_resampling.get("force_separate_z"))
-        pads = [(d // 2, d - d // 2) for d in (max(p - s, 0) for p, s in zip(self.patch_size, model.shape[1:]))]
-        flat = [v for b, a in reversed(pads) for v in (b, a)]
-        x = torch.nn.functional.pad(model[None], flat) if any(flat) else model[None]
+        pads = window_padding(model.shape[1:], self.patch_size)
+        x = pad_spatial(model[None], pads)
         return NnUNetInput(x=x.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=None,
                            network=network, plan=self, grid=case.grid, spacing=spacing, bbox=bbox,
                            shape_before_crop=shape_before, normalised=x_normalised, data_resampling=resample,
@@ -261,6 +256,16 @@ class NnUNetPlan:
         return out
 
 
+def nonzero_box(data: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """nnU-Net's ``crop_to_nonzero`` box of (C, ...) data: (the non-zero mask over the channels with holes
+    filled, ((lo, hi) per axis)); the whole volume when nothing is non-zero (as acvl_utils' bounding box)."""
+    mask = binary_fill_holes(np.any(data != 0, axis=0))
+    if not mask.any():
+        return mask, tuple((0, int(s)) for s in mask.shape)
+    idx = [np.where(np.any(mask, axis=tuple(j for j in range(mask.ndim) if j != i)))[0] for i in range(mask.ndim)]
+    return mask, tuple((int(i[0]), int(i[-1]) + 1) for i in idx)
+
+
 def to_nnunet_order(image: np.ndarray, grid) -> np.ndarray:
     """napari order (C, Z, Y, X) -> SimpleITK's order of the file's voxels (C, k, j, i)."""
     file_order = grid.from_napari(image)  # (i, j, k, C)
@@ -279,6 +284,7 @@ class NnUNetInput(PreparedInput):
     x: (1, C, a', b', c') pre-processed and padded to the patch size (nnU-Net's order); normalised: the
     normalised crop (C, a, b, c) before resampling, the input the relevance is of."""
 
+    maps_grid: ClassVar[bool] = True
     plan: NnUNetPlan | None = None
     grid: object = None
     spacing: tuple = ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -11,8 +12,8 @@ from torch import nn
 
 from .card import ModelCard, ModelError
 
-__all__ = ["match_modalities", "normalise_intensity", "divisible_padding", "PreparedInput", "prepare_input",
-           "ResizedNetwork"]
+__all__ = ["match_modalities", "normalise_intensity", "divisible_padding", "window_padding", "pad_spatial",
+           "PreparedInput", "prepare_input", "ResizedNetwork"]
 
 
 def match_modalities(case_modalities: list[str], model_modalities: list[str], source: str = "case") -> list[int]:
@@ -48,6 +49,18 @@ def normalise_intensity(image: np.ndarray, mode: str) -> tuple[np.ndarray, tuple
         else:
             raise ModelError(f"unknown intensity normalisation {mode!r}")
     return out, ((0.0, 1.0) if mode == "minmax" else None)
+
+
+def window_padding(shape, window) -> list[tuple[int, int]]:
+    """(before, after) per axis up to at least ``window`` voxels, half before (nnU-Net's ``pad_nd_image``,
+    MONAI's sliding window)."""
+    return [(d // 2, d - d // 2) for d in (max(int(w) - int(s), 0) for s, w in zip(shape, window))]
+
+
+def pad_spatial(t: torch.Tensor, pads) -> torch.Tensor:
+    """Zero-pad the last three axes of ``t`` by (before, after) per axis (unchanged without padding)."""
+    flat = [v for b, a in reversed(pads) for v in (b, a)]
+    return F.pad(t, flat) if any(flat) else t
 
 
 def divisible_padding(shape, k: int) -> list[tuple[int, int]]:
@@ -96,12 +109,10 @@ class PreparedInput:
 
     def pad(self, t):
         """Zero-pad a case-grid tensor (last three axes) to the model grid."""
-        if not any(b or a for b, a in self.pads):
-            return t
-        flat = []
-        for b, a in reversed(self.pads):
-            flat += [b, a]
-        return F.pad(t, flat)
+        return pad_spatial(t, self.pads)
+
+    #: whether the model grid is a resampled grid whose maps below book relevance (nnU-Net, bundles)
+    maps_grid: ClassVar[bool] = False
 
     # the maps between the model grid and the case grid (tiling.py uses these; nnU-Net's input overrides them)
     def outputs_to_case(self, blended: torch.Tensor) -> torch.Tensor:
@@ -129,11 +140,7 @@ def prepare_input(image: np.ndarray, modalities: list[str], card: ModelCard, net
         network = ResizedNetwork(network, card.spatial_size, case_size)
     else:
         pads = divisible_padding(case_size, card.divisible)
-        flat = []
-        for b, a in reversed(pads):
-            flat += [b, a]
-        if any(flat):
-            x = F.pad(x, flat)
+        x = pad_spatial(x, pads)
     param = next(network.parameters(), None)
     dtype = torch.float32 if param is None else param.dtype
     return PreparedInput(x=x.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=bounds,
