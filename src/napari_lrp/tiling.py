@@ -175,6 +175,9 @@ class TiledRun(RunRecord):
         return SimpleNamespace(shapes=self.shapes)
 
     def explanation(self, filters: dict, keep=None, progress=None):
+        if keep not in (None, True, False) and len(list(keep)):
+            raise ValueError(f"keep={list(keep)!r}: a tiled run releases each window after its pass, so it keeps no "
+                             "layer's relevance; run without window= (or a larger max_memory) to keep layers")
         prep, x = self.prepared, self.prepared.x
         shape = tuple(x.shape[2:])
         wins = windows(shape, self.window, self.overlap, self.blend)

@@ -31,7 +31,7 @@ from . import kernels
 from .filters import Filter, Identity
 from .folding import BatchNormFolding
 from .ledger import Ledger
-from .names import expand, is_glob, matches
+from .names import check_placements, expand, is_glob, matches
 from .presets import can_handle, get_preset, resolve_rule
 from .rules import Epsilon, PassThrough, Routing, Rule, Softmax, WinnerTakesAll, divide_stabilised, stabilise
 from .types import (
@@ -337,6 +337,8 @@ class Propagation:
         self._folding = BatchNormFolding(self._prepare_deferred)
         #: output shape of every module (first call), for layer tables
         self.shapes: dict[str, tuple] = {}
+        #: {module name: is a leaf} of every module called in the forward pass, in call order
+        self.called: dict[str, bool] = {}
         # propagation-time state
         self._filters: dict = {}
         self._keep: set[str] = set()
@@ -346,6 +348,13 @@ class Propagation:
         self._done = 0
         self._retain = True
         self._forward(x)
+        self._check_rule_placements()
+
+    def _check_rule_placements(self) -> None:
+        """Every rule placed by name or glob reaches a layer of the forward pass (a typo raises)."""
+        leaves = [n for n, leaf in self.called.items() if leaf]
+        containers = [n for n, leaf in self.called.items() if not leaf]
+        check_placements(self.rules, leaves, "rule", type(self.module).__name__, containers=containers)
 
     @property
     def folded(self) -> list[tuple[str, str]]:
@@ -437,6 +446,8 @@ class Propagation:
             if self._suspend_depth:
                 return None
             leaf = _is_leaf(m)
+            if name:
+                self.called.setdefault(name, leaf)
             self._reads_input = bool(args) and self._is_input(args[0])
             if leaf:
                 if isinstance(m, BATCHNORM_TYPES) and args and isinstance(self._rule_for(name, m), Epsilon):
@@ -757,6 +768,10 @@ class Propagation:
             if not isinstance(f, Filter) and not callable(f):
                 raise TypeError(f"filter for {key!r} is {type(f).__name__}, not a Filter")
         names = [n for n in self._names.values() if n]
+        net_name = type(self.module).__name__
+        check_placements(filters, self.called, "filter", net_name, reserved=("input", "output"))
+        if keep is not True:
+            check_placements(keep or (), self.called, "kept layer", net_name)
         keep_set = set(names) if keep is True else expand(keep or (), names)
         with self._lock:
             self._filters, self._keep, self._kept = filters, keep_set, {}
@@ -803,6 +818,9 @@ class Propagation:
         or with ``incompatible="keep"`` keeps its rule."""
         from .rules import AlphaBeta, Gamma, _SignedState
 
+        leaves = [n for n, leaf in self.called.items() if leaf]
+        check_placements(rules, leaves, "rule", type(self.module).__name__,
+                         containers=[n for n, leaf in self.called.items() if not leaf])
         changed = []
         names = {id(m): n for n, m in self.module.named_modules()}
         for entry in self._entries:
