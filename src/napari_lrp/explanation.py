@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io.atomic import replacing, replacing_folder, write_text
+from .io.atomic import check_outside_inputs, replacing, replacing_folder, write_text
 from .io.case import Case, save_nifti
 from .lrp.engine import Propagation
 from .lrp.filters import Filter, filters_from_specs, format_filter, heatmap
 from .lrp.kernels import onednn_convolutions
 from .lrp.ledger import Ledger
+from .lrp.rule_specs import rules_from_specs, rules_to_specs
 from .lrp.targets import needs_ground_truth, predict, region_mask, start_relevance, target_of
 from .metrics.table import measure
 from .models.card import Model, ModelCard
@@ -149,6 +150,9 @@ class Explanation:
     method_options: dict = field(default_factory=dict)
     #: a tiled run (explain(window=...)): window, overlap, blend, number of windows
     tiling: dict | None = None
+    #: what explain() was asked beyond preset, filters and target: rules, strict, output_index, the draws
+    #: (mc_samples, dropout, seed, tta, dropout_at, batch_size) and max_memory; written into the settings
+    run_settings: dict = field(default_factory=dict)
 
     @property
     def relevance_cv(self) -> np.ndarray | None:
@@ -178,6 +182,9 @@ class Explanation:
         if not isinstance(self._run, _Run):
             raise ValueError("with_rules needs a single LRP run (not another method or a sampled run)")
         self._run.propagation.replace_rules(rules, incompatible)
+        recorded = dict(getattr(self._run, "run_settings", {}))
+        recorded["rules"] = {**recorded.get("rules", {}), **dict(rules)}
+        self._run.run_settings = recorded
         return self._run.explanation(dict(self.filters if filters is None else filters))
 
     def heatmap(self, f: Filter | None) -> np.ndarray:
@@ -248,9 +255,14 @@ class Explanation:
                       **({"nnunet": {"configuration": self.model.nnunet.configuration, "folds": self.model.nnunet.folds,
                                      "mirroring": self.model.nnunet.mirroring}} if self.model.nnunet else {})},
             "case": {"name": self.case.name, "files": list(self.case.files)},
+            "rules": rules_to_specs(self.run_settings.get("rules")),
+            "strict": bool(self.run_settings.get("strict", False)),
+            "output_index": self.run_settings.get("output_index"),
+            **({"max_memory": self.run_settings["max_memory"]} if self.run_settings.get("max_memory") else {}),
             "ledger": {"start": self.ledger.start, "end": self.ledger.end, "unaccounted": self.ledger.unaccounted,
                        "unhandled_operations": dict(self.ledger.unhandled)},
-            **({"sampling": dict(self.sampling)} if self.sampling else {}),
+            **({"sampling": dict(self.sampling), "batch_size": self.run_settings.get("batch_size")}
+               if self.sampling else {}),
             **({"tiling": dict(self.tiling)} if self.tiling else {}),
             "versions": {"napari_lrp": package_version(), "torch": torch.__version__, "monai": monai.__version__,
                          "nibabel": nibabel.__version__, "numpy": np.__version__},
@@ -325,18 +337,19 @@ class Explanation:
 
         relevance_<modality>.nii.gz (one per channel), relevance_sum.nii.gz and prediction.nii.gz on the
         input file's grid (affine and header), coefficients.csv (:meth:`coefficients`) and settings.json
-        (:meth:`settings`). Everything is written into a temporary folder beside ``folder`` and renamed
-        into place; files of ``folder`` that are not outputs of a run are carried over. If any write fails,
-        ``folder`` is left exactly as it was (the old results complete) and the error is raised.
+        (:meth:`settings`, with ``outputs``: exactly the files of this run). Everything is written into a
+        temporary folder and moved into place as one unit: it replaces the outputs of the previous save into
+        ``folder`` entirely (no file of another run stays beside these); files that no save wrote are never
+        moved or deleted. If any write fails, ``folder`` is left exactly as it was and the error is raised.
         """
-        target = Path(folder)
+        target = check_outside_inputs(folder, [self.case.folder] if self.case.folder else [], "the case")
         names = [f"relevance_{m}.nii.gz" for m in self.modalities] + ["relevance_sum.nii.gz", "prediction.nii.gz",
                                                                       "coefficients.csv", "settings.json"]
         sampled = self.relevance_std is not None
         if sampled:
             names += [f"relevance_std_{m}.nii.gz" for m in self.modalities] + [
                 "predictive_entropy.nii.gz", "mutual_information.nii.gz", "coefficient_spread.csv"]
-        with replacing_folder(target) as tmp:
+        with replacing_folder(target, outputs_file="settings.json") as tmp:
             if sampled:  # mean relevance in relevance_*, the spread beside it
                 for c, m in enumerate(self.modalities):
                     save_nifti(self.relevance_std[c], self.case, tmp / f"relevance_std_{m}.nii.gz")
@@ -350,13 +363,15 @@ class Explanation:
             save_nifti(self.prediction, self.case, tmp / "prediction.nii.gz")
             with replacing(tmp / "coefficients.csv") as csv:
                 self.coefficients(tau_r, tau_x).to_csv(csv, index=False)
-            save_settings(self, tmp / "settings.json")
+            save_settings(self, tmp / "settings.json", outputs=names)
         return [target / n for n in names]
 
 
-def save_settings(exp: Explanation, path: str | os.PathLike) -> Path:
-    """Write the settings JSON atomically."""
-    return write_text(path, json.dumps(exp.settings(), indent=2))
+def save_settings(exp: Explanation, path: str | os.PathLike, outputs: list[str] | None = None) -> Path:
+    """Write the settings JSON atomically; ``outputs``: the files of the run it describes (written under
+    'outputs', what the next save into the folder replaces)."""
+    return write_text(path, json.dumps({**exp.settings(), **({"outputs": list(outputs)} if outputs else {})},
+                                       indent=2))
 
 
 def load_settings(path_or_dict) -> dict:
@@ -367,9 +382,24 @@ def load_settings(path_or_dict) -> dict:
         raise ValueError("these settings used a drawn mask as target; pass the mask as target=")
     if isinstance(target, list):
         target = tuple(target)
-    return {"preset": d.get("preset", "paper"), "filters": filters_from_specs(d.get("filters")),
-            "target": target, "target_class": d.get("target_class"), "method": d.get("method", "lrp"),
-            "method_options": d.get("method_options", {})}
+    out = {"preset": d.get("preset", "paper"), "filters": filters_from_specs(d.get("filters")),
+           "target": target, "target_class": d.get("target_class"), "method": d.get("method", "lrp"),
+           "method_options": d.get("method_options", {}), "rules": rules_from_specs(d.get("rules")),
+           "strict": bool(d.get("strict", False)), "output_index": d.get("output_index"),
+           "max_memory": d.get("max_memory")}
+    sampling = d.get("sampling") or {}
+    if not isinstance(sampling, dict):
+        raise ValueError(f"settings 'sampling' must be an object, not {sampling!r}")
+    for key, default in (("mc_samples", 1), ("dropout", None), ("seed", 0), ("tta", None), ("dropout_at", "*")):
+        out[key] = sampling.get(key, default)
+    out["batch_size"] = d.get("batch_size")
+    tiling = d.get("tiling") or {}
+    if not isinstance(tiling, dict):
+        raise ValueError(f"settings 'tiling' must be an object, not {tiling!r}")
+    out["window"] = tuple(tiling["window"]) if tiling.get("window") else None
+    out["overlap"] = tiling.get("overlap")
+    out["blend"] = tiling.get("blend", "gaussian")
+    return out
 
 
 def _as_model(model, case: Case) -> Model:
@@ -425,12 +455,39 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     ``overlap``: the fraction of a window shared with its neighbour; default 0.5 for a window you give, and
     0.125 when the window is "auto" or the memory plan tiles (every voxel is then computed about 1.3-1.5 times
     instead of up to 8 times at 0.5).
+
+    Every argument that changes the relevance is written into :meth:`Explanation.settings` (rules, strict,
+    output_index, the draws, the windows) and read back by ``settings=``, which replaces the arguments it
+    holds: a run from its settings.json reproduces the relevance.
     """
     if settings is not None:
         kw = load_settings(settings)
-        preset, filters, target = kw["preset"], kw["filters"], kw["target"]
+        preset, filters, target, rules = kw["preset"], kw["filters"], kw["target"], kw["rules"]
         target_class = kw["target_class"] if target_class is None else target_class
         method, method_options = kw["method"], {**kw["method_options"], **method_options}
+        strict, output_index, max_memory = kw["strict"], kw["output_index"], kw["max_memory"]
+        mc_samples, dropout, seed, tta = kw["mc_samples"], kw["dropout"], kw["seed"], kw["tta"]
+        dropout_at, batch_size = kw["dropout_at"], kw["batch_size"]
+        if kw["window"] is not None:
+            window, overlap, blend = kw["window"], kw["overlap"], kw["blend"]
+    m = _as_model(model, case)
+    if m.pipeline is not None and settings is not None:
+        window = None  # the model's own windows, which its settings recorded
+    recorded = {"rules": dict(rules or {}), "strict": bool(strict), "output_index": output_index,
+                "batch_size": batch_size, "max_memory": max_memory}
+    exp = _explain_unrecorded(m, case, preset, filters, target, target_class, rules, keep, progress, strict,
+                              output_index, mc_samples, dropout, seed, tta, dropout_at, batch_size, method,
+                              window, overlap, blend, max_memory, **method_options)
+    if exp._run is not None:
+        exp._run.run_settings = recorded
+    exp.run_settings = dict(recorded)
+    return exp
+
+
+def _explain_unrecorded(model, case: Case, preset: str, filters, target, target_class, rules, keep, progress,
+                        strict, output_index, mc_samples, dropout, seed, tta, dropout_at, batch_size, method,
+                        window, overlap, blend, max_memory, **method_options) -> Explanation:
+    """:func:`explain` after its settings are read: the run of the kind the arguments ask for."""
     if method == "lrp" and method_options:
         raise TypeError(f"explain() got unexpected keyword arguments {', '.join(method_options)} (options are for "
                         "method= other than 'lrp')")
@@ -444,6 +501,9 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     if method != "lrp":
         if sampling.active:
             raise ValueError("mc_samples, dropout and tta are for LRP runs (method='lrp')")
+        if rules:
+            raise ValueError(f"rules= are LRP's; method={method!r} has no rules (got rules for "
+                             f"{', '.join(map(str, rules))})")
         return _explain_method(m, case, prep, method, method_options, preset, target, cls, output_index,
                                filters, progress)
     chosen = isinstance(window, str)  # "auto", or the memory plan below: the overlap is ours to choose

@@ -39,4 +39,5 @@ class RunRecord:
                            relevance=np.ascontiguousarray(relevance, dtype=np.float32), prediction=self.prediction,
                            logits=self.logits, modalities=list(self.model.card.modalities), case=self.case,
                            model=self.model, preset=self.preset, filters=filters, target=self.target,
-                           target_class=self.target_class, ledger=ledger, _run=self, **extra)
+                           target_class=self.target_class, ledger=ledger, _run=self,
+                           run_settings=dict(getattr(self, "run_settings", {})), **extra)
