@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import traceback
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +38,14 @@ def case_folders(cohort: str | os.PathLike) -> list[Path]:
     cases = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not cases:
         raise FileNotFoundError(f"{root}: no case folders inside")
+    seen: dict[str, Path] = {}
+    for c in cases:  # results are filed under the readable name: two folders must not share one
+        key = unicodedata.normalize("NFC", _case_name(c))
+        if key in seen:
+            raise ValueError(f"{root}: the case folders {os.fsencode(seen[key].name)!r} and {os.fsencode(c.name)!r} "
+                             f"read as the same name {_case_name(c)!r} (after decoding), so their "
+                             "results would overwrite each other: rename one of them")
+        seen[key] = c
     return cases
 
 
@@ -64,10 +73,22 @@ def settings_hash(settings: dict) -> str:
 
 
 @lru_cache(maxsize=2)
-def _model(model_path: str, device: str):
+def _cached_model(model_path: str, device: str, identity: str):
     from ..models import load_model
 
-    return load_model(model_path, device=device)
+    model = load_model(model_path, device=device)
+    if model.sha256 != identity:  # edited between the sweep's hash and the load: not the model asked for
+        raise ValueError(f"{model_path}: the model changed while the sweep started (its files hash to "
+                         f"{model.sha256[:12]}, not {identity[:12]}); run the sweep again")
+    return model
+
+
+def _model(model_path: str, device: str, identity: str | None = None):
+    """The loaded model, cached per worker by its path and identity (an edited card or weights file is
+    another model, loaded again)."""
+    from ..models.loading import model_sha256
+
+    return _cached_model(model_path, device, identity or model_sha256(model_path))
 
 
 def _case_name(case_dir) -> str:
@@ -112,7 +133,8 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
     cases.mkdir(parents=True, exist_ok=True)
     try:
         case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
-        exp = explain(_model(str(model_path), device), case, preset=settings["preset"], target=settings["target"],
+        exp = explain(_model(str(model_path), device, model_sha256), case, preset=settings["preset"],
+                      target=settings["target"],
                       max_memory=settings.get("max_memory"), **settings.get("sampling", {}))
         grid = [parse_filter(spec)[1] for spec in settings["grid"]]
         table = sweep(exp, placement=settings["placement"], grid=grid, tau_r=settings["tau_r"],
@@ -200,6 +222,9 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
 
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 0):
+        raise ValueError(f"workers must be a whole number >= 0 (0: serially in this process) or None (one per "
+                         f"core), not {workers!r}")
     task = _task or run_case
     cases = case_folders(cohort)
     out = Path(out)

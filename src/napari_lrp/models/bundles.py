@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .card import ModelCard, ModelError
+from .card import ModelCard, ModelError, check_channel_names
 
 __all__ = ["card_from_bundle", "pipeline_from_bundle"]
 
@@ -84,7 +84,8 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     outputs = next(iter(fmt.get("outputs", {}).values()), {})
     n_in = int(inputs.get("num_channels", kwargs.get("in_channels", 1)))
     chdef = inputs.get("channel_def") or {}
-    modalities = [str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)]
+    modalities = check_channel_names([str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)], str(meta_path),
+                                     "network_data_format.inputs.*.channel_def")
     outdef = outputs.get("channel_def") or {}
     n_out = int(outputs.get("num_channels", kwargs.get("out_channels", 2)))
     classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "INTENSITIES", "Model", "ModelCard", "ModelError", "read_card"]
+__all__ = ["ACTIVATIONS", "INTENSITIES", "Model", "ModelCard", "ModelError", "check_channel_names", "read_card"]
 
 INTENSITIES = ("minmax", "zscore", "none")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
@@ -86,6 +86,34 @@ class _CardSchema(_Strict):
         if not 0 <= self.target_class < len(self.classes):
             raise ValueError(f"target_class {self.target_class} is not an index into classes {self.classes}")
         return self
+
+
+def check_channel_names(names, source: str, field: str) -> list[str]:
+    """``names`` as a list, refused when two of them are the same channel (equal ignoring case): a case
+    would feed one modality twice and never the other.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The model's input channel names in channel order.
+    source : str
+        The file the names come from (for the message).
+    field : str
+        The field that holds them (for the message).
+
+    Returns
+    -------
+    list of str
+        The names, unchanged.
+    """
+    names = [str(n) for n in names]
+    folded = [n.lower() for n in names]
+    doubled = sorted({n for n in names if folded.count(n.lower()) > 1}, key=str.lower)
+    if doubled:
+        raise ModelError(f"{source}: field {field!r} names the input channels {names}; {', '.join(map(repr, doubled))} "
+                         "appear(s) more than once (names are compared ignoring case), so a case would feed one "
+                         "modality twice and never another; give every channel its own name")
+    return names
 
 
 def _field_errors(exc: ValidationError, source: str) -> ModelError:

@@ -19,7 +19,7 @@ from .architectures import allowed_class, build_network, class_path, first_in_ch
 from .bundles import card_from_bundle
 from .card import Model, ModelCard, ModelError, read_card
 from .devices import resolve_device
-from .weights import file_sha256, load_weights
+from .weights import definition_files, identity_sha256, load_weights
 
 __all__ = ["load_model", "locate_model", "model_sha256", "save_model"]
 
@@ -69,11 +69,12 @@ def model_sha256(path: str | os.PathLike) -> str:
     found = resolve_nnunet(path)
     if found is not None:
         folder, fold, checkpoint = found
-        return nnunet_sha256([f / (checkpoint or "checkpoint_final.pth") for f in _fold_folders(folder, fold)])
-    _card, weights, _source = locate_model(path)
+        return nnunet_sha256([f / (checkpoint or "checkpoint_final.pth") for f in _fold_folders(folder, fold)],
+                             folder)
+    _card, weights, source = locate_model(path)
     if not Path(weights).exists():
         raise ModelError(f"{weights}: weights file not found")
-    return file_sha256(weights)
+    return identity_sha256([weights], definition_files(source))
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto", trust: bool = False, fold=None,
@@ -113,7 +114,8 @@ def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, sour
     net = net.to(dev).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return Model(network=net, card=card, device=dev, path=str(weights), sha256=file_sha256(weights))
+    return Model(network=net, card=card, device=dev, path=str(weights),
+                 sha256=identity_sha256([weights], definition_files(source)))
 
 
 def save_model(module: nn.Module, card: ModelCard | dict, path: str | os.PathLike) -> Path:

@@ -22,7 +22,6 @@ the crop box, on the case grid.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import itertools
 import json
@@ -37,11 +36,11 @@ import torch
 from scipy.ndimage import binary_fill_holes
 from torch import nn
 
-from .card import Model, ModelCard, ModelError
+from .card import Model, ModelCard, ModelError, check_channel_names
 from .network_guard import no_network, refuse_download_arguments
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
-from .weights import file_sha256
+from .weights import definition_files, identity_sha256
 
 __all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
            "load_nnunet", "nnunet_gaussian", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
@@ -474,7 +473,8 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     channel_names = dataset.get("channel_names") or dataset.get("modality")
     if not isinstance(channel_names, dict) or not channel_names:
         raise ModelError(f"{folder / 'dataset.json'}: no 'channel_names' (index -> name)")
-    modalities = [str(channel_names[k]) for k in sorted(channel_names, key=int)]
+    modalities = check_channel_names([str(channel_names[k]) for k in sorted(channel_names, key=int)],
+                                     str(folder / "dataset.json"), "channel_names")
     classes, activation = _labels(dataset, str(folder / "dataset.json"))
     n_out = len(classes)
     for key in ("patch_size", "spacing", "normalization_schemes"):
@@ -536,13 +536,12 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
                      input={"spatial_size": None, "intensity": "none", "divisible": 1}, classes=classes,
                      target_class=min(1, n_out - 1),
                      output_activation=activation)
-    return Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths), pipeline=plan)
+    return Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths, folder),
+                 pipeline=plan)
 
 
-def nnunet_sha256(paths) -> str:
-    """sha256 of the chosen folds' checkpoints (of the one file, for one fold)."""
-    hashes = [file_sha256(p) for p in paths]
-    if len(hashes) == 1:
-        return hashes[0]
-    return hashlib.sha256("".join(hashes).encode()).hexdigest()
+def nnunet_sha256(paths, folder) -> str:
+    """The identity of an nnU-Net model: sha256 of the chosen folds' checkpoints with the folder's
+    plans.json and dataset.json (:func:`~napari_lrp.models.weights.identity_sha256`)."""
+    return identity_sha256(paths, definition_files(folder))
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from .card import ModelError
 
-__all__ = ["file_sha256", "load_weights"]
+__all__ = ["definition_files", "file_sha256", "identity_sha256", "load_weights"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -24,6 +24,43 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def definition_files(source: str | os.PathLike) -> list[Path]:
+    """The files besides the weights that define a model: its card (a .json source), a bundle's configs
+    (configs/*.json|yaml|yml), an nnU-Net folder's plans.json and dataset.json."""
+    source = Path(source)
+    if source.is_file():
+        return [source] if source.suffix.lower() == ".json" else []
+    found = [source / n for n in ("plans.json", "dataset.json") if (source / n).is_file()]
+    if (source / "configs").is_dir():
+        found += sorted(p for p in (source / "configs").iterdir()
+                        if p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml"))
+    return found
+
+
+def identity_sha256(weights, definitions=()) -> str:
+    """The model's identity: sha256 of its weights file(s) and of every file that defines it (card, plans,
+    dataset.json, a bundle's configs), so an edit of any of them is another model. One weights file and no
+    definition file: that file's own sha256.
+
+    Parameters
+    ----------
+    weights : sequence of paths
+        The weights or checkpoint files, in order (the folds of an ensemble).
+    definitions : sequence of paths
+        The definition files (:func:`definition_files`).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    weights, definitions = [Path(w) for w in weights], [Path(d) for d in definitions]
+    if len(weights) == 1 and not definitions:
+        return file_sha256(weights[0])
+    parts = [file_sha256(w) for w in weights] + [f"{d.name}:{file_sha256(d)}" for d in definitions]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
 def _is_torchscript(path: Path) -> bool:
