@@ -4,11 +4,13 @@ import os
 
 import pytest
 
-from napari_lrp.io.atomic import replacing, replacing_folder, write_text
+from napari_lrp.io.atomic import MANIFEST, replacing, replacing_folder, write_text
 
 
 def _listing(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    """Every file under ``folder`` except the hidden manifest of what the last save wrote."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+            and p.name != MANIFEST}
 
 
 def test_replacing_renames_on_success_and_keeps_the_old_file_on_failure(tmp_path):
@@ -24,32 +26,35 @@ def test_replacing_renames_on_success_and_keeps_the_old_file_on_failure(tmp_path
     assert target.read_text() == "new" and os.listdir(tmp_path) == ["a.csv"]
 
 
-def test_replacing_folder_swaps_the_whole_folder(tmp_path):
+def test_replacing_folder_replaces_the_last_saves_outputs_and_nothing_else(tmp_path):
     target = tmp_path / "results"
     with replacing_folder(target) as tmp:
         (tmp / "x.txt").write_text("1")
         (tmp / "y.txt").write_text("1")
     assert _listing(target) == {"x.txt": b"1", "y.txt": b"1"}
+    (target / "mine.md").write_text("a user's file")
     with replacing_folder(target) as tmp:
         (tmp / "x.txt").write_text("2")
-    # the new x replaces the old; y, not written this time, is carried over; nothing else is left beside it
-    assert _listing(target) == {"x.txt": b"2", "y.txt": b"1"}
+    # what this save wrote replaces what the last one wrote entirely (y, of the last run, does not stay
+    # beside it); the user's own file is neither moved nor deleted; nothing is left beside the folder
+    assert _listing(target) == {"x.txt": b"2", "mine.md": b"a user's file"}
     assert sorted(os.listdir(tmp_path)) == ["results"]
+    assert sorted(os.listdir(target)) == sorted([MANIFEST, "x.txt", "mine.md"])
 
 
 def test_replacing_folder_failure_leaves_the_old_folder_untouched(tmp_path):
     target = tmp_path / "results"
     with replacing_folder(target) as tmp:
         (tmp / "x.txt").write_text("1")
-        (tmp / "notes").mkdir()
-        (tmp / "notes" / "n.md").write_text("mine")
+    (target / "notes").mkdir()  # a folder of the user's, beside the results
+    (target / "notes" / "n.md").write_text("mine")
     before = _listing(target)
     with pytest.raises(OSError, match="No space"), replacing_folder(target) as tmp:
         (tmp / "x.txt").write_text("2")
         raise OSError(28, "No space left on device")
     assert _listing(target) == before
     assert sorted(os.listdir(tmp_path)) == ["results"]
-    # carried-over folders are copies (or hard links): the new folder does not share the old one's tree
+    # the user's folder stays where it is, untouched
     with replacing_folder(target) as tmp:
         (tmp / "x.txt").write_text("3")
     assert _listing(target) == {"x.txt": b"3", "notes/n.md": b"mine"}
