@@ -162,7 +162,9 @@ def empty_folder(t):
 
 
 def unrecognised_names(t):
+    # two images with no known name (one alone is a one-channel case named after its file)
     _nii(t / "f" / "scan_a.nii.gz")
+    _nii(t / "f" / "scan_b.nii.gz")
     return _load(t / "f"), "scan_a.nii.gz", "no recognised modality names"
 
 

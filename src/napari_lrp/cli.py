@@ -49,12 +49,14 @@ def cmd_demo(args) -> int:
 def cmd_explain(args) -> int:
     from .explanation import explain
     from .io import load_case
-    from .io.atomic import check_output_folder
+    from .io.atomic import check_output_folder, check_outside_inputs
     from .lrp.filters import filters_from_specs
     from .models import load_model
 
     check_output_folder(args.out)  # before anything is computed
-    case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None)
+    check_outside_inputs(args.out, [args.case], "the case")
+    case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None,
+                     modalities=_modalities(args))
     model = load_model(args.model, device=args.device, fold=_fold(args.fold), mirroring=args.mirroring)
     exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target,
                   mc_samples=args.mc_samples, dropout=args.dropout, seed=args.seed, tta=args.tta)
@@ -67,9 +69,10 @@ def cmd_explain(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .batch import sweep_cohort
-    from .io.atomic import check_output_folder
+    from .io.atomic import check_output_folder, check_outside_inputs
 
     check_output_folder(args.out)
+    check_outside_inputs(args.out, [args.cohort], "the cohort")
     table = sweep_cohort(args.cohort, args.model, args.out, preset=args.preset, workers=args.workers,
                          scheduler=args.scheduler, placement=args.placement, device=args.device,
                          target=args.target, label_values=args.label_value or None, nonfinite=args.nonfinite,
@@ -85,11 +88,13 @@ def cmd_sweep(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import compare, save_comparison, split_methods
     from .io import load_case
-    from .io.atomic import check_output_folder
+    from .io.atomic import check_output_folder, check_outside_inputs
     from .models import load_model
 
     check_output_folder(args.out)
-    case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None)
+    check_outside_inputs(args.out, [args.case], "the case")
+    case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None,
+                     modalities=_modalities(args))
     model = load_model(args.model, device=args.device)
     table, results = compare(model, case, split_methods(args.methods), target=args.target,
                              perturbation=not args.no_perturbation, sanity=args.sanity)
@@ -105,6 +110,22 @@ def _case_options(parser) -> None:
                              "label needs none (any non-zero voxel)")
     parser.add_argument("--nonfinite", default="error", choices=["error", "zero"],
                         help="NaN/Inf voxels: refuse the case (default) or replace them by 0")
+
+
+def _modalities_option(parser) -> None:
+    parser.add_argument("--modalities", default=None, metavar="A,B,...",
+                        help="channel names: for a case folder the channels to take, picked by name (any BraTS "
+                             "spelling) in this order; for a 4D NIfTI the name of each channel in order")
+
+
+def _modalities(args):
+    if args.modalities is None:
+        return None
+    names = [m.strip() for m in args.modalities.split(",")]
+    if not all(names):
+        raise ValueError(f"--modalities {args.modalities!r}: an empty name; give comma-separated channel names "
+                         "(e.g. t1,t1ce,t2,flair)")
+    return names
 
 
 def _fold(text):
@@ -143,6 +164,7 @@ def main(argv=None) -> int:
     e.add_argument("--tta", default=None, choices=["flips"], help="test-time flips of the 3 spatial axes")
     e.add_argument("--seed", type=int, default=0, help="seed of the draws")
     _case_options(e)
+    _modalities_option(e)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_explain)
     s = sub.add_parser("sweep", help="filter sweep over a cohort on dask.distributed")
@@ -174,6 +196,7 @@ def main(argv=None) -> int:
     c.add_argument("--no-perturbation", action="store_true", help="skip the MoRF/LeRF region perturbation")
     c.add_argument("--sanity", action="store_true", help="add each map's similarity to an untrained copy's")
     _case_options(c)
+    _modalities_option(c)
     c.add_argument("--out", required=True)
     c.set_defaults(func=cmd_compare)
     args = ap.parse_args(argv)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .channels import CHANNEL_ALIASES, canonical_channel, match_channels
 from .labels import BRAIN_MASK, ground_truth_mask, is_brain_mask_name
 from .nifti import CaseError, is_nifti_path, nifti_stem, read_nifti, save_on_grid
 from .orientation import Grid
@@ -42,6 +43,8 @@ class Case:
     name: str = "case"
     files: list[str] = field(default_factory=list)
     label_values: tuple[int, ...] | None = None
+    #: the case folder it was loaded from (None: files or a 4D file); results are never written inside it
+    folder: str | None = None
 
     @property
     def key(self) -> str:
@@ -119,13 +122,14 @@ def recognise(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     if root is not None:
         rel = Path(os.path.relpath(path, root))
         parts += [p for p in rel.parts[:-1] if p != ".."][::-1]
-    known = [m for mods, _ in MODALITY_SETS.values() for m in mods] + list(LABEL_NAMES)
+    aliases = [a for spellings in CHANNEL_ALIASES.values() for a in spellings]
+    known = [m for mods, _ in MODALITY_SETS.values() for m in mods] + aliases + list(LABEL_NAMES)
     for part in parts:
         if is_brain_mask_name(_tokens(part)):
             return BRAIN_MASK
         hit = _match_name(part, known)
-        if hit is not None:
-            return hit
+        if hit is not None:  # every BraTS release's spelling under one name (t1n -> t1, t2f -> flair)
+            return canonical_channel(hit) if hit in aliases and hit not in LABEL_NAMES else hit
     return None
 
 
@@ -229,6 +233,8 @@ def _scan_folder(folder: Path) -> tuple[list[tuple[str, Path]], Path | None]:
         if name in found:
             raise CaseError(f"{folder}: two files for modality {name}: {found[name].name} and {f.name}")
         found[name] = f
+    if not found and len(unknown) == 1:  # one image (and perhaps its label): a one-channel case
+        return [(nifti_stem(unknown[0]), unknown[0])], label
     if not found:
         names = ", ".join(f.relative_to(folder).as_posix() for f in files[:12])
         raise CaseError(
@@ -251,8 +257,11 @@ def load_case(
     """Load a case: a folder, a list of one-modality files, or one 4D NIfTI (modalities on axis 4).
 
     Folders are searched recursively; ISLES-2017 (ADC, MTT, rCBF, rCBV, Tmax, TTP; label OT) and BraTS
-    (t1, t1ce, t2, flair; label seg) names are recognised case-insensitively in file and folder names.
-    ``modalities`` overrides the names (one per channel). ``nonfinite``: 'error' (default) or 'zero'
+    names of every release (t1/t1n/T1w, t1ce/t1c/T1Gd, t2/t2w, flair/t2f; label seg) are recognised
+    case-insensitively in file and folder names (BraTS channels are named t1, t1ce, t2, flair); a folder
+    with one unrecognised image is a one-channel case named after the file. ``modalities``: for a folder,
+    the channels to take, picked by name (any spelling) in that order and named as given; for a list of
+    files or a 4D file, the name of each file or channel in order, as written. ``nonfinite``: 'error' (default) or 'zero'
     (replace NaN/Inf by 0). ``label_values``: the value(s) of the ground-truth region in a multi-label
     file (see :mod:`napari_lrp.io.labels`; a binary label needs none). Returns a :class:`Case` in napari
     axis order.
@@ -269,6 +278,12 @@ def load_case(
             entries, found_label = _scan_folder(p)
             label_path = label_path or found_label
             name = readable_name(p.name)
+            if modalities is not None:  # a folder's files are picked by name, in the order asked for
+                try:
+                    picked = match_channels([m for m, _ in entries], list(modalities), str(p))
+                except ValueError as exc:
+                    raise CaseError(str(exc)) from None
+                entries = [entries[i] for i in picked]
         else:
             if not is_nifti_path(p):
                 raise CaseError(f"{p}: not a NIfTI file name (expected .nii or .nii.gz)")
@@ -330,8 +345,10 @@ def load_case(
     files = [str(p) for _, p in entries] + ([str(label_path)] if label_path else [])
     values = None if label_values is None else tuple(int(v) for v in (
         [label_values] if isinstance(label_values, (int, np.integer)) else label_values))
+    folder = str(path_or_paths) if isinstance(path_or_paths, (str, os.PathLike)) and Path(path_or_paths).is_dir() \
+        else None
     case = Case(image=image, modalities=names, label=lab, grid=ref_grid, name=name, files=files,
-                label_values=values)
+                label_values=values, folder=folder)
     if values is not None:
         if lab is None:
             raise CaseError(f"{case.name}: label_values={list(values)} given but the case has no label file")

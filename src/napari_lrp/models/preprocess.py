@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.channels import match_channels
 from .card import ModelCard, ModelError
 
 __all__ = ["match_modalities", "normalise_intensity", "divisible_padding", "window_padding", "pad_spatial",
@@ -17,13 +18,13 @@ __all__ = ["match_modalities", "normalise_intensity", "divisible_padding", "wind
 
 
 def match_modalities(case_modalities: list[str], model_modalities: list[str], source: str = "case") -> list[int]:
-    """Indices into the case's channels in the model's order (names compared case-insensitively)."""
-    lower = [m.lower() for m in case_modalities]
-    missing = [m for m in model_modalities if m.lower() not in lower]
-    if missing:
-        raise ModelError(f"{source}: the model needs modalities {', '.join(model_modalities)} but the case has "
-                         f"{', '.join(case_modalities)} (missing: {', '.join(missing)})")
-    return [lower.index(m.lower()) for m in model_modalities]
+    """Indices into the case's channels in the model's order, matched by name (ignoring case and punctuation,
+    every BraTS release's spelling of one sequence the same: :func:`napari_lrp.io.channels.match_channels`);
+    never by position. ModelError names a missing channel."""
+    try:
+        return match_channels(case_modalities, model_modalities, source)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def normalise_intensity(image: np.ndarray, mode: str) -> tuple[np.ndarray, tuple | None]:
