@@ -142,6 +142,13 @@ def apply_orientation(viewer, radiological: bool | None = None) -> None:
     text.visible = True
 
 
+def case_key_on_screen(viewer) -> str | None:
+    """The key of the case shown in the viewer (its newest modality layer's), or None when none is shown."""
+    keys = [ly.metadata.get(CASE) for ly in viewer.layers if ly.metadata.get(ROLE) == "image"
+            and "modality" in ly.metadata]
+    return keys[-1] if keys else None
+
+
 def _other_case_layers(viewer, key: str) -> list:
     return [ly for ly in viewer.layers if ly.metadata.get(ROLE) in CASE_ROLES + DERIVED_ROLES
             and ly.metadata.get(CASE) != key]
@@ -169,7 +176,7 @@ def keep_one_case(viewer) -> None:
             outline(ly, "cyan", 2)
     if newest != state.case_key:
         state.case_key = newest
-        session_for(viewer).case_changed.emit(None)
+        session_for(viewer).screen_case_changed(newest)
     apply_orientation(viewer)
 
 

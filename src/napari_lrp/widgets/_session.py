@@ -56,6 +56,8 @@ class Session:
         self.relevance_shown = False
         #: {layer name: mean power} of the current explanation, computed with it off the main thread
         self.layer_power: dict | None = None
+        #: the latest result of each other kind for the case held ('comparison', 'search'): cleared with it
+        self.results: dict = {}
         self.layers = LayerState()
 
     # ---- decisions -------------------------------------------------------------------------
@@ -84,9 +86,43 @@ class Session:
         if loaded_path is not None:
             self.loaded_path = loaded_path
         if changed:
-            self.explanation = None
-            self.layer_power = None
+            self._forget_results()
             self.case_changed.emit(case)
+
+    def _forget_results(self) -> None:
+        self.explanation = None
+        self.layer_power = None
+        self.results.clear()
+
+    def screen_case_changed(self, key: str | None) -> None:
+        """Another case is on screen (a sample opened, a folder dropped): every result of the case the session
+        held is forgotten and every dock is told (``case_changed``), so nothing acts on the old case."""
+        if self.case is not None and key is not None and case_key(self.case) == key:
+            return
+        self.case = None
+        self.loaded_path = None
+        self._forget_results()
+        self.case_changed.emit(None)
+
+    def case_on_screen(self, on_screen):
+        """The case an action acts on: ``on_screen`` (the case read from the viewer's layers) when there is
+        one, adopted by the session when it is another case than the one it holds; else the session's case."""
+        if on_screen is None:
+            return self.case
+        if self.case is None or case_key(self.case) != case_key(on_screen):
+            self.set_case(on_screen)
+        return self.case
+
+    def current_explanation(self, key_on_screen: str | None):
+        """The latest run when it explains the case on screen (``key_on_screen``: its key read from the
+        layers; None when no case layer is there), else None (a new case is on screen: the old run's
+        results are forgotten)."""
+        if key_on_screen is not None and (self.case is None or case_key(self.case) != key_on_screen):
+            self.screen_case_changed(key_on_screen)
+        exp = self.explanation
+        if exp is None or (key_on_screen is not None and case_key(exp.case) != key_on_screen):
+            return None
+        return exp
 
     def set_model(self, model, path: str, device: str) -> None:
         self.model, self.model_key = model, (path, device)

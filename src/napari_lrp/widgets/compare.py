@@ -14,7 +14,8 @@ from magicgui.widgets import CheckBox, ComboBox, LineEdit, PushButton, Table
 from ..compare import compare, split_methods
 from ..lrp.engine import Cancelled
 from ._base import DockPanel, ThemedCanvas
-from ._layers import show_comparison, show_explanation
+from ._layers import case_key_on_screen, show_comparison, show_explanation
+from ._session import case_key
 from .relevance import TARGETS, case_from_layers
 
 DEFAULT_METHODS = "lrp:paper,lrp:epsilon-gamma-box,gradient,gxi,ig:16,gradcam:encoders.3"
@@ -68,7 +69,16 @@ class CompareWidget(DockPanel):
         self.compared = None  # the last table (a DataFrame)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self.session.case_changed.connect(self._on_case)
         self.set_status("load a case and a model in the Relevance dock, then Compare")
+
+    def _on_case(self, _case):
+        """Another case is on screen: the table, the contours and the best point belong to the old one."""
+        self.results = self.compared = self.search = None
+        self.table.value = {"data": [], "index": [], "columns": []}
+        self.apply_button.enabled = False
+        self.charts.clear()
+        self.set_status("a new case is on screen: Compare or Search gammas explain it")
 
     def run(self):
         from napari.qt.threading import create_worker
@@ -88,12 +98,21 @@ class CompareWidget(DockPanel):
         self.start(create_worker(work, _ignore_errors=True), self._done_comparing, busy="comparing ...")
 
     def _case_and_model(self):
+        """The case on screen (read from the layers: after a case switch the new one) and the loaded model."""
+        case = self.session.case_on_screen(case_from_layers(self._viewer))
         model = self.session.model
-        case = self.session.case or case_from_layers(self._viewer)
         if model is None or case is None:
             self.set_status("load a case and a model in the Relevance dock first (Load case and model)")
             return None
+        self._working_on = case_key(case)
         return case, model
+
+    def _still_on_screen(self, what: str) -> bool:
+        """Whether the case a finished job worked on is still the one on screen (else its result is dropped)."""
+        if case_key_on_screen(self._viewer) == getattr(self, "_working_on", None):
+            return True
+        self.set_status(f"the case on screen changed while {what}; its result was dropped: run it again")
+        return False
 
     def _target(self) -> str:
         return {"predicted region": "region", "ground truth": "groundtruth"}.get(self.target.value, "output")
@@ -117,7 +136,7 @@ class CompareWidget(DockPanel):
         self.start(create_worker(work, _ignore_errors=True), self._searched, busy="searching gammas ...")
 
     def _searched(self, result):
-        if self._cancel:
+        if self._cancel or not self._still_on_screen("searching"):
             return
         from ..search import plot_search
 
@@ -134,13 +153,15 @@ class CompareWidget(DockPanel):
         if self.search is None:
             return
         exp = self.search.best_explanation
+        if not self._still_on_screen("the search's result waited"):
+            return
         show_explanation(self._viewer, exp, add_case=False, with_relevance=False)
         if not self.session.set_explanation(exp):
             show_explanation(self._viewer, exp, add_case=False, lazy=True)
         self.set_status(f"applied gamma {self.search.best['gamma_encoder']:g} / {self.search.best['gamma_decoder']:g}")
 
     def _done_comparing(self, result):
-        if self._cancel:
+        if self._cancel or not self._still_on_screen("comparing"):
             return
         table, results = result
         self.compared, self.results = table, results
@@ -149,4 +170,6 @@ class CompareWidget(DockPanel):
         data = [["" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}" for v in row]
                 for row in table[cols].values]
         self.table.value = {"data": data, "index": list(table.method), "columns": cols}
-        self.set_status(f"{len(results)} methods on {next(iter(results.values())).case.name}; layers 'R sum · ...'")
+        first = next(iter(results.values()))
+        self.set_status(f"{len(results)} methods on {first.case.name} with {first.model.card.name} "
+                        f"({first.model.path}); layers 'R sum · ...'")

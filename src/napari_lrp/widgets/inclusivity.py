@@ -14,7 +14,7 @@ from ..metrics import input_mask, layer_mean_power, measure
 from ..metrics.plots import inclusivity_figure, perturbation_figure, signal_figure
 from ..sweep import sweep
 from ._base import DockPanel, ThemedCanvas
-from ._layers import DEFAULT_PERCENTILE, show_relevance
+from ._layers import DEFAULT_PERCENTILE, case_key_on_screen, show_relevance
 
 THROTTLE_MS = 30
 #: where results go by default: a folder in the user's home, never the process's working directory
@@ -127,7 +127,7 @@ class InclusivityWidget(DockPanel):
         self.updates = 0  # how many times the table was recomputed
         self._mask_key, self._mask = None, None
         self._truth_of, self._truth = None, None
-        self._busy_controls = [self.sweep_button, self.faithfulness_button]
+        self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button]
         self.curves = None  # the last faithfulness curves
         self._timer = QTimer()
         self._timer.setSingleShot(True)
@@ -139,7 +139,7 @@ class InclusivityWidget(DockPanel):
         self.faithfulness_button.changed.connect(self.run_faithfulness)
         self.chart.changed.connect(lambda *_: self.draw_chart())
         self.export_button.changed.connect(lambda: self._guarded(self.export_csv, str(self.csv_path.value)))
-        self.save_button.changed.connect(lambda: self._guarded(self.save, str(self.save_dir.value)))
+        self.save_button.changed.connect(lambda: self._guarded(self.save_in_background, str(self.save_dir.value)))
         self.session.explanation_changed.connect(self._on_explanation)
         self.session.case_changed.connect(self._on_case)
         if self.session.explanation is not None:
@@ -152,6 +152,14 @@ class InclusivityWidget(DockPanel):
             self.show_error(exc)
             return None
 
+    def current(self, action: str):
+        """The latest run when it explains the case on screen; otherwise RuntimeError naming ``action`` (after a
+        case switch nothing acts on the old case)."""
+        exp = self.session.current_explanation(case_key_on_screen(self._viewer))
+        if exp is None:
+            raise RuntimeError(f"nothing to {action} yet: the case on screen has no run; Run the Relevance widget")
+        return exp
+
     def current_filter(self) -> Filter | None:
         return heatmap_filter(self.kind.value, float(self.alpha.value))
 
@@ -163,6 +171,7 @@ class InclusivityWidget(DockPanel):
         """Another case is on screen: its coefficients are not these; clear until it is explained."""
         self.coefficients = None
         self.sweep_table = None
+        self.curves = None
         self.table.value = {"data": [], "index": [], "columns": []}
         self.mp_table.value = {"data": [], "index": [], "columns": []}
         self.charts.clear()
@@ -179,7 +188,7 @@ class InclusivityWidget(DockPanel):
 
     def update_now(self):
         """Apply the heatmap filter, update the relevance layers in place and recompute the table."""
-        exp = self.session.explanation
+        exp = self._guarded(self.current, "score")
         if exp is None:
             return
         R = self.filtered_relevance()
@@ -208,7 +217,7 @@ class InclusivityWidget(DockPanel):
     def run_sweep(self):
         from napari.qt.threading import create_worker
 
-        exp = self.session.explanation
+        exp = self._guarded(self.current, "sweep")
         if exp is None:
             return
         placement, tau_r, tau_x = self.sweep_placement.value, self.tau_r.value, self.tau_x.value
@@ -222,7 +231,7 @@ class InclusivityWidget(DockPanel):
         """MoRF, LeRF and random region perturbation of the heatmap as shown, in a worker; the chart shows it."""
         from napari.qt.threading import create_worker
 
-        exp = self.session.explanation
+        exp = self._guarded(self.current, "score")
         if exp is None:
             return
         R = self.filtered_relevance()
@@ -238,6 +247,9 @@ class InclusivityWidget(DockPanel):
         self.start(create_worker(work, _ignore_errors=True), self._faithful, busy="region perturbation ...")
 
     def _faithful(self, curves):
+        if self.session.explanation is None:
+            self.set_status("the case on screen changed while scoring; the curves were dropped")
+            return
         self.curves = curves
         self.chart.value = "faithfulness"
         self.draw_chart()
@@ -245,6 +257,9 @@ class InclusivityWidget(DockPanel):
         self.set_status(f"faithfulness of the heatmap as shown: {aucs}")
 
     def _swept(self, table):
+        if self.session.explanation is None:  # the case changed while sweeping
+            self.set_status("the case on screen changed while sweeping; the sweep was dropped")
+            return
         self.sweep_table = table
         self.draw_chart()
         self.set_status(f"sweep: {table.setting.nunique()} settings; Export CSV writes the table")
@@ -265,6 +280,7 @@ class InclusivityWidget(DockPanel):
 
     def export_csv(self, path: str) -> Path:
         """Write the sweep table (or the current coefficients) as CSV, atomically."""
+        self.current("export")
         table = self.sweep_table if self.sweep_table is not None else self.coefficients
         if table is None:
             raise RuntimeError("nothing to export yet: run the Relevance widget first")
@@ -275,19 +291,36 @@ class InclusivityWidget(DockPanel):
         self.set_status(f"wrote the {what} to {path.resolve()}")
         return path
 
+    def _to_save(self):
+        """The run as shown (the heatmap filter in place of its 'input' filter) and the thresholds."""
+        exp = self.current("save")
+        f = self.current_filter()
+        if f is not None:
+            exp = exp.refilter({**exp.filters, "input": f})
+        return exp, self.tau_r.value, self.tau_x.value
+
     def save(self, folder: str) -> list[Path]:
         """Every output of the run as shown (``Explanation.save``): relevance NIfTIs (per modality and sum)
         and prediction on the input grid, the coefficients at the widget's thresholds and the settings JSON.
 
         The heatmap filter replaces the run's 'input' filter (as on screen), so the JSON reproduces what is shown.
+        Refused when the case on screen is not the one of the latest run.
         """
-        exp = self.session.explanation
-        if exp is None:
-            raise RuntimeError("nothing to save yet: run the Relevance widget first")
-        f = self.current_filter()
-        if f is not None:
-            exp = exp.refilter({**exp.filters, "input": f})
+        exp, tau_r, tau_x = self._to_save()
         folder = Path(folder).expanduser()
-        written = exp.save(folder, tau_r=self.tau_r.value, tau_x=self.tau_x.value)
-        self.set_status(f"wrote {len(written)} files to {folder.resolve()}")
+        written = exp.save(folder, tau_r=tau_r, tau_x=tau_x)
+        self.set_status(f"wrote {len(written)} files of {exp.case.name} to {folder.resolve()}")
         return written
+
+    def save_in_background(self, folder: str) -> None:
+        """:meth:`save` in a worker (the window stays responsive); the status says what was written."""
+        from napari.qt.threading import create_worker
+
+        exp, tau_r, tau_x = self._to_save()
+        folder = Path(folder).expanduser()
+
+        def done(written):
+            self.set_status(f"wrote {len(written)} files of {exp.case.name} to {folder.resolve()}")
+
+        self.start(create_worker(exp.save, folder, tau_r=tau_r, tau_x=tau_x, _ignore_errors=True), done,
+                   busy=f"saving {exp.case.name} ...")

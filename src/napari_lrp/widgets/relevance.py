@@ -26,6 +26,7 @@ from ._layers import (
     _is_kind,
     _relevance_colormap,
     _upsert,
+    case_key_on_screen,
     guard_one_case,
     show_3d,
     show_case,
@@ -99,6 +100,16 @@ class LayerFilterTable(QTableWidget):
                 sb.setSingleStep(0.01)
                 sb.setValue(v)
                 self.setCellWidget(r, c, sb)
+
+    def show_filters(self, filters: dict) -> None:
+        """Show ``filters`` ({layer name: Filter}, a run's) in the rows; rows without one show 'none'."""
+        for r, name in enumerate(self.names()):
+            f = filters.get(name)
+            kind = "none" if f is None else type(f).__name__.lower()
+            a1, a2 = (0.0, 1.0) if f is None else ((f.alpha, f.A) if kind == "amplify" else (f.a1, f.a2))
+            self.cellWidget(r, 3).setCurrentText(kind)
+            self.cellWidget(r, 4).setValue(float(a1))
+            self.cellWidget(r, 5).setValue(float(a2))
 
     def set_shapes(self, shapes: dict):
         for r in range(self.rowCount()):
@@ -241,9 +252,16 @@ class RelevanceWidget(DockPanel):
         self.bulk_clear.changed.connect(lambda: self._bulk(None))
         self.view_3d.changed.connect(self._toggle_3d)
         self.orientation.changed.connect(self._set_orientation)
+        self.session.case_changed.connect(self._on_case)
         napari_viewer.layers.events.inserted.connect(lambda e: self.target.reset_choices())
         napari_viewer.layers.events.removed.connect(lambda e: self.target.reset_choices())
         guard_one_case(napari_viewer)
+
+    def _on_case(self, case):
+        """Another case is on screen: the status and the layer inspector no longer describe it."""
+        self.inspect.reset_choices()
+        if case is None:
+            self.set_status("a new case is on screen: Run explains it")
 
     # ---- parameters ------------------------------------------------------------------------
     def _target_choices(self, _widget=None):
@@ -426,6 +444,11 @@ class RelevanceWidget(DockPanel):
 
     def _finished(self, result):
         exp, power, path, mpath, device, sum_sd = result
+        on_screen = case_key_on_screen(self._viewer)
+        if path is None and on_screen is not None and on_screen != case_key(exp.case):
+            self.set_status(f"the case on screen changed while {exp.case.name} was explained; that run was "
+                            "dropped: Run explains the case on screen")
+            return
         self.session.layer_power = power
         new_model = self.session.model is not exp.model
         if path is not None:
@@ -435,6 +458,7 @@ class RelevanceWidget(DockPanel):
         self.session.set_model(exp.model, mpath, device)
         if new_model or self.table.rowCount() == 0:
             self.table.set_layers(exp.model.network, None, block_names(exp.model.network))
+        self.table.show_filters(exp.filters)  # what the run used, also after a model switch
         show_explanation(self._viewer, exp, add_case=path is not None, with_relevance=False)
         if not self.session.set_explanation(exp):  # no Inclusivity widget drew the relevance
             show_explanation(self._viewer, exp, add_case=False, lazy=True)

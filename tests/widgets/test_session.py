@@ -1,0 +1,103 @@
+"""One session behind every dock, on the path users take (File > Open Sample, Plugins > napari-lrp): after a
+case switch Compare, Save, Export, Sweep and Faithfulness act on the case on screen or refuse by name,
+never on the old case; the filter table shows the filters of the run it describes."""
+
+import json
+
+import pytest
+
+from napari_lrp.samples import sample_dropout_model_path
+from napari_lrp.widgets._layers import CASE, ROLE, case_key_on_screen
+from tests.widgets.test_plugin_path import _dock, _load_and_run, _settle, _wait
+
+
+@pytest.fixture
+def three_docks(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lrp", "stroke_case_1")
+    rel = _dock(viewer, "Relevance")
+    inc = _dock(viewer, "Inclusivity and sweeps")
+    cmp = _dock(viewer, "Compare methods")
+    _settle(qtbot)
+    return viewer, rel, inc, cmp
+
+
+def _switch_to_case_2(viewer, qtbot):
+    viewer.open_sample("napari-lrp", "stroke_case_2")
+    _settle(qtbot)
+
+
+def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tmp_path):
+    viewer, rel, inc, cmp = three_docks
+    first = _load_and_run(qtbot, rel)
+    inc.save(str(tmp_path / "case1"))
+    assert json.loads((tmp_path / "case1" / "settings.json").read_text())["case"]["name"] == first.case.name
+    _switch_to_case_2(viewer, qtbot)
+    key2 = case_key_on_screen(viewer)
+    assert key2 != first.case.key
+    # every result of the old case is gone from every dock and from the session
+    assert rel.session.explanation is None and inc.coefficients is None
+    assert inc.table.value["data"] == [] and cmp.table.value["data"] == []
+    assert "new case" in rel.status.value and "new case" in inc.status.value
+    assert not [ly.name for ly in viewer.layers if ly.metadata.get(CASE) not in (None, key2)]
+    # Save, Export, Sweep and Faithfulness refuse (by the case), writing nothing
+    inc.save_button.changed.emit(True)
+    assert "no run" in inc.status.value and not (tmp_path / "case2").exists()
+    with pytest.raises(RuntimeError, match="case on screen has no run"):
+        inc.save(str(tmp_path / "case2"))
+    with pytest.raises(RuntimeError, match="case on screen has no run"):
+        inc.export_csv(str(tmp_path / "t.csv"))
+    assert not (tmp_path / "case2").exists() and not (tmp_path / "t.csv").exists()
+    inc.run_sweep()
+    inc.run_faithfulness()
+    assert inc.worker is None and inc.sweep_table is None and inc.curves is None
+    # Compare explains the case on screen, and its layer belongs to it
+    cmp.methods.value = "gradient"
+    cmp.faithfulness.value = False
+    cmp.run()
+    _wait(qtbot, cmp)
+    assert cmp.results is not None, cmp.status.value
+    (exp,) = cmp.results.values()
+    assert exp.case.key == key2 and exp.case.name != first.case.name
+    layers = [ly for ly in viewer.layers if ly.metadata.get(ROLE) == "comparison"]
+    assert layers and all(ly.metadata.get(CASE) == key2 for ly in layers)
+    assert exp.model.card.name in cmp.status.value
+    # a Run on the new case, then Save (in the background): the new case's files, only
+    second = _load_and_run(qtbot, rel)
+    assert second.case.key == key2
+    inc.save_in_background(str(tmp_path / "case1"))
+    _wait(qtbot, inc)
+    settings = json.loads((tmp_path / "case1" / "settings.json").read_text())
+    assert settings["case"]["name"] == second.case.name
+    on_disk = sorted(p.name for p in (tmp_path / "case1").iterdir() if not p.name.startswith("."))
+    assert on_disk == sorted(settings["outputs"])
+
+
+def test_a_comparison_finished_after_a_switch_is_dropped(three_docks, qtbot):
+    viewer, rel, inc, cmp = three_docks
+    _load_and_run(qtbot, rel)
+    cmp.methods.value = "gradient"
+    cmp.faithfulness.value = False
+    case, model = cmp._case_and_model()
+    from napari_lrp.compare import compare, split_methods
+
+    result = compare(model, case, split_methods("gradient"), perturbation=False)
+    _switch_to_case_2(viewer, qtbot)
+    cmp._done_comparing(result)  # the worker's result arrives after the switch
+    assert cmp.results is None and "changed while comparing" in cmp.status.value
+    assert not [ly for ly in viewer.layers if ly.metadata.get(ROLE) == "comparison"]
+
+
+def test_the_filter_table_shows_the_runs_filters_after_a_model_switch(three_docks, qtbot):
+    viewer, rel, inc, cmp = three_docks
+    _load_and_run(qtbot, rel)
+    rel.table.set_row("encoders.1", "clamp", 0.0, 0.2)
+    rel.model_path.value = str(sample_dropout_model_path())
+    rel.run()
+    _wait(qtbot, rel)
+    exp = rel.session.explanation
+    assert "encoders.1" in exp.filters
+    row = rel.table.names().index("encoders.1")
+    assert rel.table.cellWidget(row, 3).currentText() == "clamp"
+    assert rel.table.cellWidget(row, 5).value() == pytest.approx(0.2)
+    assert rel.table.filters() == {"encoders.1": exp.filters["encoders.1"]}
