@@ -32,7 +32,7 @@ from .metrics.table import measure
 from .models.card import Model, ModelCard
 from .models.preprocess import PreparedInput, prepare_input
 from .runs import RunRecord
-from .tiling import run_tiled
+from .tiling import check_tiling, run_tiled
 from .uncertainty import Sampling, run_sampled
 
 __all__ = ["Explanation", "PlacedRelevance", "explain", "predict_case", "load_settings", "save_settings",
@@ -470,6 +470,9 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
         dropout_at, batch_size = kw["dropout_at"], kw["batch_size"]
         if kw["window"] is not None:
             window, overlap, blend = kw["window"], kw["overlap"], kw["blend"]
+    check_tiling(window, overlap, blend)
+    if max_memory is not None and (isinstance(max_memory, bool) or not float(max_memory) >= 1024):
+        raise ValueError(f"max_memory is a budget in bytes (e.g. 4e9 for 4 GB), at least 1024; not {max_memory!r}")
     m = _as_model(model, case)
     if m.pipeline is not None and settings is not None:
         window = None  # the model's own windows, which its settings recorded

@@ -182,6 +182,33 @@ register_method(Method("occlusion", _occlusion, _occlusion_passes,
                        "the target's drop when 3D patches are occluded (sliding_window_shapes, strides)"))
 
 
+#: forward/backward passes one attribution may take unless the caller raises it (``max_passes=``)
+MAX_PASSES = 10_000
+
+
+def _check_options(name: str, x: torch.Tensor, options: dict) -> int:
+    """Refuse option values that would fail inside Captum or run without bound; returns the passes."""
+    for key in ("n_steps", "nt_samples", "perturbations_per_eval", "internal_batch_size", "nt_samples_batch_size"):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not float(v).is_integer() or int(v) < 1):
+            raise ValueError(f"{name}: option {key}={v!r} must be a whole number >= 1")
+    if name == "occlusion":
+        dims = tuple(x.shape[1:])
+        win = _occlusion_window(x, options.get("sliding_window_shapes"))
+        strides = tuple(options.get("strides") or win)
+        if len(win) != len(dims) or any(w < 1 or w > d for w, d in zip(win, dims)):
+            raise ValueError(f"occlusion: sliding_window_shapes {win} must be (C, Z, Y, X) sizes between 1 and the "
+                             f"input's {dims}")
+        if len(strides) != len(dims) or any(int(st) < 1 for st in strides):
+            raise ValueError(f"occlusion: strides {strides} must be (C, Z, Y, X) whole numbers >= 1")
+    passes = int(METHODS[name].passes(x, options))
+    limit = int(options.pop("max_passes", MAX_PASSES))
+    if passes > limit:
+        raise ValueError(f"{name}: these options take about {passes:,} passes of the network (more than {limit:,}); "
+                         "choose fewer steps, samples or larger occlusion strides, or pass max_passes= to allow it")
+    return passes
+
+
 def run_method(name: str, network: nn.Module, x: torch.Tensor, weight: torch.Tensor, options: dict | None = None,
                output_index=None, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """The attribution (1, C, Z, Y, X) of method ``name`` for f(x) = sum(weight * network(x)).
@@ -191,7 +218,8 @@ def run_method(name: str, network: nn.Module, x: torch.Tensor, weight: torch.Ten
         raise ValueError(f"unknown method {name!r}; choose lrp or one of {', '.join(METHODS)}")
     method = METHODS[name]
     options = dict(options or {})
-    f = SegmentationTarget(network, weight.to(x.dtype), output_index, progress, method.passes(x, options))
+    passes = _check_options(name, x, options)
+    f = SegmentationTarget(network, weight.to(x.dtype), output_index, progress, passes)
     training = network.training
     frozen = [p for p in network.parameters() if p.requires_grad]
     try:

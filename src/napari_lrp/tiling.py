@@ -38,10 +38,28 @@ from .models.card import Model
 from .models.preprocess import PreparedInput
 from .runs import RunRecord
 
-__all__ = ["BLENDS", "TiledRun", "auto_window", "blend_weights", "budget", "run_tiled", "tiled_prediction",
+__all__ = ["BLENDS", "MAX_WINDOWS", "TiledRun", "check_tiling", "auto_window", "blend_weights", "budget", "run_tiled", "tiled_prediction",
            "window_starts", "windows"]
 
 BLENDS = ("gaussian", "constant", "trimmed", "nnunet", "monai-gaussian", "monai-constant")
+
+#: sliding windows one run may take (each is a forward and a relevance pass)
+MAX_WINDOWS = 4096
+
+
+def check_tiling(window, overlap, blend: str) -> None:
+    """Refuse a blend, overlap or window that is not one (before any work, also when no window is given)."""
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
+    if overlap is not None and (isinstance(overlap, bool) or not 0.0 <= float(overlap) < 1.0):
+        raise ValueError(f"overlap must be a fraction in [0, 1), not {overlap!r}")
+    if window is not None and not isinstance(window, str):
+        try:
+            sizes = [int(v) for v in window]
+        except (TypeError, ValueError):
+            raise ValueError(f"window must be (Z, Y, X), 'auto' or None, not {window!r}") from None
+        if len(sizes) != 3 or min(sizes) < 1 or any(int(v) != v for v in window):
+            raise ValueError(f"window must be three whole sizes >= 1 (Z, Y, X), not {window!r}")
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -274,6 +292,11 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
     window = tuple(int(v) for v in window)
     if len(window) != 3 or min(window) < 1:
         raise ValueError(f"window must be three positive sizes (Z, Y, X), not {window!r}")
+    n = len(windows(tuple(x.shape[2:]), window, overlap, blend))
+    if n > MAX_WINDOWS:
+        raise ValueError(f"window {window} with overlap {overlap} takes {n:,} windows over the model grid "
+                         f"{tuple(x.shape[2:])} (more than {MAX_WINDOWS:,}, each a forward and a relevance pass); "
+                         "choose a larger window or a smaller overlap")
     shapes: dict = {}  # the layers' output shapes in one window
     blended, den = tiled_prediction(prep.network, x, window, overlap, blend, output_index, progress, shapes)
     logits = prep.outputs_to_case(blended).float()

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .card import ModelError
+from .network_guard import check_allocation
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 
 __all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "RESAMPLING", "ROUTING", "bundle_pipeline"]
@@ -116,6 +117,36 @@ class BundlePipeline:
             out.append(_StraightThrough(t, self.key) if spec["_target_"] in INTENSITY else t)
         return out
 
+    def _check_sizes(self, shape, grid, source: str) -> None:
+        """Estimate, before any transform runs, the volumes the resampling transforms make (each is kept for
+        the relevance's way back) and refuse them over half the free memory."""
+        channels, dims = int(shape[0]), [float(v) for v in shape[1:]]
+        spacing = [float(v) for v in np.sqrt((np.asarray(grid.affine)[:3, :3] ** 2).sum(axis=0))]
+        kept = channels * float(np.prod(dims))
+        for spec in self.specs:
+            name = spec["_target_"]
+            if name == "Spacingd" and spec.get("pixdim") is not None:
+                pix = spec["pixdim"] if isinstance(spec["pixdim"], (list, tuple)) else [spec["pixdim"]] * 3
+                if any(not isinstance(p, (int, float)) or p <= 0 for p in pix[:3]):
+                    raise ModelError(f"{self.source}: Spacingd pixdim {spec['pixdim']!r} must be sizes in mm above 0")
+                dims = [d * s / float(p) for d, s, p in zip(dims, spacing, pix)]
+                spacing = [float(p) for p in pix[:3]]
+            elif name == "Resized" and spec.get("spatial_size") is not None:
+                size = spec["spatial_size"]
+                size = size if isinstance(size, (list, tuple)) else [size] * 3
+                dims = [d if int(v) <= 0 else float(v) for d, v in zip(dims, size)]
+            elif name == "Zoomd" and spec.get("zoom") is not None:
+                zoom = spec["zoom"] if isinstance(spec["zoom"], (list, tuple)) else [spec["zoom"]] * 3
+                dims = [d * float(z) for d, z in zip(dims, zoom)]
+            else:
+                continue
+            kept += channels * float(np.prod(dims))
+        # the kept transform outputs, their gradients, and the model grid's input, logits and relevance
+        need = 4.0 * (2 * kept + 4 * (channels + 1) * float(np.prod(dims)))
+        check_allocation(need, f"case {source} through the bundle's transforms (model grid about "
+                               f"{tuple(int(round(d)) for d in dims)})", self.source,
+                         "check the transforms' pixdim / spatial_size, or crop the case")
+
     def prepare(self, case, modalities: list[str], network, device: torch.device, dtype=torch.float32,
                 source: str = "case") -> BundleInput:
         """The case through the bundle's transforms (graph kept for the relevance's way back)."""
@@ -128,6 +159,7 @@ class BundlePipeline:
         img = MetaTensor(leaf, affine=torch.as_tensor(np.asarray(case.grid.affine), dtype=torch.float64),
                          meta={"original_affine": np.asarray(case.grid.affine), "space": "RAS",
                                "filename_or_obj": case.name})
+        self._check_sizes(file_order.shape, case.grid, source)
         transforms = self.transforms()
         data = {self.key: img}
         with torch.enable_grad():

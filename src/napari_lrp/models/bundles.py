@@ -13,7 +13,18 @@ from .card import ModelCard, ModelError, check_channel_names
 __all__ = ["card_from_bundle", "pipeline_from_bundle"]
 
 
-def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = ()):
+#: values a config's ``@`` references may expand to (a small file can fan out without bound)
+MAX_RESOLVED_VALUES = 100_000
+MAX_REFERENCE_DEPTH = 64
+
+
+def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = (), budget: list | None = None):
+    budget = [MAX_RESOLVED_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ModelError(f"{source}: the references under {'@' + chain[0] if chain else 'the network definition'} "
+                         f"expand to more than {MAX_RESOLVED_VALUES:,} values; a bundle's configuration is not that "
+                         "large: check the '@' references")
     if isinstance(value, str) and value.startswith("@"):
         key = value[1:]
         if key not in config:
@@ -21,15 +32,18 @@ def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = ())
         if key in chain:
             raise ModelError(f"{source}: reference {value!r} refers to itself "
                              f"({' -> '.join('@' + k for k in (*chain, key))}); replace it by a value")
-        return _resolve_refs(config[key], config, source, (*chain, key))
+        if len(chain) >= MAX_REFERENCE_DEPTH:
+            raise ModelError(f"{source}: reference {value!r} is more than {MAX_REFERENCE_DEPTH} references deep "
+                             f"({' -> '.join('@' + k for k in chain[:4])} ...)")
+        return _resolve_refs(config[key], config, source, (*chain, key), budget)
     if isinstance(value, str) and value.startswith("$"):
         raise ModelError(f"{source}: the {'network definition' if not chain else '@' + chain[-1]} holds a Python "
                          f"expression {value!r}; napari-lrp does not evaluate code from bundles. Replace it by a "
                          "literal value")
     if isinstance(value, dict):
-        return {k: _resolve_refs(v, config, source, chain) for k, v in value.items()}
+        return {k: _resolve_refs(v, config, source, chain, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_refs(v, config, source, chain) for v in value]
+        return [_resolve_refs(v, config, source, chain, budget) for v in value]
     return value
 
 
@@ -61,6 +75,18 @@ def pipeline_from_bundle(folder: Path):
     return bundle_pipeline(config, str(cfg_path), lambda v: _resolve_refs(v, config, str(cfg_path)))
 
 
+#: channels a bundle's metadata may declare (inputs or outputs)
+MAX_CHANNELS = 1024
+
+
+def _channel_count(value, meta_path: Path, side: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+            or not 1 <= int(value) <= MAX_CHANNELS:
+        raise ModelError(f"{meta_path}: field 'network_data_format.{side}.*.num_channels' is {value!r}; it must be a "
+                         f"whole number from 1 to {MAX_CHANNELS}")
+    return int(value)
+
+
 def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     """A card from a MONAI bundle folder (configs/metadata.json, configs/inference.json, models/model.pt)."""
     config, cfg_path = _config(folder)
@@ -79,15 +105,21 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
             raise ModelError(f"{meta_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path}: must hold a JSON object (the bundle's metadata), not {type(meta).__name__}")
     fmt = meta.get("network_data_format", {})
     inputs = next(iter(fmt.get("inputs", {}).values()), {})
     outputs = next(iter(fmt.get("outputs", {}).values()), {})
-    n_in = int(inputs.get("num_channels", kwargs.get("in_channels", 1)))
+    n_in = _channel_count(inputs.get("num_channels", kwargs.get("in_channels", 1)), meta_path, "inputs")
     chdef = inputs.get("channel_def") or {}
     modalities = check_channel_names([str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)], str(meta_path),
                                      "network_data_format.inputs.*.channel_def")
     outdef = outputs.get("channel_def") or {}
-    n_out = int(outputs.get("num_channels", kwargs.get("out_channels", 2)))
+    n_out = _channel_count(outputs.get("num_channels", kwargs.get("out_channels", 2)), meta_path, "outputs")
+    for side, n, arg in (("inputs", n_in, "in_channels"), ("outputs", n_out, "out_channels")):
+        if isinstance(kwargs.get(arg), int) and kwargs[arg] != n:
+            raise ModelError(f"{meta_path}: field 'network_data_format.{side}.*.num_channels' is {n}, but the "
+                             f"network_def builds {kwargs[arg]} ({arg}); make them agree")
     classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]
     card = ModelCard(
         name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},

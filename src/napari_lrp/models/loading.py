@@ -16,6 +16,7 @@ from torch import nn
 
 from ..io.atomic import replacing, write_text
 from .architectures import allowed_class, build_network, class_path, first_in_channels
+from .network_guard import check_allocation, window_bytes
 from .bundles import card_from_bundle
 from .card import Model, ModelCard, ModelError, read_card
 from .devices import resolve_device
@@ -101,6 +102,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
         from .bundles import pipeline_from_bundle
 
         model.pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
+        window = getattr(model.pipeline, "window", None)
+        if window is not None:  # the inferer's roi_size is the bundle's own window: its LRP must fit
+            need = window_bytes(allowed_class(card.architecture["class"], source), card.architecture["kwargs"],
+                                (1, len(card.modalities), *window))
+            if need is not None:
+                check_allocation(need, f"the LRP of one window (inferer.roi_size {tuple(window)})", source,
+                                 "the bundle cannot be explained on this machine at this roi_size")
     return model
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from .card import ModelError
 
-__all__ = ["MAX_PARAMETERS", "NetworkBlocked", "check_size", "no_network", "parameter_count",
+__all__ = ["check_allocation", "window_bytes", "MAX_PARAMETERS", "NetworkBlocked", "check_size", "no_network", "parameter_count",
            "refuse_download_arguments"]
 
 #: the largest network a card may ask for (parameters; 2 GB of float32 weights); larger ones are refused
@@ -129,3 +129,45 @@ def check_size(cls: type, kwargs: dict, source: str) -> None:
                          f"({nbytes / 1e9:.2g} GB); napari-lrp builds at most {MAX_PARAMETERS / 1e6:.0f} million "
                          f"and no more than half the free memory ({free / 1e9:.2g} GB free). Check the card's "
                          "architecture arguments")
+
+
+#: bytes kept per byte of module outputs in one LRP pass (the forward outputs, the rules' states and the
+#: relevance flowing back), measured on the UNet3D and nnU-Net's PlainConvUNet on the CPU
+LRP_BYTES_PER_OUTPUT_BYTE = 3.0
+
+
+def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
+    """About the bytes one LRP pass of ``cls(**kwargs)`` on an input of ``input_shape`` (N, C, Z, Y, X) keeps,
+    from a forward pass on the meta device (no memory): the float32 outputs of every module times
+    :data:`LRP_BYTES_PER_OUTPUT_BYTE`; None when the network cannot run there."""
+    total = 0
+
+    def count(_module, _args, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel()
+
+    try:
+        with torch.device("meta"), no_network():
+            net = cls(**kwargs)
+            handles = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+            with torch.no_grad():
+                net(torch.empty(input_shape))
+    except NetworkBlocked:
+        raise
+    except Exception:  # noqa: BLE001 - an operation without a meta kernel: the size is then not known
+        return None
+    for h in handles:
+        h.remove()
+    return 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
+
+
+def check_allocation(nbytes: float, what: str, source: str, fix: str) -> None:
+    """Refuse ``nbytes`` (an estimate made before allocating) above half the free memory, naming the estimate,
+    the budget and ``fix``."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    if nbytes > free / 2:
+        raise ModelError(f"{source}: {what} needs about {nbytes / 1e9:.2f} GB, more than half the free memory "
+                         f"({free / 1e9:.2f} GB free); {fix}")

@@ -37,10 +37,10 @@ from scipy.ndimage import binary_fill_holes
 from torch import nn
 
 from .card import Model, ModelCard, ModelError, check_channel_names
-from .network_guard import no_network, refuse_download_arguments
+from .network_guard import check_allocation, check_size, no_network, refuse_download_arguments, window_bytes
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
-from .weights import definition_files, identity_sha256
+from .weights import check_archive, definition_files, identity_sha256
 
 __all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
            "load_nnunet", "nnunet_gaussian", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
@@ -210,6 +210,12 @@ class NnUNetPlan:
         sl = tuple(slice(a, b) for a, b in bbox)
         data = np.ascontiguousarray(data[(slice(None),) + sl])
         mask = mask[sl]
+        model_shape = [max(1, int(round(n * a / b))) for n, a, b in zip(data.shape[1:], spacing, self.spacing)]
+        # the resampled input, its padding, the blended logits and the relevance: about four volumes of it
+        check_allocation(4.0 * 4 * (data.shape[0] + 1) * float(np.prod(model_shape)),
+                         f"case {source} resampled from spacing {tuple(round(v, 4) for v in spacing)} to the "
+                         f"configuration's {tuple(self.spacing)} (grid {tuple(model_shape)})",
+                         f"{self.folder}/plans.json", "check the configuration's spacing, or crop the case")
         normalised = self.normalise(data, mask)
         resample = resampling(normalised.shape[1:], spacing, self.spacing, order=self.data_resampling.get("order", 3),
                               order_z=self.data_resampling.get("order_z", 0),
@@ -356,6 +362,7 @@ def _load_checkpoint(path: Path, trust: bool) -> dict:
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import scalar
     safe.append(scalar)
+    check_archive(path)
     try:
         with torch.serialization.safe_globals(safe):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -417,6 +424,31 @@ def _fold_folders(folder: Path, fold) -> list[Path]:
     return chosen
 
 
+def _check_sizes(cfg: dict, name: str, n_in: int, n_out: int, plans_path: Path) -> None:
+    """The configuration's patch size and spacing are whole, positive and the LRP of one window fits the
+    memory (estimated on the meta device before anything is built)."""
+    patch, spacing = cfg["patch_size"], cfg["spacing"]
+    if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in patch):
+        raise ModelError(f"{plans_path}: configuration {name!r} patch_size {patch!r} must be three whole sizes >= 1")
+    if len(spacing) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e3
+                                    for v in spacing):
+        raise ModelError(f"{plans_path}: configuration {name!r} spacing {spacing!r} must be three sizes in mm "
+                         "above 0")
+    arch = cfg["architecture"]
+    cls = _dna_class(arch.get("network_class_name"), str(plans_path))
+    kwargs = dict(arch.get("arch_kwargs") or {})
+    for key in arch.get("_kw_requires_import") or []:
+        if kwargs.get(key) is not None:
+            kwargs[key] = _torch_nn_class(kwargs[key], str(plans_path), key)
+    full = dict(input_channels=n_in, num_classes=n_out, deep_supervision=False, **kwargs)
+    check_size(cls, full, str(plans_path))
+    need = window_bytes(cls, full, (1, n_in, *patch))
+    if need is not None:
+        check_allocation(need, f"the LRP of one window of configuration {name!r} (patch {tuple(patch)})",
+                         str(plans_path), "this configuration cannot be explained on this machine (nnU-Net's "
+                         "windows are its patch size)")
+
+
 def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str) -> nn.Module:
     """The configuration's network as nnU-Net's ``get_network_from_plans`` builds it (deep supervision off)."""
     arch = cfg["architecture"]
@@ -426,9 +458,11 @@ def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str) -> nn.Mo
         if kwargs.get(key) is not None:
             kwargs[key] = _torch_nn_class(kwargs[key], source, key)
     refuse_download_arguments(kwargs, source)
+    full = dict(input_channels=n_in, num_classes=n_out, deep_supervision=False, **kwargs)
+    check_size(cls, full, source)  # built on the meta device first: the plans' sizes are not trusted
     try:
         with no_network(source):
-            return cls(input_channels=n_in, num_classes=n_out, deep_supervision=False, **kwargs)
+            return cls(**full)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ModelError(f"{source}: cannot build {cls.__name__} from plans.json ({exc})") from exc
 
@@ -487,6 +521,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     if len(cfg["patch_size"]) != 3:
         raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} is {len(cfg['patch_size'])}D; "
                          "napari-lrp explains 3D configurations (3d_fullres, 3d_lowres)")
+    _check_sizes(cfg, name, len(modalities), n_out, folder / "plans.json")
     nets = []
     for path, ckpt in zip(paths, ckpts):
         net = build_nnunet_network(cfg, len(modalities), n_out, source)

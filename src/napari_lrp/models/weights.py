@@ -15,7 +15,7 @@ from torch import nn
 
 from .card import ModelError
 
-__all__ = ["definition_files", "file_sha256", "identity_sha256", "load_weights"]
+__all__ = ["check_archive", "definition_files", "file_sha256", "identity_sha256", "load_weights"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -61,6 +61,26 @@ def identity_sha256(weights, definitions=()) -> str:
         return file_sha256(weights[0])
     parts = [file_sha256(w) for w in weights] + [f"{d.name}:{file_sha256(d)}" for d in definitions]
     return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def check_archive(path: str | os.PathLike) -> None:
+    """Refuse, before reading it, a torch.save archive whose entries unpack to more than half the free memory
+    (a small file of deflated entries can claim gigabytes)."""
+    import psutil
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            unpacked = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path}: corrupt or unreadable weights file ({exc})") from None
+    free = psutil.virtual_memory().available
+    if unpacked > free / 2:
+        raise ModelError(f"{path}: the weights unpack to {unpacked / 1e9:.2f} GB ({path.stat().st_size / 1e6:.1f} MB "
+                         f"on disk), more than half the free memory ({free / 1e9:.2f} GB free); not loaded. Check "
+                         "the file's source, or free memory")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -113,6 +133,7 @@ def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, 
     if not zipfile.is_zipfile(path) and not _looks_like_pickle(path):
         raise ModelError(f"{path}: corrupt or unreadable weights file: corrupt or not a PyTorch file (neither a "
                          "torch.save archive nor a pickle); save the weights with nl.save_model or torch.save")
+    check_archive(path)
     if _is_torchscript(path):
         if not trust:
             raise ModelError(f"{path}: a TorchScript file; loading it runs code stored in the file. Pass trust=True "
