@@ -22,14 +22,15 @@ from torch import nn
 
 from .io.atomic import check_outside_inputs, replacing, replacing_folder, write_text
 from .io.case import Case, save_nifti
-from .lrp.engine import Propagation
+from .io.nifti import CaseError
+from .lrp.engine import Cancelled, Propagation
 from .lrp.filters import Filter, filters_from_specs, format_filter, heatmap
 from .lrp.kernels import onednn_convolutions
 from .lrp.ledger import Ledger
 from .lrp.rule_specs import rules_from_specs, rules_to_specs
 from .lrp.targets import needs_ground_truth, predict, region_mask, start_relevance, target_of
 from .metrics.table import measure
-from .models.card import Model, ModelCard
+from .models.card import Model, ModelCard, ModelError
 from .models.preprocess import PreparedInput, prepare_input
 from .runs import RunRecord
 from .tiling import check_tiling, run_tiled
@@ -376,7 +377,17 @@ def save_settings(exp: Explanation, path: str | os.PathLike, outputs: list[str] 
 
 def load_settings(path_or_dict) -> dict:
     """Keyword arguments for :func:`explain` from a settings JSON (file or dict)."""
-    d = path_or_dict if isinstance(path_or_dict, dict) else json.loads(Path(path_or_dict).read_text())
+    where = "settings" if isinstance(path_or_dict, dict) else str(path_or_dict)
+    if isinstance(path_or_dict, dict):
+        d = path_or_dict
+    else:
+        try:
+            d = json.loads(Path(path_or_dict).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: settings are not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: settings must be a JSON object (as Explanation.settings() writes), not "
+                         f"{type(d).__name__}")
     target = d.get("target", "region")
     if target == "mask":
         raise ValueError("these settings used a drawn mask as target; pass the mask as target=")
@@ -461,30 +472,74 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     holds: a run from its settings.json reproduces the relevance.
     """
     if settings is not None:
-        kw = load_settings(settings)
-        preset, filters, target, rules = kw["preset"], kw["filters"], kw["target"], kw["rules"]
-        target_class = kw["target_class"] if target_class is None else target_class
-        method, method_options = kw["method"], {**kw["method_options"], **method_options}
-        strict, output_index, max_memory = kw["strict"], kw["output_index"], kw["max_memory"]
-        mc_samples, dropout, seed, tta = kw["mc_samples"], kw["dropout"], kw["seed"], kw["tta"]
-        dropout_at, batch_size = kw["dropout_at"], kw["batch_size"]
-        if kw["window"] is not None:
-            window, overlap, blend = kw["window"], kw["overlap"], kw["blend"]
+        try:
+            return _explain_from_settings(model, case, settings, target_class, keep, progress, method_options)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            if isinstance(exc, (ModelError, CaseError)) or "settings" in str(exc):
+                raise
+            where = "settings" if isinstance(settings, dict) else str(settings)
+            try:
+                again = type(exc)(f"{where}: these settings do not run: {exc}") if isinstance(exc, ValueError) \
+                    else ValueError(f"{where}: these settings do not run: {type(exc).__name__}: {exc}")
+            except TypeError:
+                again = ValueError(f"{where}: these settings do not run: {exc}")
+            raise again from exc
+    return _explain_recorded(model, case, preset, filters, target, target_class, rules, keep, progress, strict,
+                             output_index, mc_samples, dropout, seed, tta, dropout_at, batch_size, method, window,
+                             overlap, blend, max_memory, False, **method_options)
+
+
+def _explain_from_settings(model, case, settings, target_class, keep, progress, method_options):
+    """:func:`explain` with every argument the settings hold read from them."""
+    kw = load_settings(settings)
+    window = kw["window"]
+    return _explain_recorded(model, case, kw["preset"], kw["filters"], kw["target"],
+                             kw["target_class"] if target_class is None else target_class, kw["rules"], keep,
+                             progress, kw["strict"], kw["output_index"], kw["mc_samples"], kw["dropout"], kw["seed"],
+                             kw["tta"], kw["dropout_at"], kw["batch_size"], kw["method"], window,
+                             kw["overlap"] if window is not None else None,
+                             kw["blend"] if window is not None else "gaussian", kw["max_memory"], True,
+                             **{**kw["method_options"], **method_options})
+
+
+def _explain_recorded(model, case, preset, filters, target, target_class, rules, keep, progress, strict,
+                      output_index, mc_samples, dropout, seed, tta, dropout_at, batch_size, method, window, overlap,
+                      blend, max_memory, from_settings: bool, **method_options) -> Explanation:
+    """The run of :func:`explain`'s arguments, its settings recorded on the result."""
     check_tiling(window, overlap, blend)
     if max_memory is not None and (isinstance(max_memory, bool) or not float(max_memory) >= 1024):
         raise ValueError(f"max_memory is a budget in bytes (e.g. 4e9 for 4 GB), at least 1024; not {max_memory!r}")
     m = _as_model(model, case)
-    if m.pipeline is not None and settings is not None:
+    if m.pipeline is not None and from_settings:
         window = None  # the model's own windows, which its settings recorded
     recorded = {"rules": dict(rules or {}), "strict": bool(strict), "output_index": output_index,
                 "batch_size": batch_size, "max_memory": max_memory}
-    exp = _explain_unrecorded(m, case, preset, filters, target, target_class, rules, keep, progress, strict,
-                              output_index, mc_samples, dropout, seed, tta, dropout_at, batch_size, method,
-                              window, overlap, blend, max_memory, **method_options)
+    try:
+        exp = _explain_unrecorded(m, case, preset, filters, target, target_class, rules, keep, progress, strict,
+                                  output_index, mc_samples, dropout, seed, tta, dropout_at, batch_size, method,
+                                  window, overlap, blend, max_memory, **method_options)
+    except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
+        if _raised_outside(exc):  # inside torch, MONAI or the network's own code: the model cannot run the case
+            raise ModelError(f"{m.path}: the network failed on case {case.name} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); check the model's configuration "
+                             "against the case (channels, sizes)") from exc
+        raise
     if exp._run is not None:
         exp._run.run_settings = recorded
     exp.run_settings = dict(recorded)
     return exp
+
+
+def _raised_outside(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised outside napari-lrp's own code (its innermost frame in torch, MONAI, ...)."""
+    import traceback
+
+    if isinstance(exc, (ModelError, CaseError, Cancelled)):
+        return False
+    if isinstance(exc, RuntimeError):  # torch's operations raise RuntimeError; napari-lrp raises its own kinds
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}napari_lrp{os.sep}" not in frames[-1].filename
 
 
 def _explain_unrecorded(model, case: Case, preset: str, filters, target, target_class, rules, keep, progress,

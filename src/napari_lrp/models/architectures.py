@@ -58,10 +58,11 @@ def build_network(card: ModelCard, source: str = "card") -> nn.Module:
     try:
         with no_network(source):
             return cls(**kwargs)
-    except (TypeError, ValueError, AssertionError) as exc:
+    except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError) as exc:
         if isinstance(exc, ModelError):
             raise
-        raise ModelError(f"{source}: cannot build {cls.__name__} with {kwargs}: {exc}") from exc
+        raise ModelError(f"{source}: cannot build {cls.__name__} with {kwargs}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
 
 def first_in_channels(net: nn.Module) -> int | None:

@@ -112,8 +112,9 @@ class BundlePipeline:
             kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
             try:
                 t = cls(**kwargs)
-            except TypeError as exc:
-                raise ModelError(f"{self.source}: cannot build {spec['_target_']} with {kwargs} ({exc})") from exc
+            except Exception as exc:  # noqa: BLE001 - MONAI's constructors raise many kinds on bad arguments
+                raise ModelError(f"{self.source}: cannot build {spec['_target_']} with {kwargs} "
+                                 f"({type(exc).__name__}: {exc})") from exc
             out.append(_StraightThrough(t, self.key) if spec["_target_"] in INTENSITY else t)
         return out
 
@@ -163,8 +164,13 @@ class BundlePipeline:
         transforms = self.transforms()
         data = {self.key: img}
         with torch.enable_grad():
-            for t in transforms:
-                data = t(data)
+            for spec, t in zip(self.specs, transforms):
+                try:
+                    data = t(data)
+                except Exception as exc:  # noqa: BLE001 - a transform's arguments that fail on this case
+                    raise ModelError(f"{self.source}: preprocessing transform {spec['_target_']} failed on case "
+                                     f"{source} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                                     "; check its arguments in inference.json") from exc
         out = data[self.key]
         x = out.as_tensor().detach().float()
         shape = tuple(x.shape[1:])

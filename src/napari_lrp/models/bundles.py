@@ -61,9 +61,15 @@ def _config(folder: Path) -> tuple[dict, Path]:
     if not cfg_path.exists():
         raise ModelError(f"{folder}: not a MONAI bundle: configs/inference.json is missing (YAML configs are not read)")
     try:
-        return json.loads(cfg_path.read_text()), cfg_path
+        config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelError(f"{cfg_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{cfg_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{cfg_path}: must hold a JSON object (the bundle's configuration), not "
+                         f"{type(config).__name__}")
+    return config, cfg_path
 
 
 def pipeline_from_bundle(folder: Path):
@@ -79,8 +85,31 @@ def pipeline_from_bundle(folder: Path):
 MAX_CHANNELS = 1024
 
 
+def _data_format(meta: dict, meta_path: Path) -> tuple[dict, dict]:
+    """The first input and output of the metadata's ``network_data_format`` (empty when absent)."""
+    fmt = meta.get("network_data_format", {})
+    if not isinstance(fmt, dict):
+        raise ModelError(f"{meta_path}: field 'network_data_format' must be an object, not {fmt!r:.60}")
+    out = []
+    for side in ("inputs", "outputs"):
+        entries = fmt.get(side, {})
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise ModelError(f"{meta_path}: field 'network_data_format.{side}' must be an object of objects "
+                             f"(key -> description), not {entries!r:.60}")
+        out.append(next(iter(entries.values()), {}))
+    return out[0], out[1]
+
+
+def _channel_def(entry: dict, meta_path: Path, side: str) -> dict:
+    chdef = entry.get("channel_def") or {}
+    if not isinstance(chdef, dict) or not all(isinstance(v, str) and v.strip() for v in chdef.values()):
+        raise ModelError(f"{meta_path}: field 'network_data_format.{side}.*.channel_def' must map channel indices "
+                         f"to names (non-empty text), not {chdef!r:.80}")
+    return chdef
+
+
 def _channel_count(value, meta_path: Path, side: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or int(value) != value \
             or not 1 <= int(value) <= MAX_CHANNELS:
         raise ModelError(f"{meta_path}: field 'network_data_format.{side}.*.num_channels' is {value!r}; it must be a "
                          f"whole number from 1 to {MAX_CHANNELS}")
@@ -105,16 +134,16 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
             raise ModelError(f"{meta_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{meta_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not isinstance(meta, dict):
         raise ModelError(f"{meta_path}: must hold a JSON object (the bundle's metadata), not {type(meta).__name__}")
-    fmt = meta.get("network_data_format", {})
-    inputs = next(iter(fmt.get("inputs", {}).values()), {})
-    outputs = next(iter(fmt.get("outputs", {}).values()), {})
+    inputs, outputs = _data_format(meta, meta_path)
     n_in = _channel_count(inputs.get("num_channels", kwargs.get("in_channels", 1)), meta_path, "inputs")
-    chdef = inputs.get("channel_def") or {}
+    chdef = _channel_def(inputs, meta_path, "inputs")
     modalities = check_channel_names([str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)], str(meta_path),
                                      "network_data_format.inputs.*.channel_def")
-    outdef = outputs.get("channel_def") or {}
+    outdef = _channel_def(outputs, meta_path, "outputs")
     n_out = _channel_count(outputs.get("num_channels", kwargs.get("out_channels", 2)), meta_path, "outputs")
     for side, n, arg in (("inputs", n_in, "in_channels"), ("outputs", n_out, "out_channels")):
         if isinstance(kwargs.get(arg), int) and kwargs[arg] != n:

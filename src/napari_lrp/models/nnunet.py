@@ -346,11 +346,53 @@ class NnUNetInput(PreparedInput):
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelError(f"{path}: not found; an nnU-Net v2 results folder holds dataset.json and plans.json") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(doc, dict):
+        raise ModelError(f"{path}: must hold a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def _check_plans(plans: dict, path: Path) -> None:
+    """The plans' fields napari-lrp reads have the types nnU-Net writes (before anything is built)."""
+    for key in ("transpose_forward", "transpose_backward"):
+        v = plans.get(key, [0, 1, 2])
+        if not (isinstance(v, list) and all(type(a) is int for a in v) and sorted(v) == [0, 1, 2]):
+            raise ModelError(f"{path}: field {key!r} is {v!r}; it must be a permutation of [0, 1, 2]")
+    props = plans.get("foreground_intensity_properties_per_channel", {})
+    if props is not None and not isinstance(props, dict):
+        raise ModelError(f"{path}: field 'foreground_intensity_properties_per_channel' must be an object (channel "
+                         f"-> properties), not {props!r:.60}")
+    configs = plans.get("configurations")
+    if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+        raise ModelError(f"{path}: field 'configurations' must be an object of configurations (name -> object)")
+
+
+def _check_configuration(cfg: dict, name: str, n_in: int, path: Path) -> None:
+    """A configuration's fields with the types and lengths nnU-Net writes."""
+    arch = cfg.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("arch_kwargs", {}), dict) \
+            or not isinstance(arch.get("network_class_name"), str):
+        raise ModelError(f"{path}: configuration {name!r} field 'architecture' must hold 'network_class_name' (text) "
+                         "and 'arch_kwargs' (an object)")
+    imports = arch.get("_kw_requires_import") or []
+    if not (isinstance(imports, list) and all(isinstance(k, str) for k in imports)):
+        raise ModelError(f"{path}: configuration {name!r} field 'architecture._kw_requires_import' must be a list "
+                         f"of argument names, not {imports!r:.60}")
+    for key in ("normalization_schemes", "use_mask_for_norm"):
+        v = cfg.get(key)
+        if v is not None and not (isinstance(v, list) and len(v) == n_in):
+            raise ModelError(f"{path}: configuration {name!r} field {key!r} is {v!r:.80}; it needs one entry per "
+                             f"input channel ({n_in})")
+    for key in ("resampling_fn_data_kwargs", "resampling_fn_probabilities_kwargs"):
+        v = cfg.get(key)
+        if v is not None and not isinstance(v, dict):
+            raise ModelError(f"{path}: configuration {name!r} field {key!r} must be an object, not {v!r:.60}")
 
 
 def _load_checkpoint(path: Path, trust: bool) -> dict:
@@ -463,8 +505,9 @@ def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str) -> nn.Mo
     try:
         with no_network(source):
             return cls(**full)
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise ModelError(f"{source}: cannot build {cls.__name__} from plans.json ({exc})") from exc
+    except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError) as exc:
+        raise ModelError(f"{source}: cannot build {cls.__name__} from plans.json ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
 def _labels(dataset: dict, source: str) -> tuple[list[str], str]:
@@ -476,6 +519,12 @@ def _labels(dataset: dict, source: str) -> tuple[list[str], str]:
         raise ModelError(f"{source}: labels {regions} are regions (region-based training, as for BraTS); "
                          "napari-lrp does not map overlapping sigmoid regions to its targets yet. Explain a "
                          "model trained on plain labels, or save the network with a card (one class per head)")
+    bad = {k: v for k, v in labels.items() if type(v) is not int or v < 0}
+    if bad:
+        raise ModelError(f"{source}: dataset.json labels {bad!r:.120} are not whole numbers >= 0 (label name -> value)")
+    if "ignore" in labels and labels["ignore"] == max(labels.values()) and len(labels) > 2:
+        # nnU-Net's ignore label marks unannotated voxels in training; the network has no output for it
+        labels = {k: v for k, v in labels.items() if k != "ignore"}
     order = sorted(labels.items(), key=lambda kv: int(kv[1]))
     if [int(v) for _k, v in order] != list(range(len(order))):
         raise ModelError(f"{source}: dataset.json labels {labels} are not consecutive 0..K-1")
@@ -495,6 +544,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     source = str(folder)
     dataset = _read_json(folder / "dataset.json")
     plans = _read_json(folder / "plans.json")
+    _check_plans(plans, folder / "plans.json")
     folds = _fold_folders(folder, fold)
     paths = [f / checkpoint for f in folds]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -507,6 +557,10 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     channel_names = dataset.get("channel_names") or dataset.get("modality")
     if not isinstance(channel_names, dict) or not channel_names:
         raise ModelError(f"{folder / 'dataset.json'}: no 'channel_names' (index -> name)")
+    if sorted(channel_names) != [str(i) for i in range(len(channel_names))] or not all(
+            isinstance(v, str) and v.strip() for v in channel_names.values()):
+        raise ModelError(f"{folder / 'dataset.json'}: field 'channel_names' is {channel_names!r:.120}; it maps each "
+                         "input index '0', '1', ... to a channel name (non-empty text)")
     modalities = check_channel_names([str(channel_names[k]) for k in sorted(channel_names, key=int)],
                                      str(folder / "dataset.json"), "channel_names")
     classes, activation = _labels(dataset, str(folder / "dataset.json"))
@@ -521,6 +575,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     if len(cfg["patch_size"]) != 3:
         raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} is {len(cfg['patch_size'])}D; "
                          "napari-lrp explains 3D configurations (3d_fullres, 3d_lowres)")
+    _check_configuration(cfg, name, len(modalities), folder / "plans.json")
     _check_sizes(cfg, name, len(modalities), n_out, folder / "plans.json")
     nets = []
     for path, ckpt in zip(paths, ckpts):
