@@ -244,3 +244,153 @@ def test_a_symlinked_results_folder_stays_a_link(tiny, tmp_path):
     exp.save(link)
     exp.save(link)
     assert link.is_symlink() and (real / "settings.json").is_file()
+
+
+# ---- the minor kinds: messages that name the file and the fix, nothing accepted without a word ------------
+def _nn_copy(tmp_path):
+    return Path(shutil.copytree(sample_nnunet_path(), tmp_path / "nn"))
+
+
+def test_nnunet_folder_without_plans_is_named_as_such(tmp_path):
+    folder = _nn_copy(tmp_path)
+    (folder / "plans.json").unlink()
+    with pytest.raises(ModelError, match="nnU-Net results folder without plans.json"):
+        nl.load_model(folder)
+
+
+@pytest.mark.parametrize("content, match", [(b"", "is empty"), (b"PK\x03\x04trunc", "corrupt or not a PyTorch file .*truncated")])
+def test_empty_or_truncated_checkpoints_are_named_so(tmp_path, content, match):
+    folder = _nn_copy(tmp_path)
+    for ck in folder.glob("fold_*/checkpoint_final.pth"):
+        ck.write_bytes(content)
+    with pytest.raises(ModelError, match=match):
+        nl.load_model(folder)
+
+
+def test_nnunet_ignore_label_is_not_an_output(tmp_path):
+    folder = _nn_copy(tmp_path)
+    ds = json.loads((folder / "dataset.json").read_text())
+    ds["labels"]["ignore"] = 2
+    (folder / "dataset.json").write_text(json.dumps(ds))
+    assert nl.load_model(folder).card.classes == ["background", "lesion"]
+
+
+def test_ct_normalisation_without_intensity_properties_is_refused(tmp_path):
+    folder = _nn_copy(tmp_path)
+    plans = json.loads((folder / "plans.json").read_text())
+    for cfg in plans["configurations"].values():
+        cfg["normalization_schemes"] = ["CTNormalization"] * len(cfg["normalization_schemes"])
+    plans["foreground_intensity_properties_per_channel"] = {}
+    (folder / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ModelError, match="CTNormalization but 'foreground_intensity_properties_per_channel.0' lacks"):
+        nl.load_model(folder)
+
+
+def test_a_broken_fold_link_is_refused_not_a_smaller_ensemble(tmp_path):
+    folder = _nn_copy(tmp_path)
+    shutil.rmtree(folder / "fold_1")
+    (folder / "fold_1").symlink_to(tmp_path / "gone", target_is_directory=True)
+    with pytest.raises(ModelError, match="fold_1 is not a folder"):
+        nl.load_model(folder)
+
+
+@pytest.mark.parametrize("argv, match", [(["--fold", "abc"], "give a fold number"),
+                                         (["--fold", "0,0"], "names a fold twice")])
+def test_cli_fold_values_are_refused_by_name(tmp_path, capsys, argv, match):
+    from napari_lrp.samples import sample_case_path
+
+    rc = main(["explain", str(sample_case_path(1)), "--model", str(sample_nnunet_path()), *argv, "--out",
+               str(tmp_path / "o")])
+    assert rc == 2 and match in capsys.readouterr().err
+
+
+def test_nnunet_options_with_a_card_are_refused(tiny):
+    from napari_lrp.samples import sample_model_path
+
+    for kw in ({"fold": 0}, {"mirroring": True}):
+        with pytest.raises(ModelError, match="options of nnU-Net results folders"):
+            nl.load_model(sample_model_path(), **kw)
+
+
+def test_label_value_that_is_not_whole_is_refused(tmp_path):
+    from napari_lrp.io import CaseError
+
+    with pytest.raises(CaseError, match="label_values=\\[1.7\\]"):
+        nl.load_case(make_case_folder(tmp_path / "c"), label_values=[1.7])
+
+
+@pytest.mark.parametrize("spec", ["clamp:nan:nan", "pass:0.5:0.1", "clamp:-1:0.5", "amplify:nan:2"])
+def test_filters_outside_their_band_are_refused(spec):
+    with pytest.raises(ValueError, match="finite|0 <= a1 <= a2"):
+        nl.filters.filters_from_specs([spec])
+
+
+def test_output_index_on_a_single_tensor_output_is_refused(tiny):
+    model, case = tiny
+    with pytest.raises(TypeError, match="returns one tensor; leave output_index=None"):
+        nl.explain(model, case, target="groundtruth", output_index=5)
+
+
+@pytest.mark.parametrize("gammas", [(-1.0, 0.25), (float("nan"),), ()])
+def test_search_gammas_must_be_finite_and_non_negative(tiny, gammas):
+    from napari_lrp.search import lrp_search
+
+    model, case = tiny
+    with pytest.raises(ValueError, match="each gamma must be a finite number >= 0"):
+        lrp_search(model, case, gammas=gammas, target="groundtruth")
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    model = make_tiny_model(tmp_path / "m")
+    sd = model.network.state_dict()
+    first = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[first][...] = float("nan")
+    torch.save(sd, tmp_path / "m" / "model.pt")
+    with pytest.raises(ModelError, match=f"{first}.*NaN or Inf"):
+        nl.load_model(tmp_path / "m")
+
+
+def test_inputs_near_the_float32_limit_give_an_error_not_a_nan_map(tmp_path):
+    card = {"name": "raw", "architecture": {"class": "napari_lrp.models.UNet3D",
+                                            "kwargs": {"in_channels": 6, "out_channels": 2, "width": 4}},
+            "modalities": ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"], "input": {"intensity": "none"}}
+    from napari_lrp.models import UNet3D
+
+    model = nl.load_model(nl.save_model(UNet3D(6, 2, width=4).eval(), card, tmp_path / "m"))
+    case = nl.load_case(make_case_folder(tmp_path / "c", shape=(12, 10, 8)))
+    case.image[:] = np.where(np.arange(case.image.size).reshape(case.image.shape) % 2, 2e38, -2e38)
+    with pytest.raises((ModelError, ValueError), match="NaN or Inf"):
+        nl.explain(model, case, target="groundtruth")
+
+
+def test_compare_with_no_method_is_refused(tmp_path, capsys):
+    from napari_lrp.samples import sample_case_path, sample_model_path
+
+    rc = main(["compare", str(sample_case_path(1)), "--model", str(sample_model_path()), "--methods", "",
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and "no method named" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, match", [(["--target", "bogus"], "target 'bogus'"),
+                                         (["--mc-samples", "3"], "has no Dropout modules"),
+                                         (["--preset", "paper", "--device", "cuda"], "no CUDA GPU")])
+def test_sweep_arguments_that_would_fail_every_case_are_refused_up_front(tmp_path, capsys, argv, match):
+    from napari_lrp.samples import sample_model_path
+
+    make_case_folder(tmp_path / "cohort" / "case_01")
+    rc = main(["sweep", str(tmp_path / "cohort"), "--model", str(sample_model_path()), "--workers", "0",
+               "--out", str(tmp_path / "out"), *argv])
+    assert rc == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "out" / "cases").exists()  # a refused sweep leaves no empty cases/
+
+
+def test_a_results_folder_with_a_long_name_is_written(tiny, tmp_path):
+    model, case = tiny
+    out = tmp_path / ("r" * 248)  # 248 bytes: the temporary names must not be longer than 255
+    written = nl.explain(model, case, target="groundtruth").save(out)
+    assert all(p.is_file() for p in written)
+
+
+def test_demo_with_a_missing_model_path_exits_2(tmp_path, capsys):
+    rc = main(["demo", "--headless", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "model file or folder not found" in capsys.readouterr().err

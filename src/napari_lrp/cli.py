@@ -26,6 +26,9 @@ def _virtual_display():
 
 
 def cmd_demo(args) -> int:
+    if args.model not in (None, "nnunet") and not Path(args.model).exists():
+        raise FileNotFoundError(f"--model {args.model}: model file or folder not found (a card, a model folder, a "
+                                "bundle, an nnU-Net results folder, or 'nnunet' for the sample folder)")
     if args.headless:
         display = _virtual_display()
         try:
@@ -104,6 +107,12 @@ def cmd_compare(args) -> int:
     return 0
 
 
+TARGET_HELP = ("what is explained: region (default: the predicted region of the class), groundtruth, output, "
+               "class:NAME, component:K (the K-th predicted lesion, largest first), gt-component:K, "
+               "false-negative[:K], false-positive[:K], border:MM (a band of MM mm around the predicted surface), "
+               "contrast:A-B (evidence for class A rather than B)")
+
+
 def _case_options(parser) -> None:
     parser.add_argument("--label-value", type=int, action="append", default=[], metavar="V",
                         help="value of the ground-truth region in a multi-label file (repeatable); a binary "
@@ -132,7 +141,12 @@ def _fold(text):
     """--fold: None, 'all', N or N,M,..."""
     if text is None or text == "all":
         return text
-    folds = [int(v) for v in str(text).split(",")]
+    parts = [v.strip() for v in str(text).split(",")]
+    if not all(v.isdigit() for v in parts):
+        raise ValueError(f"--fold {text!r}: give a fold number N, several as N,M, or all")
+    folds = [int(v) for v in parts]
+    if len(set(folds)) != len(folds):
+        raise ValueError(f"--fold {text!r} names a fold twice; an ensemble averages distinct folds")
     return folds[0] if len(folds) == 1 else folds
 
 
@@ -155,7 +169,7 @@ def main(argv=None) -> int:
     e.add_argument("--preset", default="paper", choices=list(PRESETS),
                    help="rule preset (default paper)")
     e.add_argument("--filter", action="append", default=[], help="filter spec, repeatable (see below)")
-    e.add_argument("--target", default="region", help="region (default), groundtruth or output")
+    e.add_argument("--target", default="region", help=TARGET_HELP)
     e.add_argument("--device", default="auto")
     e.add_argument("--mc-samples", type=int, default=1, metavar="T",
                    help="Monte Carlo dropout: T draws with dropout sampling (mean relevance + spread files)")
@@ -176,7 +190,7 @@ def main(argv=None) -> int:
     s.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
     s.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--target", default="region", help="region (default), groundtruth or output")
+    s.add_argument("--target", default="region", help=TARGET_HELP)
     s.add_argument("--mc-samples", type=int, default=1, metavar="T", help="MC dropout draws per case ('_sd' columns)")
     s.add_argument("--dropout", type=float, default=None, metavar="P", help="dropout rate of the draws")
     s.add_argument("--tta", default=None, choices=["flips"], help="test-time flips ('_sd' columns)")
@@ -191,7 +205,7 @@ def main(argv=None) -> int:
     c.add_argument("--methods", default="lrp:paper,gradient,gxi,ig,sg",
                    help="comma-separated specs: lrp:PRESET, gradient, gxi, ig[:N_STEPS], sg[:NT_SAMPLES], gbp, "
                         "gradcam:LAYER, occlusion[:CxZxYxX], or NAME:key=value,key=value")
-    c.add_argument("--target", default="region", help="region (default), groundtruth or output")
+    c.add_argument("--target", default="region", help=TARGET_HELP)
     c.add_argument("--device", default="auto")
     c.add_argument("--no-perturbation", action="store_true", help="skip the MoRF/LeRF region perturbation")
     c.add_argument("--sanity", action="store_true", help="add each map's similarity to an untrained copy's")

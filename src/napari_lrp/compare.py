@@ -72,6 +72,8 @@ def split_methods(text: str) -> list[str]:
             out[-1] += "," + part
         elif part.strip():
             out.append(part.strip())
+    if not out:
+        raise ValueError(f"methods {text!r}: no method named; give comma-separated specs such as lrp:paper,gradient")
     return out
 
 

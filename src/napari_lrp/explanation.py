@@ -23,12 +23,13 @@ from torch import nn
 from .io.atomic import check_outside_inputs, replacing, replacing_folder, write_text
 from .io.case import Case, save_nifti
 from .io.nifti import CaseError
-from .lrp.engine import Cancelled, Propagation
+from .lrp.engine import Cancelled, Propagation, select_output
 from .lrp.filters import Filter, filters_from_specs, format_filter, heatmap
 from .lrp.kernels import onednn_convolutions
 from .lrp.ledger import Ledger
 from .lrp.rule_specs import rules_from_specs, rules_to_specs
-from .lrp.targets import needs_ground_truth, predict, region_mask, start_relevance, target_of
+from .lrp.targets import RegionTarget, needs_ground_truth, predict, region_mask, start_relevance, target_of
+from .metrics.components import components_table, resolve_target
 from .metrics.table import measure
 from .models.card import Model, ModelCard, ModelError
 from .models.preprocess import PreparedInput, prepare_input
@@ -240,7 +241,9 @@ class Explanation:
         import nibabel
 
         target = self.target
-        if isinstance(target, np.ndarray):
+        if isinstance(target, RegionTarget):
+            target = target.name
+        elif isinstance(target, np.ndarray):
             target = "mask"
         elif isinstance(target, tuple):
             target = list(target)
@@ -272,6 +275,14 @@ class Explanation:
     def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
         """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
         return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
+
+    def components(self):
+        """One row per lesion of the prediction (the run's class) and of the ground truth: size (voxels, ml),
+        centre (RAS+ mm), Dice with the lesions of the other side it overlaps, detected / missed and true /
+        false positive (:func:`napari_lrp.metrics.components.components_table`; 26-connected, numbered from
+        the largest as ``target="component:K"`` and ``"gt-component:K"`` count them)."""
+        return components_table(self.prediction == self.target_class, self.case.ground_truth,
+                                self.case.grid.spacing, self.case.grid)
 
     def target_region(self) -> np.ndarray | None:
         """The run's target region (Z, Y, X) bool on the case grid (None for the 'output' target)."""
@@ -524,10 +535,23 @@ def _explain_recorded(model, case, preset, filters, target, target_class, rules,
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); check the model's configuration "
                              "against the case (channels, sizes)") from exc
         raise
+    _check_finite(exp, m, case)
     if exp._run is not None:
         exp._run.run_settings = recorded
     exp.run_settings = dict(recorded)
     return exp
+
+
+def _check_finite(exp: Explanation, m: Model, case: Case) -> None:
+    """A finite but wrong map is the worst outcome; a NaN map is the next: refuse one, naming the likely cause."""
+    if not np.isfinite(exp.logits).all():
+        peak = float(np.abs(case.image).max()) if case.image.size else 0.0
+        raise ModelError(f"{m.path}: the network's output on case {case.name} holds NaN or Inf (the case's largest "
+                         f"|intensity| is {peak:.3g}: values near the float32 limit overflow); nothing is explained")
+    if not np.isfinite(exp.relevance).all():
+        bad = int((~np.isfinite(exp.relevance)).sum())
+        raise ValueError(f"case {case.name}: {bad} relevance values are NaN or Inf (an overflow in a rule with "
+                         "intensities or weights near the float32 limit); rescale the case or choose another preset")
 
 
 def _raised_outside(exc: BaseException) -> bool:
@@ -551,6 +575,7 @@ def _explain_unrecorded(model, case: Case, preset: str, filters, target, target_
                         "method= other than 'lrp')")
     m = _as_model(model, case)
     cls = m.card.target_class if target_class is None else int(target_class)
+    target, cls = resolve_target(target, m.card.classes, cls, lambda: case.ground_truth, case.grid.spacing)
     sampling = Sampling(mc_samples, dropout, seed, tta, dropout_at, batch_size)
     if m.pipeline is not None:
         return _explain_pipeline(m, case, method, sampling, window, preset, rules, target, cls, strict,
@@ -585,7 +610,7 @@ def _explain_unrecorded(model, case: Case, preset: str, filters, target, target_
                        strict=strict, output_index=output_index)
     logits = prep.crop(prop.output)
     prediction, mask = target_of(logits, m.card.output_activation, target, cls, lambda: case.ground_truth, case.name)
-    start = prep.pad(start_relevance(logits, mask, cls))
+    start = prep.pad(start_relevance(logits, mask, cls, getattr(target, "against", None)))
     run = _Run(propagation=prop, prepared=prep, start=start, case=case, model=m, preset=preset, target=target,
                target_class=cls, logits=logits[0].detach().float().cpu().numpy(), prediction=prediction)
     return run.explanation(dict(filters or {}), keep, progress)
@@ -657,14 +682,14 @@ def _explain_method(m: Model, case: Case, prep: PreparedInput, method: str, opti
     param = next(prep.network.parameters(), None)
     x = prep.x if param is None else prep.x.to(device=param.device, dtype=param.dtype)
     with torch.no_grad(), onednn_convolutions():
-        out = prep.network(x)
-    if output_index is not None and not isinstance(out, torch.Tensor):
-        out = out[output_index]
+        out = select_output(prep.network(x), output_index, type(prep.network).__name__)
     logits = prep.crop(out)
     prediction, mask = target_of(logits, m.card.output_activation, target, cls, lambda: case.ground_truth, case.name)
     weight = torch.ones_like(logits) if mask is None else torch.zeros_like(logits)
     if mask is not None:
         weight[:, cls] = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)
+        if getattr(target, "against", None) is not None:  # a contrast: the other class's logit counts against
+            weight[:, target.against] = -weight[:, cls]
     weight = prep.pad(weight)
     attribution = run_method(method, prep.network, x, weight, options, output_index, progress)
     rel = prep.crop(attribution)[0].float().cpu().numpy()
@@ -703,7 +728,7 @@ def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.n
     try:
         with torch.no_grad(), onednn_convolutions():
             out = prep.network(prep.x)
-            logits = prep.crop(out if output_index is None or isinstance(out, torch.Tensor) else out[output_index])
+            logits = prep.crop(select_output(out, output_index, type(m.network).__name__))
     finally:
         for h in handles:
             h.remove()

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lrp.engine import select_output
 from .lrp.types import ACTIVATION_TYPES
 
 __all__ = ["METHODS", "Method", "SegmentationTarget", "register_method", "run_method"]
@@ -43,9 +44,7 @@ class SegmentationTarget(nn.Module):
         self.progress, self.total, self.done = progress, total, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.network(x)
-        if self.output_index is not None and not isinstance(out, torch.Tensor):
-            out = out[self.output_index]
+        out = select_output(self.network(x), self.output_index, type(self.network).__name__)
         y = (out * self.weight).flatten(1).sum(1)
         self.done += x.shape[0]
         if self.progress is not None:

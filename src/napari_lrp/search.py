@@ -66,6 +66,10 @@ def lrp_search(model, case: Case, gammas: Sequence[float] = (0.0, 0.1, 0.25, 0.5
     gamma_layers = {n for n, r in base.layer_rules.items() if isinstance(r, Gamma)}
     layers = {g: [n for n in names if n in gamma_layers] for g, names in group_layers(base.network, groups).items()}
     rows = []
+    bad = [g for g in gammas if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= float(g) < 1e6]
+    if bad or not len(gammas):
+        raise ValueError(f"gammas {list(gammas)!r}: each gamma must be a finite number >= 0 (gamma weighs the "
+                         "positive contributions), and at least one is needed")
     grid = list(itertools.product(gammas, repeat=len(groups)))
     # one score cache for every point: a set of flipped blocks that several points share is scored once
     kw = {"n_blocks": n_blocks, "steps": steps, "fill": fill, "cache": {}}

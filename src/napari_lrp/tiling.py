@@ -29,7 +29,7 @@ import psutil
 import torch
 
 from .io.case import Case
-from .lrp.engine import Propagation
+from .lrp.engine import Propagation, select_output
 from .lrp.kernels import onednn_convolutions
 from .lrp.ledger import Ledger
 from .lrp.rules import divide_stabilised
@@ -256,8 +256,7 @@ def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: st
             for h in handles:
                 h.remove()
             handles = []
-            if output_index is not None and not isinstance(out, torch.Tensor):
-                out = out[output_index]
+            out = select_output(out, output_index, type(network).__name__)
             if num is None:
                 num = torch.zeros(out.shape[:2] + shape, dtype=torch.float64, device=out.device)
                 den = torch.zeros(shape, dtype=torch.float64, device=out.device)
@@ -302,7 +301,7 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
     logits = prep.outputs_to_case(blended).float()
     prediction, mask = target_of(logits, m.card.output_activation, target, target_class, lambda: case.ground_truth,
                                  case.name)
-    start_case = start_relevance(logits, mask, target_class)
+    start_case = start_relevance(logits, mask, target_class, getattr(target, "against", None))
     start, outside = prep.start_to_model(start_case, blended)
     run = TiledRun(prepared=prep, case=case, model=m, preset=preset, rules=dict(rules or {}), strict=strict,
                    output_index=output_index, target=target, target_class=target_class, window=window,

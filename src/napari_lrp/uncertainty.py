@@ -317,7 +317,8 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, p
         starts = []
         for b, axes in enumerate(batch.flips):
             logits = crop(_flip(batch.propagation.output[b:b + 1], axes))
-            starts.append(_flip(prep.pad(start_relevance(logits, mask, target_class)), axes))
+            start = start_relevance(logits, mask, target_class, getattr(target, "against", None))
+            starts.append(_flip(prep.pad(start), axes))
         batch.start = torch.cat(starts)
     return SampledRun(batches=batches, prepared=prep, case=case, model=m, preset=preset, target=target,
                       target_class=target_class, sampling=sampling,

@@ -101,3 +101,26 @@ def test_the_filter_table_shows_the_runs_filters_after_a_model_switch(three_dock
     assert rel.table.cellWidget(row, 3).currentText() == "clamp"
     assert rel.table.cellWidget(row, 5).value() == pytest.approx(0.2)
     assert rel.table.filters() == {"encoders.1": exp.filters["encoders.1"]}
+
+
+def test_the_target_picker_explains_a_lesion_and_the_misses(three_docks, qtbot):
+    from napari_lrp.metrics.components import label_components
+
+    viewer, rel, inc, cmp = three_docks
+    _load_and_run(qtbot, rel)
+    rel.target.value = "largest ground-truth lesion"
+    rel.run()
+    _wait(qtbot, rel)
+    exp = rel.session.explanation
+    assert exp.settings()["target"] == "gt-component:1"
+    labels, n = label_components(exp.case.ground_truth)
+    assert n >= 1 and (exp.target_region() == (labels == 1)).all()
+    rel.target.value = "false negatives (missed)"
+    rel.run()
+    _wait(qtbot, rel)
+    exp = rel.session.explanation
+    missed = exp.case.ground_truth & (exp.prediction != exp.target_class)
+    if missed.any():
+        assert exp.settings()["target"] == "false-negative" and (exp.target_region() == missed).all()
+    else:  # the sample model finds every lesion voxel: refused by name, nothing drawn
+        assert "false-negative" in rel.status.value and "empty" in rel.status.value

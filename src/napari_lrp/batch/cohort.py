@@ -200,6 +200,32 @@ def _report(bar, result: dict) -> None:
     bar.update(1)
 
 
+#: the targets a sweep takes by name (a mask or a voxel differs per case)
+SWEEP_TARGETS = ("region", "groundtruth", "output")
+
+
+def _check_sweep_arguments(model, preset: str, target: str, device: str, sampling: dict | None) -> None:
+    """Refuse, before any case runs, an argument that would fail every case (and exit 0 with a table of
+    failures): an unknown preset or target, a device this machine lacks, draws the network cannot make."""
+    from ..lrp.presets import PRESETS
+    from ..models.devices import resolve_device
+    from ..uncertainty import DrawnDropout, Sampling
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
+    from ..metrics.components import TARGET_KINDS
+
+    kind = target.partition(":")[0].lower() if isinstance(target, str) else None
+    if target not in SWEEP_TARGETS and kind not in TARGET_KINDS:
+        raise ValueError(f"target {target!r}: a cohort sweep explains one of {', '.join(SWEEP_TARGETS)} or a target "
+                         f"spec ({', '.join(k + ':...' for k in TARGET_KINDS)}) in every case")
+    resolve_device(device)
+    if sampling:
+        s = Sampling(**sampling)
+        if s.stochastic:
+            DrawnDropout(_model(str(model), "cpu").network, s)  # refuses a network without Dropout modules
+
+
 def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None = None,
                  scheduler: str | None = None, placement: str = "input", device: str = "cpu",
                  show_progress: bool = True, target: str = "region", tau_r: float = 0.5, tau_x: float = 0.1,
@@ -230,7 +256,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: is a file; choose a folder for the results")
-    (out / "cases").mkdir(parents=True, exist_ok=True)
+    _check_sweep_arguments(model, preset, target, device, sampling)
     budget = None
     if memory_limit is not None and scheduler is None:
         from dask.utils import parse_bytes
@@ -254,6 +280,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
         raise ValueError(f"{out}: {len(stale)} case(s) ({', '.join(_case_name(c) for c in stale[:5])}) were computed "
                          "with another model or other settings; use another output folder or resume='recompute'")
     todo = sorted(todo + stale)
+    (out / "cases").mkdir(parents=True, exist_ok=True)  # only once the sweep is known to run
     args = dict(model_path=str(model), out_dir=str(out), preset=preset, placement=placement, device=device,
                 settings=settings, model_sha256=sha)
     bar = _bar(len(todo), len(cases) - len(todo), show_progress)

@@ -20,7 +20,8 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     block succeeds it is renamed over ``path``, when it fails it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{_suffix(path.name)}")
+    # a short name (a long file name plus a tag could pass the file system's 255 bytes)
+    tmp = path.with_name(f".napari-lrp.{uuid.uuid4().hex[:8]}.tmp{_suffix(path.name)}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -65,7 +66,7 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{path.name}.{uuid.uuid4().hex[:8]}.probe"
+        probe = parent / f".napari-lrp.{uuid.uuid4().hex[:8]}.probe"
         probe.mkdir()
         probe.rmdir()
     except OSError as exc:
@@ -157,7 +158,7 @@ def replacing_folder(path: str | os.PathLike, outputs_file: str | None = None) -
     exists = path.is_dir()
     # inside an existing folder the temporary folder is on the folder's own file system (renames stay
     # renames even when the folder is a mount point); a new folder is made beside and renamed into place
-    tmp = path / f".napari-lrp.{tag}.tmp" if exists else path.with_name(f".{path.name}.{tag}.tmp")
+    tmp = path / f".napari-lrp.{tag}.tmp" if exists else path.with_name(f".napari-lrp.{tag}.tmp")
     tmp.mkdir()
     try:
         yield tmp

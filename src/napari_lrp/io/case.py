@@ -343,8 +343,13 @@ def load_case(
     image = ref_grid.to_napari(stack).astype(np.float32, copy=False)
     lab = _read_label(label_path, ref_grid, ref_path, nonfinite) if label_path is not None else None
     files = [str(p) for _, p in entries] + ([str(label_path)] if label_path else [])
-    values = None if label_values is None else tuple(int(v) for v in (
-        [label_values] if isinstance(label_values, (int, np.integer)) else label_values))
+    given = None if label_values is None else (
+        [label_values] if isinstance(label_values, (int, float, np.integer, np.floating)) else list(label_values))
+    if given is not None and not all(not isinstance(v, bool) and float(v).is_integer() and 0 <= v <= 255
+                                     for v in given):
+        raise CaseError(f"{ref_path}: label_values={given!r}: label values are whole numbers 0..255 (the values of "
+                        "the ground-truth region in the label file)")
+    values = None if given is None else tuple(int(v) for v in given)
     folder = str(path_or_paths) if isinstance(path_or_paths, (str, os.PathLike)) and Path(path_or_paths).is_dir() \
         else None
     case = Case(image=image, modalities=names, label=lab, grid=ref_grid, name=name, files=files,

@@ -54,7 +54,7 @@ from .types import (
     SUB_FUNCTIONS,
 )
 
-__all__ = ["Propagation", "PropagationResult", "propagate", "Cancelled", "UnhandledOperationWarning",
+__all__ = ["Propagation", "PropagationResult", "propagate", "select_output", "Cancelled", "UnhandledOperationWarning",
            "UnhandledOperationError"]
 
 
@@ -296,6 +296,28 @@ class PropagationResult:
     unfiltered: torch.Tensor | None = None
 
 
+def select_output(out, output_index, network: str = "the network") -> torch.Tensor:
+    """The segmentation output of a network's return value: ``out`` itself when it is a tensor (then
+    ``output_index`` must be None: an index into one tensor would select nothing), else ``out[output_index]``
+    (a list, tuple or dict: deep supervision, a VAE branch). TypeError names what is wrong."""
+    if isinstance(out, torch.Tensor):
+        if output_index is not None:
+            raise TypeError(f"output_index={output_index!r}, but {network} returns one tensor; leave "
+                            "output_index=None (it selects among a list, tuple or dict of outputs)")
+        return out
+    if output_index is None:
+        raise TypeError(f"{network} returned {type(out).__name__}; LRP needs a single output tensor: pass "
+                        "output_index= (e.g. 0 for the first of a list, or a dict key)")
+    try:
+        selected = out[output_index]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise TypeError(f"output_index={output_index!r} does not select an output of {network} "
+                        f"({type(out).__name__}): {exc}") from None
+    if not isinstance(selected, torch.Tensor):
+        raise TypeError(f"output_index={output_index!r} selects a {type(selected).__name__} of {network}, not a tensor")
+    return selected
+
+
 def _is_leaf(module: nn.Module) -> bool:
     return next(iter(module.children()), None) is None
 
@@ -401,15 +423,7 @@ class Propagation:
                 self._mark_input(root)
                 out = module(root)
                 self._folding.flush()
-            if self.output_index is not None and not isinstance(out, torch.Tensor):
-                try:
-                    out = out[self.output_index]
-                except (KeyError, IndexError, TypeError) as exc:
-                    raise TypeError(f"output_index={self.output_index!r} does not select an output of "
-                                    f"{type(module).__name__} ({type(out).__name__}): {exc}") from None
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"the module returned {type(out).__name__}; LRP needs a single output tensor: "
-                                "pass output_index= (e.g. 0 for the first of a list, or a dict key)")
+            out = select_output(out, self.output_index, type(module).__name__)
             if not _in_graph(out):
                 raise ValueError("the module output does not depend on its input; nothing to propagate")
             self.out = out

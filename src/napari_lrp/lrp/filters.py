@@ -19,6 +19,7 @@ filters with the heatmap filter as the 'input' filter) reproduce exactly what is
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,8 +93,12 @@ class _Band(Filter):
     a2: float = 1.0
 
     def __init__(self, a1: float = 0.0, a2: float = 1.0, scope: str = "sample", signs: str = "joint"):
-        object.__setattr__(self, "a1", float(a1))
-        object.__setattr__(self, "a2", float(a2))
+        a1, a2 = float(a1), float(a2)
+        if not (math.isfinite(a1) and math.isfinite(a2) and 0.0 <= a1 <= a2):
+            raise ValueError(f"{type(self).__name__.lower()}({a1:g}, {a2:g}): the band needs finite bounds with "
+                             "0 <= a1 <= a2 (magnitudes relative to the maximum |relevance|)")
+        object.__setattr__(self, "a1", a1)
+        object.__setattr__(self, "a2", a2)
         object.__setattr__(self, "scope", scope)
         object.__setattr__(self, "signs", signs)
         self.__post_init__()
@@ -133,6 +138,9 @@ class Amplify(Filter):
     A: float = 2.0
 
     def __init__(self, alpha: float = 0.5, A: float = 2.0, scope: str = "sample", signs: str = "joint"):
+        if not (math.isfinite(float(alpha)) and math.isfinite(float(A)) and float(alpha) >= 0):
+            raise ValueError(f"amplify({float(alpha):g}, {float(A):g}): alpha (a magnitude >= 0) and A (the factor) "
+                             "must be finite")
         object.__setattr__(self, "alpha", float(alpha))
         object.__setattr__(self, "A", float(A))
         object.__setattr__(self, "scope", scope)

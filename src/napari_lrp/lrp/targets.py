@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-__all__ = ["predict", "region_mask", "start_relevance", "target_of", "needs_ground_truth"]
+__all__ = ["RegionTarget", "predict", "region_mask", "start_relevance", "target_of", "needs_ground_truth"]
+
+
+@dataclass(frozen=True)
+class RegionTarget:
+    """A target whose voxels follow from the prediction (a lesion, a miss, a border band), resolved above the
+    engine: ``name`` is the spec it came from (what the settings record), ``region(prediction)`` gives the
+    bool mask (Z, Y, X) from the class map (Z, Y, X); ``against``: a class whose logit enters the start
+    relevance with the opposite sign (a contrast: evidence for the target class rather than that one)."""
+
+    name: str
+    region: Callable[[np.ndarray], np.ndarray]
+    against: int | None = None
 
 
 def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
@@ -30,6 +45,8 @@ def region_mask(target, prediction: np.ndarray, ground_truth: np.ndarray | None,
     ground-truth region, bool (Z, Y, X), as ``Case.ground_truth`` gives it), 'output', a boolean/integer
     mask array (non-zero voxels), or a voxel (z, y, x).
     """
+    if isinstance(target, RegionTarget):
+        return np.asarray(target.region(prediction), dtype=bool)
     if isinstance(target, str):
         t = target.lower()
         if t in ("region", "predicted", "prediction"):
@@ -54,8 +71,10 @@ def region_mask(target, prediction: np.ndarray, ground_truth: np.ndarray | None,
     return mask > 0
 
 
-def start_relevance(logits: torch.Tensor, mask: np.ndarray | None, target_class: int) -> torch.Tensor:
-    """R = y_c * M for class c (other classes 0), or the output itself when ``mask`` is None.
+def start_relevance(logits: torch.Tensor, mask: np.ndarray | None, target_class: int,
+                    against: int | None = None) -> torch.Tensor:
+    """R = y_c * M for class c (other classes 0), or the output itself when ``mask`` is None; with
+    ``against`` = b also R_b = -y_b * M (the contrast y_c - y_b over M, zennit/CRP's contrastive start).
 
     logits (1, K, Z, Y, X) on the case grid; mask (Z, Y, X) bool.
     """
@@ -64,6 +83,11 @@ def start_relevance(logits: torch.Tensor, mask: np.ndarray | None, target_class:
     R = torch.zeros_like(logits)
     m = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)
     R[:, target_class] = logits[:, target_class].detach() * m
+    if against is not None:
+        if not 0 <= against < logits.shape[1] or against == target_class:
+            raise ValueError(f"contrast against class {against}: it must be another of the model's "
+                             f"{logits.shape[1]} classes")
+        R[:, against] = -logits[:, against].detach() * m
     return R
 
 

@@ -95,6 +95,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
         folder, picked_fold, picked_checkpoint = found
         return load_nnunet(folder, dev, fold=picked_fold if fold is None else fold,
                            checkpoint=picked_checkpoint or checkpoint, mirroring=mirroring, trust=trust)
+    if fold is not None or mirroring or checkpoint != "checkpoint_final.pth":
+        given = [f"{k}={v!r}" for k, v in (("fold", fold), ("mirroring", mirroring), ("checkpoint", checkpoint))
+                 if v not in (None, False, "checkpoint_final.pth")]
+        raise ModelError(f"{path}: {', '.join(given)} are options of nnU-Net results folders; this model is a card "
+                         "or a bundle, which has one network and no test-time mirroring")
     card, weights, source = locate_model(path)
     model = _finish(card, weights, dev, trust, source)
     folder = bundle_folder_of(Path(path))

@@ -40,7 +40,7 @@ from .card import Model, ModelCard, ModelError, check_channel_names
 from .network_guard import check_allocation, check_size, no_network, refuse_download_arguments, window_bytes
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
-from .weights import check_archive, definition_files, identity_sha256
+from .weights import check_archive, check_finite_weights, check_readable_weights, definition_files, identity_sha256
 
 __all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
            "load_nnunet", "nnunet_gaussian", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
@@ -62,6 +62,13 @@ def resolve_nnunet(path: str | os.PathLike):
     p = Path(path)
     if is_nnunet_folder(p):
         return p, None, None
+    if p.is_dir() and not (p / "card.json").exists() and not (p / "configs").is_dir():
+        parts = [n for n in ("plans.json", "dataset.json") if (p / n).is_file()]
+        folds = any(c.name.startswith("fold_") for c in p.iterdir())
+        if parts or folds:  # most of a results folder: name what is missing, not a card's fields
+            missing = [n for n in ("plans.json", "dataset.json") if n not in parts] + ([] if folds else ["fold_*"])
+            raise ModelError(f"{p}: an nnU-Net results folder without {', '.join(missing)} (nnU-Net writes "
+                             "dataset.json, plans.json and fold_N/checkpoint_final.pth); copy the whole folder")
     if p.is_file() and p.name in ("plans.json", "dataset.json") and is_nnunet_folder(p.parent):
         return p.parent, None, None
     if p.is_file() and p.suffix == ".pth" and p.parent.name.startswith("fold_") and is_nnunet_folder(p.parent.parent):
@@ -405,6 +412,7 @@ def _load_checkpoint(path: Path, trust: bool) -> dict:
         from numpy.core.multiarray import scalar
     safe.append(scalar)
     check_archive(path)
+    check_readable_weights(path)
     try:
         with torch.serialization.safe_globals(safe):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -451,6 +459,10 @@ def _configuration(plans: dict, name: str, source: str) -> dict:
 
 
 def _fold_folders(folder: Path, fold) -> list[Path]:
+    broken = sorted(p.name for p in folder.iterdir() if p.name.startswith("fold_") and not p.is_dir())
+    if broken:  # a link whose target is gone would make the ensemble silently smaller
+        raise ModelError(f"{folder}: {', '.join(broken)} is not a folder (a broken link, or a file); restore it "
+                         "or remove it, so the folds averaged are the ones meant")
     present = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("fold_"))
     if fold is None or (fold == "all" and not (folder / "fold_all").is_dir()):
         chosen = [p for p in present if p.name[5:].isdigit()] or present
@@ -458,6 +470,8 @@ def _fold_folders(folder: Path, fold) -> list[Path]:
         chosen = [folder / "fold_all"]
     else:
         folds = [fold] if isinstance(fold, (int, str)) else list(fold)
+        if len(set(map(str, folds))) != len(folds):
+            raise ModelError(f"{folder}: fold={fold!r} names a fold twice; an ensemble averages distinct folds")
         chosen = [folder / f"fold_{f}" for f in folds]
     missing = [p.name for p in chosen if not p.is_dir()]
     if missing or not chosen:
@@ -583,6 +597,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
         sd = ckpt["network_weights"]
         if sd and all(k.startswith("_orig_mod.") for k in sd):  # torch.compile'd training
             sd = {k[len("_orig_mod."):]: v for k, v in sd.items()}
+        check_finite_weights(sd, path)
         try:
             net.load_state_dict(sd)
         except RuntimeError as exc:
@@ -608,6 +623,13 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
         if fn != "resample_data_or_seg_to_shape":
             raise ModelError(f"{folder / 'plans.json'}: {key} = {fn!r}; napari-lrp reproduces nnU-Net's default "
                              "resample_data_or_seg_to_shape only")
+    for c, scheme in enumerate(plan.normalization_schemes):
+        props = plan.intensity_properties.get(str(c))
+        if scheme == "CTNormalization" and not (isinstance(props, dict) and all(
+                isinstance(props.get(k), (int, float)) for k in ("percentile_00_5", "percentile_99_5", "mean", "std"))):
+            raise ModelError(f"{folder / 'plans.json'}: channel {c} uses CTNormalization but "
+                             f"'foreground_intensity_properties_per_channel.{c}' lacks percentile_00_5, "
+                             "percentile_99_5, mean or std (nnU-Net's fingerprint writes them)")
     unknown = [s for s in plan.normalization_schemes if s not in NORMALISATIONS]
     if unknown:
         raise ModelError(f"{folder / 'plans.json'}: normalisation scheme {unknown[0]!r} is not one of "

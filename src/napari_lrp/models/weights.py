@@ -15,7 +15,7 @@ from torch import nn
 
 from .card import ModelError
 
-__all__ = ["check_archive", "definition_files", "file_sha256", "identity_sha256", "load_weights"]
+__all__ = ["check_archive", "check_finite_weights", "check_readable_weights", "definition_files", "file_sha256", "identity_sha256", "load_weights"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -83,6 +83,18 @@ def check_archive(path: str | os.PathLike) -> None:
                          "the file's source, or free memory")
 
 
+def check_readable_weights(path: str | os.PathLike) -> None:
+    """Refuse an empty or truncated weights file by what it is (not as a file holding Python objects)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError(f"{path}: the weights file is empty (0 bytes); copy it again from its source")
+    if not zipfile.is_zipfile(path) and not _looks_like_pickle(path):
+        raise ModelError(f"{path}: corrupt or unreadable weights file: corrupt or not a PyTorch file ({size} bytes, "
+                         "neither a torch.save archive nor a pickle: truncated?); copy it again from its source, or "
+                         "save the weights with nl.save_model or torch.save")
+
+
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -130,9 +142,7 @@ def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, 
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: weights file not found")
-    if not zipfile.is_zipfile(path) and not _looks_like_pickle(path):
-        raise ModelError(f"{path}: corrupt or unreadable weights file: corrupt or not a PyTorch file (neither a "
-                         "torch.save archive nor a pickle); save the weights with nl.save_model or torch.save")
+    check_readable_weights(path)
     check_archive(path)
     if _is_torchscript(path):
         if not trust:
@@ -167,8 +177,17 @@ def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, 
         if unexpected:
             parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
         raise ModelError(f"{path}: the weights do not fit the card's architecture: {'; '.join(parts)}")
+    check_finite_weights(sd, path)
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"{path}: the weights do not fit the card's architecture: {exc}") from exc
     return net
+
+
+def check_finite_weights(state_dict: dict, path) -> None:
+    """Refuse weights holding NaN or Inf (the network would predict nothing, and relevance would be NaN)."""
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(f"{path}: the weights {key!r} hold NaN or Inf values; the model cannot be explained "
+                             "(it was saved from a diverged training?)")

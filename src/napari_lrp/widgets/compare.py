@@ -16,7 +16,7 @@ from ..lrp.engine import Cancelled
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
 from ._session import case_key
-from .relevance import TARGETS, case_from_layers
+from .relevance import TARGET_SPECS, TARGETS, case_from_layers
 
 DEFAULT_METHODS = "lrp:paper,lrp:epsilon-gamma-box,gradient,gxi,ig:16,gradcam:encoders.3"
 COLUMNS = ("seconds", "input_inclusivity", "groundtruth_inclusivity", "morf_auc", "lerf_auc")
@@ -115,7 +115,8 @@ class CompareWidget(DockPanel):
         return False
 
     def _target(self) -> str:
-        return {"predicted region": "region", "ground truth": "groundtruth"}.get(self.target.value, "output")
+        return {"predicted region": "region", "ground truth": "groundtruth", "whole output": "output",
+                **TARGET_SPECS}[self.target.value]
 
     def run_search(self):
         from napari.qt.threading import create_worker

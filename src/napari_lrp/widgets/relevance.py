@@ -37,7 +37,12 @@ from ._layers import (
 )
 from ._session import case_key
 
-TARGETS = ("predicted region", "ground truth", "whole output")
+TARGETS = ("predicted region", "ground truth", "whole output", "false negatives (missed)",
+           "false positives", "border 2 mm", "largest predicted lesion", "largest ground-truth lesion")
+#: the target picker's entries beyond the first three, as explain's target specs
+TARGET_SPECS = {"false negatives (missed)": "false-negative", "false positives": "false-positive",
+                "border 2 mm": "border:2", "largest predicted lesion": "component:1",
+                "largest ground-truth lesion": "gt-component:1"}
 UNCERTAINTY = ("none", "MC dropout", "flips (TTA)")
 FILTER_TIP = ("Filters act on relevance normalised by its maximum |R|: pass keeps values with alpha1 <= |r| <= "
               "alpha2 and sets the rest to 0; clamp limits |r| to [alpha1, alpha2]; amplify multiplies values "
@@ -182,7 +187,10 @@ class RelevanceWidget(DockPanel):
                                tooltip="The LRP rule set: " + "; ".join(f"{k}: {v}" for k, v in PRESET_TIPS.items()))
         self.target = ComboBox(label="target", choices=self._target_choices,
                                tooltip="What is explained: the predicted region of the class, the ground-truth "
-                                       "region, the whole output, or a labels layer you drew.")
+                                       "region, the whole output, the voxels the model missed (ground truth not "
+                                       "predicted) or added (predicted, not ground truth), a 2 mm band around the "
+                                       "predicted surface, the largest predicted or ground-truth lesion, or a "
+                                       "labels layer you drew.")
         self.target_class = SpinBox(label="class", value=1, min=0, max=20,
                                     tooltip="The output channel explained (0 is the background).")
         self.scope = ComboBox(label="normalise per", choices=("sample", "channel"), value="sample",
@@ -278,6 +286,8 @@ class RelevanceWidget(DockPanel):
             return "groundtruth"
         if t == "whole output":
             return "output"
+        if t in TARGET_SPECS:
+            return TARGET_SPECS[t]
         name = t.split(": ", 1)[1]
         return np.asarray(self._viewer.layers[name].data) > 0
 
