@@ -149,3 +149,55 @@ def test_a_small_weights_file_that_unpacks_to_gigabytes_is_refused_before_readin
 def test_work_is_estimated_before_it_starts(case, kw, match):
     model = nl.load_model(sample_model_path())
     _refused(lambda: nl.explain(model, case, **kw), ValueError, match)
+
+
+def test_settings_with_a_billion_steps_are_refused_before_any_pass(tmp_path, case):
+    model = nl.load_model(sample_model_path())
+    settings = {"method": "integrated_gradients", "method_options": {"n_steps": 10**9}, "target": "region"}
+    _refused(lambda: nl.explain(model, case, settings=settings), ValueError, r"1,000,000,000 passes")
+
+
+def test_bundle_references_deeper_than_the_limit_are_refused(tmp_path):
+    bundle = make_bundle(tmp_path)
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    for level in range(100):
+        cfg[f"d{level}"] = f"@d{level + 1}"
+    cfg["d100"] = 2
+    cfg["network_def"]["spatial_dims"] = "@d0"
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    _refused(lambda: nl.load_model(bundle), ModelError, "more than 64 references deep")
+
+
+@pytest.mark.parametrize("name", ["inference.json", "metadata.json"])
+def test_bundle_files_that_are_not_utf8_or_not_objects_are_named(tmp_path, name):
+    bundle = make_bundle(tmp_path)
+    path = bundle / "configs" / name
+    path.write_bytes(b'{"name": "caf\xe9"}')
+    with pytest.raises(ModelError, match=f"{name}: not UTF-8 text"):
+        nl.load_model(bundle)
+    path.write_text("[1, 2]")
+    with pytest.raises(ModelError, match=f"{name}: must hold a JSON object"):
+        nl.load_model(bundle)
+
+
+@pytest.mark.parametrize("name", ["plans.json", "dataset.json"])
+def test_nnunet_files_that_are_lists_are_named(tmp_path, name):
+    folder = Path(shutil.copytree(sample_nnunet_path(), tmp_path / "nn"))
+    (folder / name).write_text("[]")
+    with pytest.raises(ModelError, match=f"{name}: must hold a JSON object"):
+        nl.load_model(folder)
+
+
+def test_nnunet_per_channel_lists_shorter_than_the_channels_are_refused(tmp_path):
+    folder = _nnunet(tmp_path, normalization_schemes=["ZScoreNormalization"])
+    with pytest.raises(ModelError, match="'normalization_schemes' .* one entry per input channel \\(6\\)"):
+        nl.load_model(folder)
+
+
+def test_nnunet_null_labels_are_named(tmp_path):
+    folder = Path(shutil.copytree(sample_nnunet_path(), tmp_path / "nn"))
+    ds = json.loads((folder / "dataset.json").read_text())
+    ds["labels"] = None
+    (folder / "dataset.json").write_text(json.dumps(ds))
+    with pytest.raises(ModelError, match="dataset.json has no 'labels' mapping"):
+        nl.load_model(folder)
