@@ -39,9 +39,9 @@ if [ "${1:-}" = "--test" ]; then
   # with only the dependencies its inference code imports (its own list pulls a CUDA torch and torchvision)
   pip_install --no-deps nnunetv2==2.8.1 acvl-utils==0.2.6 batchgenerators==0.25.5 SimpleITK blosc2 numexpr \
     ndindex httpx
-  # zennit (the reference LRP library) and lxt (AttnLRP's authors' package), test oracles, without their
-  # torchvision / transformers dependencies
-  pip_install --no-deps zennit lxt==2.1
+  # zennit (the reference LRP library), zennit-crp (concept relevance, its authors' package) and lxt (AttnLRP's
+  # authors' package), test oracles, without their torchvision / transformers dependencies
+  pip_install --no-deps zennit zennit-crp==0.6.0 lxt==2.1
 else
   pip_install -e ".[qt]"
 fi

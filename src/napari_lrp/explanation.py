@@ -30,6 +30,7 @@ from .lrp.ledger import Ledger
 from .lrp.rule_specs import rules_from_specs, rules_to_specs
 from .lrp.targets import RegionTarget, needs_ground_truth, predict, region_mask, start_relevance, target_of
 from .metrics.components import components_table, resolve_target
+from .metrics.concepts import channel_relevance, concept_measures, conditional_relevance
 from .metrics.table import measure
 from .models.card import Model, ModelCard, ModelError
 from .models.preprocess import PreparedInput, prepare_input
@@ -214,6 +215,21 @@ class Explanation:
         return tuple(int(v) for v in self._run.prepared.x.shape[2:])
 
     @property
+    def kept_pass(self) -> Propagation | None:
+        """The run's kept forward pass (a single LRP run; None for tiled or sampled runs and other methods)."""
+        return self._run.propagation if isinstance(self._run, _Run) else None
+
+    @property
+    def model_start(self) -> torch.Tensor | None:
+        """The start relevance on the model grid (1, K, Z', Y', X') of a single LRP run (None otherwise)."""
+        return self._run.start if isinstance(self._run, _Run) else None
+
+    @property
+    def prepared_input(self) -> PreparedInput:
+        """The model-grid input of the run (padding, channels; ``pad``/``crop`` between the grids)."""
+        return self._run.prepared
+
+    @property
     def layer_shapes(self) -> dict[str, tuple]:
         """{module name: output shape (N, C', Z', Y', X')} of the forward pass, for layer tables."""
         return dict(self._run.propagation.shapes)
@@ -275,6 +291,21 @@ class Explanation:
     def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
         """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
         return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
+
+    def concepts(self, layer: str):
+        """The relevance at ``layer``'s output per channel for this run's target, with each channel's mean
+        activation inside and outside the target region (:func:`napari_lrp.metrics.concepts.channel_relevance`)."""
+        return channel_relevance(self, layer)
+
+    def conditional(self, layer, channels=None, progress=None) -> np.ndarray:
+        """The relevance (C, Z, Y, X) on the case grid with only ``channels`` of ``layer`` passed (CRP's
+        conditional heatmap; a glob or ``{layer: channels}`` for condition sets over several layers), from the
+        kept forward pass (:func:`napari_lrp.metrics.concepts.conditional_relevance`)."""
+        return conditional_relevance(self, layer, channels, progress)
+
+    def concept_measures(self, layer: str, channels=None, tau_r: float = 0.5, tau_x: float = 0.1):
+        """The inclusivities and mean power of each channel's conditional map at ``layer``, one row each."""
+        return concept_measures(self, layer, channels, tau_r, tau_x)
 
     def components(self):
         """One row per lesion of the prediction (the run's class) and of the ground truth: size (voxels, ml),

@@ -361,6 +361,8 @@ class Propagation:
         self.shapes: dict[str, tuple] = {}
         #: {module name: is a leaf} of every module called in the forward pass, in call order
         self.called: dict[str, bool] = {}
+        #: {module name: its output (first call) in the kept graph}: where :meth:`propagate_from` starts
+        self.outputs: dict[str, torch.Tensor] = {}
         # propagation-time state
         self._filters: dict = {}
         self._keep: set[str] = set()
@@ -535,6 +537,8 @@ class Propagation:
                 t = _TapFn.apply(out, self, name if k == 1 else f"{name}#{k}", "out")
                 self._folding.alias(out, t)
                 out = t
+                if k == 1:  # where a conditional pass starts (the tensor is alive in the graph anyway)
+                    self.outputs[name] = t
             if pending is not None:
                 self._folding.defer(out, pending)
             return out
@@ -875,7 +879,67 @@ class Propagation:
     def release(self) -> None:
         """Free the kept forward pass."""
         self._entries.clear()
+        self.outputs.clear()
         self.out = None
+
+    def propagate_from(self, conditions: list[tuple[str, torch.Tensor]], start: torch.Tensor,
+                       filters: Mapping[str, Filter] | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> PropagationResult:
+        """Conditional relevance (CRP, Achtibat et al. 2023): from layer to layer down, only the masked channels.
+
+        conditions: [(module name, channel mask (C',) bool), ...] from the latest layer in forward order to the
+        earliest; start: the relevance at the first layer's output (its kept relevance), shaped like that output.
+        The first mask multiplies ``start``; the relevance then flows from that layer down only (relevance that
+        bypasses it, such as a skip connection around it, is not included: zennit-crp's ``exclude_parallel``),
+        reaching the next layer of ``conditions``, whose mask multiplies it, and so on to the input. ``filters``
+        act as in :meth:`propagate` ('output' does not apply). No forward pass runs. The result's ledger starts
+        at the masked start relevance.
+        """
+        names = [n for n, _mask in conditions]
+        missing = [n for n in names if n not in self.outputs]
+        if missing:
+            raise ValueError(f"no output of {', '.join(missing)} in this forward pass (modules called: "
+                             f"{', '.join(list(self.outputs)[:8])} ...)")
+        filters = {k: v for k, v in (filters or {}).items() if v is not None and not isinstance(v, Identity)}
+        check_placements(filters, self.called, "filter", type(self.module).__name__, reserved=("input", "output"))
+        with self._lock:
+            self._filters, self._keep, self._kept = filters, set(), {}
+            self._ledger = Ledger()
+            self._progress, self._done = progress, 0
+            self._retain = True
+            try:
+                R = start.detach().to(self.outputs[names[0]].dtype) * _channel_mask(conditions[0][1], start)
+                self._ledger.start = float(R.sum(dtype=torch.float64))
+                with _full_precision(R.device):
+                    for (name, _m), (nxt, mask) in zip(conditions, conditions[1:]):
+                        (R,) = torch.autograd.grad(self.outputs[name], self.outputs[nxt], R, retain_graph=True,
+                                                   allow_unused=True)
+                        if R is None:
+                            raise ValueError(f"{nxt} is not below {name} in the network (no relevance flows "
+                                             "from one to the other); order the conditions from the output down")
+                        R = R * _channel_mask(mask, R)
+                    (R,) = torch.autograd.grad(self.outputs[names[-1]], self.x, R, retain_graph=True,
+                                               allow_unused=True)
+                if R is None:
+                    R = torch.zeros_like(self.x)
+                unfiltered = R.detach()
+                if "input" in filters:
+                    R = filters["input"](R)
+                self._ledger.end = float(R.sum(dtype=torch.float64))
+                self._ledger.unhandled = dict(self.unhandled)
+                self._ledger.to_floats()
+                return PropagationResult(R.detach(), {}, self._ledger, unfiltered)
+            finally:
+                self._filters, self._keep, self._kept, self._progress = {}, set(), {}, None
+                self._ledger = None
+
+
+def _channel_mask(mask: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """A (C',) channel mask shaped to multiply relevance (N, C', *spatial)."""
+    mask = torch.as_tensor(mask, device=R.device)
+    if mask.ndim != 1 or mask.shape[0] != R.shape[1]:
+        raise ValueError(f"a channel mask of shape {tuple(mask.shape)} for a layer with {R.shape[1]} channels")
+    return mask.to(R.dtype).reshape(1, -1, *([1] * (R.ndim - 2)))
 
 
 def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
