@@ -4,6 +4,7 @@ never on the old case; the filter table shows the filters of the run it describe
 
 import json
 
+import numpy as np
 import pytest
 
 from napari_lrp.samples import sample_dropout_model_path
@@ -124,3 +125,35 @@ def test_the_target_picker_explains_a_lesion_and_the_misses(three_docks, qtbot):
         assert exp.settings()["target"] == "false-negative" and (exp.target_region() == missed).all()
     else:  # the sample model finds every lesion voxel: refused by name, nothing drawn
         assert "false-negative" in rel.status.value and "empty" in rel.status.value
+
+
+def test_concepts_dock_ranks_channels_and_a_clicked_bar_draws_its_map(three_docks, qtbot):
+    from types import SimpleNamespace
+
+    from napari_lrp.widgets._layers import CONCEPT_NAME
+
+    viewer, rel, inc, cmp = three_docks
+    con = _dock(viewer, "Concepts")
+    exp = _load_and_run(qtbot, rel)
+    con.layer.reset_choices()
+    assert "decoders.1" in con.layer.choices
+    con.layer.value = "decoders.1"
+    con.rank()
+    _wait(qtbot, con)
+    assert con.table is not None and len(con.table) == exp.kept_pass.outputs["decoders.1"].shape[1]
+    bars = [p for p in con.chart.figure.axes[0].patches if hasattr(p, "channel")]
+    assert bars
+    best = bars[0]
+    con._picked(SimpleNamespace(artist=best))  # what matplotlib hands the pick handler on a click
+    _wait(qtbot, con)
+    layer = viewer.layers[CONCEPT_NAME]
+    want = exp.conditional("decoders.1", [best.channel]).sum(axis=0)
+    np.testing.assert_allclose(layer.data, want, rtol=1e-6, atol=1e-12)
+    assert layer.metadata["concept"] == f"decoders.1 channel {best.channel}" and "R · concept" in con.status.value
+    con.channels.value = f"{bars[0].channel},{bars[1].channel}"
+    con.joint_button.changed.emit(True)
+    _wait(qtbot, con)
+    joint = exp.conditional("decoders.1", [bars[0].channel, bars[1].channel]).sum(axis=0)
+    np.testing.assert_allclose(viewer.layers[CONCEPT_NAME].data, joint, rtol=1e-6, atol=1e-12)
+    _switch_to_case_2(viewer, qtbot)  # the map belongs to the old case: it goes with it
+    assert CONCEPT_NAME not in viewer.layers and con.table is None

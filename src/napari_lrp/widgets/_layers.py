@@ -21,7 +21,7 @@ from ._session import case_key, session_for
 ROLE = "napari_lrp_role"
 CASE = "napari_lrp_case"
 CASE_ROLES = ("image", "label")
-DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty", "comparison")
+DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty", "comparison", "concept")
 UNITS = ("mm", "mm", "mm")
 
 SUM_NAME = "R sum"
@@ -308,6 +308,28 @@ def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = 
         layers.append(layer)
     outlines_on_top(viewer)
     return layers
+
+
+#: the one layer the Concepts dock draws a conditional heatmap into (replaced in place)
+CONCEPT_NAME = "R · concept"
+
+
+def show_concept(viewer, exp, relevance: np.ndarray, what: str, percentile: float = DEFAULT_PERCENTILE):
+    """The channel sum of a conditional heatmap (C, Z, Y, X) of ``exp`` as the layer 'R · concept', with the R
+    layers' colour map and symmetric limits; ``what`` (layer and channels) is in its metadata and status."""
+    kw = exp.case.grid.layer_kwargs()
+    total = relevance.sum(axis=0)
+    m = symmetric_limit(total, percentile)
+    exists = CONCEPT_NAME in viewer.layers and viewer.layers[CONCEPT_NAME].data.shape == total.shape
+    if CONCEPT_NAME in viewer.layers and not exists:
+        viewer.layers.remove(CONCEPT_NAME)
+    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(),
+                               "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
+    layer = _upsert(viewer, CONCEPT_NAME, total, "image", contrast_limits=(-m, m),
+                    metadata=_derived_meta(exp.case, "concept", kw, concept=what), **extra)
+    layer.visible = True
+    outlines_on_top(viewer)
+    return layer
 
 
 def comparison_name(method: str) -> str:
