@@ -88,6 +88,20 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_concepts(args) -> int:
+    from .batch import concept_references
+    from .io.atomic import check_output_folder, check_outside_inputs
+
+    check_output_folder(args.out)
+    check_outside_inputs(args.out, [args.cohort], "the cohort")
+    refs = concept_references(args.cohort, args.model, args.out, args.layer, top=args.top, preset=args.preset,
+                              target=args.target, workers=args.workers, scheduler=args.scheduler,
+                              device=args.device, crop=args.crop)
+    print(f"{refs.channel.nunique()} channels of {args.layer}, {refs.case.nunique()} reference cases; "
+          f"references.csv and crops/ in {args.out}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import compare, save_comparison, split_methods
     from .io import load_case
@@ -199,6 +213,19 @@ def main(argv=None) -> int:
                    help="cases computed with another model or settings: recompute them (default) or refuse")
     _case_options(s)
     s.set_defaults(func=cmd_sweep)
+    k = sub.add_parser("concepts", help="reference cases of a layer's channels across a cohort (concept relevance)")
+    k.add_argument("cohort", help="folder of case folders")
+    k.add_argument("--model", required=True)
+    k.add_argument("--layer", required=True, help="a module name of the network, e.g. decoders.1")
+    k.add_argument("--top", type=int, default=5, help="reference cases per channel (default 5)")
+    k.add_argument("--crop", type=int, default=32, help="side of each crop's cube in voxels (default 32)")
+    k.add_argument("--preset", default="paper", choices=list(PRESETS))
+    k.add_argument("--target", default="region", help=TARGET_HELP)
+    k.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
+    k.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
+    k.add_argument("--device", default="cpu")
+    k.add_argument("--out", required=True)
+    k.set_defaults(func=cmd_concepts)
     c = sub.add_parser("compare", help="attribution methods side by side on one case: maps and one table")
     c.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")
     c.add_argument("--model", required=True)

@@ -30,12 +30,18 @@ from .lrp.ledger import Ledger
 from .lrp.rule_specs import rules_from_specs, rules_to_specs
 from .lrp.targets import RegionTarget, needs_ground_truth, predict, region_mask, start_relevance, target_of
 from .metrics.components import components_table, resolve_target
-from .metrics.concepts import channel_relevance, concept_measures, conditional_relevance
+from .metrics.concepts import (
+    channel_relevance,
+    channel_table,
+    concept_measures,
+    conditional_relevance,
+    layer_conditions,
+)
 from .metrics.table import measure
 from .models.card import Model, ModelCard, ModelError
 from .models.preprocess import PreparedInput, prepare_input
 from .runs import RunRecord
-from .tiling import check_tiling, run_tiled
+from .tiling import TiledRun, check_tiling, run_tiled
 from .uncertainty import Sampling, run_sampled
 
 __all__ = ["Explanation", "PlacedRelevance", "explain", "predict_case", "load_settings", "save_settings",
@@ -292,15 +298,23 @@ class Explanation:
         """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
         return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
 
-    def concepts(self, layer: str):
+    def concepts(self, layer: str, progress=None):
         """The relevance at ``layer``'s output per channel for this run's target, with each channel's mean
-        activation inside and outside the target region (:func:`napari_lrp.metrics.concepts.channel_relevance`)."""
+        activation inside and outside the target region (:func:`napari_lrp.metrics.concepts.channel_relevance`);
+        a tiled run (an nnU-Net folder, a bundle) sums it over its windows, one pass each."""
+        if isinstance(self._run, TiledRun):
+            return channel_table(self._run.layer_relevance_sums(layer, self.filters, progress))
         return channel_relevance(self, layer)
 
     def conditional(self, layer, channels=None, progress=None) -> np.ndarray:
         """The relevance (C, Z, Y, X) on the case grid with only ``channels`` of ``layer`` passed (CRP's
         conditional heatmap; a glob or ``{layer: channels}`` for condition sets over several layers), from the
-        kept forward pass (:func:`napari_lrp.metrics.concepts.conditional_relevance`)."""
+        kept forward pass (:func:`napari_lrp.metrics.concepts.conditional_relevance`); a tiled run (an nnU-Net
+        folder, a bundle) re-runs its windows and maps the result back to the case grid."""
+        if isinstance(self._run, TiledRun):
+            shapes = {n: int(s[1]) for n, s in self.layer_shapes.items() if len(s) == 5}
+            conditions = layer_conditions(list(self.layer_shapes), shapes, layer, channels)
+            return self._run.conditional(conditions, self.filters, progress)
         return conditional_relevance(self, layer, channels, progress)
 
     def concept_measures(self, layer: str, channels=None, tau_r: float = 0.5, tau_x: float = 0.1):

@@ -192,19 +192,12 @@ class TiledRun(RunRecord):
     def propagation(self):
         return SimpleNamespace(shapes=self.shapes)
 
-    def explanation(self, filters: dict, keep=None, progress=None):
-        if keep not in (None, True, False) and len(list(keep)):
-            raise ValueError(f"keep={list(keep)!r}: a tiled run releases each window after its pass, so it keeps no "
-                             "layer's relevance; run without window= (or a larger max_memory) to keep layers")
+    def _windows(self):
+        """(index, count, window slices, its Propagation, its start relevance) for every window, one alive at a
+        time (the caller releases it)."""
         prep, x = self.prepared, self.prepared.x
         shape = tuple(x.shape[2:])
         wins = windows(shape, self.window, self.overlap, self.blend)
-        layer_filters = {k: v for k, v in filters.items() if k != "input"}
-        total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
-        ledger = Ledger(start=self.start_total)
-        model_start = float(self.start.sum(dtype=torch.float64))
-        if prep.maps_grid:  # nnU-Net, bundles: the output's way back to the case, reversed
-            ledger.record("output to model grid", "rule", "resample", self.start_total, model_start)
         for i, win in enumerate(wins):
             sl = (slice(None), slice(None)) + win
             prop = Propagation(prep.network, x[sl], rules=dict(self.rules), bounds=prep.bounds, preset=self.preset,
@@ -212,16 +205,30 @@ class TiledRun(RunRecord):
             w = blend_weights(win, shape, self.blend, self.overlap).to(prop.output.device)
             yi = prop.output.double()
             share = (w * yi) / self.denominator[win]  # the window's part of the blended prediction
-            blended = self.blended[sl]
-            Ri = divide_stabilised(self.start[sl].double() * share, blended, 0.0)
-            res = prop.propagate(Ri.to(prop.output.dtype), filters=layer_filters, retain=False)
+            Ri = divide_stabilised(self.start[sl].double() * share, self.blended[sl], 0.0)
+            yield i, len(wins), sl, prop, Ri.to(prop.output.dtype)
+
+    def explanation(self, filters: dict, keep=None, progress=None):
+        if keep not in (None, True, False) and len(list(keep)):
+            raise ValueError(f"keep={list(keep)!r}: a tiled run releases each window after its pass, so it keeps no "
+                             "layer's relevance; run without window= (or a larger max_memory) to keep layers")
+        prep, x = self.prepared, self.prepared.x
+        layer_filters = {k: v for k, v in filters.items() if k != "input"}
+        total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        ledger = Ledger(start=self.start_total)
+        model_start = float(self.start.sum(dtype=torch.float64))
+        if prep.maps_grid:  # nnU-Net, bundles: the output's way back to the case, reversed
+            ledger.record("output to model grid", "rule", "resample", self.start_total, model_start)
+        n = 0
+        for i, n, sl, prop, Ri in self._windows():
+            res = prop.propagate(Ri, filters=layer_filters, retain=False)
             prop.release()
             total[sl] += res.relevance.double()
             ledger.entries.extend(res.ledger.entries)
             for k, v in res.ledger.unhandled.items():
                 ledger.unhandled[k] = max(ledger.unhandled.get(k, 0), v)
             if progress is not None:
-                progress(i + 1, len(wins))
+                progress(i + 1, n)
         case_total = prep.relevance_to_case(total)
         if prep.maps_grid:  # nnU-Net, bundles: the input's way back to the case
             ledger.record("input to case grid", "rule", "resample", float(total.sum()), float(case_total.sum()))
@@ -230,7 +237,44 @@ class TiledRun(RunRecord):
         ledger.end = float(np.asarray(rel, dtype=np.float64).sum())
         return self.explanation_of(rel, unfiltered, filters, ledger,
                                    tiling={"window": list(self.window), "overlap": self.overlap, "blend": self.blend,
-                                           "windows": len(wins)})
+                                           "windows": n})
+
+    def layer_relevance_sums(self, layer: str, filters: dict, progress=None) -> dict[str, np.ndarray]:
+        """Per channel of ``layer``: the sums over every window of its relevance, positive part, negative part and
+        magnitude ({'relevance', 'positive', 'negative', 'magnitude': (C',) float64}); one pass per window."""
+        layer_filters = {k: v for k, v in filters.items() if k not in ("input", "output")}
+        sums = None
+        for i, n, _sl, prop, Ri in self._windows():
+            R = prop.propagate(Ri, filters=layer_filters, keep=[layer], retain=False).kept.get(layer)
+            prop.release()
+            if R is not None:
+                R = R[0].double().reshape(R.shape[1], -1)
+                part = {"relevance": R.sum(1), "positive": R.clamp(min=0).sum(1), "negative": R.clamp(max=0).sum(1),
+                        "magnitude": R.abs().sum(1)}
+                sums = part if sums is None else {k: sums[k] + v for k, v in part.items()}
+            if progress is not None:
+                progress(i + 1, n)
+        if sums is None:
+            raise ValueError(f"no relevance reaches {layer!r} in any window")
+        return {k: v.cpu().numpy() for k, v in sums.items()}
+
+    def conditional(self, conditions: list, filters: dict, progress=None) -> np.ndarray:
+        """The conditional relevance (C, Z, Y, X) on the case grid: in every window the run's relevance at the
+        first layer of ``conditions`` [(layer, channel mask)], masked and propagated from there down
+        (:meth:`~napari_lrp.lrp.engine.Propagation.propagate_from`), added up and mapped to the case."""
+        prep, x = self.prepared, self.prepared.x
+        layer_filters = {k: v for k, v in filters.items() if k not in ("input", "output")}
+        total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        first = conditions[0][0]
+        for i, n, sl, prop, Ri in self._windows():
+            R = prop.propagate(Ri, filters=layer_filters, keep=[first]).kept.get(first)
+            if R is not None:
+                total[sl] += prop.propagate_from(conditions, R, filters=layer_filters).relevance.double()
+            prop.release()
+            if progress is not None:
+                progress(i + 1, n)
+        out = prep.relevance_to_case(total)[0].float().cpu().numpy()
+        return filters["input"](out[None])[0] if "input" in filters else out
 
 
 def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: str, output_index=None,

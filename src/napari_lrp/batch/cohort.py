@@ -231,7 +231,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
                  show_progress: bool = True, target: str = "region", tau_r: float = 0.5, tau_x: float = 0.1,
                  label_values=None, nonfinite: str = "error", resume: str = "recompute",
                  sampling: dict | None = None, memory_limit: str | float | None = None,
-                 _task=None) -> pd.DataFrame:
+                 _task=None, extra_settings: dict | None = None) -> pd.DataFrame:
     """Sweep every case of ``cohort`` with ``model``; results in ``out``. Returns the combined table.
 
     workers=0 runs serially in this process; otherwise a dask LocalCluster with ``workers`` processes
@@ -240,6 +240,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     run is refused before anything is computed (``resume='strict'``). ``_task`` replaces :func:`run_case`
     (tests). Every case is isolated: an error or a dead worker is recorded under the case's name.
     ``sampling``: ``explain``'s uncertainty keywords (e.g. ``{"tta": "flips"}``); the tables get '_sd' columns.
+    ``extra_settings``: more settings for ``_task`` (in its ``settings``, and in the hash that decides reuse).
     ``memory_limit``: each LocalCluster worker's memory (dask's words: bytes or '4GB'); a case then plans its
     run within about half of it (tiling when the whole volume would not fit). A case whose worker is killed
     anyway is retried once more by a rerun and then left failed (``MAX_KILLS``), named in ``table.csv``.
@@ -264,6 +265,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
         budget = 0.5 * (parse_bytes(memory_limit) if isinstance(memory_limit, str) else float(memory_limit))
     settings = run_settings(preset, placement, None, target, tau_r, tau_x, label_values, nonfinite, sampling,
                             budget)
+    settings.update(extra_settings or {})  # a task's own settings (e.g. the layer of concept references)
     sha = model_sha256(model)
     want = (sha, settings_hash(settings))
     record = {"model_sha256": sha, "settings_hash": want[1]}

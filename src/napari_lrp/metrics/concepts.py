@@ -13,8 +13,9 @@ channels of a layer carry the evidence for the run's target, and where each one'
 * :func:`concept_measures`: the inclusivity coefficients and mean power of each channel's conditional map, to
   sort channels by what they look at (lesion or anatomy).
 
-Tiled runs, sampled runs and models with their own pipeline (nnU-Net folders, bundles) keep no single forward
-pass and are refused by name.
+Tiled runs and models with their own pipeline (nnU-Net folders, bundles) keep no forward pass: their channel
+relevance and conditional maps re-run the windows (one forward and relevance pass per window; activations are
+not reported for them), and the maps come back on the case grid. Sampled runs and other methods are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from ..lrp.names import expand, is_glob
 from .table import measure
 
-__all__ = ["channel_relevance", "concept_measures", "conditional_relevance"]
+__all__ = ["channel_relevance", "channel_table", "concept_measures", "conditional_relevance", "layer_conditions"]
 
 
 def _propagation(exp):
@@ -104,23 +105,33 @@ def channel_relevance(exp, layer: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _conditions(exp, layer, channels) -> list[tuple[str, torch.Tensor]]:
-    """[(layer, channel mask)] from the latest layer in forward order to the earliest."""
-    prop = _propagation(exp)
+def layer_conditions(order: list[str], channels_of: dict[str, int], layer, channels=None) -> list:
+    """[(layer, channel mask (C',) bool)] from the latest layer in forward order to the earliest.
+
+    Parameters
+    ----------
+    order : list of str
+        The network's layers in forward order.
+    channels_of : dict
+        {layer: number of output channels} of the layers a condition may name.
+    layer : str or dict
+        A module name, a glob, or {layer or glob: channels}.
+    channels : int, sequence of int or None
+        The channels passed when ``layer`` is a name or glob (None: all).
+    """
     spec = dict(layer) if isinstance(layer, dict) else {layer: channels}
-    order = list(prop.called)
     found: dict[str, object] = {}
     for key, chans in spec.items():
         names = sorted(expand([key], order)) if is_glob(key) else [key]
-        names = [n for n in names if n in prop.outputs]
+        names = [n for n in names if n in channels_of]
         if not names:
             raise ValueError(f"{key!r} names no layer of this run with an output (layers: "
-                             f"{', '.join(list(prop.outputs)[:10])} ...)")
+                             f"{', '.join(list(channels_of)[:10])} ...)")
         for n in names:
             found[n] = chans
     out = []
     for name in sorted(found, key=order.index, reverse=True):
-        n_ch = int(prop.outputs[name].shape[1])
+        n_ch = int(channels_of[name])
         chans = found[name]
         mask = torch.zeros(n_ch, dtype=torch.bool)
         picked = range(n_ch) if chans is None else [chans] if isinstance(chans, (int, np.integer)) else list(chans)
@@ -130,6 +141,23 @@ def _conditions(exp, layer, channels) -> list[tuple[str, torch.Tensor]]:
             mask[int(c)] = True
         out.append((name, mask))
     return out
+
+
+def _conditions(exp, layer, channels) -> list[tuple[str, torch.Tensor]]:
+    prop = _propagation(exp)
+    return layer_conditions(list(prop.called), {n: int(t.shape[1]) for n, t in prop.outputs.items()}, layer,
+                            channels)
+
+
+def channel_table(sums: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The table of :func:`channel_relevance` from per-channel sums ('relevance', 'positive', 'negative',
+    'magnitude'), without activations (a tiled run keeps no forward pass to read them from)."""
+    rel, mag = np.asarray(sums["relevance"]), np.asarray(sums["magnitude"])
+    total, total_abs = float(rel.sum()), float(mag.sum())
+    return pd.DataFrame({"channel": np.arange(rel.size), "relevance": rel, "positive": sums["positive"],
+                         "negative": sums["negative"], "share": rel / total if total else np.nan,
+                         "abs_share": mag / total_abs if total_abs else np.nan,
+                         "activation_in": np.nan, "activation_out": np.nan})
 
 
 def conditional_relevance(exp, layer, channels=None, progress=None) -> np.ndarray:
@@ -164,10 +192,11 @@ def conditional_relevance(exp, layer, channels=None, progress=None) -> np.ndarra
 def concept_measures(exp, layer: str, channels=None, tau_r: float = 0.5, tau_x: float = 0.1) -> pd.DataFrame:
     """For each channel of ``layer`` (default all): the coefficients of its conditional map (the 'mean' row of
     :func:`napari_lrp.metrics.measure`: input and ground-truth inclusivity, mu, mean power), one row each."""
-    n = int(_propagation(exp).outputs[layer].shape[1]) if layer in _propagation(exp).outputs else 0
+    shape = exp.layer_shapes.get(layer)
+    n = int(shape[1]) if shape is not None and len(shape) == 5 else 0
     rows = []
     for c in (range(n) if channels is None else channels):
-        rel = conditional_relevance(exp, layer, int(c))
+        rel = exp.conditional(layer, int(c))
         t = measure(rel, exp.input_image, exp.case.ground_truth, exp.modalities, tau_r, tau_x)
         row = t[t.channel == "mean"].iloc[0].to_dict() if "channel" in t else t.iloc[-1].to_dict()
         row["channel"] = int(c)
