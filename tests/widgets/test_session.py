@@ -9,15 +9,12 @@ import pytest
 
 from napari_lrp.samples import sample_dropout_model_path
 from napari_lrp.widgets._layers import CASE, ROLE, case_key_on_screen
-from tests.widgets.test_plugin_path import _dock, _load_and_run, _settle, _wait
+from tests.widgets.test_plugin_path import _dock, _load_and_run, _settle, _wait, plugin_viewer  # noqa: F401
 
 
 @pytest.fixture
-def three_docks(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-lrp", "stroke_case_1")
-    rel = _dock(viewer, "Relevance")
-    inc = _dock(viewer, "Inclusivity and sweeps")
+def three_docks(plugin_viewer, qtbot):
+    viewer, rel, inc = plugin_viewer
     cmp = _dock(viewer, "Compare methods")
     _settle(qtbot)
     return viewer, rel, inc, cmp

@@ -139,17 +139,22 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
         grid = [parse_filter(spec)[1] for spec in settings["grid"]]
         table = sweep(exp, placement=settings["placement"], grid=grid, tau_r=settings["tau_r"],
                       tau_x=settings["tau_x"])
-        table.insert(0, "case", name)
-        table["status"] = "ok"
-        table["error"] = ""
-        table["model_sha256"] = record["model_sha256"] or (exp.model.sha256 or "")
-        table["settings_hash"] = record["settings_hash"]
-        with replacing(cases / f"{name}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        (cases / f"{name}.failed.json").unlink(missing_ok=True)
-        return {"case": name, "status": "ok"}
+        return write_case_table(cases, name, table, record, exp.model.sha256)
     except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
         return _write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
+
+
+def write_case_table(cases: Path, name: str, table: pd.DataFrame, record: dict, model_sha: str | None) -> dict:
+    """Write one case's rows (with the case, status and the model's identity and settings' hash that decide
+    their reuse) atomically to cases/<name>.csv, clear an earlier failure; the task's report."""
+    table.insert(0, "case", name)
+    table["status"], table["error"] = "ok", ""
+    table["model_sha256"] = record["model_sha256"] or (model_sha or "")
+    table["settings_hash"] = record["settings_hash"]
+    with replacing(cases / f"{name}.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    (cases / f"{name}.failed.json").unlink(missing_ok=True)
+    return {"case": name, "status": "ok"}
 
 
 def _record_of(csv: Path) -> tuple[str, str] | None:

@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 
 from ..io.atomic import replacing
-from .cohort import _case_name, _model, _write_failure, case_folders, settings_hash, sweep_cohort
+from .cohort import (
+    _case_name,
+    _model,
+    _write_failure,
+    case_folders,
+    settings_hash,
+    sweep_cohort,
+    write_case_table,
+)
 
 __all__ = ["concept_references", "run_concept_case"]
 
@@ -58,14 +66,7 @@ def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str =
         for axis, k in (("z", 0), ("y", 1), ("x", 2)):
             table[f"location_{axis}_mm"] = [w[0][k] for w in where]
             table[f"voxel_{axis}"] = [w[1][k] for w in where]
-        table.insert(0, "case", name)
-        table["status"], table["error"] = "ok", ""
-        table["model_sha256"] = record["model_sha256"] or (exp.model.sha256 or "")
-        table["settings_hash"] = record["settings_hash"]
-        with replacing(cases / f"{name}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        (cases / f"{name}.failed.json").unlink(missing_ok=True)
-        return {"case": name, "status": "ok"}
+        return write_case_table(cases, name, table, record, exp.model.sha256)
     except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
         return _write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
 
