@@ -7,6 +7,7 @@ pass and a backward relevance pass (``lrp.engine``), mapping back to the case gr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -17,6 +18,7 @@ from importlib.metadata import version as _dist_version
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -328,6 +330,47 @@ class Explanation:
         the largest as ``target="component:K"`` and ``"gt-component:K"`` count them)."""
         return components_table(self.prediction == self.target_class, self.case.ground_truth,
                                 self.case.grid.spacing, self.case.grid)
+
+    def for_target(self, target) -> Explanation:
+        """This run explaining another target (a mask, or a spec such as ``"component:2"``) of the same class,
+        from the kept forward pass (a tiled run re-runs its windows); the run's filters apply."""
+        run = self._run
+        if not isinstance(run, (_Run, TiledRun)):
+            raise ValueError("for_target needs a single LRP run or a tiled run (not another method or draws)")
+        target, cls = resolve_target(target, self.model.card.classes, self.target_class,
+                                     lambda: self.case.ground_truth, self.case.grid.spacing)
+        if cls != self.target_class:
+            raise ValueError(f"for_target keeps the run's class {self.target_class}; {target!r} names class {cls}")
+        mask = region_mask(target, self.prediction, self.case.ground_truth if needs_ground_truth(target) else None,
+                           cls)
+        logits = torch.as_tensor(self.logits, dtype=torch.float64)[None]
+        start_case = start_relevance(logits, mask, cls, getattr(target, "against", None))
+        if isinstance(run, _Run):
+            start = run.prepared.pad(start_case).to(run.start.dtype)
+            new = dataclasses.replace(run, start=start, target=target)
+        else:
+            start, outside = run.prepared.start_to_model(start_case.to(run.blended.dtype), run.blended)
+            new = dataclasses.replace(run, start=start, target=target, outside=outside,
+                                      start_total=float(start_case.sum(dtype=torch.float64)))
+        new.run_settings = dict(getattr(run, "run_settings", {}))
+        return new.explanation(dict(self.filters))
+
+    def lesions(self, tau_r: float = 0.5, tau_x: float = 0.1):
+        """Lesion-wise measures, as the BraTS and ISLES challenges report lesion-wise metrics: one row per lesion
+        of the prediction and of the ground truth (:meth:`components`) with the coefficients of its own map
+        (the run explaining that lesion alone, ``component:K`` / ``gt-component:K``: input and ground-truth
+        inclusivity, mu, mean power, mean over the channels) and the relevance it starts with."""
+        table = self.components()
+        rows = []
+        for _i, r in table.iterrows():
+            spec = f"{'component' if r.source == 'prediction' else 'gt-component'}:{int(r.component)}"
+            lesion = self.for_target(spec)
+            c = lesion.coefficients(tau_r, tau_x)
+            mean = c[c.channel == "mean"].iloc[0]
+            rows.append({"target": spec, "start_relevance": lesion.ledger.start,
+                         **{k: float(mean[k]) for k in ("input_inclusivity", "groundtruth_inclusivity", "mu",
+                                                         "mean_power")}})
+        return pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1) if rows else table
 
     def target_region(self) -> np.ndarray | None:
         """The run's target region (Z, Y, X) bool on the case grid (None for the 'output' target)."""

@@ -169,3 +169,27 @@ def test_a_target_needing_a_label_on_a_case_without_one_is_refused():
     target, _cls = resolve_target("false-negative", ["background", "lesion"], 1, lambda: None, (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="needs a case with a ground-truth label"):
         target.region(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_lesion_wise_rows_use_each_lesions_own_map(two_lesions):
+    model, case = two_lesions
+    exp = nl.explain(model, case, preset="epsilon-plus-flat")
+    table = exp.lesions()
+    comps = exp.components()
+    assert len(table) == len(comps) and list(table.target[table.source == "ground truth"]) == [
+        "gt-component:1", "gt-component:2"]
+    one = nl.explain(model, case, preset="epsilon-plus-flat", target="gt-component:1")
+    mine = exp.for_target("gt-component:1")
+    np.testing.assert_allclose(mine.relevance, one.relevance, rtol=1e-6, atol=1e-9)
+    row = table[table.target == "gt-component:1"].iloc[0]
+    assert row.start_relevance == pytest.approx(one.ledger.start)
+    c = one.coefficients()
+    assert row.groundtruth_inclusivity == pytest.approx(float(c[c.channel == "mean"].groundtruth_inclusivity.iloc[0]))
+
+
+def test_for_target_on_a_tiled_run_equals_a_tiled_run_of_that_target(two_lesions):
+    model, case = two_lesions
+    kw = dict(preset="epsilon-plus-flat", window=(8, 8, 8), overlap=0.5)
+    exp = nl.explain(model, case, **kw)
+    want = nl.explain(model, case, target="gt-component:2", **kw)
+    np.testing.assert_allclose(exp.for_target("gt-component:2").relevance, want.relevance, rtol=1e-6, atol=1e-9)

@@ -51,12 +51,11 @@ class ConceptsWidget(DockPanel):
 
     def _layer_choices(self, _widget=None):
         exp = getattr(getattr(self, "session", None), "explanation", None)
-        prop = exp.kept_pass if exp is not None else None
-        if prop is None:
+        if exp is None or exp.method != "lrp" or exp.samples is not None:
             return ["(run first)"]
-        names = [n for n in prop.outputs if prop.outputs[n].ndim == 5]
+        names = [n for n, shape in exp.layer_shapes.items() if len(shape) == 5]
         blocks = [n for n in block_names(exp.network) if n in names]
-        return blocks + [n for n in names if n not in blocks]
+        return blocks + [n for n in names if n not in blocks] or ["(run first)"]
 
     def _on_case(self, _case):
         self.table = self.shown = None
@@ -66,9 +65,9 @@ class ConceptsWidget(DockPanel):
 
     def _current(self):
         exp = self.session.current_explanation(case_key_on_screen(self._viewer))
-        if exp is None or exp.kept_pass is None:
-            self.set_status("no run with a kept forward pass for the case on screen: Run in the Relevance dock "
-                            "(concepts need a single LRP run, not a tiled or sampled one)")
+        if exp is None or exp.method != "lrp" or exp.samples is not None:
+            self.set_status("no LRP run of the case on screen: Run in the Relevance dock (concepts need an LRP "
+                            "run without Monte Carlo draws)")
             return None
         return exp
 
@@ -86,9 +85,10 @@ class ConceptsWidget(DockPanel):
 
         exp = self._current()
         layer = self.layer.value
-        if exp is None or layer not in exp.kept_pass.outputs:
+        if exp is None or layer not in exp.layer_shapes:
             return
-        self.start(create_worker(exp.concepts, layer, _ignore_errors=True),
+        progress = self.progress_callback(RuntimeError)
+        self.start(create_worker(exp.concepts, layer, progress, _ignore_errors=True),
                    lambda table: self._ranked(exp, layer, table), busy=f"ranking the channels of {layer} ...")
 
     def _ranked(self, exp, layer, table):
@@ -136,7 +136,7 @@ class ConceptsWidget(DockPanel):
 
         exp = self._current()
         layer = getattr(self, "_layer", None) or self.layer.value
-        if exp is None or not channels or layer not in exp.kept_pass.outputs:
+        if exp is None or not channels or layer not in exp.layer_shapes:
             return
         progress = self.progress_callback(RuntimeError)
         self.start(create_worker(exp.conditional, layer, list(channels), progress, _ignore_errors=True),
