@@ -781,47 +781,62 @@ class Propagation:
         start = torch.as_tensor(start).detach().to(device=self.output.device, dtype=self.output.dtype)
         if start.shape != self.output.shape:
             raise ValueError(f"start relevance has shape {tuple(start.shape)}, the output {tuple(self.output.shape)}")
+        filters = self._checked_filters(filters)
+        names = [n for n in self._names.values() if n]
+        if keep is not True:
+            check_placements(keep or (), self.called, "kept layer", type(self.module).__name__)
+        keep_set = set(names) if keep is True else expand(keep or (), names)
+        with self._backward(filters, keep_set, progress, retain):
+            self._ledger.start = float(start.sum(dtype=torch.float64))
+            R0 = start
+            if "output" in filters:
+                R0 = filters["output"](start)
+                self._record("output", "filter", repr(filters["output"]), self._ledger.start,
+                             float(R0.sum(dtype=torch.float64)))
+            with _full_precision(R0.device):
+                (R,) = torch.autograd.grad(self.out, self.x, R0, retain_graph=retain, allow_unused=True)
+            if not retain:
+                self.release()
+            return self._result(R, filters)
+
+    def _checked_filters(self, filters) -> dict:
+        """The filters that act (None and Identity dropped), each a Filter, each placed on a module."""
         filters = {k: v for k, v in (filters or {}).items() if v is not None and not isinstance(v, Identity)}
         for key, f in filters.items():
             if not isinstance(f, Filter) and not callable(f):
                 raise TypeError(f"filter for {key!r} is {type(f).__name__}, not a Filter")
-        names = [n for n in self._names.values() if n]
-        net_name = type(self.module).__name__
-        check_placements(filters, self.called, "filter", net_name, reserved=("input", "output"))
-        if keep is not True:
-            check_placements(keep or (), self.called, "kept layer", net_name)
-        keep_set = set(names) if keep is True else expand(keep or (), names)
+        check_placements(filters, self.called, "filter", type(self.module).__name__, reserved=("input", "output"))
+        return filters
+
+    @contextlib.contextmanager
+    def _backward(self, filters: dict, keep: set, progress, retain: bool) -> Iterator[None]:
+        """One backward pass's state (filters, kept layers, ledger, progress), under the lock, cleared after."""
         with self._lock:
-            self._filters, self._keep, self._kept = filters, keep_set, {}
+            self._filters, self._keep, self._kept = filters, keep, {}
             self._ledger = Ledger()
             self._progress, self._done = progress, 0
             self._retain = retain
             try:
-                self._ledger.start = float(start.sum(dtype=torch.float64))
-                R0 = start
-                if "output" in filters:
-                    R0 = filters["output"](start)
-                    self._record("output", "filter", repr(filters["output"]), self._ledger.start,
-                                 float(R0.sum(dtype=torch.float64)))
-                with _full_precision(R0.device):
-                    (R,) = torch.autograd.grad(self.out, self.x, R0, retain_graph=retain, allow_unused=True)
-                if not retain:
-                    self.release()
-                if R is None:
-                    R = torch.zeros_like(self.x)
-                unfiltered = R.detach()
-                if "input" in filters:
-                    Rf = filters["input"](R)
-                    self._record("input", "filter", repr(filters["input"]), float(R.sum(dtype=torch.float64)),
-                                 float(Rf.sum(dtype=torch.float64)))
-                    R = Rf
-                self._ledger.end = float(R.sum(dtype=torch.float64))
-                self._ledger.unhandled = dict(self.unhandled)
-                self._ledger.to_floats()
-                return PropagationResult(R.detach(), dict(self._kept), self._ledger, unfiltered)
+                yield
             finally:
                 self._filters, self._keep, self._kept, self._progress = {}, set(), {}, None
                 self._ledger = None
+
+    def _result(self, R: torch.Tensor | None, filters: dict) -> PropagationResult:
+        """The relevance that reached the input (zero where none did) through the 'input' filter, with the
+        ledger closed and the kept layers."""
+        if R is None:
+            R = torch.zeros_like(self.x)
+        unfiltered = R.detach()
+        if "input" in filters:
+            Rf = filters["input"](R)
+            self._record("input", "filter", repr(filters["input"]), float(R.sum(dtype=torch.float64)),
+                         float(Rf.sum(dtype=torch.float64)))
+            R = Rf
+        self._ledger.end = float(R.sum(dtype=torch.float64))
+        self._ledger.unhandled = dict(self.unhandled)
+        self._ledger.to_floats()
+        return PropagationResult(R.detach(), dict(self._kept), self._ledger, unfiltered)
 
     @property
     def layer_rules(self) -> dict[str, Rule]:
@@ -900,38 +915,21 @@ class Propagation:
         if missing:
             raise ValueError(f"no output of {', '.join(missing)} in this forward pass (modules called: "
                              f"{', '.join(list(self.outputs)[:8])} ...)")
-        filters = {k: v for k, v in (filters or {}).items() if v is not None and not isinstance(v, Identity)}
-        check_placements(filters, self.called, "filter", type(self.module).__name__, reserved=("input", "output"))
-        with self._lock:
-            self._filters, self._keep, self._kept = filters, set(), {}
-            self._ledger = Ledger()
-            self._progress, self._done = progress, 0
-            self._retain = True
-            try:
-                R = start.detach().to(self.outputs[names[0]].dtype) * _channel_mask(conditions[0][1], start)
-                self._ledger.start = float(R.sum(dtype=torch.float64))
-                with _full_precision(R.device):
-                    for (name, _m), (nxt, mask) in zip(conditions, conditions[1:]):
-                        (R,) = torch.autograd.grad(self.outputs[name], self.outputs[nxt], R, retain_graph=True,
-                                                   allow_unused=True)
-                        if R is None:
-                            raise ValueError(f"{nxt} is not below {name} in the network (no relevance flows "
-                                             "from one to the other); order the conditions from the output down")
-                        R = R * _channel_mask(mask, R)
-                    (R,) = torch.autograd.grad(self.outputs[names[-1]], self.x, R, retain_graph=True,
+        filters = self._checked_filters(filters)
+        with self._backward(filters, set(), progress, True):
+            R = start.detach().to(self.outputs[names[0]].dtype) * _channel_mask(conditions[0][1], start)
+            self._ledger.start = float(R.sum(dtype=torch.float64))
+            with _full_precision(R.device):
+                for (name, _m), (nxt, mask) in zip(conditions, conditions[1:]):
+                    (R,) = torch.autograd.grad(self.outputs[name], self.outputs[nxt], R, retain_graph=True,
                                                allow_unused=True)
-                if R is None:
-                    R = torch.zeros_like(self.x)
-                unfiltered = R.detach()
-                if "input" in filters:
-                    R = filters["input"](R)
-                self._ledger.end = float(R.sum(dtype=torch.float64))
-                self._ledger.unhandled = dict(self.unhandled)
-                self._ledger.to_floats()
-                return PropagationResult(R.detach(), {}, self._ledger, unfiltered)
-            finally:
-                self._filters, self._keep, self._kept, self._progress = {}, set(), {}, None
-                self._ledger = None
+                    if R is None:
+                        raise ValueError(f"{nxt} is not below {name} in the network (no relevance flows "
+                                         "from one to the other); order the conditions from the output down")
+                    R = R * _channel_mask(mask, R)
+                (R,) = torch.autograd.grad(self.outputs[names[-1]], self.x, R, retain_graph=True,
+                                           allow_unused=True)
+            return self._result(R, filters)
 
 
 def _channel_mask(mask: torch.Tensor, R: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ from .resampling import Resampling, resampling
 from .weights import check_archive, check_finite_weights, check_readable_weights, definition_files, identity_sha256
 
 __all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
-           "load_nnunet", "nnunet_gaussian", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
+           "load_nnunet", "nnunet_gaussian", "nnunet_network_spec", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
 
 DNA_PREFIX = "dynamic_network_architectures.architectures."
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
@@ -490,13 +490,7 @@ def _check_sizes(cfg: dict, name: str, n_in: int, n_out: int, plans_path: Path) 
                                     for v in spacing):
         raise ModelError(f"{plans_path}: configuration {name!r} spacing {spacing!r} must be three sizes in mm "
                          "above 0")
-    arch = cfg["architecture"]
-    cls = _dna_class(arch.get("network_class_name"), str(plans_path))
-    kwargs = dict(arch.get("arch_kwargs") or {})
-    for key in arch.get("_kw_requires_import") or []:
-        if kwargs.get(key) is not None:
-            kwargs[key] = _torch_nn_class(kwargs[key], str(plans_path), key)
-    full = dict(input_channels=n_in, num_classes=n_out, deep_supervision=False, **kwargs)
+    cls, full = nnunet_network_spec(cfg, n_in, n_out, str(plans_path))
     check_size(cls, full, str(plans_path))
     need = window_bytes(cls, full, (1, n_in, *patch))
     if need is not None:
@@ -505,8 +499,9 @@ def _check_sizes(cfg: dict, name: str, n_in: int, n_out: int, plans_path: Path) 
                          "windows are its patch size)")
 
 
-def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str) -> nn.Module:
-    """The configuration's network as nnU-Net's ``get_network_from_plans`` builds it (deep supervision off)."""
+def nnunet_network_spec(cfg: dict, n_in: int, n_out: int, source: str) -> tuple[type, dict]:
+    """(class, keyword arguments) of the configuration's network as nnU-Net's ``get_network_from_plans`` builds
+    it (deep supervision off): the class from the allow-list, ``_kw_requires_import`` only from torch.nn."""
     arch = cfg["architecture"]
     cls = _dna_class(arch.get("network_class_name"), source)
     kwargs = dict(arch.get("arch_kwargs") or {})
@@ -514,8 +509,15 @@ def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str) -> nn.Mo
         if kwargs.get(key) is not None:
             kwargs[key] = _torch_nn_class(kwargs[key], source, key)
     refuse_download_arguments(kwargs, source)
-    full = dict(input_channels=n_in, num_classes=n_out, deep_supervision=False, **kwargs)
-    check_size(cls, full, source)  # built on the meta device first: the plans' sizes are not trusted
+    return cls, dict(input_channels=n_in, num_classes=n_out, deep_supervision=False, **kwargs)
+
+
+def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str, sized: bool = False) -> nn.Module:
+    """The configuration's network (:func:`nnunet_network_spec`); its size is checked on the meta device first
+    (the plans' sizes are not trusted) unless the caller did (``sized=True``)."""
+    cls, full = nnunet_network_spec(cfg, n_in, n_out, source)
+    if not sized:
+        check_size(cls, full, source)
     try:
         with no_network(source):
             return cls(**full)
@@ -593,7 +595,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     _check_sizes(cfg, name, len(modalities), n_out, folder / "plans.json")
     nets = []
     for path, ckpt in zip(paths, ckpts):
-        net = build_nnunet_network(cfg, len(modalities), n_out, source)
+        net = build_nnunet_network(cfg, len(modalities), n_out, source, sized=True)  # _check_sizes did
         sd = ckpt["network_weights"]
         if sd and all(k.startswith("_orig_mod.") for k in sd):  # torch.compile'd training
             sd = {k[len("_orig_mod."):]: v for k, v in sd.items()}
