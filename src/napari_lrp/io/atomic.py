@@ -151,6 +151,7 @@ def replacing_folder(path: str | os.PathLike, outputs_file: str | None = None) -
     other entries of ``path`` (a user's own files, mount points) are never moved, linked or deleted, and
     a symbolic link at ``path`` stays a link (the results go where it points). When the block or the swap
     fails, the temporary folder is removed and ``path`` is left exactly as it was."""
+    import json
     import shutil
 
     path = check_output_folder(path)
@@ -166,19 +167,13 @@ def replacing_folder(path: str | os.PathLike, outputs_file: str | None = None) -
             _swap_in(path, tmp, tag, outputs_file)
             tmp.rmdir()
         else:
+            written = sorted(e.name for e in tmp.iterdir())
             os.rename(tmp, path)
             if outputs_file is None:
-                write_text(path / MANIFEST, json_names(path))
+                write_text(path / MANIFEST, json.dumps(written))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def json_names(folder: Path) -> str:
-    """The JSON list of ``folder``'s top-level entry names (the manifest of a fresh results folder)."""
-    import json
-
-    return json.dumps(sorted(e.name for e in folder.iterdir() if e.name != MANIFEST))
 
 
 def check_outside_inputs(out: str | os.PathLike, inputs, what: str = "the case") -> Path:
