@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import napari_lrp as nl  # noqa: E402
-from napari_lrp.compare import compare  # noqa: E402
+from napari_lrp.analysis.compare import compare  # noqa: E402
 from napari_lrp.samples import sample_case_paths, sample_model_path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import napari_lrp as nl
-from napari_lrp.explanation import predict_case
-from napari_lrp.filters import Clamp, Pass
+from napari_lrp.pipeline import predict_case
+from napari_lrp.lrp.filters import Clamp, Pass
 from napari_lrp.models import UNet3D
 from napari_lrp.models.preprocess import divisible_padding
 from tests.conftest import make_case_folder
@@ -126,7 +126,7 @@ def test_save_writes_every_output_as_one_unit(tiny, tmp_path):
 
 
 def test_a_failed_save_leaves_the_previous_results_complete_and_unchanged(tiny, tmp_path, monkeypatch):
-    import napari_lrp.explanation as explanation_module
+    import napari_lrp.pipeline.result as explanation_module
 
     model, case = tiny
     out = tmp_path / "results"

@@ -65,7 +65,7 @@ def test_the_core_never_imports_napari_or_qt():
 
 def test_no_outside_reads_of_an_explanations_private_parts():
     for path in FILES:
-        if path.name == "explanation.py":
+        if path.name == "result.py":
             continue
         text = path.read_text()
         for private in ("._prepared", "._prop.", "._prop)", "._run."):
@@ -92,7 +92,7 @@ def _defined(name: str) -> list[str]:
     ("FILTER_KINDS", "lrp/filters.py"), ("make_filter", "lrp/filters.py"), ("default_grid", "lrp/filters.py"),
     ("heatmap", "lrp/filters.py"), ("conv3d", "lrp/kernels.py"), ("Ledger", "lrp/ledger.py"),
     ("BatchNormFolding", "lrp/folding.py"), ("LINEAR_TYPES", "lrp/types.py"), ("PASS_FUNCTIONS", "lrp/types.py"),
-    ("Explanation", "explanation.py"), ("sweep", "sweep.py"), ("measure", "metrics/table.py"),
+    ("Explanation", "pipeline/result.py"), ("sweep", "analysis/sweep.py"), ("measure", "metrics/table.py"),
     ("ModelCard", "models/card.py"), ("resolve_device", "models/devices.py"), ("load_weights", "models/weights.py"),
     ("card_from_bundle", "models/bundles.py"), ("replacing_folder", "io/atomic.py"),
 ])

@@ -7,7 +7,7 @@ from torch import nn
 
 import napari_lrp as nl
 from napari_lrp.lrp.engine import Cancelled
-from napari_lrp.methods import METHODS
+from napari_lrp.pipeline.attribution import METHODS
 
 from .conftest import make_case_folder
 

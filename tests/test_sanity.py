@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import napari_lrp as nl
-from napari_lrp.sanity import map_similarity, randomisation_steps, randomised, sanity_check
+from napari_lrp.analysis.sanity import map_similarity, randomisation_steps, randomised, sanity_check
 
 from .conftest import make_case_folder, make_tiny_model
 

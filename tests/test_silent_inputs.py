@@ -333,7 +333,7 @@ def test_output_index_on_a_single_tensor_output_is_refused(tiny):
 
 @pytest.mark.parametrize("gammas", [(-1.0, 0.25), (float("nan"),), ()])
 def test_search_gammas_must_be_finite_and_non_negative(tiny, gammas):
-    from napari_lrp.search import lrp_search
+    from napari_lrp.analysis.search import lrp_search
 
     model, case = tiny
     with pytest.raises(ValueError, match="each gamma must be a finite number >= 0"):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import napari_lrp as nl
-from napari_lrp.tiling import blend_weights, window_starts, windows
+from napari_lrp.pipeline.tiling import blend_weights, window_starts, windows
 
 from .conftest import make_case_folder
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import napari_lrp as nl
 from napari_lrp.lrp.filters import Clamp, Pass
-from napari_lrp.uncertainty import FLIPS, Sampling, entropy
+from napari_lrp.pipeline.sampling import FLIPS, Sampling, entropy
 
 from .conftest import make_case_folder, make_tiny_model
 
@@ -143,7 +143,7 @@ def test_refusals_name_the_option(tmp_path):
     with pytest.raises(ValueError, match="no activation module"):
         nl.explain(net, case, mc_samples=2, dropout=0.2)
     with pytest.raises(MemoryError, match="lower mc_samples"):
-        from napari_lrp import uncertainty
+        from napari_lrp.pipeline import sampling as uncertainty
 
         old = uncertainty._available_bytes
         uncertainty._available_bytes = lambda: 1000

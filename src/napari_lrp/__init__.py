@@ -1,21 +1,43 @@
 """napari-lrp: layer-wise relevance propagation for 3D segmentation networks, in napari and in scripts.
 
-The public API (DESIGN section 6). The core (io, models, lrp, metrics) never imports napari or Qt, and
-no module of the package imports this file (the version comes from the installed metadata).
+The public API (see docs/api.md). The core (io, models, lrp, metrics, pipeline, analysis, batch) never
+imports napari or Qt, and no module of the package imports this file (the version comes from the
+installed metadata).
 """
 
-from . import filters, metrics
-from .explanation import Explanation, explain, load_settings, package_version, save_settings
+import sys
+
+from . import metrics
+from .analysis.sweep import sweep
 from .io import Case, CaseError, load_case, save_nifti
+from .lrp import filters
 from .lrp.blocks import every_block
 from .models import Model, ModelCard, ModelError, UNet3D, load_model, save_model
-from .sweep import sweep
+from .pipeline import Explanation, explain, load_settings, package_version, save_settings
+
+# ``napari_lrp.filters`` is the public name of the filter vocabulary (lrp/filters.py): importable as a module
+sys.modules[f"{__name__}.filters"] = filters
 
 __version__ = package_version()
 
 
 def show(viewer, explanation, **kwargs):
-    """Add the layers the widgets add (anatomy, ground truth, prediction, relevance) to a napari viewer."""
+    """Add the layers the widgets add (anatomy, ground truth, prediction, relevance) to a napari viewer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    explanation : Explanation
+        The run to show.
+    **kwargs
+        Passed to ``widgets._layers.show_explanation``.
+
+    Returns
+    -------
+    list
+        The layers added or updated.
+    """
     from .widgets._layers import show_explanation
 
     return show_explanation(viewer, explanation, **kwargs)

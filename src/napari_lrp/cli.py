@@ -50,7 +50,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explanation import explain
+    from .pipeline import explain
     from .io import load_case
     from .io.atomic import check_output_folder, check_outside_inputs
     from .lrp.filters import filters_from_specs
@@ -103,7 +103,7 @@ def cmd_concepts(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, save_comparison, split_methods
+    from .analysis.compare import compare, save_comparison, split_methods
     from .io import load_case
     from .io.atomic import check_output_folder, check_outside_inputs
     from .models import load_model

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
-from napari_lrp.filters import Clamp, Pass
+from napari_lrp.lrp.filters import Clamp, Pass
 from napari_lrp.lrp import (
     AlphaBeta,
     Cancelled,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lrp.filters import (
+from napari_lrp.lrp.filters import (
     Amplify,
     Clamp,
     Identity,

@@ -78,7 +78,7 @@ def two_lesions(tmp_path_factory):
     case.label[1:4, 2:5, 2:5] = 1
     case.label[5:7, 8:10, 10:12] = 1
     # the head's bias so that about half the voxels are predicted 'lesion' (a random network predicts one class)
-    from napari_lrp.explanation import predict_case
+    from napari_lrp.pipeline import predict_case
 
     _pred, logits, _ = predict_case(model, case)
     margin = logits[1] - np.maximum(logits[0], logits[2])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import napari_lrp as nl
-from napari_lrp.explanation import predict_case
+from napari_lrp.pipeline import predict_case
 from napari_lrp.models import ModelError
 from napari_lrp.models.nnunet import FoldEnsemble, nnunet_steps, to_nnunet_order
 from napari_lrp.models.resampling import resampling
@@ -140,7 +140,7 @@ def test_logits_and_probabilities_equal_nnunets_own_predictor(which, resampled_f
     assert (ours_seg != seg).mean() < 1e-4  # ties at 0.5 may break either way
     assert seg.sum() > 50  # the network finds the lesion (so the comparison is not of empty maps)
     # the model-grid logits themselves (nnU-Net's preprocessing + sliding window)
-    prep = model.nnunet.prepare(case, model.card.modalities, model.network, model.device)
+    prep = model.pipeline.prepare(case, model.card.modalities, model.network, model.device)
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 
     pre, _seg, _props = DefaultPreprocessor(verbose=False).run_case_npy(
@@ -148,9 +148,9 @@ def test_logits_and_probabilities_equal_nnunets_own_predictor(which, resampled_f
         oracle.dataset_json)
     np.testing.assert_allclose(prep.crop(prep.x)[0].numpy(), pre, rtol=0, atol=1e-5)
     theirs = oracle.predict_logits_from_preprocessed_data(torch.from_numpy(pre)).numpy()
-    from napari_lrp.tiling import tiled_prediction
+    from napari_lrp.pipeline.tiling import tiled_prediction
 
-    blended, _ = tiled_prediction(prep.network, prep.x, model.nnunet.patch_size, 0.5, "nnunet")
+    blended, _ = tiled_prediction(prep.network, prep.x, model.pipeline.patch_size, 0.5, "nnunet")
     np.testing.assert_allclose(prep.crop(blended)[0].numpy(), theirs, rtol=0, atol=1e-4)
 
 
@@ -159,7 +159,7 @@ def test_voxels_round_trip_exactly(tmp_path):
     whose files store the axes swapped and flipped; the start relevance goes the other way."""
     case = nl.load_case(_reoriented_copy(sample_case_path(1), tmp_path / "case_01"))
     model = nl.load_model(sample_nnunet_path(), fold=0)
-    prep = model.nnunet.prepare(case, model.card.modalities, model.network, model.device)
+    prep = model.pipeline.prepare(case, model.card.modalities, model.network, model.device)
     xm = prep.crop(prep.x)[0].numpy()
     assert xm.shape[1:] != case.shape  # the crop box and the voxel order differ from napari's
     rng = np.random.default_rng(0)
@@ -219,9 +219,9 @@ def test_fold_ensemble_relevance_is_the_mean_of_the_folds():
 
 def test_a_file_inside_the_folder_loads_the_folder_and_the_fold():
     folder = sample_nnunet_path()
-    assert nl.load_model(folder / "plans.json").nnunet.folds == ["fold_0", "fold_1"]
+    assert nl.load_model(folder / "plans.json").pipeline.folds == ["fold_0", "fold_1"]
     m = nl.load_model(folder / "fold_1" / "checkpoint_final.pth")
-    assert m.nnunet.folds == ["fold_1"] and m.card.modalities == MODS and m.card.classes == ["background", "lesion"]
+    assert m.pipeline.folds == ["fold_1"] and m.card.modalities == MODS and m.card.classes == ["background", "lesion"]
     assert nl.models.loading.model_sha256(folder / "fold_1" / "checkpoint_final.pth") == m.sha256
 
 
@@ -260,7 +260,7 @@ def test_a_checkpoint_with_python_objects_needs_trust(tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(ModelError, match="weights_only=True.*trust=True"):
         nl.load_model(folder, fold=0)
-    assert nl.load_model(folder, fold=0, trust=True).nnunet.folds == ["fold_0"]
+    assert nl.load_model(folder, fold=0, trust=True).pipeline.folds == ["fold_0"]
 
 
 def test_what_does_not_run_on_nnunet_windows_yet_is_refused_by_name():

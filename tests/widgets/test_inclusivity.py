@@ -82,7 +82,7 @@ def test_live_table_equals_the_sweep_row_for_the_same_filter(make_napari_viewer,
     sweep at 'input' started from the widget and the saved coefficients give identical numbers."""
     import pandas as pd
 
-    from napari_lrp.sweep import sweep
+    from napari_lrp.analysis.sweep import sweep
     from napari_lrp.widgets._session import session_for
     from tests.conftest import make_case_folder, make_tiny_model
 

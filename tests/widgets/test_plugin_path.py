@@ -323,7 +323,7 @@ def test_an_nnunet_results_folder_in_the_model_field_explains_on_the_case_grid(p
     viewer, rel, _inc = plugin_viewer
     rel.model_path.value = str(sample_nnunet_path() / "plans.json")  # what the file dialog can pick
     exp = _load_and_run(qtbot, rel)
-    assert exp.model.nnunet is not None and exp.model.nnunet.folds == ["fold_0", "fold_1"]
+    assert exp.model.pipeline is not None and exp.model.pipeline.folds == ["fold_0", "fold_1"]
     case = _assert_case_on_screen(viewer, sample_case_path(1))
     layer = viewer.layers[SUM_NAME]
     assert layer.data.shape == case.shape and np.abs(layer.data).max() > 0

@@ -77,7 +77,7 @@ def test_a_comparison_finished_after_a_switch_is_dropped(three_docks, qtbot):
     cmp.methods.value = "gradient"
     cmp.faithfulness.value = False
     case, model = cmp._case_and_model()
-    from napari_lrp.compare import compare, split_methods
+    from napari_lrp.analysis.compare import compare, split_methods
 
     result = compare(model, case, split_methods("gradient"), perturbation=False)
     _switch_to_case_2(viewer, qtbot)

@@ -54,7 +54,7 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
                  sampling: dict | None = None, max_memory: float | None = None) -> dict:
     """Everything besides the model that decides a case's sweep table, as a JSON-able dict. ``sampling``:
     ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns."""
-    from ..explanation import package_version
+    from ..pipeline import package_version
     from ..lrp.filters import default_grid, format_filter
 
     grid = default_grid() if grid is None else grid
@@ -121,10 +121,10 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
              device: str = "cpu", settings: dict | None = None, model_sha256: str = "") -> dict:
     """Explain one case and sweep the grid of ``settings`` (:func:`run_settings`); writes cases/<name>.csv
     (rows carry ``model_sha256`` and ``settings_hash``) or cases/<name>.failed.json."""
-    from ..explanation import explain
+    from ..pipeline import explain
     from ..io import load_case
     from ..lrp.filters import parse_filter
-    from ..sweep import sweep
+    from ..analysis.sweep import sweep
 
     settings = settings or run_settings(preset, placement)
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
@@ -214,7 +214,7 @@ def _check_sweep_arguments(model, preset: str, target: str, device: str, samplin
     failures): an unknown preset or target, a device this machine lacks, draws the network cannot make."""
     from ..lrp.presets import PRESETS
     from ..models.devices import resolve_device
-    from ..uncertainty import DrawnDropout, Sampling
+    from ..pipeline.sampling import DrawnDropout, Sampling
 
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")

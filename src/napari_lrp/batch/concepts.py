@@ -49,7 +49,7 @@ def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str =
     """One case's channel relevance at ``settings['layer']`` (a task of :func:`sweep_cohort`): writes
     cases/<name>.csv (case, channel, relevance, abs_share, location_z/y/x_mm, voxel_z/y/x, status, the model's
     identity and the settings' hash) or cases/<name>.failed.json."""
-    from ..explanation import explain
+    from ..pipeline import explain
     from ..io import load_case
 
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
@@ -123,7 +123,7 @@ def concept_references(cohort, model, out, layer: str, top: int = 5, preset: str
         references.csv: channel, rank (1 = most relevance), case, relevance, abs_share, location_z/y/x_mm (napari
         world mm), crop (the file under crops/).
     """
-    from ..explanation import explain
+    from ..pipeline import explain
     from ..io import load_case
 
     from ..lrp.names import check_placements

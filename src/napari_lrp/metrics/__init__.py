@@ -1,6 +1,6 @@
 """Interpretability measures on arrays (numpy/torch, no napari): inclusivity, mean power, signal
 distribution, the coefficient table, region perturbation and the paper's charts. Sweeps over an
-Explanation live in :mod:`napari_lrp.sweep`."""
+Explanation live in :mod:`napari_lrp.analysis.sweep`."""
 
 from .measures import (
     Coefficients,

@@ -103,6 +103,10 @@ class BundlePipeline:
     def blend(self) -> str:
         return f"monai-{self.mode}"
 
+    def settings(self) -> dict:
+        """Nothing beyond the model's path and sha256 (the bundle's configs are part of its identity)."""
+        return {}
+
     def transforms(self) -> list:
         import monai.transforms as mt
 

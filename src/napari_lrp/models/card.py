@@ -21,6 +21,8 @@ from pydantic import (
 )
 from torch import nn
 
+from .pipeline import ModelPipeline
+
 __all__ = ["ACTIVATIONS", "INTENSITIES", "Model", "ModelCard", "ModelError", "check_channel_names", "read_card"]
 
 INTENSITIES = ("minmax", "zscore", "none")
@@ -194,15 +196,9 @@ class Model:
     device: torch.device
     path: str | None = None
     sha256: str | None = None
-    pipeline: Any = None  # what runs around the network: an nnU-Net plan (models.nnunet) or a bundle's
-    # transforms and inferer (models.bundle_transforms); None: the card's own input rules
-
-    @property
-    def nnunet(self):
-        """The nnU-Net plan of a results folder, or None."""
-        from .nnunet import NnUNetPlan
-
-        return self.pipeline if isinstance(self.pipeline, NnUNetPlan) else None
+    #: what runs around the network: an nnU-Net plan (models.nnunet) or a bundle's transforms and inferer
+    #: (models.bundle_transforms); None: the card's own input rules
+    pipeline: ModelPipeline | None = None
 
     @property
     def modalities(self) -> list[str]:

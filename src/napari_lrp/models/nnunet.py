@@ -203,6 +203,10 @@ class NnUNetPlan:
     def blend(self) -> str:
         return "nnunet"
 
+    def settings(self) -> dict:
+        """The configuration, folds and mirroring of the run, for its settings.json."""
+        return {"nnunet": {"configuration": self.configuration, "folds": self.folds, "mirroring": self.mirroring}}
+
     def prepare(self, case, modalities: list[str], network: nn.Module, device: torch.device,
                 dtype: torch.dtype = torch.float32, source: str = "case") -> NnUNetInput:
         """The case as nnU-Net feeds it (:class:`NnUNetInput`)."""

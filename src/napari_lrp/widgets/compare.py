@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, LineEdit, PushButton, Table
 
-from ..compare import compare, split_methods
+from ..analysis.compare import compare, split_methods
 from ..lrp.engine import Cancelled
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
@@ -121,7 +121,7 @@ class CompareWidget(DockPanel):
     def run_search(self):
         from napari.qt.threading import create_worker
 
-        from ..search import lrp_search
+        from ..analysis.search import lrp_search
 
         got = self._case_and_model()
         if got is None:
@@ -139,7 +139,7 @@ class CompareWidget(DockPanel):
     def _searched(self, result):
         if self._cancel or not self._still_on_screen("searching"):
             return
-        from ..search import plot_search
+        from ..analysis.search import plot_search
 
         self.search = result
         plot_search(result.table, fig=self.charts.figure)

@@ -10,7 +10,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidgetItem
 
-from ..explanation import explain, predict_case
+from ..pipeline import explain, predict_case
 from ..io import Case, load_case
 from ..lrp.blocks import block_names
 from ..lrp.engine import Cancelled

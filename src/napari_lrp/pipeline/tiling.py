@@ -1,4 +1,4 @@
-"""Tiled relevance for any network (#15 item 3): sliding windows, a blended prediction, relevance shared back.
+"""Tiled relevance for any network: sliding windows, a blended prediction, relevance shared back.
 
 ``explain(..., window=(Z, Y, X) | "auto", overlap=0.5, blend="gaussian" | "constant" | "trimmed")``:
 the network sees windows of the model-grid input (starts every window * (1 - overlap) voxels, the last
@@ -18,25 +18,31 @@ re-runs the windows (nothing is kept).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
+import warnings
 
 import numpy as np
 import psutil
 import torch
 
-from .io.case import Case
-from .lrp.engine import Propagation, select_output
-from .lrp.kernels import onednn_convolutions
-from .lrp.ledger import Ledger
-from .lrp.rules import divide_stabilised
-from .lrp.targets import start_relevance, target_of
-from .models.card import Model
-from .models.preprocess import PreparedInput
-from .runs import RunRecord
+import pandas as pd
+
+from ..io.case import Case
+from ..lrp.engine import select_output
+from ..lrp.kernels import onednn_convolutions
+from ..lrp.ledger import Ledger
+from ..lrp.rules import divide_stabilised
+from ..lrp.targets import start_relevance, target_of
+from ..metrics.concepts import channel_table, layer_conditions
+from ..models.card import Model
+from ..models.nnunet import nnunet_gaussian, nnunet_steps
+from ..models.preprocess import PreparedInput
+from .result import Explanation
+from .runs import RunRecord, RunSpec, record_shapes
 
 __all__ = ["BLENDS", "MAX_WINDOWS", "TiledRun", "check_tiling", "auto_window", "blend_weights", "budget", "run_tiled", "tiled_prediction",
            "window_starts", "windows"]
@@ -78,8 +84,6 @@ def windows(shape, window, overlap: float, blend: str = "gaussian") -> list[tupl
     nnU-Net's predictor does (``compute_steps_for_sliding_window`` with step 1 - overlap)."""
     win = [min(int(w), int(s)) for w, s in zip(window, shape)]
     if blend == "nnunet":
-        from .models.nnunet import nnunet_steps
-
         per_axis = [nnunet_steps(s, w, 1.0 - overlap) for s, w in zip(shape, win)]
     elif blend.startswith("monai-"):  # MONAI's sliding_window_inference: its scan interval and patch slices
         from monai.data.utils import dense_patch_slices
@@ -105,8 +109,6 @@ def blend_weights(win: tuple[slice, slice, slice], shape, blend: str, overlap: f
         w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
         return w / w.max()
     if blend == "nnunet":
-        from .models.nnunet import nnunet_gaussian
-
         return nnunet_gaussian(sizes)
     if blend.startswith("monai-"):
         from monai.data.utils import compute_importance_map
@@ -129,12 +131,12 @@ def blend_weights(win: tuple[slice, slice, slice], shape, blend: str, overlap: f
     raise ValueError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
 
 
-def _bytes_per_voxel(net, x: torch.Tensor, divisible: int, rules, preset, bounds, output_index) -> float:
+def _bytes_per_voxel(net, x: torch.Tensor, divisible: int, spec: RunSpec, bounds) -> float:
     """Kept-forward bytes per input voxel, from one small probe window's activation sizes."""
     edge = max(divisible, 16 // divisible * divisible)
     sl = tuple(slice(0, min(edge, s)) for s in x.shape[2:])
-    prop = Propagation(net, x[(slice(None), slice(None)) + sl], rules=dict(rules or {}), bounds=bounds,
-                       preset=preset, output_index=output_index)
+    prop = RunSpec(preset=spec.preset, rules=spec.rules, output_index=spec.output_index).propagation(
+        net, x[(slice(None), slice(None)) + sl], bounds)
     item = prop.output.element_size()
     n = sum(math.prod(s[1:]) for s in prop.shapes.values() if s)
     voxels = math.prod(s.stop - s.start for s in sl)
@@ -143,11 +145,33 @@ def _bytes_per_voxel(net, x: torch.Tensor, divisible: int, rules, preset, bounds
     return 4.0 * n * item / voxels
 
 
-def auto_window(net, x: torch.Tensor, divisible: int, budget_bytes: float, rules=None, preset="paper",
-                bounds=None, output_index=None, per_voxel: float | None = None) -> tuple[int, int, int] | None:
-    """The largest cube-ish window (multiples of ``divisible``) whose LRP fits ``budget_bytes``; None when
-    the whole volume fits. ``per_voxel``: the probe's bytes per voxel when the caller has it already."""
-    per = per_voxel or _bytes_per_voxel(net, x, divisible, rules, preset, bounds, output_index)
+def auto_window(net, x: torch.Tensor, divisible: int, budget_bytes: float, spec: RunSpec | None = None,
+                bounds=None, per_voxel: float | None = None) -> tuple[int, int, int] | None:
+    """The largest cube-ish window whose LRP fits a memory budget.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network.
+    x : torch.Tensor
+        The model-grid input (1, C, Z, Y, X).
+    divisible : int
+        Window sizes are multiples of it.
+    budget_bytes : float
+        The budget in bytes.
+    spec : RunSpec, optional
+        Preset, rules and output index of the run (default: the 'paper' preset).
+    bounds : tuple, optional
+        Input bounds for the z-box rule.
+    per_voxel : float, optional
+        The probe's bytes per voxel when the caller has it already.
+
+    Returns
+    -------
+    tuple of int or None
+        The window (Z, Y, X); None when the whole volume fits.
+    """
+    per = per_voxel or _bytes_per_voxel(net, x, divisible, spec or RunSpec(), bounds)
     shape = tuple(int(s) for s in x.shape[2:])
     if per * math.prod(shape) <= budget_bytes:
         return None
@@ -173,11 +197,8 @@ def budget(max_memory: float | None) -> float:
 
 @dataclass
 class TiledRun(RunRecord):
-    """A tiled run's inputs (explanation.py's ``_Run`` for windows); ``explanation`` re-runs the windows."""
+    """A tiled run's inputs (``runs.LRPRun`` for windows); ``explanation`` re-runs the windows."""
 
-    rules: dict
-    strict: bool
-    output_index: object
     window: tuple
     overlap: float
     blend: str
@@ -189,8 +210,26 @@ class TiledRun(RunRecord):
     outside: float = 0.0  # start relevance the model grid cannot take (outside nnU-Net's crop box)
 
     @property
-    def propagation(self):
-        return SimpleNamespace(shapes=self.shapes)
+    def layer_shapes(self) -> dict[str, tuple]:
+        """{module name: output shape} in one window."""
+        return dict(self.shapes)
+
+    def retarget(self, target, start_case: torch.Tensor) -> TiledRun:
+        """This run with another target of its class: ``start_case`` (1, K, Z, Y, X) shared to the model grid."""
+        start, outside = self.prepared.start_to_model(start_case.to(self.blended.dtype), self.blended)
+        return dataclasses.replace(self, start=start, spec=dataclasses.replace(self.spec, target=target),
+                                   outside=outside, start_total=float(start_case.sum(dtype=torch.float64)),
+                                   run_settings=dict(self.run_settings))
+
+    def concepts(self, exp: Explanation, layer: str, progress=None) -> pd.DataFrame:
+        """The per-channel relevance table at ``layer``, summed over the windows (one pass each)."""
+        return channel_table(self.layer_relevance_sums(layer, exp.filters, progress))
+
+    def conditional(self, exp: Explanation, layer, channels=None, progress=None) -> np.ndarray:
+        """The conditional relevance (C, Z, Y, X) on the case grid, the windows re-run."""
+        shapes = {n: int(s[1]) for n, s in self.shapes.items() if len(s) == 5}
+        conditions = layer_conditions(list(self.shapes), shapes, layer, channels)
+        return self.conditional_of(conditions, exp.filters, progress)
 
     def _windows(self):
         """(index, count, window slices, its Propagation, its start relevance) for every window, one alive at a
@@ -200,8 +239,7 @@ class TiledRun(RunRecord):
         wins = windows(shape, self.window, self.overlap, self.blend)
         for i, win in enumerate(wins):
             sl = (slice(None), slice(None)) + win
-            prop = Propagation(prep.network, x[sl], rules=dict(self.rules), bounds=prep.bounds, preset=self.preset,
-                               strict=self.strict, output_index=self.output_index)
+            prop = self.spec.propagation(prep.network, x[sl], prep.bounds)
             w = blend_weights(win, shape, self.blend, self.overlap).to(prop.output.device)
             yi = prop.output.double()
             share = (w * yi) / self.denominator[win]  # the window's part of the blended prediction
@@ -258,7 +296,7 @@ class TiledRun(RunRecord):
             raise ValueError(f"no relevance reaches {layer!r} in any window")
         return {k: v.cpu().numpy() for k, v in sums.items()}
 
-    def conditional(self, conditions: list, filters: dict, progress=None) -> np.ndarray:
+    def conditional_of(self, conditions: list, filters: dict, progress=None) -> np.ndarray:
         """The conditional relevance (C, Z, Y, X) on the case grid: in every window the run's relevance at the
         first layer of ``conditions`` [(layer, channel mask)], masked and propagated from there down
         (:meth:`~napari_lrp.lrp.engine.Propagation.propagate_from`), added up and mapped to the case."""
@@ -285,21 +323,13 @@ def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: st
     shape = tuple(x.shape[2:])
     wins = windows(shape, window, overlap, blend)
     num = den = None
-    handles = []
-    if shapes is not None:
-        def record(name):
-            def hook(module, args, out):
-                if isinstance(out, torch.Tensor):
-                    shapes.setdefault(name, tuple(out.shape))
-            return hook
-
-        handles = [m.register_forward_hook(record(n)) for n, m in network.named_modules() if n]
     with torch.no_grad(), onednn_convolutions():
         for i, win in enumerate(wins):
-            out = network(x[(slice(None), slice(None)) + win])
-            for h in handles:
-                h.remove()
-            handles = []
+            if i == 0 and shapes is not None:
+                with record_shapes(network, shapes):
+                    out = network(x[(slice(None), slice(None)) + win])
+            else:
+                out = network(x[(slice(None), slice(None)) + win])
             out = select_output(out, output_index, type(network).__name__)
             if num is None:
                 num = torch.zeros(out.shape[:2] + shape, dtype=torch.float64, device=out.device)
@@ -314,11 +344,36 @@ def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: st
     return num / den, den
 
 
-def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float, blend: str, preset: str, rules,
-              target, target_class: int, strict: bool, output_index, max_memory=None,
-              progress: Callable[[int, int], None] | None = None) -> TiledRun | None:
-    """The blended prediction over the windows and the start relevance; None when ``window="auto"`` finds
-    that the whole volume fits the budget (run it whole)."""
+def run_tiled(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, window, overlap: float, blend: str,
+              max_memory=None, progress: Callable[[int, int], None] | None = None) -> TiledRun | None:
+    """The blended prediction over the windows and the start relevance of ``spec``'s target.
+
+    Parameters
+    ----------
+    m : Model
+        The model.
+    case : Case
+        The case.
+    prep : PreparedInput
+        The model-grid input.
+    spec : RunSpec
+        The run's choices.
+    window : (Z, Y, X) or "auto"
+        Window size on the model grid; "auto": the largest that fits ``max_memory``.
+    overlap : float
+        In [0, 1).
+    blend : str
+        A name of ``BLENDS``.
+    max_memory : float, optional
+        Budget in bytes for "auto".
+    progress : callable(done, total), optional
+        Called per window of the prediction.
+
+    Returns
+    -------
+    TiledRun or None
+        None when ``window="auto"`` finds that the whole volume fits the budget (run it whole).
+    """
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
     if not 0.0 <= overlap < 1.0:
@@ -328,8 +383,7 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
     if isinstance(window, str):
         if window != "auto":
             raise ValueError(f"window must be (Z, Y, X), 'auto' or None, not {window!r}")
-        window = auto_window(prep.network, x, divisible, budget(max_memory), rules, preset, prep.bounds,
-                             output_index)
+        window = auto_window(prep.network, x, divisible, budget(max_memory), spec, prep.bounds)
         if window is None:
             return None
     window = tuple(int(v) for v in window)
@@ -341,15 +395,57 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, window, overlap: float,
                          f"{tuple(x.shape[2:])} (more than {MAX_WINDOWS:,}, each a forward and a relevance pass); "
                          "choose a larger window or a smaller overlap")
     shapes: dict = {}  # the layers' output shapes in one window
-    blended, den = tiled_prediction(prep.network, x, window, overlap, blend, output_index, progress, shapes)
+    blended, den = tiled_prediction(prep.network, x, window, overlap, blend, spec.output_index, progress, shapes)
     logits = prep.outputs_to_case(blended).float()
-    prediction, mask = target_of(logits, m.card.output_activation, target, target_class, lambda: case.ground_truth,
-                                 case.name)
-    start_case = start_relevance(logits, mask, target_class, getattr(target, "against", None))
+    prediction, mask = target_of(logits, m.card.output_activation, spec.target, spec.target_class,
+                                 lambda: case.ground_truth, case.name)
+    start_case = start_relevance(logits, mask, spec.target_class, getattr(spec.target, "against", None))
     start, outside = prep.start_to_model(start_case, blended)
-    run = TiledRun(prepared=prep, case=case, model=m, preset=preset, rules=dict(rules or {}), strict=strict,
-                   output_index=output_index, target=target, target_class=target_class, window=window,
-                   overlap=float(overlap), blend=blend, logits=logits[0].cpu().numpy(), prediction=prediction,
-                   start=start, blended=blended, denominator=den, shapes=shapes,
-                   start_total=float(start_case.sum(dtype=torch.float64)), outside=outside)
-    return run
+    return TiledRun(prepared=prep, case=case, model=m, spec=spec, window=window, overlap=float(overlap),
+                    blend=blend, logits=logits[0].cpu().numpy(), prediction=prediction, start=start,
+                    blended=blended, denominator=den, shapes=shapes,
+                    start_total=float(start_case.sum(dtype=torch.float64)), outside=outside)
+
+
+#: the overlap of windows the run chooses itself (window="auto" or the memory plan): little recomputation
+AUTO_OVERLAP = 0.125
+
+#: whole-volume runs above this many model-grid voxels are planned (memory estimated) before they start
+PLAN_VOXELS = 2**22
+
+
+def memory_plan(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, max_memory) -> tuple | None:
+    """The memory plan of a whole-volume run, its peak estimated from a small probe's activation sizes.
+
+    Over the budget the run is tiled with the largest window that fits, with a warning naming the
+    estimate, the budget and the window.
+
+    Parameters
+    ----------
+    m : Model
+        The model (its card's divisibility).
+    case : Case
+        The case (named in the warning).
+    prep : PreparedInput
+        The model-grid input.
+    spec : RunSpec
+        The run's choices (the rules change the kept tensors).
+    max_memory : float or None
+        Budget in bytes; None: half the free memory.
+
+    Returns
+    -------
+    tuple of int or None
+        The window (Z, Y, X); None when the whole volume fits.
+    """
+    limit = budget(max_memory)
+    divisible = int(getattr(m.card.input, "divisible", 1) or 1)
+    per = _bytes_per_voxel(prep.network, prep.x, divisible, spec, prep.bounds)
+    need = per * prep.x[0, 0].numel()
+    if need <= limit:
+        return None
+    window = auto_window(prep.network, prep.x, divisible, limit, spec, prep.bounds, per_voxel=per)
+    warnings.warn(f"{case.name}: a whole-volume LRP run needs about {need / 2**30:.1f} GiB, over the budget of "
+                  f"{limit / 2**30:.1f} GiB (max_memory= or half the free memory); tiling with window {window} "
+                  "(pass window= to choose, or a larger max_memory)", stacklevel=3)
+    return window

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .explanation import Explanation, explain
-from .io.atomic import replacing, replacing_folder
-from .io.case import Case
+from ..pipeline import Explanation, explain
+from ..io.atomic import replacing, replacing_folder
+from ..io.case import Case
 
 __all__ = ["ALIASES", "compare", "parse_method", "save_comparison", "split_methods"]
 
@@ -44,7 +44,7 @@ def _value(text: str):
 def parse_method(spec: str) -> tuple[str, dict]:
     """(method name, options) of a spec such as 'lrp:paper', 'ig:32', 'gradcam:encoders.3', 'occlusion:6x4x8x8'
     or 'ig:n_steps=16,baselines=blurred'."""
-    from .methods import METHODS
+    from ..pipeline.attribution import METHODS
 
     name, _, rest = spec.strip().partition(":")
     name = ALIASES.get(name, name)
@@ -107,7 +107,7 @@ def compare(model, case: Case, methods: Sequence[str], target="region", perturba
             if random_auc is None:
                 random_auc = exp.perturbation("random", **kw).auc
         if sanity:
-            from .models.card import Model
+            from ..models.card import Model
             from .sanity import map_similarity
 
             names = [n for n, m in exp.model.network.named_modules() if n and not list(m.children())

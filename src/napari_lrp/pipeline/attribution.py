@@ -1,4 +1,4 @@
-"""Attribution methods beside LRP (#17), on the same segmentation target and the same case grid.
+"""Attribution methods beside LRP, on the same segmentation target and the same case grid.
 
 The target is LRP's: f(x) = sum over voxels and classes of W * network(x), W the start relevance's support
 (the target class on the target region; every class and voxel for 'output'), so gradient x input of a
@@ -23,10 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lrp.engine import select_output
-from .lrp.types import ACTIVATION_TYPES
+import numpy as np
 
-__all__ = ["METHODS", "Method", "SegmentationTarget", "register_method", "run_method"]
+from ..io.case import Case
+from ..lrp.engine import select_output
+from ..lrp.kernels import onednn_convolutions
+from ..lrp.ledger import Ledger
+from ..lrp.targets import target_of
+from ..lrp.types import ACTIVATION_TYPES
+from ..models.card import Model
+from ..models.preprocess import PreparedInput
+from .result import Explanation
+from .runs import RunRecord, RunSpec
+
+__all__ = ["METHODS", "Method", "MethodRun", "SegmentationTarget", "register_method", "run_attribution",
+           "run_method"]
 
 
 class SegmentationTarget(nn.Module):
@@ -236,3 +247,71 @@ def run_method(name: str, network: nn.Module, x: torch.Tensor, weight: torch.Ten
             p.requires_grad_(True)
         network.train(training)
     return out.detach()
+
+
+@dataclass
+class MethodRun(RunRecord):
+    """A run of another attribution method: its map on the case grid; only the 'input' (heatmap) filter
+    applies, since the layer filters act inside LRP's backward pass."""
+
+    method: str
+    options: dict
+    attribution: np.ndarray
+    start: float
+
+    def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
+        """The Explanation with the 'input' filter applied to the attribution (no pass runs)."""
+        layer_filters = [k for k in filters if k != "input"]
+        if layer_filters:
+            raise ValueError(f"{self.method} has no backward pass through the layers, so only the 'input' filter "
+                             f"applies; got filters for {', '.join(map(str, layer_filters))} (layer filters are LRP's)")
+        rel = filters["input"](self.attribution[None])[0] if "input" in filters else self.attribution
+        ledger = Ledger(start=self.start, end=float(rel.sum(dtype=np.float64)))
+        return self.explanation_of(rel, self.attribution, filters, ledger, method=self.method,
+                                   method_options=dict(self.options))
+
+
+def run_attribution(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, method: str, options: dict,
+                    progress: Callable[[int, int], None] | None = None) -> MethodRun:
+    """Method ``method`` on LRP's target of ``spec``, mapped to the case grid.
+
+    Parameters
+    ----------
+    m : Model
+        The model.
+    case : Case
+        The case.
+    prep : PreparedInput
+        The model-grid input.
+    spec : RunSpec
+        Target, class and output index (preset and rules are LRP's and unused).
+    method : str
+        A name of :data:`METHODS`.
+    options : dict
+        The method's options in Captum's words.
+    progress : callable(done, total), optional
+        Called as the method scores samples.
+
+    Returns
+    -------
+    MethodRun
+    """
+    param = next(prep.network.parameters(), None)
+    x = prep.x if param is None else prep.x.to(device=param.device, dtype=param.dtype)
+    with torch.no_grad(), onednn_convolutions():
+        out = select_output(prep.network(x), spec.output_index, type(prep.network).__name__)
+    logits = prep.crop(out)
+    target, cls = spec.target, spec.target_class
+    prediction, mask = target_of(logits, m.card.output_activation, target, cls, lambda: case.ground_truth, case.name)
+    weight = torch.ones_like(logits) if mask is None else torch.zeros_like(logits)
+    if mask is not None:
+        weight[:, cls] = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)
+        if getattr(target, "against", None) is not None:  # a contrast: the other class's logit counts against
+            weight[:, target.against] = -weight[:, cls]
+    weight = prep.pad(weight)
+    attribution = run_method(method, prep.network, x, weight, options, spec.output_index, progress)
+    rel = prep.crop(attribution)[0].float().cpu().numpy()
+    return MethodRun(prepared=prep, case=case, model=m, spec=spec, logits=logits[0].float().cpu().numpy(),
+                     prediction=prediction, method=method, options=dict(options),
+                     attribution=np.ascontiguousarray(rel, dtype=np.float32),
+                     start=float((weight * out).sum(dtype=torch.float64)))

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .explanation import Explanation, explain
-from .io.case import Case
-from .lrp.blocks import block_names
-from .lrp.rules import Gamma
-from .lrp.types import LINEAR_TYPES
+from ..pipeline import Explanation, explain
+from ..io.case import Case
+from ..lrp.blocks import block_names
+from ..lrp.rules import Gamma
+from ..lrp.types import LINEAR_TYPES
 
 __all__ = ["SearchResult", "group_layers", "lrp_search", "plot_search", "search_cohort"]
 
@@ -125,8 +125,8 @@ def search_cohort(cohort, model, out, gammas: Sequence[float] = (0.0, 0.1, 0.25,
     import os
     from pathlib import Path
 
-    from .batch.cohort import _case_name, case_folders
-    from .io.atomic import replacing
+    from ..batch.cohort import _case_name, case_folders
+    from ..io.atomic import replacing
 
     out = Path(out)
     (out / "cases").mkdir(parents=True, exist_ok=True)
@@ -162,9 +162,9 @@ def search_cohort(cohort, model, out, gammas: Sequence[float] = (0.0, 0.1, 0.25,
 def _search_case(case_dir: str, model_path: str, out_dir: str, gammas, groups, target, n_blocks, steps, device):
     from pathlib import Path
 
-    from .batch.cohort import _case_name, _model
-    from .io import load_case
-    from .io.atomic import replacing
+    from ..batch.cohort import _case_name, _model
+    from ..io import load_case
+    from ..io.atomic import replacing
 
     name = _case_name(case_dir)
     res = lrp_search(_model(model_path, device), load_case(case_dir), gammas=gammas, groups=groups, target=target,

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from .explanation import Explanation
-from .lrp.blocks import every_block
-from .lrp.filters import Filter, default_grid, format_filter
-from .metrics.table import measure
+from ..pipeline import Explanation
+from ..lrp.blocks import every_block
+from ..lrp.filters import Filter, default_grid, format_filter
+from ..metrics.table import measure
 
 __all__ = ["sweep"]
 
@@ -26,9 +26,9 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
     kept forward pass). The 'none' row is the run's relevance as it is. Returns a tidy table with columns
     setting, placement, channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power. A sampled
     run (MC dropout, flips) gives the coefficients of the mean map and, after each, '<coefficient>_sd', its
-    spread over the draws (:meth:`~napari_lrp.explanation.Explanation.coefficient_spread`).
+    spread over the draws (:meth:`~napari_lrp.pipeline.result.Explanation.coefficient_spread`).
     faithfulness=True adds morf_auc and lerf_auc of each setting's map (region perturbation,
-    ``perturbation_options`` as :meth:`~napari_lrp.explanation.Explanation.perturbation`; one value per
+    ``perturbation_options`` as :meth:`~napari_lrp.pipeline.result.Explanation.perturbation`; one value per
     setting, on every channel row), with scores shared between settings.
     """
     if placement not in ("input", "blocks"):

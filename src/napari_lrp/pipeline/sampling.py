@@ -1,10 +1,10 @@
-"""Uncertainty-aware relevance (#18): Monte Carlo dropout (Gal and Ghahramani 2016) and test-time flips
+"""Uncertainty-aware relevance: Monte Carlo dropout (Gal and Ghahramani 2016) and test-time flips
 (nnU-Net's mirroring), run as T draws batched through the engine.
 
 Each draw is one forward pass (dropout sampling, or the input flipped along some spatial axes) and one
 relevance pass with the run's method and filters; flipped draws are flipped back before anything is
-averaged. The result is an :class:`~napari_lrp.explanation.Explanation` whose ``relevance`` is the mean
-over the draws, with the spread in named fields (DESIGN 6.1): ``relevance_std`` (per voxel, over draws,
+averaged. The result is an :class:`~napari_lrp.pipeline.result.Explanation` whose ``relevance`` is the mean
+over the draws, with the spread in named fields: ``relevance_std`` (per voxel, over draws,
 population sd), ``predictive_entropy`` H[mean p] and ``mutual_information`` H[mean p] - mean H[p] (the
 epistemic part), in nats, per voxel of the case grid. The kept forward passes make a new filter setting
 one relevance pass per batch and no forward pass.
@@ -28,15 +28,15 @@ import psutil
 import torch
 from torch import nn
 
-from .io.case import Case
-from .lrp.engine import Propagation
-from .lrp.ledger import Ledger
-from .lrp.names import matches
-from .lrp.targets import region_mask, start_relevance
-from .lrp.types import ACTIVATION_TYPES, DROPOUT_TYPES
-from .models.card import Model
-from .models.preprocess import PreparedInput
-from .runs import RunRecord
+from ..io.case import Case
+from ..lrp.engine import Propagation
+from ..lrp.ledger import Ledger
+from ..lrp.names import matches
+from ..lrp.targets import region_mask, start_relevance
+from ..lrp.types import ACTIVATION_TYPES, DROPOUT_TYPES
+from ..models.card import Model
+from ..models.preprocess import PreparedInput
+from .runs import RunRecord, RunSpec
 
 __all__ = ["FLIPS", "SampledRun", "Sampling", "entropy", "probabilities", "run_sampled", "DrawnDropout"]
 
@@ -197,7 +197,7 @@ class _Batch:
 
 @dataclass
 class SampledRun(RunRecord):
-    """The draws of one sampled run, kept for re-filtering (explanation.py's ``_Run`` for T draws)."""
+    """The draws of one sampled run, kept for re-filtering (``runs.LRPRun`` for T draws)."""
 
     batches: list[_Batch]
     sampling: Sampling
@@ -207,9 +207,9 @@ class SampledRun(RunRecord):
     kept_shapes: dict = field(default_factory=dict)
 
     @property
-    def propagation(self) -> Propagation:
-        """The first batch's propagation (module names and output shapes for layer tables)."""
-        return self.batches[0].propagation
+    def layer_shapes(self) -> dict[str, tuple]:
+        """The first batch's module names and output shapes (for layer tables)."""
+        return dict(self.batches[0].propagation.shapes)
 
     def explanation(self, filters: dict, keep=None, progress=None):
         total = sum(b.propagation.n_rules for b in self.batches)
@@ -257,11 +257,31 @@ def _merge(ledgers: list[Ledger]) -> Ledger:
     return out
 
 
-def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, preset: str, rules, target,
-                target_class: int, strict: bool, output_index,
+def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, spec: RunSpec,
                 progress: Callable[[int, int], None] | None = None) -> SampledRun:
     """The forward passes of every draw (batched, kept), the predictive statistics and the start relevance
-    of each draw for the target of the mean prediction."""
+    of each draw for ``spec``'s target on the mean prediction.
+
+    Parameters
+    ----------
+    m : Model
+        The model.
+    case : Case
+        The case.
+    prep : PreparedInput
+        The model-grid input.
+    sampling : Sampling
+        The draws.
+    spec : RunSpec
+        The run's choices.
+    progress : callable(done, total), optional
+        Called per batch of forward passes.
+
+    Returns
+    -------
+    SampledRun
+    """
+    target, target_class = spec.target, spec.target_class
     draws = sampling.draws()
     net = prep.network
     batches: list[_Batch] = []
@@ -275,8 +295,7 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, p
             flips = draws[i:i + size]
             x = torch.cat([_flip(prep.x, axes) for axes in flips])
             dropout.start_batch(list(range(i, i + len(flips))))
-            prop = Propagation(net, x, rules={**(rules or {})}, bounds=prep.bounds, preset=preset,
-                               strict=strict, output_index=output_index)
+            prop = spec.propagation(net, x, prep.bounds)
             batches.append(_Batch(prop, list(flips)))
             for b, axes in enumerate(flips):
                 logits = crop(_flip(prop.output[b:b + 1], axes))[0].double()
@@ -320,8 +339,7 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, p
             start = start_relevance(logits, mask, target_class, getattr(target, "against", None))
             starts.append(_flip(prep.pad(start), axes))
         batch.start = torch.cat(starts)
-    return SampledRun(batches=batches, prepared=prep, case=case, model=m, preset=preset, target=target,
-                      target_class=target_class, sampling=sampling,
+    return SampledRun(batches=batches, prepared=prep, case=case, model=m, spec=spec, sampling=sampling,
                       logits=mean_logits[0].float().cpu().numpy(), prediction=prediction,
                       mean_probability=mean_p.float().cpu().numpy(),
                       predictive_entropy=h_mean.float().cpu().numpy(), mutual_information=mi.float().cpu().numpy())

@@ -1,0 +1,429 @@
+"""The result of a run: :class:`Explanation` (relevance on the case grid, its outputs and settings).
+
+An Explanation owns its outputs (``save``) and its settings (``settings``; ``load_settings`` reads them
+back for ``explain(settings=)``); what needs the run that made it (a new filter setting, other rules,
+another target, concepts) it asks of that run through the ``pipeline.runs.Run`` protocol, so this module
+imports no kind of run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..io.atomic import check_outside_inputs, replacing, replacing_folder, write_text
+from ..io.case import Case, save_nifti
+from ..lrp.engine import Propagation
+from ..lrp.filters import Filter, filters_from_specs, format_filter, heatmap
+from ..lrp.kernels import onednn_convolutions
+from ..lrp.ledger import Ledger
+from ..lrp.rule_specs import rules_from_specs, rules_to_specs
+from ..lrp.targets import RegionTarget, needs_ground_truth, region_mask, start_relevance
+from ..metrics.components import components_table, resolve_target
+from ..metrics.concepts import (
+    concept_measures,
+)
+from ..metrics.perturbation import region_perturbation
+from ..metrics.table import measure
+from ..models.card import Model
+from ..models.preprocess import PreparedInput
+
+__all__ = ["Explanation", "PlacedRelevance", "load_settings", "package_version", "save_settings"]
+
+
+def package_version() -> str:
+    """The installed napari-lrp version (from the distribution's metadata)."""
+    try:
+        return _dist_version("napari-lrp")
+    except PackageNotFoundError:  # a source tree on sys.path without an install
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class PlacedRelevance:
+    """Relevance at a layer's output placed over the case: ``relevance`` (C', Z', Y', X') float32 on the
+    layer's own grid; ``scale`` and ``translate`` (mm, Z/Y/X) put its voxels on the case's world grid
+    (larger voxels where the network has downsampled), as napari's layer scale and translate."""
+
+    relevance: np.ndarray
+    scale: tuple[float, float, float]
+    translate: tuple[float, float, float]
+
+
+@dataclass
+class Explanation:
+    """Relevance of one case under one model.
+
+    relevance: float32 (C, Z, Y, X) on the case grid, channels in ``modalities`` order (the model's);
+    prediction: uint8 (Z, Y, X); logits: float32 (K, Z, Y, X); ledger: where relevance went;
+    kept: {module name: relevance at its output, on the model grid (1, C', Z', Y', X') torch};
+    unfiltered_relevance: relevance before the run's 'input' filter (C, Z, Y, X).
+
+    A sampled run (``explain(..., mc_samples=T, dropout=p, tta="flips")``, :mod:`napari_lrp.uncertainty`)
+    keeps the mean over its draws in ``relevance`` (and the mean prediction in ``prediction``, the mean
+    logits in ``logits``) and fills: relevance_std (C, Z, Y, X) population sd over the draws;
+    predictive_entropy and mutual_information (Z, Y, X) in nats; mean_probability (K, Z, Y, X);
+    samples (T, C, Z, Y, X) every draw's relevance before the run's input filter; sampling (T, p, seed, ...).
+    """
+
+    relevance: np.ndarray
+    prediction: np.ndarray
+    logits: np.ndarray
+    modalities: list[str]
+    case: Case
+    model: Model
+    preset: str
+    filters: dict[str, Filter]
+    target: object
+    target_class: int
+    ledger: Ledger
+    kept: dict = field(default_factory=dict)
+    unfiltered_relevance: np.ndarray | None = None
+    _run: Any = field(default=None, repr=False)  # the pipeline.runs.Run that made it
+    relevance_std: np.ndarray | None = None
+    predictive_entropy: np.ndarray | None = None
+    mutual_information: np.ndarray | None = None
+    mean_probability: np.ndarray | None = None
+    samples: np.ndarray | None = field(default=None, repr=False)
+    sample_input_filter: Filter | None = field(default=None, repr=False)
+    sampling: dict | None = None
+    #: "lrp" or a name of napari_lrp.methods.METHODS, with its options
+    method: str = "lrp"
+    method_options: dict = field(default_factory=dict)
+    #: a tiled run (explain(window=...)): window, overlap, blend, number of windows
+    tiling: dict | None = None
+    #: what explain() was asked beyond preset, filters and target: rules, strict, output_index, the draws
+    #: (mc_samples, dropout, seed, tta, dropout_at, batch_size) and max_memory; written into the settings
+    run_settings: dict = field(default_factory=dict)
+
+    @property
+    def relevance_cv(self) -> np.ndarray | None:
+        """Coefficient of variation sd / |mean| per voxel and channel (0 where the mean is 0)."""
+        if self.relevance_std is None:
+            return None
+        mean = np.abs(self.relevance)
+        return np.divide(self.relevance_std, mean, out=np.zeros_like(mean), where=mean > 0)
+
+    # ---- derived results without a new pass ---------------------------------------------------
+    def refilter(self, filters: Mapping[str, Filter] | None, keep=None, progress=None) -> Explanation:
+        """A new Explanation with other filters from the kept forward pass (no forward pass runs)."""
+        return self._run.explanation(dict(filters or {}), keep, progress)
+
+    @property
+    def layer_rules(self) -> dict:
+        """{layer name: Rule} as this run's kept pass has them now (empty for other methods)."""
+        return self._run.layer_rules
+
+    def with_rules(self, rules: Mapping, filters: Mapping[str, Filter] | None = None,
+                   incompatible: str = "raise") -> Explanation:
+        """A new Explanation with other rules for some layers ({layer name | glob | type: Rule}), from the kept
+        forward pass where the rules allow (epsilon to epsilon; gamma, alpha-beta, z-plus among themselves;
+        see ``Propagation.replace_rules``); ``filters`` default this run's. The rules stay replaced in the
+        kept pass (a later ``refilter`` uses them). A layer whose rule cannot change so raises ValueError, or
+        with ``incompatible="keep"`` keeps its rule (e.g. the first layer's z-box)."""
+        self._run.replace_rules(rules, incompatible)
+        return self._run.explanation(dict(self.filters if filters is None else filters))
+
+    def heatmap(self, f: Filter | None) -> np.ndarray:
+        """The relevance (C, Z, Y, X) under heatmap filter ``f``, which replaces the run's own 'input'
+        filter (None: the run's relevance as it is); see :func:`napari_lrp.lrp.filters.heatmap`. No pass runs.
+        A sampled run: the mean over the draws of each draw's relevance under ``f``."""
+        if self.samples is not None and f is not None:
+            return self.sample_heatmaps(f).astype(np.float64).mean(0).astype(np.float32)
+        return heatmap(self.unfiltered_relevance, self.relevance, f)
+
+    @property
+    def input_image(self) -> np.ndarray:
+        """The case channels in the model's order (C, Z, Y, X), as the relevance."""
+        return self.case.image[self._run.prepared.channels]
+
+    @property
+    def network(self) -> nn.Module:
+        """The module the relevance was propagated through (the model's network, or its resizing wrapper
+        when the card fixes a spatial size): its module names are the names filters and ``kept`` use."""
+        return self._run.prepared.network
+
+    @property
+    def input_grid_shape(self) -> tuple[int, int, int]:
+        """Spatial shape (Z', Y', X') of the network's input: the case grid padded to the card's divisibility."""
+        return tuple(int(v) for v in self._run.prepared.x.shape[2:])
+
+    @property
+    def kept_pass(self) -> Propagation | None:
+        """The run's kept forward pass (a single LRP run; None for tiled or sampled runs and other methods)."""
+        return self._run.kept_pass
+
+    @property
+    def model_start(self) -> torch.Tensor | None:
+        """The start relevance on the model grid (1, K, Z', Y', X') of a single LRP run (None otherwise)."""
+        return self._run.model_start
+
+    @property
+    def prepared_input(self) -> PreparedInput:
+        """The model-grid input of the run (padding, channels; ``pad``/``crop`` between the grids)."""
+        return self._run.prepared
+
+    @property
+    def layer_shapes(self) -> dict[str, tuple]:
+        """{module name: output shape (N, C', Z', Y', X')} of the forward pass, for layer tables."""
+        return dict(self._run.layer_shapes)
+
+    def kept_on_case_grid(self, name: str) -> PlacedRelevance:
+        """Relevance at the output of module ``name`` (kept in the run: ``explain(..., keep=...)``) placed
+        over the case grid (see :class:`PlacedRelevance`)."""
+        if name not in self.kept:
+            raise KeyError(f"no relevance kept at {name!r}; run explain(..., keep=[{name!r}]) or keep=True "
+                           f"(kept: {', '.join(self.kept) or 'none'})")
+        R = self.kept[name][0].float().cpu().numpy()
+        prep = self._run.prepared
+        grid = self.case.grid
+        factor = np.array(self.input_grid_shape, dtype=float) / np.array(R.shape[-3:], dtype=float)
+        pads = np.array([b for b, _a in prep.pads], dtype=float)
+        scale = grid.spacing * factor
+        translate = grid.translate - pads * grid.spacing + (factor - 1) / 2 * grid.spacing
+        return PlacedRelevance(np.ascontiguousarray(R, dtype=np.float32), tuple(float(v) for v in scale),
+                               tuple(float(v) for v in translate))
+
+    # ---- settings and outputs -----------------------------------------------------------------
+    def settings(self) -> dict:
+        """The exact settings as JSON-able dict; ``explain(model, case, settings=...)`` reproduces the run."""
+        import monai
+        import nibabel
+
+        target = self.target
+        if isinstance(target, RegionTarget):
+            target = target.name
+        elif isinstance(target, np.ndarray):
+            target = "mask"
+        elif isinstance(target, tuple):
+            target = list(target)
+        return {
+            "method": self.method,
+            **({"method_options": {k: (v.tolist() if hasattr(v, "tolist") else v)
+                                   for k, v in self.method_options.items()}} if self.method_options else {}),
+            "preset": self.preset,
+            "filters": [format_filter(k, f) for k, f in self.filters.items()],
+            "target": target,
+            "target_class": self.target_class,
+            "model": {"path": self.model.path, "sha256": self.model.sha256, "name": self.model.card.name,
+                      **(self.model.pipeline.settings() if self.model.pipeline is not None else {})},
+            "case": {"name": self.case.name, "files": list(self.case.files)},
+            "rules": rules_to_specs(self.run_settings.get("rules")),
+            "strict": bool(self.run_settings.get("strict", False)),
+            "output_index": self.run_settings.get("output_index"),
+            **({"max_memory": self.run_settings["max_memory"]} if self.run_settings.get("max_memory") else {}),
+            "ledger": {"start": self.ledger.start, "end": self.ledger.end, "unaccounted": self.ledger.unaccounted,
+                       "unhandled_operations": dict(self.ledger.unhandled)},
+            **({"sampling": dict(self.sampling), "batch_size": self.run_settings.get("batch_size")}
+               if self.sampling else {}),
+            **({"tiling": dict(self.tiling)} if self.tiling else {}),
+            "versions": {"napari_lrp": package_version(), "torch": torch.__version__, "monai": monai.__version__,
+                         "nibabel": nibabel.__version__, "numpy": np.__version__},
+        }
+
+    def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
+        """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
+        return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
+
+    def concepts(self, layer: str, progress=None):
+        """The relevance at ``layer``'s output per channel for this run's target, with each channel's mean
+        activation inside and outside the target region (:func:`napari_lrp.metrics.concepts.channel_relevance`);
+        a tiled run (an nnU-Net folder, a bundle) sums it over its windows, one pass each."""
+        return self._run.concepts(self, layer, progress)
+
+    def conditional(self, layer, channels=None, progress=None) -> np.ndarray:
+        """The relevance (C, Z, Y, X) on the case grid with only ``channels`` of ``layer`` passed (CRP's
+        conditional heatmap; a glob or ``{layer: channels}`` for condition sets over several layers), from the
+        kept forward pass (:func:`napari_lrp.metrics.concepts.conditional_relevance`); a tiled run (an nnU-Net
+        folder, a bundle) re-runs its windows and maps the result back to the case grid."""
+        return self._run.conditional(self, layer, channels, progress)
+
+    def concept_measures(self, layer: str, channels=None, tau_r: float = 0.5, tau_x: float = 0.1):
+        """The inclusivities and mean power of each channel's conditional map at ``layer``, one row each."""
+        return concept_measures(self, layer, channels, tau_r, tau_x)
+
+    def components(self):
+        """One row per lesion of the prediction (the run's class) and of the ground truth: size (voxels, ml),
+        centre (RAS+ mm), Dice with the lesions of the other side it overlaps, detected / missed and true /
+        false positive (:func:`napari_lrp.metrics.components.components_table`; 26-connected, numbered from
+        the largest as ``target="component:K"`` and ``"gt-component:K"`` count them)."""
+        return components_table(self.prediction == self.target_class, self.case.ground_truth,
+                                self.case.grid.spacing, self.case.grid)
+
+    def for_target(self, target) -> Explanation:
+        """This run explaining another target (a mask, or a spec such as ``"component:2"``) of the same class,
+        from the kept forward pass (a tiled run re-runs its windows); the run's filters apply."""
+        target, cls = resolve_target(target, self.model.card.classes, self.target_class,
+                                     lambda: self.case.ground_truth, self.case.grid.spacing)
+        if cls != self.target_class:
+            raise ValueError(f"for_target keeps the run's class {self.target_class}; {target!r} names class {cls}")
+        mask = region_mask(target, self.prediction, self.case.ground_truth if needs_ground_truth(target) else None,
+                           cls)
+        logits = torch.as_tensor(self.logits, dtype=torch.float64)[None]
+        start_case = start_relevance(logits, mask, cls, getattr(target, "against", None))
+        return self._run.retarget(target, start_case).explanation(dict(self.filters))
+
+    def lesions(self, tau_r: float = 0.5, tau_x: float = 0.1):
+        """Lesion-wise measures, as the BraTS and ISLES challenges report lesion-wise metrics: one row per lesion
+        of the prediction and of the ground truth (:meth:`components`) with the coefficients of its own map
+        (the run explaining that lesion alone, ``component:K`` / ``gt-component:K``: input and ground-truth
+        inclusivity, mu, mean power, mean over the channels) and the relevance it starts with."""
+        table = self.components()
+        rows = []
+        for _i, r in table.iterrows():
+            spec = f"{'component' if r.source == 'prediction' else 'gt-component'}:{int(r.component)}"
+            lesion = self.for_target(spec)
+            c = lesion.coefficients(tau_r, tau_x)
+            mean = c[c.channel == "mean"].iloc[0]
+            rows.append({"target": spec, "start_relevance": lesion.ledger.start,
+                         **{k: float(mean[k]) for k in ("input_inclusivity", "groundtruth_inclusivity", "mu",
+                                                         "mean_power")}})
+        return pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1) if rows else table
+
+    def target_region(self) -> np.ndarray | None:
+        """The run's target region (Z, Y, X) bool on the case grid (None for the 'output' target)."""
+        return region_mask(self.target, self.prediction, self.case.ground_truth if needs_ground_truth(self.target)
+                           else None, self.target_class)
+
+    def perturbation(self, order: str = "morf", relevance: np.ndarray | None = None, **options):
+        """Region perturbation (:func:`napari_lrp.metrics.region_perturbation`) of this run: blocks of the
+        model's input flipped in the order ``relevance`` (default this run's, (C, Z, Y, X) case grid) gives,
+        scored by the target class's logit sum over the run's target region (the whole volume for 'output').
+        order: 'morf', 'lerf' or 'random'; options: n_blocks, fill, steps, seed, batch. The forward passes
+        run on the engine's convolution kernels, like the run's own."""
+        if self.model.pipeline is not None:
+            raise ValueError(f"{self.model.path}: region perturbation runs on the model's input grid; for a model "
+                             "with its own pre-processing and windows (nnU-Net folder, bundle) it is not available yet")
+        prep = self._run.prepared
+        rel = self.relevance if relevance is None else relevance
+        R = prep.pad(torch.as_tensor(np.ascontiguousarray(rel), dtype=torch.float64)[None])[0]
+        mask = self.target_region()
+        if mask is None:
+            mask = np.ones(self.prediction.shape, dtype=bool)
+        mask_t = prep.pad(torch.as_tensor(np.ascontiguousarray(mask))[None, None].to(torch.float64))[0, 0] > 0
+        with onednn_convolutions():  # the engine's convolution kernels (2-10x torch's im2col on the CPU)
+            return region_perturbation(prep.network, prep.x, R, mask_t.cpu().numpy(), self.target_class, order,
+                                       **options)
+
+    def sample_heatmaps(self, f: Filter | None = None) -> np.ndarray | None:
+        """Every draw's relevance (T, C, Z, Y, X) under heatmap filter ``f`` (None: the run's own input
+        filter), as :meth:`heatmap` for the mean; None for a run without draws."""
+        if self.samples is None:
+            return None
+        f = f if f is not None else self.sample_input_filter
+        if f is None:
+            return self.samples
+        # the slider asks for the mean map and the spread of the same filter in a row: filter the draws once
+        last = self.__dict__.get("_last_sample_maps")
+        if last is None or last[0] != f:
+            last = (f, np.stack([f(s[None])[0] for s in self.samples]))
+            self.__dict__["_last_sample_maps"] = last
+        return last[1]
+
+    def coefficient_spread(self, f: Filter | None = None, tau_r: float = 0.5, tau_x: float = 0.1):
+        """The coefficients of the mean map under heatmap filter ``f`` (None: the run's own input filter) and
+        their spread over the draws: a DataFrame with the rows of :meth:`coefficients`, columns
+        '<coefficient>' (of the mean map, :meth:`heatmap`) and '<coefficient>_sd' (population sd of the
+        draws' coefficients); None for a run without draws."""
+        maps = self.sample_heatmaps(f)
+        if maps is None:
+            return None
+        image, truth = self.input_image, self.case.ground_truth
+        mean_map = maps.astype(np.float64).mean(0).astype(np.float32)
+        out = measure(mean_map, image, truth, self.modalities, tau_r, tau_x)
+        tables = [measure(r, image, truth, self.modalities, tau_r, tau_x) for r in maps]
+        numeric = list(out.select_dtypes("number").columns)
+        values = np.stack([t[numeric].to_numpy(dtype=np.float64) for t in tables])
+        for j, c in enumerate(numeric):
+            out.insert(out.columns.get_loc(c) + 1, f"{c}_sd", values[:, :, j].std(0))
+        return out
+
+    def save(self, folder: str | os.PathLike, tau_r: float = 0.5, tau_x: float = 0.1) -> list[Path]:
+        """Write every output of this run into ``folder`` as one unit and return the paths written.
+
+        relevance_<modality>.nii.gz (one per channel), relevance_sum.nii.gz and prediction.nii.gz on the
+        input file's grid (affine and header), coefficients.csv (:meth:`coefficients`) and settings.json
+        (:meth:`settings`, with ``outputs``: exactly the files of this run). Everything is written into a
+        temporary folder and moved into place as one unit: it replaces the outputs of the previous save into
+        ``folder`` entirely (no file of another run stays beside these); files that no save wrote are never
+        moved or deleted. If any write fails, ``folder`` is left exactly as it was and the error is raised.
+        """
+        target = check_outside_inputs(folder, [self.case.folder] if self.case.folder else [], "the case")
+        names = [f"relevance_{m}.nii.gz" for m in self.modalities] + ["relevance_sum.nii.gz", "prediction.nii.gz",
+                                                                      "coefficients.csv", "settings.json"]
+        sampled = self.relevance_std is not None
+        if sampled:
+            names += [f"relevance_std_{m}.nii.gz" for m in self.modalities] + [
+                "predictive_entropy.nii.gz", "mutual_information.nii.gz", "coefficient_spread.csv"]
+        with replacing_folder(target, outputs_file="settings.json") as tmp:
+            if sampled:  # mean relevance in relevance_*, the spread beside it
+                for c, m in enumerate(self.modalities):
+                    save_nifti(self.relevance_std[c], self.case, tmp / f"relevance_std_{m}.nii.gz")
+                save_nifti(self.predictive_entropy, self.case, tmp / "predictive_entropy.nii.gz")
+                save_nifti(self.mutual_information, self.case, tmp / "mutual_information.nii.gz")
+                with replacing(tmp / "coefficient_spread.csv") as csv:
+                    self.coefficient_spread(None, tau_r, tau_x).to_csv(csv, index=False)
+            for c, m in enumerate(self.modalities):
+                save_nifti(self.relevance[c], self.case, tmp / f"relevance_{m}.nii.gz")
+            save_nifti(self.relevance.sum(0), self.case, tmp / "relevance_sum.nii.gz")
+            save_nifti(self.prediction, self.case, tmp / "prediction.nii.gz")
+            with replacing(tmp / "coefficients.csv") as csv:
+                self.coefficients(tau_r, tau_x).to_csv(csv, index=False)
+            save_settings(self, tmp / "settings.json", outputs=names)
+        return [target / n for n in names]
+
+
+def save_settings(exp: Explanation, path: str | os.PathLike, outputs: list[str] | None = None) -> Path:
+    """Write the settings JSON atomically; ``outputs``: the files of the run it describes (written under
+    'outputs', what the next save into the folder replaces)."""
+    return write_text(path, json.dumps({**exp.settings(), **({"outputs": list(outputs)} if outputs else {})},
+                                       indent=2))
+
+
+def load_settings(path_or_dict) -> dict:
+    """Keyword arguments for :func:`explain` from a settings JSON (file or dict)."""
+    where = "settings" if isinstance(path_or_dict, dict) else str(path_or_dict)
+    if isinstance(path_or_dict, dict):
+        d = path_or_dict
+    else:
+        try:
+            d = json.loads(Path(path_or_dict).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: settings are not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: settings must be a JSON object (as Explanation.settings() writes), not "
+                         f"{type(d).__name__}")
+    target = d.get("target", "region")
+    if target == "mask":
+        raise ValueError("these settings used a drawn mask as target; pass the mask as target=")
+    if isinstance(target, list):
+        target = tuple(target)
+    out = {"preset": d.get("preset", "paper"), "filters": filters_from_specs(d.get("filters")),
+           "target": target, "target_class": d.get("target_class"), "method": d.get("method", "lrp"),
+           "method_options": d.get("method_options", {}), "rules": rules_from_specs(d.get("rules")),
+           "strict": bool(d.get("strict", False)), "output_index": d.get("output_index"),
+           "max_memory": d.get("max_memory")}
+    sampling = d.get("sampling") or {}
+    if not isinstance(sampling, dict):
+        raise ValueError(f"settings 'sampling' must be an object, not {sampling!r}")
+    for key, default in (("mc_samples", 1), ("dropout", None), ("seed", 0), ("tta", None), ("dropout_at", "*")):
+        out[key] = sampling.get(key, default)
+    out["batch_size"] = d.get("batch_size")
+    tiling = d.get("tiling") or {}
+    if not isinstance(tiling, dict):
+        raise ValueError(f"settings 'tiling' must be an object, not {tiling!r}")
+    out["window"] = tuple(tiling["window"]) if tiling.get("window") else None
+    out["overlap"] = tiling.get("overlap")
+    out["blend"] = tiling.get("blend", "gaussian")
+    return out
