@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import napari_lrp as nl  # noqa: E402
-from napari_lrp.samples import sample_case_path, sample_model_path  # noqa: E402
 from napari_lrp.analysis.search import lrp_search  # noqa: E402
+from napari_lrp.samples import sample_case_path, sample_model_path  # noqa: E402
 
 
 def main(argv=None):
@@ -51,7 +51,7 @@ def main(argv=None):
     print(f"| whole search (relevance, coefficients, MoRF + LeRF per point) | {search:.2f} | {search / one:.1f} | <= 15 |")
     print(f"best: {res.best}")
     if args.figure:
-        from napari_lrp.analysis.search import plot_search
+        from napari_lrp.metrics.plots import plot_search
 
         plot_search(res.table).savefig(args.figure, dpi=110)
         print(f"wrote {args.figure}")

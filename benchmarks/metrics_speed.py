@@ -23,9 +23,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args(argv)
     import napari_lrp as nl
+    from napari_lrp.analysis.sweep import sweep
     from napari_lrp.lrp.filters import default_grid
     from napari_lrp.samples import load_sample_case, load_sample_model
-    from napari_lrp.analysis.sweep import sweep
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}\n")
     rng = np.random.default_rng(0)

@@ -7,9 +7,9 @@ Run: python benchmarks/sanity.py
 from __future__ import annotations
 
 import napari_lrp as nl
+from napari_lrp.analysis.sanity import map_similarity, randomisation_steps, randomised
 from napari_lrp.models.card import Model
 from napari_lrp.samples import sample_case_path, sample_model_path
-from napari_lrp.analysis.sanity import map_similarity, randomisation_steps, randomised
 
 METHODS = [("lrp", {"preset": "paper"}), ("lrp", {"preset": "epsilon-gamma-box"}), ("lrp", {"preset": "lrp0"}),
            ("gradient", {}), ("integrated_gradients", {"n_steps": 8})]

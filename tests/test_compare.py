@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 import napari_lrp as nl
-from napari_lrp.cli import main
 from napari_lrp.analysis.compare import compare, parse_method, split_methods
+from napari_lrp.cli import main
 from napari_lrp.samples import sample_case_path, sample_model_path
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import napari_lrp as nl
-from napari_lrp.pipeline import predict_case
 from napari_lrp.lrp.filters import Clamp, Pass
 from napari_lrp.models import UNet3D
 from napari_lrp.models.preprocess import divisible_padding
+from napari_lrp.pipeline import predict_case
 from tests.conftest import make_case_folder
 
 MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]

@@ -59,7 +59,7 @@ def mutate(doc, rng: random.Random):
     value = parent[path[-1]] if path else doc
     action = rng.choice(["replace", "replace", "replace", "delete", "duplicate"])
     if not path:
-        return rng.choice([[doc], None, "x", 0]), f"root -> other type"
+        return rng.choice([[doc], None, "x", 0]), "root -> other type"
     if action == "delete":
         del parent[path[-1]]
         return doc, f"{'.'.join(map(str, path))} deleted"

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import napari_lrp as nl
+from napari_lrp.analysis.search import group_layers, lrp_search
 from napari_lrp.lrp.rules import Epsilon, Gamma
-from napari_lrp.analysis.search import group_layers, lrp_search, plot_search
+from napari_lrp.metrics.plots import plot_search
 
 from .conftest import make_case_folder, make_tiny_model
 
@@ -72,8 +73,8 @@ def test_search_over_a_cohort_averages_the_points(tmp_path):
 
     import pandas as pd
 
+    from napari_lrp.batch import search_cohort
     from napari_lrp.samples import sample_case_paths, sample_model_path
-    from napari_lrp.analysis.search import search_cohort
 
     cohort = tmp_path / "cohort"
     for p in sample_case_paths()[:2]:

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 import napari_lrp as nl
-from napari_lrp.lrp.filters import default_grid
 from napari_lrp.analysis.sweep import sweep
+from napari_lrp.lrp.filters import default_grid
 
 
 def test_sweep_table_is_tidy_and_reproducible(paper_explanation):

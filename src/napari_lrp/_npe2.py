@@ -7,37 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import Case, CaseError, Grid, grid_from_layer, load_case, save_nifti
+from .io import CaseError, Grid, grid_from_layer, load_case, save_nifti
 from .io.nifti import is_nifti_path
-
-#: the name of the label layer; the file's own token (OT, seg, ...) stays in the layer's metadata
-GROUND_TRUTH_NAME = "ground truth"
-
-
-def case_layer_data(case: Case) -> list[tuple]:
-    """LayerData tuples: one grayscale Image per modality and a Labels layer "ground truth" for the mask;
-    every layer's metadata names its role and its case (see ``widgets._layers``)."""
-    kw = case.grid.layer_kwargs()
-    key = case.key
-    out = []
-    for c, name in enumerate(case.modalities):
-        v = case.image[c]
-        lo, hi = np.percentile(v, [0.5, 99.5]) if v.size else (0.0, 1.0)
-        if hi <= lo:
-            lo, hi = float(v.min()), float(v.max()) + 1e-6
-        meta = dict(kw["metadata"], modality=name, case=case.name, files=list(case.files),
-                    napari_lrp_role="image", napari_lrp_case=key)
-        out.append((v, {"name": name, "colormap": "gray", "contrast_limits": [float(lo), float(hi)],
-                        "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"],
-                        "blending": "additive" if c else "translucent", "visible": c == 0,
-                        "metadata": meta}, "image"))
-    if case.label is not None:
-        token = Path(case.files[-1]).name if case.files else "label"
-        meta = dict(kw["metadata"], case=case.name, label_file=token, napari_lrp_role="label",
-                    napari_lrp_case=key, label_values=None if case.label_values is None else list(case.label_values))
-        out.append((case.label, {"name": GROUND_TRUTH_NAME, "scale": kw["scale"], "translate": kw["translate"],
-                                 "units": kw["units"], "opacity": 0.5, "metadata": meta}, "labels"))
-    return out
+from .layerdata import case_layer_data
 
 
 def _guard_current_viewer() -> None:

@@ -50,11 +50,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .pipeline import explain
     from .io import load_case
     from .io.atomic import check_output_folder, check_outside_inputs
     from .lrp.filters import filters_from_specs
     from .models import load_model
+    from .pipeline import explain
 
     check_output_folder(args.out)  # before anything is computed
     check_outside_inputs(args.out, [args.case], "the case")

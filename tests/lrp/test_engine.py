@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
-from napari_lrp.lrp.filters import Clamp, Pass
 from napari_lrp.lrp import (
     AlphaBeta,
     Cancelled,
@@ -21,6 +20,7 @@ from napari_lrp.lrp import (
     every_block,
     propagate,
 )
+from napari_lrp.lrp.filters import Clamp, Pass
 from napari_lrp.models import UNet3D
 
 from ._zennit import import_zennit

@@ -3,9 +3,9 @@
 import numpy as np
 from matplotlib.figure import Figure
 
+from napari_lrp.analysis.sweep import sweep
 from napari_lrp.metrics import layer_mean_power
 from napari_lrp.metrics.plots import inclusivity_figure, mean_power_figure, signal_figure
-from napari_lrp.analysis.sweep import sweep
 
 
 def test_plots_and_layer_mean_power(paper_explanation):

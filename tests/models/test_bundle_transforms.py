@@ -11,8 +11,8 @@ from monai.data import MetaTensor
 from monai.networks.nets import UNet
 
 import napari_lrp as nl
-from napari_lrp.pipeline import predict_case
 from napari_lrp.models import ModelError
+from napari_lrp.pipeline import predict_case
 from napari_lrp.samples import sample_case_path
 
 MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import napari_lrp as nl
-from napari_lrp.pipeline import predict_case
 from napari_lrp.models import ModelError
 from napari_lrp.models.nnunet import FoldEnsemble, nnunet_steps, to_nnunet_order
 from napari_lrp.models.resampling import resampling
+from napari_lrp.pipeline import predict_case
 from napari_lrp.samples import load_sample_case, sample_case_path, sample_nnunet_path
 
 nnunetv2 = pytest.importorskip("nnunetv2")

@@ -3,8 +3,9 @@
 import numpy as np
 
 import napari_lrp as nl
+from napari_lrp.layerdata import ABS_NAME, SUM_NAME, relevance_name
 from napari_lrp.samples import load_sample_case, load_sample_model
-from napari_lrp.widgets._layers import ABS_NAME, SUM_NAME, relevance_name, symmetric_limit
+from napari_lrp.widgets._layers import symmetric_limit
 
 
 def test_show_adds_and_updates_the_same_layers(make_napari_viewer):

@@ -8,8 +8,8 @@ import pytest
 from napari.layers import Image, Labels
 
 import napari_lrp as nl
+from napari_lrp.layerdata import ABS_NAME, GROUND_TRUTH_NAME, PREDICTION_NAME, SUM_NAME, relevance_name
 from napari_lrp.samples import sample_case_path
-from napari_lrp.widgets._layers import ABS_NAME, GROUND_TRUTH_NAME, PREDICTION_NAME, SUM_NAME, relevance_name
 
 MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
 
@@ -224,7 +224,7 @@ def test_mc_dropout_run_shows_the_spread_layers_and_mean_plus_minus_sd(plugin_vi
     run afterwards removes the (stale) spread layers."""
     import json
 
-    from napari_lrp.widgets._layers import UNCERTAINTY_LAYERS
+    from napari_lrp.layerdata import UNCERTAINTY_LAYERS
 
     viewer, rel, inc = plugin_viewer
     rel.uncertainty.value = "MC dropout"
@@ -274,7 +274,7 @@ def test_faithfulness_button_draws_the_three_curves(plugin_viewer, qtbot):
 def test_compare_dock_shows_each_method_as_a_layer_and_one_table(plugin_viewer, qtbot):
     """#17 item 5: Plugins > napari-lrp > Compare methods after Load: one 'R sum · <method>' layer per method
     (the R layers' colour map, symmetric limits), the table with a random row; every control explains itself."""
-    from napari_lrp.widgets._layers import comparison_name
+    from napari_lrp.layerdata import comparison_name
 
     viewer, rel, _inc = plugin_viewer
     cmp = _dock(viewer, "Compare methods")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import napari_lrp as nl
+from napari_lrp.layerdata import SUM_NAME, relevance_name
 from napari_lrp.samples import sample_case_path
 from napari_lrp.widgets import InclusivityWidget, RelevanceWidget
-from napari_lrp.widgets._layers import SUM_NAME, relevance_name
 
 
 def _wait(qtbot, widget, timeout=120_000):

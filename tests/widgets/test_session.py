@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from napari_lrp.layerdata import CASE, ROLE
 from napari_lrp.samples import sample_dropout_model_path
-from napari_lrp.widgets._layers import CASE, ROLE, case_key_on_screen
+from napari_lrp.widgets._layers import case_key_on_screen
 from tests.widgets.test_plugin_path import _dock, _load_and_run, _settle, _wait, plugin_viewer  # noqa: F401
 
 
@@ -127,7 +128,7 @@ def test_the_target_picker_explains_a_lesion_and_the_misses(three_docks, qtbot):
 def test_concepts_dock_ranks_channels_and_a_clicked_bar_draws_its_map(three_docks, qtbot):
     from types import SimpleNamespace
 
-    from napari_lrp.widgets._layers import CONCEPT_NAME
+    from napari_lrp.layerdata import CONCEPT_NAME
 
     viewer, rel, inc, cmp = three_docks
     con = _dock(viewer, "Concepts")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..pipeline import Explanation, explain
 from ..io.atomic import replacing, replacing_folder
 from ..io.case import Case
+from ..pipeline import Explanation, explain
 
 __all__ = ["ALIASES", "compare", "parse_method", "save_comparison", "split_methods"]
 

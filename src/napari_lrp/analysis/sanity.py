@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..pipeline import Explanation, explain
 from ..io.case import Case
 from ..lrp.blocks import block_names
 from ..models.card import Model
+from ..pipeline import Explanation, explain
 
 __all__ = ["map_similarity", "randomisation_steps", "randomised", "sanity_check"]
 

@@ -15,15 +15,14 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from torch import nn
 
-from ..pipeline import Explanation, explain
 from ..io.case import Case
 from ..lrp.blocks import block_names
 from ..lrp.rules import Gamma
 from ..lrp.types import LINEAR_TYPES
+from ..pipeline import Explanation, explain
 
 __all__ = ["SearchResult", "group_layers", "lrp_search", "plot_search", "search_cohort"]
 
@@ -88,89 +87,3 @@ def lrp_search(model, case: Case, gammas: Sequence[float] = (0.0, 0.1, 0.25, 0.5
     best = table.loc[int(table.faithfulness.idxmax())].to_dict()
     best_rules = _rules(layers, {k: best[f"gamma_{k}"] for k in groups}, epsilon)
     return SearchResult(table, best, best_rules, base.with_rules(best_rules))
-
-
-def plot_search(table: pd.DataFrame, fig=None, columns=("morf_auc", "lerf_auc", "groundtruth_inclusivity")):
-    """Contour plots over the first two gamma columns (the thesis' Fig. 4.1/4.2), one panel per column, the
-    best point (highest faithfulness) marked."""
-    import matplotlib.pyplot as plt
-
-    gcols = [c for c in table.columns if c.startswith("gamma_")][:2]
-    if len(gcols) != 2:
-        raise ValueError("plot_search needs a search over two groups")
-    fig = fig or plt.figure(figsize=(4.2 * len(columns), 3.8))
-    fig.clear()
-    xs, ys = np.unique(table[gcols[0]]), np.unique(table[gcols[1]])
-    best = table.loc[int(table.faithfulness.idxmax())]
-    for k, col in enumerate(columns):
-        ax = fig.add_subplot(1, len(columns), k + 1)
-        Z = table.pivot(index=gcols[1], columns=gcols[0], values=col).loc[ys, xs].to_numpy()
-        cs = ax.contourf(xs, ys, Z, levels=12, cmap="viridis")
-        fig.colorbar(cs, ax=ax)
-        ax.plot(best[gcols[0]], best[gcols[1]], "r*", markersize=12)
-        ax.set_xlabel(f"gamma, {gcols[0][6:]} blocks")
-        ax.set_ylabel(f"gamma, {gcols[1][6:]} blocks")
-        ax.set_title(col.replace("_", " "))
-    fig.tight_layout()
-    return fig
-
-
-def search_cohort(cohort, model, out, gammas: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 1.0),
-                  groups: Sequence[str] = ("encoder", "decoder"), target="region", n_blocks: int = 300,
-                  steps: int = 6, workers: int | None = 0, scheduler: str | None = None,
-                  device: str = "cpu") -> pd.DataFrame:
-    """:func:`lrp_search` on every case of ``cohort`` (serially with ``workers=0``, else on dask.distributed
-    like sweeps); writes ``cases/<case>.search.csv`` per case, ``table.csv`` (all points of all cases) and
-    ``mean.csv`` (the points averaged over the cases, best first), and returns the mean table."""
-    import os
-    from pathlib import Path
-
-    from ..batch.cohort import _case_name, case_folders
-    from ..io.atomic import replacing
-
-    out = Path(out)
-    (out / "cases").mkdir(parents=True, exist_ok=True)
-    cases = case_folders(cohort)
-    kw = dict(model_path=str(model), out_dir=str(out), gammas=tuple(gammas), groups=tuple(groups), target=target,
-              n_blocks=n_blocks, steps=steps, device=device)
-    if workers == 0 and scheduler is None:
-        for c in cases:
-            _search_case(str(c), **kw)
-    else:
-        from dask.distributed import Client, LocalCluster
-
-        cluster = None if scheduler else LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                                       processes=True, dashboard_address=None)
-        client = Client(scheduler or cluster)
-        try:
-            client.gather([client.submit(_search_case, str(c), pure=False, **kw) for c in cases])
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    tables = [pd.read_csv(out / "cases" / f"{_case_name(c)}.search.csv") for c in cases]
-    table = pd.concat(tables, ignore_index=True)
-    gcols = [f"gamma_{g}" for g in groups]
-    mean = table.drop(columns=["case"]).groupby(gcols, as_index=False).mean()
-    mean = mean.sort_values("faithfulness", ascending=False, ignore_index=True)
-    for name, t in (("table.csv", table), ("mean.csv", mean)):
-        with replacing(out / name) as tmp:
-            t.to_csv(tmp, index=False)
-    return mean
-
-
-def _search_case(case_dir: str, model_path: str, out_dir: str, gammas, groups, target, n_blocks, steps, device):
-    from pathlib import Path
-
-    from ..batch.cohort import _case_name, _model
-    from ..io import load_case
-    from ..io.atomic import replacing
-
-    name = _case_name(case_dir)
-    res = lrp_search(_model(model_path, device), load_case(case_dir), gammas=gammas, groups=groups, target=target,
-                     n_blocks=n_blocks, steps=steps)
-    table = res.table.copy()
-    table.insert(0, "case", name)
-    with replacing(Path(out_dir) / "cases" / f"{name}.search.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    return name

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from ..pipeline import Explanation
 from ..lrp.blocks import every_block
 from ..lrp.filters import Filter, default_grid, format_filter
 from ..metrics.table import measure
+from ..pipeline import Explanation
 
 __all__ = ["sweep"]
 

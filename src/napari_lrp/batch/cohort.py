@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..io.atomic import replacing, write_text
 from ..io.case import readable_name
+from .cluster import cluster_client
 
 __all__ = ["case_folders", "run_case", "run_settings", "settings_hash", "sweep_cohort"]
 
@@ -40,10 +41,10 @@ def case_folders(cohort: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"{root}: no case folders inside")
     seen: dict[str, Path] = {}
     for c in cases:  # results are filed under the readable name: two folders must not share one
-        key = unicodedata.normalize("NFC", _case_name(c))
+        key = unicodedata.normalize("NFC", case_name(c))
         if key in seen:
             raise ValueError(f"{root}: the case folders {os.fsencode(seen[key].name)!r} and {os.fsencode(c.name)!r} "
-                             f"read as the same name {_case_name(c)!r} (after decoding), so their "
+                             f"read as the same name {case_name(c)!r} (after decoding), so their "
                              "results would overwrite each other: rename one of them")
         seen[key] = c
     return cases
@@ -54,8 +55,8 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
                  sampling: dict | None = None, max_memory: float | None = None) -> dict:
     """Everything besides the model that decides a case's sweep table, as a JSON-able dict. ``sampling``:
     ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns."""
-    from ..pipeline import package_version
     from ..lrp.filters import default_grid, format_filter
+    from ..pipeline import package_version
 
     grid = default_grid() if grid is None else grid
     return {"preset": preset, "placement": placement, "grid": [format_filter(placement, f) for f in grid],
@@ -83,7 +84,7 @@ def _cached_model(model_path: str, device: str, identity: str):
     return model
 
 
-def _model(model_path: str, device: str, identity: str | None = None):
+def cached_model(model_path: str, device: str, identity: str | None = None):
     """The loaded model, cached per worker by its path and identity (an edited card or weights file is
     another model, loaded again)."""
     from ..models.loading import model_sha256
@@ -91,7 +92,7 @@ def _model(model_path: str, device: str, identity: str | None = None):
     return _cached_model(model_path, device, identity or model_sha256(model_path))
 
 
-def _case_name(case_dir) -> str:
+def case_name(case_dir) -> str:
     return readable_name(Path(case_dir).name)
 
 
@@ -110,7 +111,7 @@ def _killed(cases: Path, name: str, record: dict) -> int:
     return int(rec.get("killed", 0)) if same else 0
 
 
-def _write_failure(cases: Path, name: str, error: str, trace: str, record: dict, killed: bool = False) -> dict:
+def write_failure(cases: Path, name: str, error: str, trace: str, record: dict, killed: bool = False) -> dict:
     kills = _killed(cases, name, record) + 1 if killed else 0
     write_text(cases / f"{name}.failed.json", json.dumps(
         {"case": name, "error": error, "traceback": trace, **record, **({"killed": kills} if killed else {})}))
@@ -121,19 +122,19 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
              device: str = "cpu", settings: dict | None = None, model_sha256: str = "") -> dict:
     """Explain one case and sweep the grid of ``settings`` (:func:`run_settings`); writes cases/<name>.csv
     (rows carry ``model_sha256`` and ``settings_hash``) or cases/<name>.failed.json."""
-    from ..pipeline import explain
+    from ..analysis.sweep import sweep
     from ..io import load_case
     from ..lrp.filters import parse_filter
-    from ..analysis.sweep import sweep
+    from ..pipeline import explain
 
     settings = settings or run_settings(preset, placement)
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
-    name = _case_name(case_dir)
+    name = case_name(case_dir)
     cases = Path(out_dir) / "cases"
     cases.mkdir(parents=True, exist_ok=True)
     try:
         case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
-        exp = explain(_model(str(model_path), device, model_sha256), case, preset=settings["preset"],
+        exp = explain(cached_model(str(model_path), device, model_sha256), case, preset=settings["preset"],
                       target=settings["target"],
                       max_memory=settings.get("max_memory"), **settings.get("sampling", {}))
         grid = [parse_filter(spec)[1] for spec in settings["grid"]]
@@ -141,7 +142,7 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
                       tau_x=settings["tau_x"])
         return write_case_table(cases, name, table, record, exp.model.sha256)
     except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
-        return _write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
+        return write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
 
 
 def write_case_table(cases: Path, name: str, table: pd.DataFrame, record: dict, model_sha: str | None) -> dict:
@@ -171,7 +172,7 @@ def _record_of(csv: Path) -> tuple[str, str] | None:
 def _collect(cases: list[Path], out: Path) -> pd.DataFrame:
     tables = []
     for c in cases:
-        name = _case_name(c)
+        name = case_name(c)
         csv = out / "cases" / f"{name}.csv"
         failed = out / "cases" / f"{name}.failed.json"
         if failed.exists() and (not csv.exists() or failed.stat().st_mtime_ns > csv.stat().st_mtime_ns):
@@ -228,7 +229,22 @@ def _check_sweep_arguments(model, preset: str, target: str, device: str, samplin
     if sampling:
         s = Sampling(**sampling)
         if s.stochastic:
-            DrawnDropout(_model(str(model), "cpu").network, s)  # refuses a network without Dropout modules
+            DrawnDropout(cached_model(str(model), "cpu").network, s)  # refuses a network without Dropout modules
+
+
+def _result_of(fut, name: str, cases: Path, record: dict) -> dict:
+    """The finished case's record, or its failure written under its name (a dead worker counted)."""
+    try:
+        return fut.result()
+    except Exception as exc:  # noqa: BLE001 - a dead worker (KilledWorker) or a lost task
+        killed = type(exc).__name__ == "KilledWorker"
+        kills = _killed(cases, name, record) + 1
+        why = (f" (its worker died, {kills} time(s) with this model and these settings; often the case "
+               "needs more memory than a worker has: raise memory_limit" +
+               (", or it is not tried again" if kills < MAX_KILLS else "; not tried again") + ")"
+               if killed else "")
+        return write_failure(cases, name, f"{type(exc).__name__}: case {name} failed{why}",
+                             traceback.format_exc(), record, killed=killed)
 
 
 def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None = None,
@@ -276,15 +292,15 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     record = {"model_sha256": sha, "settings_hash": want[1]}
     todo, stale = [], []
     for c in cases:
-        csv = out / "cases" / f"{_case_name(c)}.csv"
-        if _killed(out / "cases", _case_name(c), record) >= MAX_KILLS:
+        csv = out / "cases" / f"{case_name(c)}.csv"
+        if _killed(out / "cases", case_name(c), record) >= MAX_KILLS:
             continue  # killed twice with this model and these settings: left failed, not tried again
         if not csv.exists():
             todo.append(c)
         elif _record_of(csv) != want:
             stale.append(c)
     if stale and resume == "strict":
-        raise ValueError(f"{out}: {len(stale)} case(s) ({', '.join(_case_name(c) for c in stale[:5])}) were computed "
+        raise ValueError(f"{out}: {len(stale)} case(s) ({', '.join(case_name(c) for c in stale[:5])}) were computed "
                          "with another model or other settings; use another output folder or resume='recompute'")
     todo = sorted(todo + stale)
     (out / "cases").mkdir(parents=True, exist_ok=True)  # only once the sweep is known to run
@@ -295,39 +311,15 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
         for c in todo:
             _report(bar, task(str(c), **args))
     elif todo:
-        import dask
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import as_completed
 
-        cluster = None
         # a worker holds one case at a time (saturation 1.0 with one thread: no second case queued on it), so a
         # case that kills its worker takes no other case with it
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                              "distributed.scheduler.worker-saturation": 1.0}):
-            if scheduler is None:
-                n = workers or os.cpu_count() or 1
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       **({"memory_limit": memory_limit} if memory_limit is not None else {}))
-            client = Client(scheduler or cluster)
-        try:
+        config = {"distributed.scheduler.allowed-failures": 1, "distributed.scheduler.worker-saturation": 1.0}
+        with cluster_client(workers, scheduler, memory_limit, config) as client:
             futures = {client.submit(task, str(c), pure=False, **args): c for c in todo}
             for fut in as_completed(futures):
-                name = _case_name(futures[fut])
-                try:
-                    result = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a dead worker (KilledWorker) or a lost task
-                    killed = type(exc).__name__ == "KilledWorker"
-                    kills = _killed(out / "cases", name, record) + 1
-                    why = (f" (its worker died, {kills} time(s) with this model and these settings; often the case "
-                           "needs more memory than a worker has: raise memory_limit" +
-                           (", or it is not tried again" if kills < MAX_KILLS else "; not tried again") + ")"
-                           if killed else "")
-                    result = _write_failure(out / "cases", name, f"{type(exc).__name__}: case {name} failed{why}",
-                                            traceback.format_exc(), record, killed=killed)
-                _report(bar, result)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+                _report(bar, _result_of(fut, case_name(futures[fut]), out / "cases", record))
     if bar is not None:
         bar.close()
     table = _collect(cases, out)

@@ -20,13 +20,13 @@ import pandas as pd
 
 from ..io.atomic import replacing
 from .cohort import (
-    _case_name,
-    _model,
-    _write_failure,
+    cached_model,
     case_folders,
+    case_name,
     settings_hash,
     sweep_cohort,
     write_case_table,
+    write_failure,
 )
 
 __all__ = ["concept_references", "run_concept_case"]
@@ -49,17 +49,17 @@ def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str =
     """One case's channel relevance at ``settings['layer']`` (a task of :func:`sweep_cohort`): writes
     cases/<name>.csv (case, channel, relevance, abs_share, location_z/y/x_mm, voxel_z/y/x, status, the model's
     identity and the settings' hash) or cases/<name>.failed.json."""
-    from ..pipeline import explain
     from ..io import load_case
+    from ..pipeline import explain
 
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
-    name = _case_name(case_dir)
+    name = case_name(case_dir)
     cases = Path(out_dir) / "cases"
     cases.mkdir(parents=True, exist_ok=True)
     layer = settings["layer"]
     try:
         case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
-        exp = explain(_model(str(model_path), device, model_sha256), case, preset=settings["preset"],
+        exp = explain(cached_model(str(model_path), device, model_sha256), case, preset=settings["preset"],
                       target=settings["target"], keep=[layer])
         table = exp.concepts(layer)[["channel", "relevance", "abs_share"]]
         where = [_layer_location_mm(exp, layer, int(c)) for c in table.channel]
@@ -68,7 +68,7 @@ def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str =
             table[f"voxel_{axis}"] = [w[1][k] for w in where]
         return write_case_table(cases, name, table, record, exp.model.sha256)
     except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
-        return _write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
+        return write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
 
 
 def _write_crop(exp, layer: str, channel: int, voxel: tuple[int, int, int], crop: int, path: Path) -> Path:
@@ -123,14 +123,13 @@ def concept_references(cohort, model, out, layer: str, top: int = 5, preset: str
         references.csv: channel, rank (1 = most relevance), case, relevance, abs_share, location_z/y/x_mm (napari
         world mm), crop (the file under crops/).
     """
-    from ..pipeline import explain
     from ..io import load_case
-
     from ..lrp.names import check_placements
+    from ..pipeline import explain
 
     if int(top) < 1 or int(crop) < 1:
         raise ValueError(f"top={top!r} and crop={crop!r} must be whole numbers >= 1")
-    network = _model(str(model), device).network  # the layer is checked before any case runs
+    network = cached_model(str(model), device).network  # the layer is checked before any case runs
     check_placements([layer], [n for n, _m in network.named_modules()], "layer", type(network).__name__)
     table = sweep_cohort(cohort, model, out, preset=preset, workers=workers, scheduler=scheduler, device=device,
                          target=target, resume=resume, show_progress=show_progress, _task=run_concept_case,
@@ -142,13 +141,13 @@ def concept_references(cohort, model, out, layer: str, top: int = 5, preset: str
             .copy())
     refs["rank"] = refs.groupby("channel").cumcount() + 1
     out = Path(out)
-    folders = {_case_name(c): c for c in case_folders(cohort)}
+    folders = {case_name(c): c for c in case_folders(cohort)}
     crops = []
-    for case_name, rows in refs.groupby("case", sort=False):
-        exp = explain(_model(str(model), device), load_case(folders[case_name]), preset=preset, target=target,
+    for held_case, rows in refs.groupby("case", sort=False):
+        exp = explain(cached_model(str(model), device), load_case(folders[held_case]), preset=preset, target=target,
                       keep=[layer])
         for _i, r in rows.iterrows():
-            path = out / "crops" / f"{layer}_ch{int(r.channel)}_rank{int(r['rank'])}_{case_name}.nii.gz"
+            path = out / "crops" / f"{layer}_ch{int(r.channel)}_rank{int(r['rank'])}_{held_case}.nii.gz"
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_crop(exp, layer, int(r.channel), (int(r.voxel_z), int(r.voxel_y), int(r.voxel_x)), crop, path)
             crops.append((r.name, str(path.relative_to(out))))

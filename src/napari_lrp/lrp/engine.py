@@ -849,7 +849,7 @@ class Propagation:
         weights). ``rules``: {layer name | glob | type: Rule}. Returns the layers changed; a layer whose
         rule cannot be swapped so (e.g. z-box to gamma) raises ValueError naming it (make a new Propagation),
         or with ``incompatible="keep"`` keeps its rule."""
-        from .rules import AlphaBeta, Gamma, _SignedState
+        from .rules import AlphaBeta, Gamma, SignedState
 
         leaves = [n for n, leaf in self.called.items() if leaf]
         check_placements(rules, leaves, "rule", type(self.module).__name__,
@@ -874,7 +874,7 @@ class Propagation:
             if new is None or new == entry.rule:
                 continue
             signed = (Gamma, AlphaBeta)
-            if isinstance(entry.rule, signed) and isinstance(new, signed) and isinstance(entry.state, _SignedState):
+            if isinstance(entry.rule, signed) and isinstance(new, signed) and isinstance(entry.state, SignedState):
                 entry.state.cache = None
             elif not (type(entry.rule) is Epsilon and type(new) is Epsilon and isinstance(entry.state, tuple)
                       and entry.state[0] == "linear"):

@@ -318,7 +318,7 @@ def _positive_part(module, w, b, x, z, nonneg, negative=True, xabs=None):
         return P.mul_(0.5).clamp_(min=0), N
 
 
-class _SignedState:
+class SignedState:
     """What a sign-splitting rule keeps from the forward pass (x, z, weights); the modified forward
     quantities are computed at the first propagation and cached, unless the engine marks the state
     as used once (``keep = False``, a one-shot run), when they are temporaries the rule may overwrite."""
@@ -350,9 +350,9 @@ class Gamma(_WeightRule):
 
     def prepare(self, module, x, z, ctx):
         w, b = self._params(module, ctx)
-        return _SignedState(module, w, b, x.detach(), z.detach())
+        return SignedState(module, w, b, x.detach(), z.detach())
 
-    def _denominators(self, st: _SignedState):
+    def _denominators(self, st: SignedState):
         """(non-negative input?, d, |x| or None) with d = z_pos where z > 0, z_neg where z < 0, stabilised
         by eps sign(z), and inf where z = 0 (no relevance); sign(d) = sign(z). d is cached, |x| is not.
 
@@ -420,9 +420,9 @@ class AlphaBeta(_WeightRule):
 
     def prepare(self, module, x, z, ctx):
         w, b = self._params(module, ctx)
-        return _SignedState(module, w, b, x.detach(), z.detach())
+        return SignedState(module, w, b, x.detach(), z.detach())
 
-    def _denominators(self, st: _SignedState):
+    def _denominators(self, st: SignedState):
         if st.cache is None:
             nonneg = _nonnegative(st.x)
             P, N = _positive_part(st.module, st.w, st.b, st.x, st.z, nonneg, negative=self.beta != 0)

@@ -82,3 +82,39 @@ def perturbation_figure(curves, fig: Figure | None = None) -> Figure:
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def plot_search(table: pd.DataFrame, fig=None, columns=("morf_auc", "lerf_auc", "groundtruth_inclusivity")):
+    """Contour plots of a gamma search over its first two gamma columns, the best point marked.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``SearchResult.table`` (columns gamma_<group>, faithfulness and ``columns``).
+    fig : Figure, optional
+        Drawn into (cleared); default a new figure.
+    columns : sequence of str
+        One panel per column (as the thesis' Fig. 4.1/4.2).
+
+    Returns
+    -------
+    Figure
+    """
+    gcols = [c for c in table.columns if c.startswith("gamma_")][:2]
+    if len(gcols) != 2:
+        raise ValueError("plot_search needs a search over two groups")
+    fig = fig or Figure(figsize=(4.2 * len(columns), 3.8))
+    fig.clear()
+    xs, ys = np.unique(table[gcols[0]]), np.unique(table[gcols[1]])
+    best = table.loc[int(table.faithfulness.idxmax())]
+    for k, col in enumerate(columns):
+        ax = fig.add_subplot(1, len(columns), k + 1)
+        Z = table.pivot(index=gcols[1], columns=gcols[0], values=col).loc[ys, xs].to_numpy()
+        cs = ax.contourf(xs, ys, Z, levels=12, cmap="viridis")
+        fig.colorbar(cs, ax=ax)
+        ax.plot(best[gcols[0]], best[gcols[1]], "r*", markersize=12)
+        ax.set_xlabel(f"gamma, {gcols[0][6:]} blocks")
+        ax.set_ylabel(f"gamma, {gcols[1][6:]} blocks")
+        ax.set_title(col.replace("_", " "))
+    fig.tight_layout()
+    return fig

@@ -16,10 +16,10 @@ from torch import nn
 
 from ..io.atomic import replacing, write_text
 from .architectures import allowed_class, build_network, class_path, first_in_channels
-from .network_guard import check_allocation, window_bytes
 from .bundles import card_from_bundle
 from .card import Model, ModelCard, ModelError, read_card
 from .devices import resolve_device
+from .network_guard import check_allocation, window_bytes
 from .weights import definition_files, identity_sha256, load_weights
 
 __all__ = ["load_model", "locate_model", "model_sha256", "save_model"]
@@ -65,12 +65,12 @@ def bundle_folder_of(path: Path) -> Path:
 
 def model_sha256(path: str | os.PathLike) -> str:
     """sha256 of a model's weights file (what ``Model.sha256`` of the loaded model is), without loading it."""
-    from .nnunet import _fold_folders, nnunet_sha256, resolve_nnunet
+    from .nnunet import fold_folders, nnunet_sha256, resolve_nnunet
 
     found = resolve_nnunet(path)
     if found is not None:
         folder, fold, checkpoint = found
-        return nnunet_sha256([f / (checkpoint or "checkpoint_final.pth") for f in _fold_folders(folder, fold)],
+        return nnunet_sha256([f / (checkpoint or "checkpoint_final.pth") for f in fold_folders(folder, fold)],
                              folder)
     _card, weights, source = locate_model(path)
     if not Path(weights).exists():

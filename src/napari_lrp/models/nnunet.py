@@ -40,7 +40,13 @@ from .card import Model, ModelCard, ModelError, check_channel_names
 from .network_guard import check_allocation, check_size, no_network, refuse_download_arguments, window_bytes
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
-from .weights import check_archive, check_finite_weights, check_readable_weights, definition_files, identity_sha256
+from .weights import (
+    check_archive,
+    check_finite_weights,
+    check_readable_weights,
+    definition_files,
+    identity_sha256,
+)
 
 __all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
            "load_nnunet", "nnunet_gaussian", "nnunet_network_spec", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
@@ -462,7 +468,7 @@ def _configuration(plans: dict, name: str, source: str) -> dict:
     return cfg
 
 
-def _fold_folders(folder: Path, fold) -> list[Path]:
+def fold_folders(folder: Path, fold) -> list[Path]:
     broken = sorted(p.name for p in folder.iterdir() if p.name.startswith("fold_") and not p.is_dir())
     if broken:  # a link whose target is gone would make the ensemble silently smaller
         raise ModelError(f"{folder}: {', '.join(broken)} is not a folder (a broken link, or a file); restore it "
@@ -565,7 +571,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     dataset = _read_json(folder / "dataset.json")
     plans = _read_json(folder / "plans.json")
     _check_plans(plans, folder / "plans.json")
-    folds = _fold_folders(folder, fold)
+    folds = fold_folders(folder, fold)
     paths = [f / checkpoint for f in folds]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:

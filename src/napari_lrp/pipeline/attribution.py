@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import numpy as np
 
 from ..io.case import Case
 from ..lrp.engine import select_output

@@ -21,15 +21,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-import warnings
 
 import numpy as np
+import pandas as pd
 import psutil
 import torch
-
-import pandas as pd
 
 from ..io.case import Case
 from ..lrp.engine import select_output

@@ -14,27 +14,28 @@ import re
 
 import numpy as np
 
-from .._npe2 import GROUND_TRUTH_NAME as GROUND_TRUTH_NAME  # the label layer's name, re-exported
-from .._npe2 import case_layer_data
+from ..layerdata import (
+    ABS_NAME,
+    CASE,
+    CASE_ROLES,
+    CONCEPT_NAME,
+    DERIVED_ROLES,
+    PREDICTION_NAME,
+    ROLE,
+    SUM_NAME,
+    UNCERTAINTY_LAYERS,
+    case_layer_data,
+    comparison_name,
+    relevance_name,
+)
 from ._session import case_key, session_for
 
-ROLE = "napari_lrp_role"
-CASE = "napari_lrp_case"
-CASE_ROLES = ("image", "label")
-DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty", "comparison", "concept")
 UNITS = ("mm", "mm", "mm")
-
-SUM_NAME = "R sum"
-ABS_NAME = "|R| sum (3D)"
-PREDICTION_NAME = "prediction"
-#: the layers of a sampled run (MC dropout, flips): name -> colour map; the mean relevance is in the R layers
-#: colour maps that start at black, drawn additively, so zero uncertainty leaves the anatomy as it is
-UNCERTAINTY_LAYERS = {"R sd (sum)": "magma", "predictive entropy": "inferno", "mutual information": "hot"}
 LEGEND = ("outlines: yellow = prediction, cyan (wide) = ground truth\n"
           "relevance: red = for the class, blue = against, transparent = none")
 
 
-def _relevance_colormap():
+def relevance_colormap():
     """Diverging blue-white-red whose middle (R = 0 under symmetric limits) is transparent, so the
     anatomy stays visible under the overlay; opacity grows with |R|."""
     from napari.utils.colormaps import Colormap
@@ -53,10 +54,6 @@ def outline(layer, color: str, thickness: int = 1) -> None:
     layer.colormap = DirectLabelColormap(color_dict={None: color, 0: "transparent"})
 
 
-def relevance_name(modality: str) -> str:
-    return f"R {modality}"
-
-
 #: the default colour limit: this percentile of |R| over non-zero voxels (the sample's lesion keeps its
 #: structure; 99.5 saturated it into a uniform disk)
 DEFAULT_PERCENTILE = 99.9
@@ -72,7 +69,7 @@ def symmetric_limit(R: np.ndarray, percentile: float = DEFAULT_PERCENTILE) -> fl
     return m if m > 0 else float(a.max())
 
 
-def _is_kind(layer, kind: str) -> bool:
+def is_kind(layer, kind: str) -> bool:
     from napari.layers import Image, Labels
 
     return isinstance(layer, Image if kind == "image" else Labels)
@@ -99,7 +96,7 @@ def _same_metadata(old, new) -> bool:
                                             for k in new)
 
 
-def _upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, **kwargs):
+def upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, **kwargs):
     """Update the layer ``name`` in place (same kind and shape) or add it; returns the layer.
 
     lazy=True defers the update of a hidden layer until it is shown (keeps the slider fast); keyword
@@ -108,7 +105,7 @@ def _upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, 
     state = session_for(viewer).layers
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if _is_kind(layer, kind) and layer.data.shape == data.shape:
+        if is_kind(layer, kind) and layer.data.shape == data.shape:
             if lazy and id(layer) not in state.watched:
                 state.watched.add(id(layer))
                 layer.events.visible.connect(lambda e, ly=layer: _apply_pending(viewer, ly) if ly.visible else None)
@@ -209,7 +206,7 @@ def show_case(viewer, case) -> list:
         name = meta["name"]
         if name in viewer.layers:
             layer = viewer.layers[name]
-            if _is_kind(layer, kind) and layer.data.shape == data.shape and layer.metadata.get(CASE) == key:
+            if is_kind(layer, kind) and layer.data.shape == data.shape and layer.metadata.get(CASE) == key:
                 out.append(layer)
                 continue
             viewer.layers.remove(layer)
@@ -230,7 +227,7 @@ def _derived_meta(case, role: str, kw: dict | None = None, **extra) -> dict:
 def show_prediction(viewer, prediction: np.ndarray, case):
     kw = case.grid.layer_kwargs()
     new = PREDICTION_NAME not in viewer.layers
-    layer = _upsert(viewer, PREDICTION_NAME, prediction, "labels", scale=kw["scale"], translate=kw["translate"],
+    layer = upsert(viewer, PREDICTION_NAME, prediction, "labels", scale=kw["scale"], translate=kw["translate"],
                     units=kw["units"], metadata=_derived_meta(case, "prediction", kw), opacity=0.9)
     if new or layer.contour != 1:
         outline(layer, "yellow")
@@ -255,12 +252,12 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
         meta = _derived_meta(case, "relevance", kw, relevance_of=mod)
         exists = relevance_name(mod) in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
-                                   "colormap": _relevance_colormap(), **common}
-        layers.append(_upsert(viewer, relevance_name(mod), relevance[c], "image", lazy=lazy,
+                                   "colormap": relevance_colormap(), **common}
+        layers.append(upsert(viewer, relevance_name(mod), relevance[c], "image", lazy=lazy,
                               contrast_limits=lambda R=relevance[c]: limits(R), metadata=meta, **extra))
     exists = SUM_NAME in viewer.layers
-    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(), **common}
-    sum_layer = _upsert(viewer, SUM_NAME, total, "image", contrast_limits=limits(total),
+    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": relevance_colormap(), **common}
+    sum_layer = upsert(viewer, SUM_NAME, total, "image", contrast_limits=limits(total),
                         metadata=_derived_meta(case, "relevance", kw, relevance_of="sum"), **extra)
     if not exists:
         sum_layer.colorbar.visible = True
@@ -269,7 +266,7 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
     extra = {} if exists else {"visible": viewer.dims.ndisplay == 3, "blending": "additive", "colormap": "magma",
                                "rendering": "mip", **common}
     a = np.abs(total)
-    layers.append(_upsert(viewer, ABS_NAME, a, "image", lazy=lazy,
+    layers.append(upsert(viewer, ABS_NAME, a, "image", lazy=lazy,
                           contrast_limits=lambda: (0, symmetric_limit(a, percentile)),
                           metadata=_derived_meta(case, "relevance", kw, relevance_of="abs sum"), **extra))
     if not exists:
@@ -301,17 +298,13 @@ def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = 
         exists = name in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.8, "blending": "additive", "colormap": cmap,
                                    "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
-        layer = _upsert(viewer, name, d, "image", contrast_limits=(0.0, hi),
+        layer = upsert(viewer, name, d, "image", contrast_limits=(0.0, hi),
                         metadata=_derived_meta(case, "uncertainty", kw, uncertainty_of=name), **extra)
         if not exists:
             layer.colorbar.visible = True
         layers.append(layer)
     outlines_on_top(viewer)
     return layers
-
-
-#: the one layer the Concepts dock draws a conditional heatmap into (replaced in place)
-CONCEPT_NAME = "R · concept"
 
 
 def show_concept(viewer, exp, relevance: np.ndarray, what: str, percentile: float = DEFAULT_PERCENTILE):
@@ -323,17 +316,13 @@ def show_concept(viewer, exp, relevance: np.ndarray, what: str, percentile: floa
     exists = CONCEPT_NAME in viewer.layers and viewer.layers[CONCEPT_NAME].data.shape == total.shape
     if CONCEPT_NAME in viewer.layers and not exists:
         viewer.layers.remove(CONCEPT_NAME)
-    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": _relevance_colormap(),
+    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": relevance_colormap(),
                                "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
-    layer = _upsert(viewer, CONCEPT_NAME, total, "image", contrast_limits=(-m, m),
+    layer = upsert(viewer, CONCEPT_NAME, total, "image", contrast_limits=(-m, m),
                     metadata=_derived_meta(exp.case, "concept", kw, concept=what), **extra)
     layer.visible = True
     outlines_on_top(viewer)
     return layer
-
-
-def comparison_name(method: str) -> str:
-    return f"R sum · {method}"
 
 
 def show_comparison(viewer, results: dict, percentile: float = DEFAULT_PERCENTILE) -> list:
@@ -351,9 +340,9 @@ def show_comparison(viewer, results: dict, percentile: float = DEFAULT_PERCENTIL
         name = comparison_name(spec)
         exists = name in viewer.layers
         extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
-                                   "colormap": _relevance_colormap(), "scale": kw["scale"],
+                                   "colormap": relevance_colormap(), "scale": kw["scale"],
                                    "translate": kw["translate"], "units": kw["units"]}
-        layer = _upsert(viewer, name, total, "image", contrast_limits=(-m, m),
+        layer = upsert(viewer, name, total, "image", contrast_limits=(-m, m),
                         metadata=_derived_meta(exp.case, "comparison", kw, method=spec), **extra)
         layers.append(layer)
     if layers:

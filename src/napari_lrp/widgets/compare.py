@@ -12,11 +12,12 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, LineEdit, PushButton, Table
 
 from ..analysis.compare import compare, split_methods
+from ..layerdata import case_from_layers
 from ..lrp.engine import Cancelled
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
 from ._session import case_key
-from .relevance import TARGET_SPECS, TARGETS, case_from_layers
+from .relevance import TARGET_SPECS, TARGETS
 
 DEFAULT_METHODS = "lrp:paper,lrp:epsilon-gamma-box,gradient,gxi,ig:16,gradcam:encoders.3"
 COLUMNS = ("seconds", "input_inclusivity", "groundtruth_inclusivity", "morf_auc", "lerf_auc")
@@ -99,7 +100,7 @@ class CompareWidget(DockPanel):
 
     def _case_and_model(self):
         """The case on screen (read from the layers: after a case switch the new one) and the loaded model."""
-        case = self.session.case_on_screen(case_from_layers(self._viewer))
+        case = self.session.case_on_screen(case_from_layers(self._viewer.layers))
         model = self.session.model
         if model is None or case is None:
             self.set_status("load a case and a model in the Relevance dock first (Load case and model)")
@@ -139,7 +140,7 @@ class CompareWidget(DockPanel):
     def _searched(self, result):
         if self._cancel or not self._still_on_screen("searching"):
             return
-        from ..analysis.search import plot_search
+        from ..metrics.plots import plot_search
 
         self.search = result
         plot_search(result.table, fig=self.charts.figure)

@@ -8,11 +8,11 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton, Table
 from qtpy.QtCore import QTimer
 
+from ..analysis.sweep import sweep
 from ..io.atomic import replacing
 from ..lrp.filters import Filter, make_filter
 from ..metrics import input_mask, layer_mean_power, measure
 from ..metrics.plots import inclusivity_figure, perturbation_figure, signal_figure
-from ..analysis.sweep import sweep
 from ._base import DockPanel, ThemedCanvas
 from ._layers import DEFAULT_PERCENTILE, case_key_on_screen, show_relevance
 

@@ -10,30 +10,31 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidgetItem
 
-from ..pipeline import explain, predict_case
-from ..io import Case, load_case
+from ..io import load_case
+from ..layerdata import case_from_layers
 from ..lrp.blocks import block_names
 from ..lrp.engine import Cancelled
 from ..lrp.filters import FILTER_KINDS, Filter, make_filter
 from ..lrp.presets import PRESETS
 from ..metrics import dice, layer_mean_power
 from ..models import available_devices, load_model
+from ..pipeline import explain, predict_case
 from ..samples import sample_case_path, sample_model_path
 from ._base import DockPanel
 from ._layers import (
     CASE,
     ROLE,
-    _is_kind,
-    _relevance_colormap,
-    _upsert,
     case_key_on_screen,
     guard_one_case,
+    is_kind,
+    relevance_colormap,
     show_3d,
     show_case,
     show_explanation,
     show_prediction,
     show_uncertainty,
     symmetric_limit,
+    upsert,
 )
 from ._session import case_key
 
@@ -139,27 +140,6 @@ class LayerFilterTable(QTableWidget):
             if f is not None:
                 out[name] = f
         return out
-
-
-def case_from_layers(viewer) -> Case | None:
-    """The case on screen, from the modality Image layers napari-lrp opened (and their ground truth), or None."""
-    imgs = [ly for ly in viewer.layers if _is_kind(ly, "image") and ly.metadata.get(ROLE) == "image"
-            and "modality" in ly.metadata]
-    if not imgs:
-        return None
-    key = imgs[-1].metadata.get(CASE)
-    imgs = [ly for ly in imgs if ly.metadata.get(CASE) == key and ly.data.shape == imgs[-1].data.shape]
-    grid = imgs[0].metadata["napari_lrp_grid"]
-    label, values = None, None
-    for ly in viewer.layers:
-        if _is_kind(ly, "labels") and ly.metadata.get(ROLE) == "label" and ly.metadata.get(CASE) == key \
-                and ly.data.shape == imgs[0].data.shape:
-            label = np.asarray(ly.data, dtype=np.uint8)
-            values = ly.metadata.get("label_values")
-    return Case(image=np.stack([np.asarray(ly.data, np.float32) for ly in imgs]),
-                modalities=[ly.metadata["modality"] for ly in imgs], label=label, grid=grid,
-                name=imgs[0].metadata.get("case", "case"), files=list(imgs[0].metadata.get("files", [])),
-                label_values=None if values is None else tuple(values))
 
 
 class RelevanceWidget(DockPanel):
@@ -274,7 +254,7 @@ class RelevanceWidget(DockPanel):
     # ---- parameters ------------------------------------------------------------------------
     def _target_choices(self, _widget=None):
         viewer = getattr(self, "_viewer", None)
-        labels = [f"labels: {ly.name}" for ly in viewer.layers if _is_kind(ly, "labels")
+        labels = [f"labels: {ly.name}" for ly in viewer.layers if is_kind(ly, "labels")
                   and ly.metadata.get(ROLE) not in ("label", "prediction")] if viewer is not None else []
         return list(TARGETS) + labels
 
@@ -312,8 +292,8 @@ class RelevanceWidget(DockPanel):
             self._viewer.layers.remove(INSPECTOR_NAME)
         meta = {ROLE: "inspector", CASE: case_key(exp.case), "relevance_at": name}
         new = INSPECTOR_NAME not in self._viewer.layers
-        layer = _upsert(self._viewer, INSPECTOR_NAME, R, "image", contrast_limits=(-m, m), metadata=meta,
-                        **({"colormap": _relevance_colormap(), "opacity": 0.7, "scale": placed.scale,
+        layer = upsert(self._viewer, INSPECTOR_NAME, R, "image", contrast_limits=(-m, m), metadata=meta,
+                        **({"colormap": relevance_colormap(), "opacity": 0.7, "scale": placed.scale,
                             "translate": placed.translate} if new else {}))
         layer.scale, layer.translate, layer.metadata = placed.scale, placed.translate, meta
         self.set_status(f"{exp.case.name}: relevance at {name} shown as '{INSPECTOR_NAME}'")
@@ -371,11 +351,11 @@ class RelevanceWidget(DockPanel):
         if reload:
             if typed:
                 return (lambda: load_case(typed)), None, typed
-            on_screen = case_from_layers(self._viewer)
+            on_screen = case_from_layers(self._viewer.layers)
             if on_screen is not None:
                 return None, on_screen, None
             return (lambda: load_case(sample_case_path(1))), None, ""
-        plan = self.session.plan(typed, case_from_layers(self._viewer))
+        plan = self.session.plan(typed, case_from_layers(self._viewer.layers))
         if plan.load_path is None:
             return None, plan.case, None
         path = plan.load_path
