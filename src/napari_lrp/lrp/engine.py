@@ -180,9 +180,133 @@ def _in_graph(t) -> bool:
     return isinstance(t, torch.Tensor) and t.grad_fn is not None
 
 
+#: a handler's answer when its operation is not on the relevance path in this call: run it as the default does
+_DEFAULT = object()
+
+
+def _first_input(args, kwargs):
+    return args[0] if args else kwargs.get("input")
+
+
+def _on_sum(eng, func, args, kwargs):
+    """a + alpha b, a - alpha b with an operand on the relevance path: the residual rule."""
+    if len(args) < 2:
+        return _DEFAULT
+    a, b = args[0], args[1]
+    if not (_in_graph(a) or _in_graph(b)):
+        return func(*args, **kwargs)
+    sign = -1.0 if func in SUB_FUNCTIONS else 1.0
+    return eng._residual(a, b, kwargs.get("alpha", 1) * sign)
+
+
+def _on_product(eng, func, args, kwargs):
+    """a * b, a / b: the product rule; a / b with b on the relevance path has no rule (counted)."""
+    if len(args) < 2 or kwargs:
+        return _DEFAULT
+    a, b = args[0], args[1]
+    divide = func in DIV_FUNCTIONS
+    if not (_in_graph(a) or (not divide and _in_graph(b))):
+        return func(*args, **kwargs)
+    if divide and _in_graph(b):
+        eng.unhandled["div"] = eng.unhandled.get("div", 0) + 1
+        return torch.div(a, b)
+    return eng._product(a, b, divide=divide)
+
+
+def _on_multilinear(eng, func, args, kwargs):
+    return eng._multilinear(func, args, kwargs)
+
+
+def _on_attention(eng, func, args, kwargs):
+    return eng._attention(func, *args, **kwargs)
+
+
+def _on_softmax(eng, func, args, kwargs):
+    """Softmax: the CP-LRP preset treats the attention weights as constants, the others their own rule."""
+    out = func(*args, **kwargs)
+    x = _first_input(args, kwargs)
+    if not (_in_graph(x) and isinstance(out, torch.Tensor)):
+        return out
+    if eng.preset.attention == "cp-lrp":
+        return out.detach()
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    return eng._wrap_functional(Softmax(), func, x, out, {"dim": dim})
+
+
+def _on_layer_norm(eng, func, args, kwargs):
+    """F.layer_norm: the rule of an nn.LayerNorm (epsilon with the normalisation as a constant) or pass."""
+    out = func(*args, **kwargs)
+    x = _first_input(args, kwargs)
+    if not (_in_graph(x) and isinstance(out, torch.Tensor)):
+        return out
+    given = dict(zip(("input", "normalized_shape", "weight", "bias", "eps"), args)) | kwargs
+    shape = tuple(given["normalized_shape"])
+    rule = eng._functional_rule(nn.LayerNorm(shape, elementwise_affine=False))
+    ctx = {"layer_norm": (shape, given.get("weight"), given.get("eps", 1e-5))}
+    if isinstance(rule, PassThrough) or not isinstance(rule, Epsilon):
+        rule = PassThrough()
+    return eng._wrap_functional(rule, func, x, out, ctx)
+
+
+def _on_pad(eng, func, args, kwargs):
+    """Padding and masked fills route relevance by index; the padded input is still the input."""
+    out = func(*args, **kwargs)
+    x = _first_input(args, kwargs)
+    if not (_in_graph(x) and isinstance(out, torch.Tensor)):
+        return out
+    wrapped = eng._wrap_functional(Routing(), func, x, out)
+    if eng._is_input(x):
+        eng._mark_input(wrapped)
+    return wrapped
+
+
+def _on_pass(eng, func, args, kwargs):
+    """Element-wise activations and dropout: relevance passes unchanged (run out of place)."""
+    kwargs.pop("inplace", None)
+    func = INPLACE_TWINS.get(func, func)
+    if func is F.prelu or func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d):
+        out = func(*args, **kwargs)
+    else:
+        try:
+            out = func(*args, inplace=False, **kwargs)
+        except TypeError:
+            out = func(*args, **kwargs)
+    x = args[0]
+    if _in_graph(x) and isinstance(out, torch.Tensor) and out.shape == x.shape:
+        return eng._wrap_functional(PassThrough(), func, x, out)
+    return out
+
+
+def _on_linear_map(eng, func, args, kwargs):
+    """Interpolation and average pooling (epsilon 0, a fixed linear map), max pooling (winner takes all)."""
+    out = func(*args, **kwargs)
+    x = _first_input(args, kwargs)
+    if not (_in_graph(x) and isinstance(out, torch.Tensor)):
+        return out
+    linear = func in LINEAR_MAP_FUNCTIONS
+    wrapped = eng._wrap_functional(Epsilon(0.0) if linear else WinnerTakesAll(), func, x, out)
+    if linear and eng._is_input(x):
+        eng._mark_input(wrapped)  # the input resampled (a fixed model grid) is still the input
+    return wrapped
+
+
+#: the functional operations with a rule: (the table of lrp/types.py, its handler); the first table that
+#: holds a function decides (one entry here adds a kind of operation, one entry in types.py an operation)
+FUNCTIONAL_HANDLERS = (
+    (ADD_FUNCTIONS, _on_sum), (SUB_FUNCTIONS, _on_sum), (MUL_FUNCTIONS, _on_product), (DIV_FUNCTIONS, _on_product),
+    (MULTILINEAR_FUNCTIONS, _on_multilinear), (ATTENTION_FUNCTIONS, _on_attention), (SOFTMAX_FUNCTIONS, _on_softmax),
+    (LAYERNORM_FUNCTIONS, _on_layer_norm), (PAD_FUNCTIONS, _on_pad), (PASS_FUNCTIONS, _on_pass),
+    (LINEAR_MAP_FUNCTIONS, _on_linear_map), (MAXPOOL_FUNCTIONS, _on_linear_map),
+)
+_DISPATCH: dict = {}
+for _table, _handler in FUNCTIONAL_HANDLERS:
+    for _func in _table:
+        _DISPATCH.setdefault(_func, _handler)
+
+
 class _FunctionalRules(TorchFunctionMode):
     """Catches functional operations inside ``forward`` methods and wraps them with their rule
-    (the tables are in types.py)."""
+    (:data:`FUNCTIONAL_HANDLERS`); any other operation on the relevance path is counted as unhandled."""
 
     def __init__(self, engine: Propagation):
         super().__init__()
@@ -195,81 +319,11 @@ class _FunctionalRules(TorchFunctionMode):
             return kernels.run_on_kernels(func, args, kwargs)
         if eng._suspend_depth or eng._in_rule_leaf:
             return func(*args, **kwargs)
-        if (func in ADD_FUNCTIONS or func in SUB_FUNCTIONS) and len(args) >= 2:
-            a, b = args[0], args[1]
-            alpha = kwargs.get("alpha", 1)
-            if _in_graph(a) or _in_graph(b):
-                sign = -1.0 if func in SUB_FUNCTIONS else 1.0
-                return eng._residual(a, b, alpha * sign)
-            return func(*args, **kwargs)
-        if (func in MUL_FUNCTIONS or func in DIV_FUNCTIONS) and len(args) >= 2 and not kwargs:
-            a, b = args[0], args[1]
-            if _in_graph(a) or (func in MUL_FUNCTIONS and _in_graph(b)):
-                if func in DIV_FUNCTIONS and _in_graph(b):  # a / b with b on the relevance path: no rule
-                    out = torch.div(a, b)
-                    eng.unhandled["div"] = eng.unhandled.get("div", 0) + 1
-                    return out
-                return eng._product(a, b, divide=func in DIV_FUNCTIONS)
-            return func(*args, **kwargs)
-        if func in MULTILINEAR_FUNCTIONS:
-            return eng._multilinear(func, args, kwargs)
-        if func in ATTENTION_FUNCTIONS:
-            return eng._attention(func, *args, **kwargs)
-        if func in SOFTMAX_FUNCTIONS:
-            out = func(*args, **kwargs)
-            x = args[0] if args else kwargs.get("input")
-            if not (_in_graph(x) and isinstance(out, torch.Tensor)):
+        handler = _DISPATCH.get(func)
+        if handler is not None:
+            out = handler(eng, func, args, kwargs)
+            if out is not _DEFAULT:
                 return out
-            if eng.preset.attention == "cp-lrp":
-                return out.detach()  # CP-LRP: the attention weights are constants
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-            return eng._wrap_functional(Softmax(), func, x, out, {"dim": dim})
-        if func in LAYERNORM_FUNCTIONS:
-            out = func(*args, **kwargs)
-            x = args[0] if args else kwargs.get("input")
-            if not (_in_graph(x) and isinstance(out, torch.Tensor)):
-                return out
-            names = ("input", "normalized_shape", "weight", "bias", "eps")
-            given = dict(zip(names, args)) | kwargs
-            shape = tuple(given["normalized_shape"])
-            rule = eng._functional_rule(nn.LayerNorm(shape, elementwise_affine=False))
-            ctx = {"layer_norm": (shape, given.get("weight"), given.get("eps", 1e-5))}
-            if isinstance(rule, PassThrough) or not isinstance(rule, Epsilon):
-                rule = PassThrough()
-            return eng._wrap_functional(rule, func, x, out, ctx)
-        if func in PAD_FUNCTIONS:
-            out = func(*args, **kwargs)
-            x = args[0] if args else kwargs.get("input")
-            if _in_graph(x) and isinstance(out, torch.Tensor):
-                wrapped = eng._wrap_functional(Routing(), func, x, out)
-                if eng._is_input(x):
-                    eng._mark_input(wrapped)  # the padded input is still the input
-                return wrapped
-            return out
-        if func in PASS_FUNCTIONS:
-            kwargs.pop("inplace", None)
-            func = INPLACE_TWINS.get(func, func)
-            if func is F.prelu or func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d):
-                out = func(*args, **kwargs)
-            else:
-                try:
-                    out = func(*args, inplace=False, **kwargs)
-                except TypeError:
-                    out = func(*args, **kwargs)
-            x = args[0]
-            if _in_graph(x) and isinstance(out, torch.Tensor) and out.shape == x.shape:
-                return eng._wrap_functional(PassThrough(), func, x, out)
-            return out
-        if func in LINEAR_MAP_FUNCTIONS or func in MAXPOOL_FUNCTIONS:
-            out = func(*args, **kwargs)
-            x = args[0] if args else kwargs.get("input")
-            if _in_graph(x) and isinstance(out, torch.Tensor):
-                rule = Epsilon(0.0) if func in LINEAR_MAP_FUNCTIONS else WinnerTakesAll()
-                wrapped = eng._wrap_functional(rule, func, x, out)
-                if func in LINEAR_MAP_FUNCTIONS and eng._is_input(x):
-                    eng._mark_input(wrapped)  # the input resampled (a fixed model grid) is still the input
-                return wrapped
-            return out
         out = func(*args, **kwargs)
         if func in ROUTING_FUNCTIONS and args and eng._is_input(args[0]):
             eng._mark_input(out)  # padding, cropping, reshaping the input leave it the input
