@@ -164,16 +164,16 @@ def _fold(text):
     return folds[0] if len(folds) == 1 else folds
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="napari-lrp", description="Layer-wise relevance propagation for 3D "
-                                 "segmentation networks.", epilog=FILTER_SPEC_HELP)
-    sub = ap.add_subparsers(dest="command", required=True)
+def _demo_parser(sub) -> None:
     d = sub.add_parser("demo", help="napari with the sample case, the sample model and the widgets")
     d.add_argument("--headless", action="store_true", help="no window: write relevance NIfTIs and screenshots")
     d.add_argument("--out", default="demo_out", help="output folder for --headless (default demo_out)")
     d.add_argument("--model", default=None, help="another model for the demo: a path, or 'nnunet' for the sample "
                                                  "nnU-Net results folder (default: the sample card)")
     d.set_defaults(func=cmd_demo)
+
+
+def _explain_parser(sub) -> None:
     e = sub.add_parser("explain", help="explain one case", epilog=FILTER_SPEC_HELP)
     e.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")
     e.add_argument("--model", required=True, help="model card, model folder, MONAI bundle or nnU-Net results folder")
@@ -195,6 +195,9 @@ def main(argv=None) -> int:
     _modalities_option(e)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_explain)
+
+
+def _sweep_parser(sub) -> None:
     s = sub.add_parser("sweep", help="filter sweep over a cohort on dask.distributed")
     s.add_argument("cohort", help="folder of case folders")
     s.add_argument("--model", required=True)
@@ -213,6 +216,9 @@ def main(argv=None) -> int:
                    help="cases computed with another model or settings: recompute them (default) or refuse")
     _case_options(s)
     s.set_defaults(func=cmd_sweep)
+
+
+def _concepts_parser(sub) -> None:
     k = sub.add_parser("concepts", help="reference cases of a layer's channels across a cohort (concept relevance)")
     k.add_argument("cohort", help="folder of case folders")
     k.add_argument("--model", required=True)
@@ -226,6 +232,9 @@ def main(argv=None) -> int:
     k.add_argument("--device", default="cpu")
     k.add_argument("--out", required=True)
     k.set_defaults(func=cmd_concepts)
+
+
+def _compare_parser(sub) -> None:
     c = sub.add_parser("compare", help="attribution methods side by side on one case: maps and one table")
     c.add_argument("case", help="case folder, NIfTI file or 4D NIfTI")
     c.add_argument("--model", required=True)
@@ -240,7 +249,37 @@ def main(argv=None) -> int:
     _modalities_option(c)
     c.add_argument("--out", required=True)
     c.set_defaults(func=cmd_compare)
-    args = ap.parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser: demo, explain, sweep, concepts, compare.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    ap = argparse.ArgumentParser(prog="napari-lrp", description="Layer-wise relevance propagation for 3D "
+                                 "segmentation networks.", epilog=FILTER_SPEC_HELP)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add in (_demo_parser, _explain_parser, _sweep_parser, _concepts_parser, _compare_parser):
+        add(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    """Run the command line ``napari-lrp`` with ``argv``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 2 refused (the message on stderr).
+    """
+    args = parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:

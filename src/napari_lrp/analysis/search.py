@@ -24,7 +24,7 @@ from ..lrp.rules import Gamma
 from ..lrp.types import LINEAR_TYPES
 from ..pipeline import Explanation, explain
 
-__all__ = ["SearchResult", "group_layers", "lrp_search", "plot_search", "search_cohort"]
+__all__ = ["SearchResult", "group_layers", "lrp_search"]
 
 
 def group_layers(network: nn.Module, groups: Sequence[str] = ("encoder", "decoder")) -> dict[str, list[str]]:

@@ -247,36 +247,17 @@ def _scan_folder(folder: Path) -> tuple[list[tuple[str, Path]], Path | None]:
     return [(m, found[m]) for m in order], label
 
 
-def load_case(
-    path_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
-    label: str | os.PathLike | None = None,
-    modalities: Sequence[str] | None = None,
-    nonfinite: str = "error",
-    label_values: Sequence[int] | int | None = None,
-) -> Case:
-    """Load a case: a folder, a list of one-modality files, or one 4D NIfTI (modalities on axis 4).
-
-    Folders are searched recursively; ISLES-2017 (ADC, MTT, rCBF, rCBV, Tmax, TTP; label OT) and BraTS
-    names of every release (t1/t1n/T1w, t1ce/t1c/T1Gd, t2/t2w, flair/t2f; label seg) are recognised
-    case-insensitively in file and folder names (BraTS channels are named t1, t1ce, t2, flair); a folder
-    with one unrecognised image is a one-channel case named after the file. ``modalities``: for a folder,
-    the channels to take, picked by name (any spelling) in that order and named as given; for a list of
-    files or a 4D file, the name of each file or channel in order, as written. ``nonfinite``: 'error' (default) or 'zero'
-    (replace NaN/Inf by 0). ``label_values``: the value(s) of the ground-truth region in a multi-label
-    file (see :mod:`napari_lrp.io.labels`; a binary label needs none). Returns a :class:`Case` in napari
-    axis order.
-    """
-    if nonfinite not in ("error", "zero"):
-        raise ValueError("nonfinite must be 'error' or 'zero'")
+def _case_entries(path_or_paths, modalities, label_path: Path | None) -> tuple[list[tuple[str, Path]], Path | None,
+                                                                            str]:
+    """(channel name, file) per channel, the label file found beside them and the case's name."""
     entries: list[tuple[str, Path]]
-    label_path = Path(label) if label is not None else None
     if isinstance(path_or_paths, (str, os.PathLike)):
         p = Path(path_or_paths)
         if not p.exists():
             raise CaseError(f"{p}: file or folder not found")
         if p.is_dir():
-            entries, found_label = _scan_folder(p)
-            label_path = label_path or found_label
+            entries, found = _scan_folder(p)
+            label_path = label_path or found
             name = readable_name(p.name)
             if modalities is not None:  # a folder's files are picked by name, in the order asked for
                 try:
@@ -307,7 +288,12 @@ def load_case(
                                 "give each modality once, or name the channels with modalities=[...]")
             seen[mod.lower()] = q
         name = readable_name(paths[0].parent.name or nifti_stem(paths[0]))
+    return entries, label_path, name
 
+
+def _read_channels(entries: list[tuple[str, Path]], nonfinite: str) -> tuple[list[np.ndarray], list[str], Grid, Path]:
+    """The volumes and their names (a 4D file gives one per channel), on one grid: (volumes, names, grid, path of
+    the first file)."""
     volumes: list[np.ndarray] = []
     names: list[str] = []
     ref_grid: Grid | None = None
@@ -329,6 +315,34 @@ def load_case(
             volumes.append(data)
             names.append(mod)
     assert ref_grid is not None
+    return volumes, names, ref_grid, ref_path
+
+
+def load_case(
+    path_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    label: str | os.PathLike | None = None,
+    modalities: Sequence[str] | None = None,
+    nonfinite: str = "error",
+    label_values: Sequence[int] | int | None = None,
+) -> Case:
+    """Load a case: a folder, a list of one-modality files, or one 4D NIfTI (modalities on axis 4).
+
+    Folders are searched recursively; ISLES-2017 (ADC, MTT, rCBF, rCBV, Tmax, TTP; label OT) and BraTS
+    names of every release (t1/t1n/T1w, t1ce/t1c/T1Gd, t2/t2w, flair/t2f; label seg) are recognised
+    case-insensitively in file and folder names (BraTS channels are named t1, t1ce, t2, flair); a folder
+    with one unrecognised image is a one-channel case named after the file. ``modalities``: for a folder,
+    the channels to take, picked by name (any spelling) in that order and named as given; for a list of
+    files or a 4D file, the name of each file or channel in order, as written. ``nonfinite``: 'error' (default) or 'zero'
+    (replace NaN/Inf by 0). ``label_values``: the value(s) of the ground-truth region in a multi-label
+    file (see :mod:`napari_lrp.io.labels`; a binary label needs none). Returns a :class:`Case` in napari
+    axis order.
+    """
+    if nonfinite not in ("error", "zero"):
+        raise ValueError("nonfinite must be 'error' or 'zero'")
+    label_path = Path(label) if label is not None else None
+    entries, found_label, name = _case_entries(path_or_paths, modalities, label_path)
+    label_path = label_path or found_label
+    volumes, names, ref_grid, ref_path = _read_channels(entries, nonfinite)
     if modalities is not None:
         if len(modalities) != len(volumes):
             raise CaseError(

@@ -557,6 +557,67 @@ def _labels(dataset: dict, source: str) -> tuple[list[str], str]:
     return [k for k, _v in order], "softmax"
 
 
+def _channel_names(dataset: dict, where: Path) -> list[str]:
+    """dataset.json's channel names in input order ('0', '1', ... -> name), checked."""
+    channel_names = dataset.get("channel_names") or dataset.get("modality")
+    if not isinstance(channel_names, dict) or not channel_names:
+        raise ModelError(f"{where}: no 'channel_names' (index -> name)")
+    if sorted(channel_names) != [str(i) for i in range(len(channel_names))] or not all(
+            isinstance(v, str) and v.strip() for v in channel_names.values()):
+        raise ModelError(f"{where}: field 'channel_names' is {channel_names!r:.120}; it maps each "
+                         "input index '0', '1', ... to a channel name (non-empty text)")
+    return check_channel_names([str(channel_names[k]) for k in sorted(channel_names, key=int)], str(where),
+                               "channel_names")
+
+
+def _check_stage(cfg: dict, name: str, where: Path) -> None:
+    """A single-stage 3D configuration with the keys the pipeline reads."""
+    for key in ("patch_size", "spacing", "normalization_schemes"):
+        if key not in cfg:
+            raise ModelError(f"{where}: configuration {name!r} lacks {key!r}")
+    if cfg.get("previous_stage"):
+        raise ModelError(f"{where}: configuration {name!r} is a cascade stage (previous_stage "
+                         f"{cfg['previous_stage']!r}: its input holds the previous stage's segmentation); "
+                         "napari-lrp explains single-stage configurations (3d_fullres, 3d_lowres) for now")
+    if len(cfg["patch_size"]) != 3:
+        raise ModelError(f"{where}: configuration {name!r} is {len(cfg['patch_size'])}D; "
+                         "napari-lrp explains 3D configurations (3d_fullres, 3d_lowres)")
+
+
+def _fold_network(cfg: dict, n_in: int, n_out: int, source: str, path: Path, ckpt: dict) -> nn.Module:
+    """One fold's network with its checkpoint's weights (sizes checked before by ``_check_sizes``)."""
+    net = build_nnunet_network(cfg, n_in, n_out, source, sized=True)
+    sd = ckpt["network_weights"]
+    if sd and all(k.startswith("_orig_mod.") for k in sd):  # torch.compile'd training
+        sd = {k[len("_orig_mod."):]: v for k, v in sd.items()}
+    check_finite_weights(sd, path)
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: the weights do not fit the network plans.json describes "
+                         f"({str(exc).splitlines()[0]})") from exc
+    return net
+
+
+def _check_plan(plan: NnUNetPlan, cfg: dict, where: Path) -> None:
+    """The resampling and normalisation the plan asks for are the ones reproduced here."""
+    for key in ("resampling_fn_data", "resampling_fn_probabilities"):
+        fn = cfg.get(key, "resample_data_or_seg_to_shape")
+        if fn != "resample_data_or_seg_to_shape":
+            raise ModelError(f"{where}: {key} = {fn!r}; napari-lrp reproduces nnU-Net's default "
+                             "resample_data_or_seg_to_shape only")
+    for c, scheme in enumerate(plan.normalization_schemes):
+        props = plan.intensity_properties.get(str(c))
+        if scheme == "CTNormalization" and not (isinstance(props, dict) and all(
+                isinstance(props.get(k), (int, float)) for k in ("percentile_00_5", "percentile_99_5", "mean", "std"))):
+            raise ModelError(f"{where}: channel {c} uses CTNormalization but "
+                             f"'foreground_intensity_properties_per_channel.{c}' lacks percentile_00_5, "
+                             "percentile_99_5, mean or std (nnU-Net's fingerprint writes them)")
+    unknown = [s for s in plan.normalization_schemes if s not in NORMALISATIONS]
+    if unknown:
+        raise ModelError(f"{where}: normalisation scheme {unknown[0]!r} is not one of {', '.join(NORMALISATIONS)}")
+
+
 def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, checkpoint: str = "checkpoint_final.pth",
                 mirroring: bool = False, trust: bool = False) -> Model:
     """A :class:`Model` from an nnU-Net v2 results folder.
@@ -580,42 +641,13 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     ckpts = [_load_checkpoint(p, trust) for p in paths]
     name = _configuration_name(folder, ckpts[0], plans)
     cfg = _configuration(plans, name, str(folder / "plans.json"))
-    channel_names = dataset.get("channel_names") or dataset.get("modality")
-    if not isinstance(channel_names, dict) or not channel_names:
-        raise ModelError(f"{folder / 'dataset.json'}: no 'channel_names' (index -> name)")
-    if sorted(channel_names) != [str(i) for i in range(len(channel_names))] or not all(
-            isinstance(v, str) and v.strip() for v in channel_names.values()):
-        raise ModelError(f"{folder / 'dataset.json'}: field 'channel_names' is {channel_names!r:.120}; it maps each "
-                         "input index '0', '1', ... to a channel name (non-empty text)")
-    modalities = check_channel_names([str(channel_names[k]) for k in sorted(channel_names, key=int)],
-                                     str(folder / "dataset.json"), "channel_names")
+    modalities = _channel_names(dataset, folder / "dataset.json")
     classes, activation = _labels(dataset, str(folder / "dataset.json"))
     n_out = len(classes)
-    for key in ("patch_size", "spacing", "normalization_schemes"):
-        if key not in cfg:
-            raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} lacks {key!r}")
-    if cfg.get("previous_stage"):
-        raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} is a cascade stage (previous_stage "
-                         f"{cfg['previous_stage']!r}: its input holds the previous stage's segmentation); "
-                         "napari-lrp explains single-stage configurations (3d_fullres, 3d_lowres) for now")
-    if len(cfg["patch_size"]) != 3:
-        raise ModelError(f"{folder / 'plans.json'}: configuration {name!r} is {len(cfg['patch_size'])}D; "
-                         "napari-lrp explains 3D configurations (3d_fullres, 3d_lowres)")
+    _check_stage(cfg, name, folder / "plans.json")
     _check_configuration(cfg, name, len(modalities), folder / "plans.json")
     _check_sizes(cfg, name, len(modalities), n_out, folder / "plans.json")
-    nets = []
-    for path, ckpt in zip(paths, ckpts):
-        net = build_nnunet_network(cfg, len(modalities), n_out, source, sized=True)  # _check_sizes did
-        sd = ckpt["network_weights"]
-        if sd and all(k.startswith("_orig_mod.") for k in sd):  # torch.compile'd training
-            sd = {k[len("_orig_mod."):]: v for k, v in sd.items()}
-        check_finite_weights(sd, path)
-        try:
-            net.load_state_dict(sd)
-        except RuntimeError as exc:
-            raise ModelError(f"{path}: the weights do not fit the network plans.json describes "
-                             f"({str(exc).splitlines()[0]})") from exc
-        nets.append(net)
+    nets = [_fold_network(cfg, len(modalities), n_out, source, path, ckpt) for path, ckpt in zip(paths, ckpts)]
     mirror_axes = ckpts[0].get("inference_allowed_mirroring_axes")
     plan = NnUNetPlan(
         folder=source, configuration=name, transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))),
@@ -630,22 +662,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
                                                                                        "force_separate_z": None}),
         mirror_axes=None if mirror_axes is None else tuple(int(a) for a in mirror_axes), mirroring=bool(mirroring),
         folds=[f.name for f in folds], checkpoints=[str(p) for p in paths])
-    for key in ("resampling_fn_data", "resampling_fn_probabilities"):
-        fn = cfg.get(key, "resample_data_or_seg_to_shape")
-        if fn != "resample_data_or_seg_to_shape":
-            raise ModelError(f"{folder / 'plans.json'}: {key} = {fn!r}; napari-lrp reproduces nnU-Net's default "
-                             "resample_data_or_seg_to_shape only")
-    for c, scheme in enumerate(plan.normalization_schemes):
-        props = plan.intensity_properties.get(str(c))
-        if scheme == "CTNormalization" and not (isinstance(props, dict) and all(
-                isinstance(props.get(k), (int, float)) for k in ("percentile_00_5", "percentile_99_5", "mean", "std"))):
-            raise ModelError(f"{folder / 'plans.json'}: channel {c} uses CTNormalization but "
-                             f"'foreground_intensity_properties_per_channel.{c}' lacks percentile_00_5, "
-                             "percentile_99_5, mean or std (nnU-Net's fingerprint writes them)")
-    unknown = [s for s in plan.normalization_schemes if s not in NORMALISATIONS]
-    if unknown:
-        raise ModelError(f"{folder / 'plans.json'}: normalisation scheme {unknown[0]!r} is not one of "
-                         f"{', '.join(NORMALISATIONS)}")
+    _check_plan(plan, cfg, folder / "plans.json")
     network = nets[0] if len(nets) == 1 else FoldEnsemble(nets)
     if mirroring and plan.mirror_axes:
         network = MirroredNetwork(network, plan.mirror_axes)

@@ -60,6 +60,28 @@ class InclusivityWidget(DockPanel):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
+        self._build_view_controls()
+        self._build_actions()
+        self.add(self.kind, self.alpha, self.percentile, self.tau_r, self.tau_x, self.table, self.mp_table,
+                 self.sweep_placement, self.sweep_button, self.faithfulness_button, self.chart, self.csv_path,
+                 self.export_button,
+                 self.save_dir, self.save_button, self.status)
+        self.charts = ThemedCanvas(napari_viewer, figsize=(5, 6), min_height=340,
+                                   placeholder="Sweep draws the paper's charts here")
+        self.figure, self.canvas = self.charts.figure, self.charts.canvas
+        self.add_native(self.canvas)
+        self.set_status("run the Relevance widget first")
+        self.coefficients = None  # the DataFrame shown in the table
+        self.sweep_table = None
+        self.updates = 0  # how many times the table was recomputed
+        self._mask_key, self._mask = None, None
+        self._truth_of, self._truth = None, None
+        self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button]
+        self.curves = None  # the last faithfulness curves
+        self._connect()
+
+    def _build_view_controls(self) -> None:
+        """The heatmap filter, colour limit, thresholds and the two tables."""
         self.kind = ComboBox(label="heatmap filter", choices=("clamp", "pass", "amplify", "none"), value="clamp",
                              tooltip="A filter on the shown heatmap (it replaces the run's input filter): clamp "
                                      "limits |relevance| to alpha of its maximum, pass keeps only values up to "
@@ -84,6 +106,9 @@ class InclusivityWidget(DockPanel):
         self.mp_table = Table(value={"data": [], "index": [], "columns": []}, label="mean power per layer")
         self.mp_table.tooltip = COLUMN_TIPS["MP"]
         self.mp_table.native.setMinimumHeight(220)
+
+    def _build_actions(self) -> None:
+        """Sweep, chart choice, Faithfulness, Export and Save."""
         self.sweep_placement = ComboBox(label="sweep filter at", choices=("input", "blocks"), value="input",
                                         tooltip="input: every filter of the authors' grids on the heatmap; blocks: "
                                                 "after every block of the network (one backward pass each).")
@@ -113,22 +138,9 @@ class InclusivityWidget(DockPanel):
                                       tooltip="Write the relevance maps as shown (per modality and their sum), the "
                                               "prediction, the coefficients and the settings JSON that reproduces "
                                               "the run; the folder is replaced as one unit.")
-        self.add(self.kind, self.alpha, self.percentile, self.tau_r, self.tau_x, self.table, self.mp_table,
-                 self.sweep_placement, self.sweep_button, self.faithfulness_button, self.chart, self.csv_path,
-                 self.export_button,
-                 self.save_dir, self.save_button, self.status)
-        self.charts = ThemedCanvas(napari_viewer, figsize=(5, 6), min_height=340,
-                                   placeholder="Sweep draws the paper's charts here")
-        self.figure, self.canvas = self.charts.figure, self.charts.canvas
-        self.add_native(self.canvas)
-        self.set_status("run the Relevance widget first")
-        self.coefficients = None  # the DataFrame shown in the table
-        self.sweep_table = None
-        self.updates = 0  # how many times the table was recomputed
-        self._mask_key, self._mask = None, None
-        self._truth_of, self._truth = None, None
-        self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button]
-        self.curves = None  # the last faithfulness curves
+
+    def _connect(self) -> None:
+        """The throttled update, the buttons, and the session's explanation and case."""
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(THROTTLE_MS)

@@ -147,6 +147,24 @@ class RelevanceWidget(DockPanel):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
+        self._build_inputs()
+        uncertainty_row = self._build_uncertainty()
+        bulk_buttons = self._build_filters()
+        self._build_run_controls()
+        self.add(self.case_path, self.model_path, self.device, self.load_button, self.preset, self.target,
+                 self.target_class, self.uncertainty, uncertainty_row, self.scope, self.signs, self.output_filter,
+                 self.input_filter, self.bulk, bulk_buttons)
+        self.table = LayerFilterTable()
+        self.add_native(self.table)
+        run_row = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
+        self.add(run_row, self.status, Container(widgets=[self.orientation, self.view_3d], layout="horizontal"),
+                 self.inspect, self.inspect_button)
+        self.place_native_before(self.table, run_row)  # the filter table above Run, after the bulk buttons
+        self._busy_controls = [self.run_button, self.load_button]
+        self._connect(napari_viewer)
+
+    def _build_inputs(self) -> None:
+        """Case, model, device, Load; rules, target, class; how filters normalise."""
         self.case_path = FileEdit(label="case folder", mode="d", value="",
                                   tooltip="A folder with one NIfTI file per modality (and the lesion mask). Empty: "
                                           "the case shown in the viewer (File > Open Sample, or a dropped "
@@ -179,6 +197,9 @@ class RelevanceWidget(DockPanel):
         self.signs = ComboBox(label="signs", choices=("joint", "separate"), value="joint",
                               tooltip="joint: positive and negative relevance share one maximum; separate: each "
                                       "sign is normalised by its own maximum.")
+
+    def _build_uncertainty(self) -> Container:
+        """The uncertainty choice and its row of draws, rate and seed."""
         self.uncertainty = ComboBox(label="uncertainty", choices=UNCERTAINTY, value="none",
                                     tooltip="none: one deterministic run. MC dropout: T runs with dropout sampling "
                                             "(Gal and Ghahramani 2016); flips (TTA): the 8 flips of the volume "
@@ -193,7 +214,10 @@ class RelevanceWidget(DockPanel):
                                               "approximation: it was not trained with it).")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1,
                             tooltip="The random seed of the draws: the same seed gives the same draws.")
-        uncertainty_row = Container(widgets=[self.draws, self.dropout_p, self.seed], layout="horizontal")
+        return Container(widgets=[self.draws, self.dropout_p, self.seed], layout="horizontal")
+
+    def _build_filters(self) -> Container:
+        """Output, input and bulk filters and the bulk buttons' row."""
         self.output_filter = FilterRow("output filter")
         self.output_filter.tooltip = "A filter on the starting relevance at the network's output. " + FILTER_TIP
         self.input_filter = FilterRow("input filter")
@@ -204,8 +228,11 @@ class RelevanceWidget(DockPanel):
                                                                           "encoder block (the paper's setting).")
         self.bulk_all = PushButton(text="every block", tooltip="Put the bulk filter after every block.")
         self.bulk_clear = PushButton(text="clear", tooltip="Remove every per-layer filter.")
-        bulk_buttons = Container(widgets=[self.bulk_encoder, self.bulk_all, self.bulk_clear], layout="horizontal",
+        return Container(widgets=[self.bulk_encoder, self.bulk_all, self.bulk_clear], layout="horizontal",
                                  labels=False)
+
+    def _build_run_controls(self) -> None:
+        """Layer inspector, Run, Cancel, 3D view and orientation."""
         self.inspect = ComboBox(label="layer inspector", choices=self._kept_choices,
                                 tooltip="Relevance at a block's output (sum over its channels), shown as one "
                                         "image layer over the case; blocks first.")
@@ -221,16 +248,9 @@ class RelevanceWidget(DockPanel):
         self.orientation = ComboBox(label="view", choices=("radiological", "neurological"), value="radiological",
                                     tooltip="radiological: the patient's right on the screen's left (as ITK-SNAP "
                                             "and 3D Slicer); neurological: the patient's right on the right.")
-        self.add(self.case_path, self.model_path, self.device, self.load_button, self.preset, self.target,
-                 self.target_class, self.uncertainty, uncertainty_row, self.scope, self.signs, self.output_filter,
-                 self.input_filter, self.bulk, bulk_buttons)
-        self.table = LayerFilterTable()
-        self.add_native(self.table)
-        run_row = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
-        self.add(run_row, self.status, Container(widgets=[self.orientation, self.view_3d], layout="horizontal"),
-                 self.inspect, self.inspect_button)
-        self.place_native_before(self.table, run_row)  # the filter table above Run, after the bulk buttons
-        self._busy_controls = [self.run_button, self.load_button]
+
+    def _connect(self, napari_viewer) -> None:
+        """Buttons to their actions; the session's case and the viewer's layers to the dock."""
         self.load_button.changed.connect(self.load)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
