@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..io.case import Case
-from ..lrp.blocks import block_names
+from ..lrp.blocks import block_names, loose_layers
 from ..models.card import Model
 from ..pipeline import Explanation, explain
 
@@ -56,9 +56,7 @@ def randomisation_steps(network: nn.Module) -> list[str]:
     """The network's blocks from the output down (the order of a cascading randomisation), then any layer
     with weights outside them (e.g. the head) first of all."""
     blocks = block_names(network)
-    inside = {n for b in blocks for n, _ in dict(network.named_modules())[b].named_modules(prefix=b)}
-    loose = [n for n, m in network.named_modules() if n and n not in inside and not list(m.children())
-             and list(m.parameters(recurse=False))]
+    loose = loose_layers(network)
     # the loose layers in reverse definition order (the head is defined last), then the blocks from the top
     return list(reversed(loose)) + list(reversed(blocks))
 

@@ -19,24 +19,28 @@ import pandas as pd
 from torch import nn
 
 from ..io.case import Case
-from ..lrp.blocks import block_names
+from ..lrp.blocks import block_layers
 from ..lrp.rules import Gamma
-from ..lrp.types import LINEAR_TYPES
 from ..pipeline import Explanation, explain
 
 __all__ = ["SearchResult", "group_layers", "lrp_search"]
 
 
 def group_layers(network: nn.Module, groups: Sequence[str] = ("encoder", "decoder")) -> dict[str, list[str]]:
-    """{group: names of the convolutions inside its blocks} for groups 'encoder', 'decoder' (or 'all')."""
-    modules = dict(network.named_modules())
-    out = {}
-    for g in groups:
-        names = []
-        for b in block_names(network, g):
-            names += [f"{b}.{n}" if n else b for n, m in modules[b].named_modules() if isinstance(m, LINEAR_TYPES)]
-        out[g] = names
-    return out
+    """{group: names of the convolutions inside its blocks} for groups 'encoder', 'decoder' (or 'all').
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network.
+    groups : sequence of str
+        Group names of :func:`~napari_lrp.lrp.blocks.block_names`.
+
+    Returns
+    -------
+    dict[str, list[str]]
+    """
+    return {g: block_layers(network, g) for g in groups}
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""The blocks of a U-Net (the paper's filter placement "after every block")."""
+"""The blocks of a U-Net (the paper's filter placement "after every block") and the layers around them.
+
+The one place that says which modules a filter, a rule group or a randomisation step can name: the blocks
+(:func:`block_names`), the linear layers inside a group of blocks (:func:`block_layers`), every layer a
+filter can follow (:func:`filterable_layers`) and the layers with weights outside the blocks
+(:func:`loose_layers`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from torch import nn
 from .filters import Filter
 from .types import LINEAR_TYPES
 
-__all__ = ["block_names", "every_block"]
+__all__ = ["block_layers", "block_names", "every_block", "filterable_layers", "loose_layers"]
 
 
 def block_names(module: nn.Module, which: str = "all") -> list[str]:
@@ -29,3 +35,63 @@ def block_names(module: nn.Module, which: str = "all") -> list[str]:
 def every_block(module: nn.Module, f: Filter, which: str = "all") -> dict[str, Filter]:
     """{block name: f} for every block of ``module`` (see :func:`block_names`)."""
     return {n: f for n in block_names(module, which)}
+
+
+def block_layers(module: nn.Module, which: str = "all") -> list[str]:
+    """The convolutions and linear layers inside the blocks of one group.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    which : str
+        'all', 'encoder' or 'decoder' (see :func:`block_names`).
+
+    Returns
+    -------
+    list of str
+        Module names, block by block in forward order.
+    """
+    modules = dict(module.named_modules())
+    out = []
+    for b in block_names(module, which):
+        out += [f"{b}.{n}" if n else b for n, m in modules[b].named_modules() if isinstance(m, LINEAR_TYPES)]
+    return out
+
+
+def filterable_layers(module: nn.Module) -> list[str]:
+    """Every layer a filter can follow, as a layer table lists them: the blocks, then the single layers
+    with weights that are not blocks.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    list of str
+        Module names.
+    """
+    names = block_names(module)
+    seen = set(names)
+    return names + [n for n, m in module.named_modules()
+                    if n and n not in seen and next(iter(m.children()), None) is None and hasattr(m, "weight")]
+
+
+def loose_layers(module: nn.Module) -> list[str]:
+    """The layers with weights outside every block (a segmentation head, a stem), in definition order.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    list of str
+        Module names.
+    """
+    inside = {n for b in block_names(module) for n, _ in dict(module.named_modules())[b].named_modules(prefix=b)}
+    return [n for n, m in module.named_modules() if n and n not in inside and not list(m.children())
+            and list(m.parameters(recurse=False))]

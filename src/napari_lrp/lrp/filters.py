@@ -23,12 +23,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-__all__ = ["FILTER_KINDS", "FILTER_SPEC_HELP", "Filter", "Identity", "Pass", "Clamp", "Amplify", "default_grid",
-           "filters_from_specs", "format_filter", "heatmap", "make_filter", "parse_filter"]
+__all__ = ["FILTER_KINDS", "FILTER_SPEC_HELP", "Amplify", "Clamp", "Filter", "Identity", "Pass", "default_grid",
+           "describe_filter", "filters_from_specs", "format_filter", "heatmap", "heatmap_filter", "make_filter",
+           "parse_filter"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Filter:
 
     scope: str = "sample"
     signs: str = "joint"
+    #: the filter's kind as specs and menus name it
+    kind: ClassVar[str] = ""
 
     def __post_init__(self):
         if self.scope not in ("sample", "channel"):
@@ -46,6 +50,10 @@ class Filter:
 
     def apply(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """The filter on a heatmap in words (for status lines)."""
+        return f"heatmap: {self.kind} filter"
 
     def apply_scaled(self, R: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
         """The same as N * apply(R / N), with the thresholds scaled by N instead (fewer passes)."""
@@ -78,6 +86,12 @@ class Filter:
 class Identity(Filter):
     """No change."""
 
+    kind: ClassVar[str] = "identity"
+
+    def describe(self) -> str:
+        """The filter in words."""
+        return "heatmap: the run's relevance as it is"
+
     def __call__(self, R):
         return R
 
@@ -108,6 +122,12 @@ class _Band(Filter):
 class Pass(_Band):
     """pass(a1, a2): keep r where a1 <= |r| <= a2, else 0. The paper's alpha-pass is Pass(0, alpha)."""
 
+    kind: ClassVar[str] = "pass"
+
+    def describe(self) -> str:
+        """The filter in words."""
+        return f"heatmap: only relevance up to {self.a2:g} of the maximum kept"
+
     def apply(self, r):
         a = r.abs()
         return torch.where((a >= self.a1) & (a <= self.a2), r, torch.zeros_like(r))
@@ -121,6 +141,12 @@ class Pass(_Band):
 @dataclass(frozen=True, init=False)
 class Clamp(_Band):
     """clamp(a1, a2): r' = sign(r) * min(max(|r|, a1), a2) for r != 0; 0 stays 0. alpha-clamp = Clamp(0, alpha)."""
+
+    kind: ClassVar[str] = "clamp"
+
+    def describe(self) -> str:
+        """The filter in words."""
+        return f"heatmap: relevance clamped at {self.a2:g} of the maximum"
 
     def apply(self, r):
         return torch.sign(r) * r.abs().clamp(min=self.a1, max=self.a2)
@@ -136,6 +162,11 @@ class Amplify(Filter):
 
     alpha: float = 0.5
     A: float = 2.0
+    kind: ClassVar[str] = "amplify"
+
+    def describe(self) -> str:
+        """The filter in words."""
+        return f"heatmap: relevance above {self.alpha:g} of the maximum doubled"
 
     def __init__(self, alpha: float = 0.5, A: float = 2.0, scope: str = "sample", signs: str = "joint"):
         if not (math.isfinite(float(alpha)) and math.isfinite(float(A)) and float(alpha) >= 0):
@@ -177,6 +208,41 @@ PASS_GRID = [(0, .05), (0, .1), (0, .2), (0, .4), (0, .6), (.05, 1), (.1, 1), (.
 CLAMP_GRID = [(0, .05), (0, .1), (0, .2), (0, .4), (0, .6)]
 AMPLIFY_GRID = [(0.5, 2), (0.7, 2)]
 _GRIDS = {"pass": PASS_GRID, "clamp": CLAMP_GRID, "amplify": AMPLIFY_GRID}
+
+
+def heatmap_filter(kind: str, alpha: float) -> Filter | None:
+    """The one-slider filter on a final heatmap: clamp(0, alpha), pass(0, alpha), amplify(alpha, 2) or none.
+
+    Parameters
+    ----------
+    kind : str
+        'clamp', 'pass', 'amplify' or 'none'.
+    alpha : float
+        The slider, a fraction of the maximum |relevance|.
+
+    Returns
+    -------
+    Filter or None
+        None for 'none'; it replaces a run's own 'input' filter (see :func:`heatmap`).
+    """
+    if kind == "amplify":
+        return make_filter(kind, alpha, 2.0)
+    return make_filter(kind, 0.0, alpha)
+
+
+def describe_filter(f: Filter | None) -> str:
+    """A heatmap filter in words, for status lines.
+
+    Parameters
+    ----------
+    f : Filter or None
+        The filter (None: no heatmap filter).
+
+    Returns
+    -------
+    str
+    """
+    return "no heatmap filter: the run's relevance as it is" if f is None else f.describe()
 
 
 def default_grid(kinds=("pass", "clamp", "amplify"), scope: str = "sample", signs: str = "joint") -> list[Filter]:
@@ -236,7 +302,7 @@ def format_filter(place: str, f: Filter) -> str:
     elif isinstance(f, Amplify):
         body = f"amplify:{f.alpha!r}:{f.A!r}"
     else:
-        body = f"{type(f).__name__.lower()}:{f.a1!r}:{f.a2!r}"
+        body = f"{f.kind}:{f.a1!r}:{f.a2!r}"
     if f.scope != "sample":
         body += f":{f.scope}"
     if f.signs != "joint":

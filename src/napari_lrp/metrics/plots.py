@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["inclusivity_figure", "signal_figure", "mean_power_figure", "perturbation_figure"]
+__all__ = ["inclusivity_figure", "mean_power_figure", "perturbation_figure", "plot_search", "signal_figure"]
 
 #: bar colours that read on napari's dark and light themes alike
 INPUT_COLOUR = "#4db8ff"

@@ -20,6 +20,14 @@ def case_key(case) -> str:
     return case.key
 
 
+#: the target picker's entries and what each explains (explain's target specs), in menu order; a drawn
+#: labels layer adds "drawn: <layer name>" entries after them
+TARGET_LABELS = {"predicted region": "region", "ground truth": "groundtruth", "whole output": "output",
+                 "false negatives (missed)": "false-negative", "false positives": "false-positive",
+                 "border 2 mm": "border:2", "largest predicted lesion": "component:1",
+                 "largest ground-truth lesion": "gt-component:1"}
+
+
 @dataclass
 class LayerState:
     """Per-viewer layer bookkeeping: updates waiting for a hidden layer to be shown, the case on screen."""
@@ -61,10 +69,28 @@ class Session:
         self.layers = LayerState()
 
     # ---- decisions -------------------------------------------------------------------------
-    def plan(self, typed_path: str, on_screen) -> RunPlan:
-        """Which case a Run explains. typed_path: the case-folder field ('' when empty); on_screen: the
-        case read from the viewer's layers (or None)."""
+    def plan(self, typed_path: str, on_screen, reload: bool = False) -> RunPlan:
+        """Which case a Run (or, with ``reload``, a Load) acts on.
+
+        Parameters
+        ----------
+        typed_path : str
+            The case-folder field ('' when empty).
+        on_screen : Case or None
+            The case read from the viewer's layers.
+        reload : bool
+            Load: the typed folder is loaded again even when it is the one loaded; without one, the case
+            on screen is taken as it is, else sample case 1.
+
+        Returns
+        -------
+        RunPlan
+        """
         typed = typed_path if typed_path not in ("", ".") else ""
+        if reload:
+            if typed:
+                return RunPlan(load_path=typed)
+            return RunPlan(load_path=None, case=on_screen) if on_screen is not None else RunPlan(load_path="")
         if typed and typed != self.loaded_path:
             return RunPlan(load_path=typed)
         if on_screen is not None:

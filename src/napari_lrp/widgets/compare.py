@@ -16,8 +16,7 @@ from ..layerdata import case_from_layers
 from ..lrp.engine import Cancelled
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
-from ._session import case_key
-from .relevance import TARGET_SPECS, TARGETS
+from ._session import TARGET_LABELS, case_key
 
 DEFAULT_METHODS = "lrp:paper,lrp:epsilon-gamma-box,gradient,gxi,ig:16,gradcam:encoders.3"
 COLUMNS = ("seconds", "input_inclusivity", "groundtruth_inclusivity", "morf_auc", "lerf_auc")
@@ -33,7 +32,7 @@ class CompareWidget(DockPanel):
                                         "(integrated gradients), sg[:SAMPLES] (SmoothGrad), gbp (guided "
                                         "backpropagation, ReLU networks), gradcam:LAYER, occlusion[:CxZxYxX], or "
                                         "NAME:key=value,key=value.")
-        self.target = ComboBox(label="target", choices=TARGETS, value=TARGETS[0],
+        self.target = ComboBox(label="target", choices=tuple(TARGET_LABELS), value="predicted region",
                                tooltip="What every method explains: the predicted region of the class, the "
                                        "ground-truth region or the whole output.")
         self.faithfulness = CheckBox(label="faithfulness (MoRF / LeRF)", value=True,
@@ -116,8 +115,7 @@ class CompareWidget(DockPanel):
         return False
 
     def _target(self) -> str:
-        return {"predicted region": "region", "ground truth": "groundtruth", "whole output": "output",
-                **TARGET_SPECS}[self.target.value]
+        return TARGET_LABELS[self.target.value]
 
     def run_search(self):
         from napari.qt.threading import create_worker

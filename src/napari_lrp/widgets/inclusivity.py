@@ -10,7 +10,7 @@ from qtpy.QtCore import QTimer
 
 from ..analysis.sweep import sweep
 from ..io.atomic import replacing
-from ..lrp.filters import Filter, make_filter
+from ..lrp.filters import Filter, describe_filter, heatmap_filter
 from ..metrics import input_mask, layer_mean_power, measure
 from ..metrics.plots import inclusivity_figure, perturbation_figure, signal_figure
 from ._base import DockPanel, ThemedCanvas
@@ -27,26 +27,6 @@ COLUMN_TIPS = {
           "evidence for the class)",
     "MP": "mean power: how much the strongest 20 % of the relevance stand out from the rest (1 = not at all)",
 }
-
-
-def heatmap_filter(kind: str, alpha: float) -> Filter | None:
-    """The slider's filter on the final heatmap: clamp(0, alpha), pass(0, alpha), amplify(alpha, 2) or none.
-    It replaces the run's own 'input' filter (see :func:`napari_lrp.lrp.filters.heatmap`)."""
-    if kind == "amplify":
-        return make_filter(kind, alpha, 2.0)
-    return make_filter(kind, 0.0, alpha)
-
-
-def describe_filter(f: Filter | None) -> str:
-    """A filter in words, for the status line."""
-    if f is None:
-        return "no heatmap filter: the run's relevance as it is"
-    kind = type(f).__name__.lower()
-    if kind == "amplify":
-        return f"heatmap: relevance above {f.alpha:g} of the maximum doubled"
-    if kind == "clamp":
-        return f"heatmap: relevance clamped at {f.a2:g} of the maximum"
-    return f"heatmap: only relevance up to {f.a2:g} of the maximum kept"
 
 
 def _fmt(v) -> str:

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidget
 
 from ..io import load_case
 from ..layerdata import case_from_layers
-from ..lrp.blocks import block_names
+from ..lrp.blocks import block_names, filterable_layers
 from ..lrp.engine import Cancelled
 from ..lrp.filters import FILTER_KINDS, Filter, make_filter
 from ..lrp.presets import PRESETS
@@ -36,14 +36,9 @@ from ._layers import (
     symmetric_limit,
     upsert,
 )
-from ._session import case_key
+from ._session import TARGET_LABELS, case_key
 
-TARGETS = ("predicted region", "ground truth", "whole output", "false negatives (missed)",
-           "false positives", "border 2 mm", "largest predicted lesion", "largest ground-truth lesion")
-#: the target picker's entries beyond the first three, as explain's target specs
-TARGET_SPECS = {"false negatives (missed)": "false-negative", "false positives": "false-positive",
-                "border 2 mm": "border:2", "largest predicted lesion": "component:1",
-                "largest ground-truth lesion": "gt-component:1"}
+TARGETS = tuple(TARGET_LABELS)
 UNCERTAINTY = ("none", "MC dropout", "flips (TTA)")
 FILTER_TIP = ("Filters act on relevance normalised by its maximum |R|: pass keeps values with alpha1 <= |r| <= "
               "alpha2 and sets the rest to 0; clamp limits |r| to [alpha1, alpha2]; amplify multiplies values "
@@ -84,11 +79,9 @@ class LayerFilterTable(QTableWidget):
         self.setToolTip("One filter per layer, applied to the relevance that layer hands to its inputs "
                         "(blocks first, then single layers). " + FILTER_TIP)
 
-    def set_layers(self, network, shapes: dict | None = None, blocks: list[str] | None = None):
-        names = list(blocks or [])
-        for name, m in network.named_modules():
-            if name and name not in names and next(iter(m.children()), None) is None and hasattr(m, "weight"):
-                names.append(name)
+    def set_layers(self, network, shapes: dict | None = None):
+        """One row per layer a filter can follow (blocks first), with its type and output shape."""
+        names = filterable_layers(network)
         self.setRowCount(len(names))
         types = dict(network.named_modules())
         for r, name in enumerate(names):
@@ -111,7 +104,7 @@ class LayerFilterTable(QTableWidget):
         """Show ``filters`` ({layer name: Filter}, a run's) in the rows; rows without one show 'none'."""
         for r, name in enumerate(self.names()):
             f = filters.get(name)
-            kind = "none" if f is None else type(f).__name__.lower()
+            kind = "none" if f is None else f.kind
             a1, a2 = (0.0, 1.0) if f is None else ((f.alpha, f.A) if kind == "amplify" else (f.a1, f.a2))
             self.cellWidget(r, 3).setCurrentText(kind)
             self.cellWidget(r, 4).setValue(float(a1))
@@ -279,15 +272,10 @@ class RelevanceWidget(DockPanel):
         return list(TARGETS) + labels
 
     def target_value(self):
+        """explain's target for the picker's entry: a spec, or a drawn labels layer's mask."""
         t = self.target.value
-        if t == "predicted region":
-            return "region"
-        if t == "ground truth":
-            return "groundtruth"
-        if t == "whole output":
-            return "output"
-        if t in TARGET_SPECS:
-            return TARGET_SPECS[t]
+        if t in TARGET_LABELS:
+            return TARGET_LABELS[t]
         name = t.split(": ", 1)[1]
         return np.asarray(self._viewer.layers[name].data) > 0
 
@@ -367,15 +355,7 @@ class RelevanceWidget(DockPanel):
 
     def _plan(self, reload: bool):
         """(loader or None, case or None, path): read on the main thread (layers), used by the worker."""
-        typed = self._typed_path()
-        if reload:
-            if typed:
-                return (lambda: load_case(typed)), None, typed
-            on_screen = case_from_layers(self._viewer.layers)
-            if on_screen is not None:
-                return None, on_screen, None
-            return (lambda: load_case(sample_case_path(1))), None, ""
-        plan = self.session.plan(typed, case_from_layers(self._viewer.layers))
+        plan = self.session.plan(self._typed_path(), case_from_layers(self._viewer.layers), reload)
         if plan.load_path is None:
             return None, plan.case, None
         path = plan.load_path
@@ -410,7 +390,7 @@ class RelevanceWidget(DockPanel):
         self._show_case(case, path)
         self.session.set_model(model, mpath, device)
         show_prediction(self._viewer, pred, case)
-        self.table.set_layers(model.network, shapes, block_names(model.network))
+        self.table.set_layers(model.network, shapes)
         self.target_class.max = max(len(model.card.classes) - 1, 1)
         self.target_class.value = model.card.target_class
         self._show_dice(pred, case, f"{model.card.name} on {model.device}")
@@ -467,7 +447,7 @@ class RelevanceWidget(DockPanel):
             self.session.set_case(exp.case)
         self.session.set_model(exp.model, mpath, device)
         if new_model or self.table.rowCount() == 0:
-            self.table.set_layers(exp.model.network, None, block_names(exp.model.network))
+            self.table.set_layers(exp.model.network)
         self.table.show_filters(exp.filters)  # what the run used, also after a model switch
         show_explanation(self._viewer, exp, add_case=path is not None, with_relevance=False)
         if not self.session.set_explanation(exp):  # no Inclusivity widget drew the relevance
