@@ -102,10 +102,10 @@ def compare(model, case: Case, methods: Sequence[str], target="region", perturba
                "groundtruth_inclusivity": mean.groundtruth_inclusivity}
         if perturbation:
             kw = {"n_blocks": n_blocks, "steps": steps, "fill": fill}
-            row["morf_auc"] = exp.perturbation("morf", **kw).auc
-            row["lerf_auc"] = exp.perturbation("lerf", **kw).auc
+            curves = exp.faithfulness(("morf", "lerf") + (("random",) if random_auc is None else ()), **kw)
+            row["morf_auc"], row["lerf_auc"] = curves["morf"].auc, curves["lerf"].auc
             if random_auc is None:
-                random_auc = exp.perturbation("random", **kw).auc
+                random_auc = curves["random"].auc
         if sanity:
             from ..models.card import Model
             from .sanity import map_similarity

@@ -80,8 +80,8 @@ def lrp_search(model, case: Case, gammas: Sequence[float] = (0.0, 0.1, 0.25, 0.5
         g = dict(zip(groups, point))
         exp = base.with_rules(_rules(layers, g, epsilon))
         mean = exp.coefficients().iloc[-1]
-        morf = exp.perturbation("morf", **kw).auc
-        lerf = exp.perturbation("lerf", **kw).auc
+        curves = exp.faithfulness(**kw)
+        morf, lerf = curves["morf"].auc, curves["lerf"].auc
         rows.append({**{f"gamma_{k}": v for k, v in g.items()}, "morf_auc": morf, "lerf_auc": lerf,
                      "faithfulness": lerf - morf, "input_inclusivity": mean.input_inclusivity,
                      "groundtruth_inclusivity": mean.groundtruth_inclusivity})

@@ -62,8 +62,8 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
                 Rf = source.relevance
             else:
                 source, Rf = explanation, (explanation.relevance if f is None else explanation.heatmap(f))
-            t["morf_auc"] = source.perturbation("morf", relevance=Rf, **popts).auc
-            t["lerf_auc"] = source.perturbation("lerf", relevance=Rf, **popts).auc
+            curves = source.faithfulness(relevance=Rf, **popts)
+            t["morf_auc"], t["lerf_auc"] = curves["morf"].auc, curves["lerf"].auc
         t.insert(0, "placement", placement if f is not None else "none")
         t.insert(0, "setting", name)
         tables.append(t)

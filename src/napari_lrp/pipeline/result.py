@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
@@ -315,6 +315,37 @@ class Explanation:
         with onednn_convolutions():  # the engine's convolution kernels (2-10x torch's im2col on the CPU)
             return region_perturbation(prep.network, prep.x, R, mask_t.cpu().numpy(), self.target_class, order,
                                        **options)
+
+    def faithfulness(self, orders=("morf", "lerf"), relevance: np.ndarray | None = None,
+                     progress: Callable[[int, int], None] | None = None, **options) -> dict:
+        """Region perturbation curves of this run's map in several orders (MoRF, LeRF, random).
+
+        A faithful map drops the target's score fast when its most relevant blocks are flipped first
+        (low MoRF AUC) and slowly when its least relevant are (high LeRF AUC).
+
+        Parameters
+        ----------
+        orders : sequence of str
+            'morf', 'lerf', 'random', in the order they run.
+        relevance : numpy.ndarray, optional
+            (C, Z, Y, X) on the case grid; default this run's.
+        progress : callable(done, total), optional
+            Called after each order.
+        **options
+            Of :meth:`perturbation` (n_blocks, fill, steps, seed, batch; ``cache``: a dict shared between
+            curves of the same run, so a set of flipped blocks is scored once).
+
+        Returns
+        -------
+        dict[str, PerturbationCurve]
+            One curve per order (``.auc`` its area).
+        """
+        curves = {}
+        for i, order in enumerate(orders):
+            curves[order] = self.perturbation(order, relevance=relevance, **options)
+            if progress is not None:
+                progress(i + 1, len(orders))
+        return curves
 
     def sample_heatmaps(self, f: Filter | None = None) -> np.ndarray | None:
         """Every draw's relevance (T, C, Z, Y, X) under heatmap filter ``f`` (None: the run's own input

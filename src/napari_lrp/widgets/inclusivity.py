@@ -230,11 +230,8 @@ class InclusivityWidget(DockPanel):
         progress = self.progress_callback(RuntimeError)
 
         def work():
-            cache, curves = {}, []
-            for i, order in enumerate(("morf", "lerf", "random")):
-                curves.append(exp.perturbation(order, relevance=R, cache=cache))
-                progress(i + 1, 3)
-            return curves
+            return list(exp.faithfulness(("morf", "lerf", "random"), relevance=R, progress=progress,
+                                         cache={}).values())
 
         self.start(create_worker(work, _ignore_errors=True), self._faithful, busy="region perturbation ...")
 
