@@ -1,4 +1,4 @@
-"""LRP hyper-parameter search on the sample case (#17 item 4): the whole search against one LRP run, and what
+"""LRP hyper-parameter search on the sample case: the whole search against one LRP run, and what
 the reuse of the kept forward pass and the shared perturbation scores buy.
 
 Run: python benchmarks/lrp_search.py [--gammas 0,0.25,1] [--steps 6]
@@ -48,7 +48,8 @@ def main(argv=None):
     print(f"| one LRP run (epsilon-gamma-box) | {one:.3f} | 1.00 | |")
     print(f"| one grid point's relevance on the kept forward pass | {reuse:.3f} | {reuse / one:.2f} | |")
     print(f"| the same point as a fresh run | {fresh:.3f} | {fresh / one:.2f} | |")
-    print(f"| whole search (relevance, coefficients, MoRF + LeRF per point) | {search:.2f} | {search / one:.1f} | <= 15 |")
+    print(f"| whole search (relevance, coefficients, MoRF + LeRF per point) | {search:.2f} | {search / one:.1f} "
+          "| <= 15 |")
     print(f"best: {res.best}")
     if args.figure:
         from napari_lrp.metrics.plots import plot_search

@@ -21,7 +21,7 @@ run); CUDA: torch.cuda.max_memory_allocated.
 
     python benchmarks/lrp_speed.py [--device cpu|cuda] [--rounds 3] [--processes 2] [--quick]
     python benchmarks/lrp_speed.py --monai      (epsilon and z-plus against the gradient on the engine's
-                                                 kernels for MONAI's DynUNet, SegResNet and VNet, issue #14)
+                                                 kernels for MONAI's DynUNet, SegResNet and VNet)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ QUICK = {
     "UNet3D w16 with ReLU (1,6,19,48,48)": ("unet3d-relu", (1, 6, 19, 48, 48)),
     "BasicUNet (1,6,19,64,64)": ("basicunet", (1, 6, 19, 64, 64)),
 }
-#: issue #14 item 6: MONAI networks at (1, 2, 64, 64, 64), epsilon <= 1.3x and z-plus <= 2.2x gradient-onednn
+#: issue: MONAI networks at (1, 2, 64, 64, 64), epsilon <= 1.3x and z-plus <= 2.2x gradient-onednn
 MONAI_CONFIGS = {
     "DynUNet (1,2,64,64,64)": ("dynunet", (1, 2, 64, 64, 64)),
     "SegResNet (1,2,64,64,64)": ("segresnet", (1, 2, 64, 64, 64)),
@@ -222,7 +222,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round (median)")
     ap.add_argument("--processes", type=int, default=2, help="timing processes per configuration (pooled)")
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
-    ap.add_argument("--monai", action="store_true", help="the MONAI rows of issue #14 (epsilon, z-plus)")
+    ap.add_argument("--monai", action="store_true", help="the MONAI rows of (epsilon, z-plus)")
     ap.add_argument("--kinds", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--times", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory", default=None, help=argparse.SUPPRESS)

@@ -1,4 +1,4 @@
-"""An nnU-Net v2 results folder on a BraTS-size case (#15): time and peak resident memory of one relevance run.
+"""An nnU-Net v2 results folder on a BraTS-size case: time and peak resident memory of one relevance run.
 
 The sample folder's plans with a 64^3 patch and the case's own spacing (1 mm: no resampling), random weights
 (timing and memory only), a synthetic 6-channel case of 155 x 240 x 240 voxels. Each run in a fresh process.

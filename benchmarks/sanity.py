@@ -1,4 +1,4 @@
-"""Model-parameter randomisation on the sample model (#17 item 2): similarity of each method's map to the
+"""Model-parameter randomisation on the sample model: similarity of each method's map to the
 trained model's as the blocks are re-initialised from the output down (cascading), inside the brain.
 
 Run: python benchmarks/sanity.py

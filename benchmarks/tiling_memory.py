@@ -1,4 +1,4 @@
-"""Tiled relevance against the whole volume (#15): peak resident memory per process and time, on a
+"""Tiled relevance against the whole volume: peak resident memory per process and time, on a
 4-channel UNet3D of the sample architecture (width 8, random weights) and a synthetic case.
 
 Each run is a fresh process; peak RSS is the process's ru_maxrss. Run:

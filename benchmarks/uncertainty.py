@@ -1,4 +1,4 @@
-"""Uncertainty-aware relevance on the sample model (#18): cost of T draws against one LRP run, and where the
+"""Uncertainty-aware relevance on the sample model: cost of T draws against one LRP run, and where the
 predictive entropy sits (lesion border vs lesion interior vs the rest of the brain).
 
 MC dropout runs the sample model fine-tuned with dropout 0.1 (``sample_dropout_model_path()``, its own
@@ -64,7 +64,8 @@ def main(argv=None):
     print("|---|---:|---:|---:|")
     print(f"| one LRP run (paper) | {t_one:.2f} | 1.00 | |")
     print(f"| MC dropout T = {args.draws}, dropout model (p = 0.1) | {t_mc:.2f} | {t_mc / t_one:.2f} | <= 8 |")
-    print(f"| MC dropout T = {args.draws}, sample model + inserted p = {args.p} | {t_ins:.2f} | {t_ins / t_one:.2f} | |")
+    print(f"| MC dropout T = {args.draws}, sample model + inserted p = {args.p} | {t_ins:.2f} "
+          f"| {t_ins / t_one:.2f} | |")
     print(f"| flips (8 draws) | {t_tta:.2f} | {t_tta / t_one:.2f} | |")
     masks = regions(case)
     print()
@@ -76,8 +77,9 @@ def main(argv=None):
         ok = means["lesion border"] > max(means["lesion interior"], means["brain"])
         print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in means.values()) + f" | {'yes' if ok else 'NO'} |")
     print()
-    print(f"mean relevance sd / mean |relevance| inside the brain: MC "
-          f"{float(mc.relevance_std.sum(0)[masks['brain']].mean() / np.abs(mc.relevance.sum(0))[masks['brain']].mean()):.3f}")
+    brain = masks["brain"]
+    spread = float(mc.relevance_std.sum(0)[brain].mean() / np.abs(mc.relevance.sum(0))[brain].mean())
+    print(f"mean relevance sd / mean |relevance| inside the brain: MC {spread:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The comparison table of #17 on the sample cohort: every method on every shipped case, one CSV and one figure.
+"""Attribution methods compared on the sample cohort: every method on every shipped case, one CSV and a figure.
 
     python docs/make_comparison.py        # writes docs/comparison.csv and docs/comparison.png
 

@@ -148,8 +148,8 @@ def train_fold(data, seed: int, iterations: int, plans: dict, dataset: dict):
 
 def main(argv=None):
     import napari_lrp as nl
-    from napari_lrp.explanation import predict_case
     from napari_lrp.models.nnunet import NnUNetPlan
+    from napari_lrp.pipeline import predict_case
     from napari_lrp.samples import sample_case_paths
 
     ap = argparse.ArgumentParser(description=__doc__)

@@ -1,5 +1,5 @@
 """Bad inputs as archives, scanners and colleagues hand them over: every one is refused with a message
-that names the file and the problem, and no input or earlier output is changed (#16)."""
+that names the file and the problem, and no input or earlier output is changed."""
 
 import gzip
 import hashlib

@@ -1,4 +1,4 @@
-"""Methods side by side (#17 item 5): spec parsing, the table, the CLI."""
+"""Methods side by side: spec parsing, the table, the CLI."""
 
 import pandas as pd
 import pytest

@@ -1,4 +1,4 @@
-"""Other attribution methods (#17) through ``explain(method=...)``: identities with real numbers."""
+"""Other attribution methods through ``explain(method=...)``: identities with real numbers."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Model-parameter randomisation (#17 item 2)."""
+"""Model-parameter randomisation."""
 
 import numpy as np
 import pytest

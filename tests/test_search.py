@@ -1,4 +1,4 @@
-"""LRP hyper-parameter search (#17 item 4): rules swapped on the kept forward pass, the grid, the plots."""
+"""LRP hyper-parameter search: rules swapped on the kept forward pass, the grid, the plots."""
 
 import matplotlib
 import numpy as np

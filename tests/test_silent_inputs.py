@@ -258,7 +258,8 @@ def test_nnunet_folder_without_plans_is_named_as_such(tmp_path):
         nl.load_model(folder)
 
 
-@pytest.mark.parametrize("content, match", [(b"", "is empty"), (b"PK\x03\x04trunc", "corrupt or not a PyTorch file .*truncated")])
+@pytest.mark.parametrize("content, match", [(b"", "is empty"),
+                                            (b"PK\x03\x04trunc", "corrupt or not a PyTorch file .*truncated")])
 def test_empty_or_truncated_checkpoints_are_named_so(tmp_path, content, match):
     folder = _nn_copy(tmp_path)
     for ck in folder.glob("fold_*/checkpoint_final.pth"):

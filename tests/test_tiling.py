@@ -1,4 +1,4 @@
-"""Tiled relevance (#15 item 3): windows, blends, exactness where the receptive field fits the margin,
+"""Tiled relevance: windows, blends, exactness where the receptive field fits the margin,
 conservation across windows, the automatic window."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Uncertainty-aware relevance (#18): MC dropout and test-time flips through ``explain``."""
+"""Uncertainty-aware relevance: MC dropout and test-time flips through ``explain``."""
 
 import math
 

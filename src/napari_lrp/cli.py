@@ -17,7 +17,8 @@ def _virtual_display():
     if os.environ.get("DISPLAY") or sys.platform != "linux":
         return None
     if shutil.which("Xvfb") is None:
-        raise SystemExit("napari-lrp demo --headless needs a display: install xvfb (apt-get install xvfb) or set DISPLAY")
+        raise SystemExit("napari-lrp demo --headless needs a display: install xvfb (apt-get install xvfb) or set "
+                         "DISPLAY")
     from pyvirtualdisplay import Display
 
     d = Display(visible=False, size=(1600, 1000), color_depth=24)
@@ -197,6 +198,13 @@ def _explain_parser(sub) -> None:
     e.set_defaults(func=cmd_explain)
 
 
+def _cluster_options(parser) -> None:
+    """Where a cohort command runs: a LocalCluster's workers or a scheduler, and the device."""
+    parser.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
+    parser.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
+    parser.add_argument("--device", default="cpu")
+
+
 def _sweep_parser(sub) -> None:
     s = sub.add_parser("sweep", help="filter sweep over a cohort on dask.distributed")
     s.add_argument("cohort", help="folder of case folders")
@@ -204,9 +212,7 @@ def _sweep_parser(sub) -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--preset", default="paper", choices=list(PRESETS))
     s.add_argument("--placement", default="input", choices=["input", "blocks"])
-    s.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
-    s.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
-    s.add_argument("--device", default="cpu")
+    _cluster_options(s)
     s.add_argument("--target", default="region", help=TARGET_HELP)
     s.add_argument("--mc-samples", type=int, default=1, metavar="T", help="MC dropout draws per case ('_sd' columns)")
     s.add_argument("--dropout", type=float, default=None, metavar="P", help="dropout rate of the draws")
@@ -227,9 +233,7 @@ def _concepts_parser(sub) -> None:
     k.add_argument("--crop", type=int, default=32, help="side of each crop's cube in voxels (default 32)")
     k.add_argument("--preset", default="paper", choices=list(PRESETS))
     k.add_argument("--target", default="region", help=TARGET_HELP)
-    k.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: 1 per core)")
-    k.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
-    k.add_argument("--device", default="cpu")
+    _cluster_options(k)
     k.add_argument("--out", required=True)
     k.set_defaults(func=cmd_concepts)
 

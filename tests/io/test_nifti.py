@@ -68,7 +68,8 @@ def test_more_than_free_memory_is_refused_with_the_file_name(tmp_path, monkeypat
     p = tmp_path / "big.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32), np.eye(4)), str(p))
     monkeypatch.setattr(nifti, "available_memory", lambda: 1_000_000)
-    with pytest.raises(CaseError, match=r"big.nii.gz: reading 64x64x64 voxels needs about .* GB of memory and 0.001 GB"):
+    with pytest.raises(CaseError,
+                       match=r"big.nii.gz: reading 64x64x64 voxels needs about .* GB of memory and 0.001 GB"):
         read_nifti(p)
 
 

@@ -1,4 +1,4 @@
-"""Attention and token layers (#14 item 3): a ViT-style block against lxt (the AttnLRP authors' package) and
+"""Attention and token layers: a ViT-style block against lxt (the AttnLRP authors' package) and
 CP-LRP against an analytic identity, hand values of the softmax and LayerNorm rules, functional forms."""
 
 import math

@@ -71,7 +71,7 @@ def test_instance_norm_unet_ledger_balances_and_reports_conservation():
     prop = Propagation(net, x, rules="lrp0")
     res = prop.propagate(prop.output)
     assert abs(res.ledger.balance_error) < 1e-5
-    # plain conservation is ill-conditioned here (DESIGN section 4); reported, not asserted
+    # plain conservation is ill-conditioned here; reported, not asserted
     print(f"InstanceNorm UNet LRP-0 conservation error: {res.ledger.conservation_error:.3g}")
     assert res.ledger.table().shape[0] == len(res.ledger.entries) > 20
 
@@ -359,7 +359,7 @@ class _OddConcatUNet(nn.Module):
 
 
 def test_lrp0_equals_gradient_times_input_to_round_off_on_an_odd_concat_unet():
-    """DESIGN: LRP-0 stabilises only exact zeros, so on a bias-free piecewise-linear network it is gradient x
+    """LRP-0 stabilises only exact zeros, so on a bias-free piecewise-linear network it is gradient x
     input to float64 round-off (<= 1e-10 of max |R|); the old absolute 1e-9 stabiliser is printed beside."""
     torch.manual_seed(3)
     net = _OddConcatUNet().double().eval()

@@ -1,4 +1,4 @@
-"""Each filter definition of DESIGN section 4 on hand-made arrays."""
+"""Each filter definition on hand-made arrays."""
 
 import numpy as np
 import pytest

@@ -29,7 +29,7 @@ def test_folded_parameters_hand_values():
 
 
 def test_batchnorm_is_folded_into_the_convolution_like_zennit_canonizer():
-    """DESIGN: an eval BatchNorm right after a convolution is folded into it (gamma then sees W' = s W)."""
+    """an eval BatchNorm right after a convolution is folded into it (gamma then sees W' = s W)."""
     import_zennit()
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonGammaBox

@@ -95,8 +95,9 @@ def test_monai_bundle_loads_and_explains(tmp_path):
     (bundle / "models").mkdir()
     net = UNet(**kwargs).eval()
     torch.save(net.state_dict(), bundle / "models" / "model.pt")
-    inference = {"num_channels": 2, "network_def": {"_target_": "UNet", "spatial_dims": 3, "in_channels": "@num_channels",
-                                                    **{k: v for k, v in kwargs.items() if k not in ("spatial_dims", "in_channels")}}}
+    own = {k: v for k, v in kwargs.items() if k not in ("spatial_dims", "in_channels")}
+    inference = {"num_channels": 2,
+                 "network_def": {"_target_": "UNet", "spatial_dims": 3, "in_channels": "@num_channels", **own}}
     (bundle / "configs" / "inference.json").write_text(json.dumps(inference))
     meta = {"name": "tiny bundle", "network_data_format": {
         "inputs": {"image": {"num_channels": 2, "channel_def": {"0": "t1", "1": "flair"}}},
@@ -177,7 +178,8 @@ def test_case_missing_a_modality(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"input": "minmax"}, r"field 'input': Input should be a valid dictionary"),
-    ({"architecture": {"class": "UNet3D", "kwargs": [4]}}, r"field 'architecture.kwargs': Input should be a valid dict"),
+    ({"architecture": {"class": "UNet3D", "kwargs": [4]}},
+     r"field 'architecture.kwargs': Input should be a valid dict"),
     ({"modalities": [1, 2]}, r"field 'modalities.0': Input should be a valid string \(got 1\)"),
     ({"target_class": "one"}, r"field 'target_class': Input should be a valid integer \(got 'one'\)"),
     ({"weights": "/etc/passwd"}, r"field 'weights': must be a file name relative to the card's folder"),

@@ -1,4 +1,4 @@
-"""The GUI as users meet it (#13): File > Open Sample, Plugins > napari-lrp > ..., Load, Run; napari hands
+"""The GUI as users meet it: File > Open Sample, Plugins > napari-lrp > ..., Load, Run; napari hands
 the widgets a public-only proxy of the viewer on this path."""
 
 import warnings
@@ -218,7 +218,7 @@ def test_cancelled_load_and_background_dice_say_so(plugin_viewer, qtbot):
 
 
 def test_mc_dropout_run_shows_the_spread_layers_and_mean_plus_minus_sd(plugin_viewer, qtbot, tmp_path):
-    """#18 on the user's path: uncertainty 'MC dropout' on the sample model (no Dropout modules: p = 0.2
+    """Uncertainty on the user's path: uncertainty 'MC dropout' on the sample model (no Dropout modules: p = 0.2
     inserted), T = 3: the mean in the R layers, three spread layers with their own colour maps and colour
     bars, the live table as mean +- sd, the saved folder with the spread and the draws' settings; a plain
     run afterwards removes the (stale) spread layers."""
@@ -256,7 +256,7 @@ def test_mc_dropout_run_shows_the_spread_layers_and_mean_plus_minus_sd(plugin_vi
 
 
 def test_faithfulness_button_draws_the_three_curves(plugin_viewer, qtbot):
-    """#17 item 3: region perturbation of the heatmap as shown, from the dock: MoRF below random below LeRF
+    """Region perturbation of the heatmap as shown, from the dock: MoRF below random below LeRF
     on the sample model, the chart drawn, the AUCs in the status line."""
     _viewer, rel, inc = plugin_viewer
     rel.run()
@@ -272,7 +272,7 @@ def test_faithfulness_button_draws_the_three_curves(plugin_viewer, qtbot):
 
 
 def test_compare_dock_shows_each_method_as_a_layer_and_one_table(plugin_viewer, qtbot):
-    """#17 item 5: Plugins > napari-lrp > Compare methods after Load: one 'R sum · <method>' layer per method
+    """Plugins > napari-lrp > Compare methods after Load: one 'R sum · <method>' layer per method
     (the R layers' colour map, symmetric limits), the table with a random row; every control explains itself."""
     from napari_lrp.layerdata import comparison_name
 

@@ -1,4 +1,4 @@
-"""Methods side by side (#17 item 5): one case, several methods, one table.
+"""Methods side by side: one case, several methods, one table.
 
 A method is given as a spec string: ``lrp:paper`` (LRP with a preset), ``gradient``, ``gxi``
 (gradient x input), ``ig`` or ``ig:32`` (integrated gradients, n_steps), ``sg`` or ``sg:20`` (SmoothGrad,

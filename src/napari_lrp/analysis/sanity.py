@@ -1,4 +1,4 @@
-"""Sanity checks for explanations (#17; Adebayo et al. 2018): does the map depend on the trained weights?
+"""Sanity checks for explanations (Adebayo et al. 2018): does the map depend on the trained weights?
 
 Model-parameter randomisation, for any method of ``explain``: the network's blocks (``lrp.blocks``; every
 leaf layer with weights when the network names none) are re-initialised from the output down, cascading

@@ -1,4 +1,4 @@
-"""LRP hyper-parameter search (#17 item 4, the hyper-parameter thesis among the seeds): a grid over the gamma
+"""LRP hyper-parameter search (the hyper-parameter thesis among the seeds): a grid over the gamma
 of the gamma rule per layer group (encoder and decoder blocks), each point scored by region perturbation
 (MoRF and LeRF AUC) and the inclusivity coefficients, shown as contour plots like the thesis' Fig. 4.1/4.2.
 

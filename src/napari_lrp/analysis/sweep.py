@@ -1,4 +1,4 @@
-"""Filter sweeps over the authors' default grids on one Explanation: one tidy table (DESIGN section 4)."""
+"""Filter sweeps over the authors' default grids on one Explanation: one tidy table."""
 
 from __future__ import annotations
 

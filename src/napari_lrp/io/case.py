@@ -332,7 +332,8 @@ def load_case(
     case-insensitively in file and folder names (BraTS channels are named t1, t1ce, t2, flair); a folder
     with one unrecognised image is a one-channel case named after the file. ``modalities``: for a folder,
     the channels to take, picked by name (any spelling) in that order and named as given; for a list of
-    files or a 4D file, the name of each file or channel in order, as written. ``nonfinite``: 'error' (default) or 'zero'
+    files or a 4D file, the name of each file or channel in order, as written. ``nonfinite``: 'error' (default) or
+    'zero'
     (replace NaN/Inf by 0). ``label_values``: the value(s) of the ground-truth region in a multi-label
     file (see :mod:`napari_lrp.io.labels`; a binary label needs none). Returns a :class:`Case` in napari
     axis order.

@@ -60,18 +60,17 @@ def block_layers(module: nn.Module, which: str = "all") -> list[str]:
 
 
 def filterable_layers(module: nn.Module) -> list[str]:
-    """Every layer a filter can follow, as a layer table lists them: the blocks, then the single layers
-    with weights that are not blocks.
+    """Every layer a filter can follow, as a layer table lists them.
 
     Parameters
     ----------
     module : torch.nn.Module
-        The network.
+        The network (its blocks come first, then its single layers with weights that are not blocks).
 
     Returns
     -------
     list of str
-        Module names.
+        Module names in that order.
     """
     names = block_names(module)
     seen = set(names)
@@ -80,17 +79,17 @@ def filterable_layers(module: nn.Module) -> list[str]:
 
 
 def loose_layers(module: nn.Module) -> list[str]:
-    """The layers with weights outside every block (a segmentation head, a stem), in definition order.
+    """The layers with weights outside every block (a segmentation head, a stem).
 
     Parameters
     ----------
     module : torch.nn.Module
-        The network.
+        A network whose blocks (:func:`block_names`) leave some weighted layers out.
 
     Returns
     -------
     list of str
-        Module names.
+        Their module names, in definition order.
     """
     inside = {n for b in block_names(module) for n, _ in dict(module.named_modules())[b].named_modules(prefix=b)}
     return [n for n, m in module.named_modules() if n and n not in inside and not list(m.children())

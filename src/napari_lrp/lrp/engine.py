@@ -1,6 +1,6 @@
 """The relevance engine: forward once, propagate relevance many times.
 
-Mechanism (DESIGN section 4): the relevance itself is what autograd carries backwards. In the one
+Mechanism: the relevance itself is what autograd carries backwards. In the one
 forward pass every module with a rule returns its output through an identity autograd Function whose
 backward turns the relevance at the module's output into the relevance at its input with the rule.
 Functional operations inside ``forward`` methods (residual ``+``, ``F.interpolate``, ``F.relu``,

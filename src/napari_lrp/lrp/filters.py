@@ -1,4 +1,4 @@
-"""Relevance amplitude filters F_alpha (DESIGN section 4): Pass, Clamp, Amplify, Identity.
+"""Relevance amplitude filters F_alpha: Pass, Clamp, Amplify, Identity.
 
 A filter is a callable on a relevance tensor R of shape (N, C, *spatial), torch or numpy:
 normalise r = R / N (scope 'sample': N = max |R| per sample; 'channel': per sample and channel;
@@ -41,6 +41,8 @@ class Filter:
     signs: str = "joint"
     #: the filter's kind as specs and menus name it
     kind: ClassVar[str] = ""
+    #: the filter in words, its fields formatted in (``describe``)
+    words: ClassVar[str] = "heatmap: a filter"
 
     def __post_init__(self):
         if self.scope not in ("sample", "channel"):
@@ -53,7 +55,7 @@ class Filter:
 
     def describe(self) -> str:
         """The filter on a heatmap in words (for status lines)."""
-        return f"heatmap: {self.kind} filter"
+        return self.words.format(**{k: getattr(self, k) for k in ("a1", "a2", "alpha", "A") if hasattr(self, k)})
 
     def apply_scaled(self, R: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
         """The same as N * apply(R / N), with the thresholds scaled by N instead (fewer passes)."""
@@ -87,10 +89,7 @@ class Identity(Filter):
     """No change."""
 
     kind: ClassVar[str] = "identity"
-
-    def describe(self) -> str:
-        """The filter in words."""
-        return "heatmap: the run's relevance as it is"
+    words: ClassVar[str] = "heatmap: the run's relevance as it is"
 
     def __call__(self, R):
         return R
@@ -123,10 +122,7 @@ class Pass(_Band):
     """pass(a1, a2): keep r where a1 <= |r| <= a2, else 0. The paper's alpha-pass is Pass(0, alpha)."""
 
     kind: ClassVar[str] = "pass"
-
-    def describe(self) -> str:
-        """The filter in words."""
-        return f"heatmap: only relevance up to {self.a2:g} of the maximum kept"
+    words: ClassVar[str] = "heatmap: only relevance up to {a2:g} of the maximum kept"
 
     def apply(self, r):
         a = r.abs()
@@ -143,10 +139,7 @@ class Clamp(_Band):
     """clamp(a1, a2): r' = sign(r) * min(max(|r|, a1), a2) for r != 0; 0 stays 0. alpha-clamp = Clamp(0, alpha)."""
 
     kind: ClassVar[str] = "clamp"
-
-    def describe(self) -> str:
-        """The filter in words."""
-        return f"heatmap: relevance clamped at {self.a2:g} of the maximum"
+    words: ClassVar[str] = "heatmap: relevance clamped at {a2:g} of the maximum"
 
     def apply(self, r):
         return torch.sign(r) * r.abs().clamp(min=self.a1, max=self.a2)
@@ -163,10 +156,7 @@ class Amplify(Filter):
     alpha: float = 0.5
     A: float = 2.0
     kind: ClassVar[str] = "amplify"
-
-    def describe(self) -> str:
-        """The filter in words."""
-        return f"heatmap: relevance above {self.alpha:g} of the maximum doubled"
+    words: ClassVar[str] = "heatmap: relevance above {alpha:g} of the maximum doubled"
 
     def __init__(self, alpha: float = 0.5, A: float = 2.0, scope: str = "sample", signs: str = "joint"):
         if not (math.isfinite(float(alpha)) and math.isfinite(float(A)) and float(alpha) >= 0):
@@ -203,7 +193,7 @@ def make_filter(kind: str, a1: float = 0.0, a2: float = 1.0, scope: str = "sampl
     return None if cls is Identity else cls(a1, a2, scope=scope, signs=signs)
 
 
-#: the authors' sweep grids (DESIGN section 4): (a1, a2) for pass and clamp, (alpha, A) for amplify
+#: the authors' sweep grids: (a1, a2) for pass and clamp, (alpha, A) for amplify
 PASS_GRID = [(0, .05), (0, .1), (0, .2), (0, .4), (0, .6), (.05, 1), (.1, 1), (.2, 1), (.4, 1), (.6, 1)]
 CLAMP_GRID = [(0, .05), (0, .1), (0, .2), (0, .4), (0, .6)]
 AMPLIFY_GRID = [(0.5, 2), (0.7, 2)]

@@ -1,4 +1,4 @@
-"""BatchNorm folding (DESIGN section 4): an eval BatchNorm right after a linear layer is folded into it.
+"""BatchNorm folding: an eval BatchNorm right after a linear layer is folded into it.
 
 The layer's rule then sees W' = s W and b' = s (b - mean) + beta with s = gamma / sqrt(var + eps), and the
 BatchNorm's output; the BatchNorm itself passes relevance. This is zennit's SequentialMergeBatchNorm

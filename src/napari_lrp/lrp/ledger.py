@@ -1,4 +1,4 @@
-"""The relevance ledger (DESIGN section 4): where relevance went in one propagation.
+"""The relevance ledger: where relevance went in one propagation.
 
 Per rule application the relevance a layer received and handed on, per filter the relevance before and
 after; what is missing was absorbed (biases, stabilisers, filters).

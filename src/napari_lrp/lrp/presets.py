@@ -1,4 +1,4 @@
-"""Rule presets (DESIGN section 4): a registry name -> rule set, and the default handling of modules.
+"""Rule presets: a registry name -> rule set, and the default handling of modules.
 
 A preset maps module types to rules and may give the first linear layer (in forward order) its own rule
 (z-box, flat). A ``rules`` mapping given by the caller is laid over the preset: a module name first, then a
@@ -34,7 +34,7 @@ __all__ = ["PRESETS", "Preset", "can_handle", "default_rule", "get_preset", "reg
 
 
 def default_rule(module: nn.Module) -> Rule | None:
-    """The handling of DESIGN section 6 for modules no preset or mapping names: linear maps LRP-0 (its
+    """The default handling of modules no preset or mapping names: linear maps LRP-0 (its
     stabiliser touches only exact zeros), activations and dropout PassThrough, max pooling winner takes
     all, softmax (attention) the AttnLRP rule, anything else None (a container, or an operation without
     a rule)."""

@@ -1,4 +1,4 @@
-"""LRP rules (DESIGN section 4) as small objects.
+"""LRP rules as small objects.
 
 A rule turns the relevance R at a module's output into relevance at its input. It is prepared in the
 forward pass (:meth:`Rule.prepare`, which may build modified forward graphs and keeps what the
@@ -194,7 +194,8 @@ class PassThrough(Rule):
 
     def prepare(self, module, x, z, ctx):
         if x.shape != z.shape:
-            raise ValueError(f"PassThrough needs equal input and output shapes, got {tuple(x.shape)} -> {tuple(z.shape)}")
+            raise ValueError(f"PassThrough needs equal input and output shapes, got {tuple(x.shape)} -> "
+                             f"{tuple(z.shape)}")
         return None
 
     def relevance(self, state, R):
@@ -331,12 +332,20 @@ class SignedState:
         self.keep = True
 
 
-class Gamma(_WeightRule):
+class _SignedRule(_WeightRule):
+    """A rule that splits contributions by sign: its state keeps the weights, the input and the output."""
+
+    def prepare(self, module, x, z, ctx):
+        w, b = self._params(module, ctx)
+        return SignedState(module, w, b, x.detach(), z.detach())
+
+
+class Gamma(_SignedRule):
     """Contributions a_j w_jk + gamma (a_j w_jk)+, bias b + gamma b+, epsilon-stabilised.
 
     For outputs z_k < 0 the negative contributions are amplified instead (the generalised gamma rule of
     Andeol et al. 2021, as zennit implements it); for z_k > 0, and so for every relevant neuron of a
-    ReLU network, this is exactly the formula of DESIGN section 4.
+    ReLU network, this is exactly the textbook gamma rule.
     With P, N the sums of positive and negative contributions: z_pos = z + gamma (P + b+),
     z_neg = z + gamma (N + b-); s+ = R [z > 0] / z_pos, s- = R [z < 0] / z_neg, and
     R_in = (1 + gamma/2) x A(s+ + s-) + gamma/2 |x| |A|(s+ - s-), A the transposed layer, |A| with |w|.
@@ -348,9 +357,6 @@ class Gamma(_WeightRule):
         self.gamma = float(gamma)
         self.epsilon = float(epsilon)
 
-    def prepare(self, module, x, z, ctx):
-        w, b = self._params(module, ctx)
-        return SignedState(module, w, b, x.detach(), z.detach())
 
     def _denominators(self, st: SignedState):
         """(non-negative input?, d, |x| or None) with d = z_pos where z > 0, z_neg where z < 0, stabilised
@@ -402,10 +408,10 @@ def _bias_like(b: torch.Tensor, z: torch.Tensor, module: nn.Module) -> torch.Ten
     return b.view(1, -1, *([1] * (z.ndim - 2)))
 
 
-class AlphaBeta(_WeightRule):
+class AlphaBeta(_SignedRule):
     """R_j = sum_k (alpha (a_j w_jk)+ / sum_j (a_j w_jk)+ - beta (a_j w_jk)- / sum_j (a_j w_jk)-) R_k.
 
-    alpha - beta = 1; biases are ignored (DESIGN section 4); denominators stabilised by ``epsilon``.
+    alpha - beta = 1; biases are ignored; denominators stabilised by ``epsilon``.
     Cost: one extra forward convolution (the sums of positive and negative contributions both follow
     from z and sum |a_j| |w_jk|), and per sign part one transposed convolution with w+ and, for inputs
     of both signs, one with w-; transposed convolutions run without autograd graphs.
@@ -418,9 +424,6 @@ class AlphaBeta(_WeightRule):
         self.beta = float(beta)
         self.epsilon = float(epsilon)
 
-    def prepare(self, module, x, z, ctx):
-        w, b = self._params(module, ctx)
-        return SignedState(module, w, b, x.detach(), z.detach())
 
     def _denominators(self, st: SignedState):
         if st.cache is None:

@@ -1,4 +1,4 @@
-"""Start relevance at the network output (DESIGN section 4, 'Target')."""
+"""Start relevance at the network output ('Target' in docs/method.md)."""
 
 from __future__ import annotations
 

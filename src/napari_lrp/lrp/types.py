@@ -1,5 +1,5 @@
 """Which torch modules and functions the engine recognises, side by side: module types and the functional
-operations caught inside ``forward`` methods (DESIGN section 4, "Other operations").
+operations caught inside ``forward`` methods ("Other operations").
 
 Each row is one kind of operation; its module types and its functions sit on the same line, so a kind
 added for modules is added for functions in the same place.
@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LINEAR_TYPES", "CONV_TYPES", "TRANSPOSED_CONV_TYPES", "BATCHNORM_TYPES", "NORM_TYPES",
-           "ACTIVATION_TYPES", "DROPOUT_TYPES", "MAXPOOL_TYPES", "AVGPOOL_TYPES", "ADD_FUNCTIONS",
-           "SUB_FUNCTIONS", "PASS_FUNCTIONS", "INPLACE_TWINS", "LINEAR_MAP_FUNCTIONS", "MAXPOOL_FUNCTIONS",
-           "CONV3D_FUNCTIONS", "ROUTING_FUNCTIONS", "MUL_FUNCTIONS", "DIV_FUNCTIONS", "PAD_FUNCTIONS",
-           "LAYERNORM_FUNCTIONS", "ATTENTION_FUNCTIONS", "SOFTMAX_TYPES", "SOFTMAX_FUNCTIONS", "MULTILINEAR_FUNCTIONS", "RMSNORM_TYPES"]
+__all__ = ["ACTIVATION_TYPES", "ADD_FUNCTIONS", "ATTENTION_FUNCTIONS", "AVGPOOL_TYPES", "BATCHNORM_TYPES",
+           "CONV3D_FUNCTIONS", "CONV_TYPES", "DIV_FUNCTIONS", "DROPOUT_TYPES", "INPLACE_TWINS", "LAYERNORM_FUNCTIONS",
+           "LINEAR_MAP_FUNCTIONS", "LINEAR_TYPES", "MAXPOOL_FUNCTIONS", "MAXPOOL_TYPES", "MUL_FUNCTIONS",
+           "MULTILINEAR_FUNCTIONS", "NORM_TYPES", "PAD_FUNCTIONS", "PASS_FUNCTIONS", "RMSNORM_TYPES",
+           "ROUTING_FUNCTIONS", "SOFTMAX_FUNCTIONS", "SOFTMAX_TYPES", "SUB_FUNCTIONS", "TRANSPOSED_CONV_TYPES"]
 
 # ---- linear maps with weights (rules: LRP-0, epsilon, gamma, alpha-beta, z-plus, z-box, flat, w-square)
 TRANSPOSED_CONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

@@ -23,6 +23,6 @@ def layer_mean_power(result, q: float = 0.8) -> dict[str, float]:
     return {name: float(mean_power(R[0] if R.ndim > 1 else R, q)[0]) for name, R in kept.items()}
 
 
-__all__ = ["Coefficients", "PerturbationCurve", "dice", "groundtruth_inclusivity", "inclusivities", "inclusivity", "input_mask",
-           "input_inclusivity", "layer_mean_power", "mean_power", "measure", "region_perturbation",
+__all__ = ["Coefficients", "dice", "groundtruth_inclusivity", "inclusivities", "inclusivity", "input_inclusivity",
+           "input_mask", "layer_mean_power", "mean_power", "measure", "PerturbationCurve", "region_perturbation",
            "signal_distribution"]

@@ -1,4 +1,4 @@
-"""Inclusivity, mean power and signal distribution (DESIGN section 4), vectorised in torch.
+"""Inclusivity, mean power and signal distribution, vectorised in torch.
 
 All functions take numpy arrays or torch tensors. Relevance and images are (C, Z, Y, X) (any number
 of spatial axes after C); labels are (Z, Y, X).
@@ -13,8 +13,8 @@ import torch
 
 from ..io.labels import ground_truth_mask
 
-__all__ = ["inclusivity", "inclusivities", "input_mask", "input_inclusivity", "groundtruth_inclusivity", "Coefficients", "mean_power",
-           "signal_distribution", "dice", "SMOOTHING"]
+__all__ = ["Coefficients", "dice", "groundtruth_inclusivity", "inclusivities", "inclusivity", "input_inclusivity",
+           "input_mask", "mean_power", "signal_distribution", "SMOOTHING"]
 
 SMOOTHING = 1e-9
 

@@ -1,4 +1,4 @@
-"""Region perturbation (pixel flipping in 3D; DESIGN section 4)."""
+"""Region perturbation (pixel flipping in 3D)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
                         batch: int | None = None, foreground=None, cache: dict | None = None) -> PerturbationCurve:
     """Flip blocks of ``x`` in the order the relevance gives and score the model after each step.
 
-    model: a torch module, a napari_lrp Model or a Propagation (its module) taking x; x: (1, C, Z, Y, X) model input; relevance:
+    model: a torch module, a napari_lrp Model or a Propagation (its module) taking x; x: (1, C, Z, Y, X) model input;
+    relevance:
     (C, Z, Y, X) or (1, C, Z, Y, X) on x's grid; target_mask: (Z, Y, X) region whose class logit sum
     is the score; order: 'morf' (most relevant first), 'lerf' or 'random' (seeded; independent of the
     relevance); fill: 'mean' (channel mean over the foreground), 'zero', 'noise', 'blur'; steps: about

@@ -1,4 +1,4 @@
-"""The coefficient table of one relevance map: per channel and mean, the measures of DESIGN section 4."""
+"""The coefficient table of one relevance map: per channel and mean, the measures of docs/method.md."""
 
 from __future__ import annotations
 

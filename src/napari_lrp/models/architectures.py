@@ -1,4 +1,4 @@
-"""The architecture allow-list (DESIGN section 5): a card names a class, only these are built.
+"""The architecture allow-list: a card names a class, only these are built.
 
 Allowed: this package's UNet3D and the classes of ``monai.networks.nets``; any other class would run code
 from outside the allow-list.

@@ -1,4 +1,4 @@
-"""A MONAI bundle's ``preprocessing`` and ``inferer`` (#15 item 2), read as data and run as MONAI runs them.
+"""A MONAI bundle's ``preprocessing`` and ``inferer``, read as data and run as MONAI runs them.
 
 ``configs/inference.json``'s ``preprocessing`` (a ``Compose`` of dictionary transforms of
 ``monai.transforms``) and ``inferer`` (``SlidingWindowInferer`` roi_size / overlap / mode, or

@@ -5,10 +5,9 @@ Only literal values and ``@`` references are read; ``$`` expressions (Python cod
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .card import ModelCard, ModelError, check_channel_names
+from .card import ModelCard, ModelError, check_channel_names, read_json
 
 __all__ = ["card_from_bundle", "pipeline_from_bundle"]
 
@@ -60,15 +59,7 @@ def _config(folder: Path) -> tuple[dict, Path]:
     cfg_path = folder / "configs" / "inference.json"
     if not cfg_path.exists():
         raise ModelError(f"{folder}: not a MONAI bundle: configs/inference.json is missing (YAML configs are not read)")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{cfg_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"{cfg_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{cfg_path}: must hold a JSON object (the bundle's configuration), not "
-                         f"{type(config).__name__}")
+    config = read_json(cfg_path, whole=" (the bundle's configuration)")
     return config, cfg_path
 
 
@@ -128,16 +119,7 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     target = net_def["_target_"]
     cls_name = target if "." in target else f"monai.networks.nets.{target}"
     meta_path = folder / "configs" / "metadata.json"
-    meta = {}
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{meta_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-        except UnicodeDecodeError as exc:
-            raise ModelError(f"{meta_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(meta, dict):
-        raise ModelError(f"{meta_path}: must hold a JSON object (the bundle's metadata), not {type(meta).__name__}")
+    meta = read_json(meta_path, whole=" (the bundle's metadata)") if meta_path.exists() else {}
     inputs, outputs = _data_format(meta, meta_path)
     n_in = _channel_count(inputs.get("num_channels", kwargs.get("in_channels", 1)), meta_path, "inputs")
     chdef = _channel_def(inputs, meta_path, "inputs")

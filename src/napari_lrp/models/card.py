@@ -1,4 +1,4 @@
-"""Model cards (DESIGN section 5): how to feed a network; and the loaded Model (network + card)."""
+"""Model cards: how to feed a network; and the loaded Model (network + card)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ class ModelError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+#: where a refused card's message sends the reader
+CARD_FIELDS_HELP = "the card's fields: 'Your own model card' in napari-lrp's documentation, docs/networks.md"
 
 
 class _InputSchema(_Strict):
@@ -127,12 +131,12 @@ def _field_errors(exc: ValidationError, source: str) -> ModelError:
             f" (got {got!r})"
         msg = re.sub(r" or instance of _\w+", "", err["msg"]).replace("Value error, ", "")
         lines.append(f"field {loc!r}: {msg}{shown}")
-    return ModelError(f"{source}: the model card is not valid: " + "; ".join(lines) + " (see DESIGN section 5)")
+    return ModelError(f"{source}: the model card is not valid: " + "; ".join(lines) + f" ({CARD_FIELDS_HELP})")
 
 
 @dataclass
 class ModelCard:
-    """How to feed a network (DESIGN section 5).
+    """How to feed a network.
 
     architecture: {"class": dotted name on the allow-list, "kwargs": {...}}; weights: file name relative
     to the card; modalities: input channel names in order; input: {"spatial_size": [Z, Y, X] or None,
@@ -171,7 +175,7 @@ class ModelCard:
             raise ModelError(f"{source}: a model card must be a JSON object, got {type(d).__name__}")
         missing = [k for k in ("name", "architecture", "modalities") if k not in d]
         if missing:
-            raise ModelError(f"{source}: the model card lacks {', '.join(missing)} (see DESIGN section 5)")
+            raise ModelError(f"{source}: the model card lacks {', '.join(missing)} ({CARD_FIELDS_HELP})")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
@@ -208,11 +212,50 @@ class Model:
         return self.network(x)
 
 
-def read_card(path: Path) -> ModelCard:
+def read_json(path: Path, not_found: str | None = None, kind: str = "", whole: str | None = "") -> Any:
+    """The JSON document in ``path``, refused by name when it cannot be read.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    not_found : str, optional
+        The message after the path when the file is missing (None: FileNotFoundError as it is).
+    kind : str
+        What the file is, named in the message of invalid JSON ('the model card ').
+    whole : str or None
+        The document must be a JSON object; the words after "object" in the refusal (None: any JSON value).
+
+    Returns
+    -------
+    object
+        The document (a dict unless ``whole`` is None).
+    """
     try:
-        data = json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelError(f"{path}: model card not found") from None
+        if not_found is None:
+            raise
+        raise ModelError(f"{path}: {not_found}") from None
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: the model card is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    return ModelCard.from_dict(data, str(path))
+        raise ModelError(f"{path}: {kind}not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: {kind}not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if whole is not None and not isinstance(doc, dict):
+        raise ModelError(f"{path}: must hold a JSON object{whole}, not {type(doc).__name__}")
+    return doc
+
+
+def read_card(path: Path) -> ModelCard:
+    """The card in ``path`` (card.json), validated field by field.
+
+    Parameters
+    ----------
+    path : Path
+        The card file.
+
+    Returns
+    -------
+    ModelCard
+    """
+    return ModelCard.from_dict(read_json(path, "model card not found", "the model card is ", None), str(path))

@@ -36,7 +36,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise ModelError(f"device {device!r} was requested but no CUDA GPU is available here; use 'cpu' or 'auto'")
         idx = int(m.group(1) or 0)
         if idx >= torch.cuda.device_count():
-            raise ModelError(f"device {device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise ModelError(f"device {device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) "
+                             "exist")
         return torch.device(device)
     if device == "mps":
         if not mps_available():

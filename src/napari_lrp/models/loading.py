@@ -1,4 +1,4 @@
-"""Loading and saving models (DESIGN section 5): a card next to its weights, a model folder, a MONAI bundle.
+"""Loading and saving models: a card next to its weights, a model folder, a MONAI bundle.
 
 Security: architectures come only from an allow-list (``architectures``); weights load with
 ``torch.load(weights_only=True)`` (``weights``); a pickled full model or a TorchScript file would run code
@@ -41,7 +41,8 @@ def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
         else:
             cards = sorted(path.glob("*.json"))
             if len(cards) != 1:
-                raise ModelError(f"{path}: a model folder needs card.json (or one .json card) or a MONAI bundle's configs/")
+                raise ModelError(f"{path}: a model folder needs card.json (or one .json card) or a MONAI bundle's "
+                                 "configs/")
             path = cards[0]
     if path.suffix.lower() == ".json":
         card = read_card(path)
@@ -81,7 +82,8 @@ def model_sha256(path: str | os.PathLike) -> str:
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto", trust: bool = False, fold=None,
                checkpoint: str = "checkpoint_final.pth", mirroring: bool = False) -> Model:
     """Load a model: a card (.json) next to its weights, a folder holding ``card.json``, a MONAI bundle or an
-    nnU-Net v2 results folder (``fold``, ``checkpoint``, ``mirroring``: see :func:`napari_lrp.models.nnunet.load_nnunet`).
+    nnU-Net v2 results folder (``fold``, ``checkpoint``, ``mirroring``: see
+    :func:`napari_lrp.models.nnunet.load_nnunet`).
 
     Weights load with ``torch.load(weights_only=True)`` onto ``device`` ('auto', 'cpu', 'cuda', 'cuda:N',
     'mps'); 'module.' prefixes (DataParallel) and Lightning checkpoints are recognised. A pickled full

@@ -22,8 +22,8 @@ from torch import nn
 
 from .card import ModelError
 
-__all__ = ["check_allocation", "window_bytes", "MAX_PARAMETERS", "NetworkBlocked", "check_size", "no_network", "parameter_count",
-           "refuse_download_arguments"]
+__all__ = ["check_allocation", "check_size", "MAX_PARAMETERS", "NetworkBlocked", "no_network", "parameter_count",
+           "refuse_download_arguments", "window_bytes"]
 
 #: the largest network a card may ask for (parameters; 2 GB of float32 weights); larger ones are refused
 MAX_PARAMETERS = 500_000_000

@@ -1,4 +1,4 @@
-"""nnU-Net v2 results folders (#15 item 1): the network as nnU-Net builds it, its pre-processing, back to the case.
+"""nnU-Net v2 results folders: the network as nnU-Net builds it, its pre-processing, back to the case.
 
 A results folder (``.../DatasetXXX_Name/<trainer>__<plans>__<configuration>``) holds ``dataset.json``
 (``channel_names``, ``labels``), ``plans.json`` (one entry per configuration) and ``fold_N/checkpoint_final.pth``
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import torch
 from scipy.ndimage import binary_fill_holes
 from torch import nn
 
-from .card import Model, ModelCard, ModelError, check_channel_names
+from .card import Model, ModelCard, ModelError, check_channel_names, read_json
 from .network_guard import check_allocation, check_size, no_network, refuse_download_arguments, window_bytes
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
@@ -48,8 +47,9 @@ from .weights import (
     identity_sha256,
 )
 
-__all__ = ["DNA_PREFIX", "FoldEnsemble", "MirroredNetwork", "NnUNetInput", "NnUNetPlan", "is_nnunet_folder",
-           "load_nnunet", "nnunet_gaussian", "nnunet_network_spec", "nnunet_sha256", "nnunet_steps", "nonzero_box", "resolve_nnunet"]
+__all__ = ["DNA_PREFIX", "FoldEnsemble", "is_nnunet_folder", "load_nnunet", "MirroredNetwork", "nnunet_gaussian",
+           "nnunet_network_spec", "nnunet_sha256", "nnunet_steps", "NnUNetInput", "NnUNetPlan", "nonzero_box",
+           "resolve_nnunet"]
 
 DNA_PREFIX = "dynamic_network_architectures.architectures."
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
@@ -274,7 +274,8 @@ class NnUNetPlan:
                 img -= img.min()
                 img /= np.clip(img.max(), a_min=1e-8, a_max=None)
             elif scheme != "NoNormalization":
-                raise ModelError(f"{self.folder}: normalisation scheme {scheme!r} is not one of {', '.join(NORMALISATIONS)}")
+                raise ModelError(f"{self.folder}: normalisation scheme {scheme!r} is not one of "
+                                 f"{', '.join(NORMALISATIONS)}")
         return out
 
 
@@ -362,17 +363,7 @@ class NnUNetInput(PreparedInput):
 # ---- reading a results folder ----------------------------------------------------------------------------------
 
 def _read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: not found; an nnU-Net v2 results folder holds dataset.json and plans.json") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(doc, dict):
-        raise ModelError(f"{path}: must hold a JSON object, not {type(doc).__name__}")
-    return doc
+    return read_json(path, "not found; an nnU-Net v2 results folder holds dataset.json and plans.json")
 
 
 def _check_plans(plans: dict, path: Path) -> None:

@@ -15,7 +15,8 @@ from torch import nn
 
 from .card import ModelError
 
-__all__ = ["check_archive", "check_finite_weights", "check_readable_weights", "definition_files", "file_sha256", "identity_sha256", "load_weights"]
+__all__ = ["check_archive", "check_finite_weights", "check_readable_weights", "definition_files", "file_sha256",
+           "identity_sha256", "load_weights"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:

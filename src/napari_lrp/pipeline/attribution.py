@@ -276,14 +276,9 @@ def run_attribution(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, me
 
     Parameters
     ----------
-    m : Model
-        The model.
-    case : Case
-        The case.
-    prep : PreparedInput
-        The model-grid input.
-    spec : RunSpec
-        Target, class and output index (preset and rules are LRP's and unused).
+    m, case, prep, spec : Model, Case, PreparedInput, RunSpec
+        The model, the case, its model-grid input; target, class and output index (preset and rules
+        are LRP's and unused here).
     method : str
         A name of :data:`METHODS`.
     options : dict

@@ -264,16 +264,12 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, s
 
     Parameters
     ----------
-    m : Model
-        The model.
-    case : Case
-        The case.
-    prep : PreparedInput
-        The model-grid input.
+    m, case, prep : Model, Case, PreparedInput
+        The model, the case and its model-grid input.
     sampling : Sampling
-        The draws.
+        The draws (how many, dropout, flips, seed, batch size).
     spec : RunSpec
-        The run's choices.
+        Preset, rules, target, class, strict and output index, shared by every draw.
     progress : callable(done, total), optional
         Called per batch of forward passes.
 

@@ -43,8 +43,8 @@ from ..models.preprocess import PreparedInput
 from .result import Explanation
 from .runs import RunRecord, RunSpec, record_shapes
 
-__all__ = ["BLENDS", "MAX_WINDOWS", "TiledRun", "check_tiling", "auto_window", "blend_weights", "budget", "run_tiled", "tiled_prediction",
-           "window_starts", "windows"]
+__all__ = ["auto_window", "blend_weights", "BLENDS", "budget", "check_tiling", "MAX_WINDOWS", "run_tiled",
+           "tiled_prediction", "TiledRun", "window_starts", "windows"]
 
 BLENDS = ("gaussian", "constant", "trimmed", "nnunet", "monai-gaussian", "monai-constant")
 
@@ -339,7 +339,8 @@ def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: st
             if progress is not None:
                 progress(i + 1, len(wins))
     if bool((den == 0).any()):
-        raise ValueError(f"blend {blend!r} leaves voxels without weight for window {tuple(window)} and overlap {overlap}")
+        raise ValueError(f"blend {blend!r} leaves voxels without weight for window {tuple(window)} and overlap "
+                         f"{overlap}")
     return num / den, den
 
 
@@ -349,14 +350,8 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, window, 
 
     Parameters
     ----------
-    m : Model
-        The model.
-    case : Case
-        The case.
-    prep : PreparedInput
-        The model-grid input.
-    spec : RunSpec
-        The run's choices.
+    m, case, prep, spec : Model, Case, PreparedInput, RunSpec
+        The model, the case, its model-grid input and the run's choices.
     window : (Z, Y, X) or "auto"
         Window size on the model grid; "auto": the largest that fits ``max_memory``.
     overlap : float

@@ -1,4 +1,4 @@
-"""The Compare dock (#17 items 4 and 5): attribution methods side by side on the case on screen, and the
+"""The Compare dock: attribution methods side by side on the case on screen, and the
 LRP gamma search with its contours and the best point one click from being shown.
 
 One relevance layer per method ('R sum · <method>', the channel sum, with the R layers' colour map and

@@ -74,12 +74,12 @@ class InclusivityWidget(DockPanel):
                                        tooltip="The colour scale saturates at this percentile of |relevance| "
                                                "(100: the maximum); lower it to see weak relevance, raise it "
                                                "to see the peak's structure.")
-        self.tau_r = FloatSpinBox(label="tau_R", min=0.0, max=1.0, step=0.05, value=0.5,
-                                  tooltip="tau_R: a voxel counts as strongly relevant when |R| >= tau_R times the "
-                                          "channel's maximum |R|.")
-        self.tau_x = FloatSpinBox(label="tau_x", min=0.0, max=1.0, step=0.05, value=0.1,
-                                  tooltip="tau_x: a voxel counts as image signal when |x| > tau_x times the "
-                                          "channel's maximum.")
+        self.tau_r, self.tau_x = (
+            FloatSpinBox(label=label, min=0.0, max=1.0, step=0.05, value=value, tooltip=tip) for label, value, tip in (
+                ("tau_R", 0.5, "tau_R: a voxel counts as strongly relevant when |R| >= tau_R times the channel's "
+                               "maximum |R|."),
+                ("tau_x", 0.1, "tau_x: a voxel counts as image signal when |x| > tau_x times the channel's "
+                               "maximum.")))
         self.table = Table(value={"data": [], "index": [], "columns": []}, label="coefficients")
         self.table.tooltip = "; ".join(f"{k}: {v}" for k, v in COLUMN_TIPS.items())
         self.table.native.setMinimumHeight(250)
@@ -188,7 +188,8 @@ class InclusivityWidget(DockPanel):
         self.session.relevance_shown = True
         self.updates += 1
         key = (exp.case, tuple(exp.modalities), self.tau_x.value)
-        if self._mask_key is None or self._mask_key[0] is not exp.case or self._mask_key[1:] != key[1:]:  # the image mask changes with the case and tau_x, not with the filter
+        # the image mask changes with the case and tau_x, not with the filter
+        if self._mask_key is None or self._mask_key[0] is not exp.case or self._mask_key[1:] != key[1:]:
             self._mask_key, self._mask = key, input_mask(exp.input_image, self.tau_x.value)
         if self._truth_of is not exp.case:  # the ground truth changes with the case, not with the filter
             self._truth_of, self._truth = exp.case, exp.case.ground_truth

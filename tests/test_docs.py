@@ -1,0 +1,56 @@
+"""The documentation: a strict build (a broken link or a page missing from the navigation fails), a short
+README whose test command is the one CI runs, and no references to documents or issue numbers the
+repository does not hold."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_docs_build_strictly(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
+                           "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    for name in ("napari_lrp.explain", "napari_lrp.Explanation", "RunSpec", "run_tiled", "case_from_layers"):
+        assert name in api, f"the API reference lacks {name}"
+
+
+def test_a_broken_link_fails_the_strict_build(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# x\n\n[missing](nowhere.md)\n")
+    (tmp_path / "mkdocs.yml").write_text("site_name: x\nstrict: true\nnav:\n  - Home: index.md\n")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0 and "nowhere.md" in done.stderr
+
+
+def test_the_readme_is_short_and_its_test_command_is_the_one_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    command = "scripts/setup.sh --test && .venv/bin/python -m pytest"
+    assert command in readme
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = [line for line in lines if line and not line.startswith(("#", "set", "cd"))]
+    assert ci == [command]
+    assert "scripts/setup.sh && .venv/bin/napari-lrp demo" in readme
+    for page in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / page).exists(), f"the README links to {page}, which does not exist"
+
+
+def test_no_reference_to_a_design_file_or_an_issue_number():
+    tracked = subprocess.run(["git", "ls-files", "src", "tests", "benchmarks", "scripts", "docs", "sample_data",
+                              "README.md"], capture_output=True, text=True, cwd=ROOT).stdout.split()
+    bad = re.compile(r"DESIGN|\bissue #?\d+|\(#\d+\b|#\d+ item")
+    found = []
+    for name in tracked:
+        if not name.endswith((".py", ".md", ".sh", ".yaml", ".yml")) or name == "tests/test_docs.py":
+            continue
+        for i, line in enumerate((ROOT / name).read_text().splitlines(), 1):
+            if bad.search(line):
+                found.append(f"{name}:{i}: {line.strip()[:80]}")
+    assert not found, found
