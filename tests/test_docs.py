@@ -54,3 +54,50 @@ def test_no_reference_to_a_design_file_or_an_issue_number():
             if bad.search(line):
                 found.append(f"{name}:{i}: {line.strip()[:80]}")
     assert not found, found
+
+
+def _numpydoc_gaps(func) -> list[str]:
+    """What a public function's docstring lacks: 'Parameters' when it takes any, 'Returns' when it returns."""
+    import ast
+    import inspect
+    import textwrap
+
+    doc = inspect.getdoc(func) or ""
+    params = [p for p in inspect.signature(func).parameters if p not in ("self", "cls")]
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    returns = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(tree))
+    gaps = []
+    if params and "Parameters\n----------" not in doc:
+        gaps.append("Parameters")
+    if returns and "Returns\n-------" not in doc and "Raises\n------" not in doc:
+        gaps.append("Returns")
+    return gaps
+
+
+def test_the_public_api_has_numpydoc_parameters_and_returns():
+    import inspect
+
+    import napari_lrp
+    from napari_lrp import layerdata, pipeline
+    from napari_lrp.lrp import blocks
+    from napari_lrp.models import pipeline as model_pipeline
+    from napari_lrp.pipeline import runs
+
+    funcs = {f"napari_lrp.{n}": getattr(napari_lrp, n) for n in napari_lrp.__all__
+             if inspect.isfunction(getattr(napari_lrp, n))}
+    for module in (pipeline, layerdata, blocks, model_pipeline):
+        funcs.update({f"{module.__name__}.{n}": getattr(module, n) for n in module.__all__
+                      if inspect.isfunction(getattr(module, n))})
+    for cls in (napari_lrp.Explanation, runs.RunRecord, runs.LRPRun):
+        funcs.update({f"{cls.__name__}.{n}": f for n, f in vars(cls).items()
+                      if inspect.isfunction(f) and not n.startswith("_")})
+    gaps = {name: g for name, f in funcs.items() if (g := _numpydoc_gaps(f))}
+    assert len(funcs) > 40 and not gaps, gaps
+
+
+def test_the_numpydoc_check_finds_a_gap():
+    def undocumented(a, b):
+        """Adds."""
+        return a + b
+
+    assert _numpydoc_gaps(undocumented) == ["Parameters", "Returns"]

@@ -38,8 +38,21 @@ GROUND_TRUTH_NAME = "ground truth"
 
 
 def case_layer_data(case: Case) -> list[tuple]:
-    """LayerData tuples: one grayscale Image per modality and a Labels layer "ground truth" for the mask;
-    every layer's metadata names its role and its case (see ``widgets._layers``)."""
+    """The layers of a case as napari LayerData tuples.
+
+    One grayscale Image per modality (the first visible, contrast from the 0.5 and 99.5 percentiles) and a
+    Labels layer "ground truth" for the mask; every layer's metadata names its role and its case.
+
+    Parameters
+    ----------
+    case : Case
+        The case.
+
+    Returns
+    -------
+    list of tuple
+        (data, layer keyword arguments, 'image' or 'labels') per layer.
+    """
     kw = case.grid.layer_kwargs()
     key = case.key
     out = []

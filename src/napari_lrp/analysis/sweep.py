@@ -18,18 +18,37 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
           tau_x: float = 0.1, include_unfiltered: bool = True,
           progress: Callable[[int, int], None] | None = None, faithfulness: bool = False,
           perturbation_options: dict | None = None) -> pd.DataFrame:
-    """Run every filter of ``grid`` (default: :func:`~napari_lrp.lrp.filters.default_grid`) on an Explanation.
+    """Run every filter of a grid on an Explanation: one tidy table.
 
-    placement: 'input' (the filter on the final heatmap, replacing the run's own input filter as the
-    Inclusivity widget's slider does, see :func:`~napari_lrp.lrp.filters.heatmap`; no propagation) or
-    'blocks' (the filter after every block of the network and no other filter, re-propagating from the
-    kept forward pass). The 'none' row is the run's relevance as it is. Returns a tidy table with columns
-    setting, placement, channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power. A sampled
-    run (MC dropout, flips) gives the coefficients of the mean map and, after each, '<coefficient>_sd', its
-    spread over the draws (:meth:`~napari_lrp.pipeline.result.Explanation.coefficient_spread`).
-    faithfulness=True adds morf_auc and lerf_auc of each setting's map (region perturbation,
-    ``perturbation_options`` as :meth:`~napari_lrp.pipeline.result.Explanation.perturbation`; one value per
-    setting, on every channel row), with scores shared between settings.
+    The 'none' row is the run's relevance as it is. A sampled run (MC dropout, flips) gives the coefficients of
+    the mean map and, after each, '<coefficient>_sd', its spread over the draws.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        The run.
+    placement : str
+        'input' (the filter on the final heatmap, replacing the run's own input filter as the Inclusivity
+        dock's slider does; no propagation) or 'blocks' (the filter after every block and no other filter,
+        re-propagated from the kept forward pass).
+    grid : list of Filter, optional
+        Default :func:`~napari_lrp.lrp.filters.default_grid`, the authors' grids.
+    tau_r, tau_x : float
+        The coefficients' thresholds.
+    include_unfiltered : bool
+        Add the 'none' row.
+    progress : callable(done, total), optional
+        Called per setting.
+    faithfulness : bool
+        Add morf_auc and lerf_auc of each setting's map (one value per setting, on every channel row).
+    perturbation_options : dict, optional
+        As :meth:`~napari_lrp.pipeline.result.Explanation.perturbation`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns setting, placement, channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power
+        (and the spread and faithfulness columns when asked).
     """
     if placement not in ("input", "blocks"):
         raise ValueError(f"placement must be 'input' or 'blocks', not {placement!r}")

@@ -330,13 +330,27 @@ def load_case(
     Folders are searched recursively; ISLES-2017 (ADC, MTT, rCBF, rCBV, Tmax, TTP; label OT) and BraTS
     names of every release (t1/t1n/T1w, t1ce/t1c/T1Gd, t2/t2w, flair/t2f; label seg) are recognised
     case-insensitively in file and folder names (BraTS channels are named t1, t1ce, t2, flair); a folder
-    with one unrecognised image is a one-channel case named after the file. ``modalities``: for a folder,
-    the channels to take, picked by name (any spelling) in that order and named as given; for a list of
-    files or a 4D file, the name of each file or channel in order, as written. ``nonfinite``: 'error' (default) or
-    'zero'
-    (replace NaN/Inf by 0). ``label_values``: the value(s) of the ground-truth region in a multi-label
-    file (see :mod:`napari_lrp.io.labels`; a binary label needs none). Returns a :class:`Case` in napari
-    axis order.
+    with one unrecognised image is a one-channel case named after the file.
+
+    Parameters
+    ----------
+    path_or_paths : str, os.PathLike or sequence of them
+        A case folder, one NIfTI file (3D or 4D), or a list of one-modality files.
+    label : str or os.PathLike, optional
+        The ground-truth file, when it is not found beside the images.
+    modalities : sequence of str, optional
+        For a folder, the channels to take, picked by name (any spelling) in that order and named as given;
+        for a list of files or a 4D file, the name of each file or channel in order, as written.
+    nonfinite : str
+        'error' (default: NaN/Inf voxels are refused) or 'zero' (they become 0).
+    label_values : int or sequence of int, optional
+        The value(s) of the ground-truth region in a multi-label file (see :mod:`napari_lrp.io.labels`; a
+        binary label needs none).
+
+    Returns
+    -------
+    Case
+        Channels (C, Z, Y, X) float32 in napari axis order (RAS+), the label (Z, Y, X) uint8 or None, the grid.
     """
     if nonfinite not in ("error", "zero"):
         raise ValueError("nonfinite must be 'error' or 'zero'")
@@ -377,10 +391,24 @@ def load_case(
 
 
 def save_nifti(array: np.ndarray, case: Case | Grid, path: str | os.PathLike) -> Path:
-    """Write ``array`` ((Z, Y, X) or (C, Z, Y, X) on the case grid, napari order) to ``path``.
+    """Write an array on the case grid to a NIfTI file on the original file's grid.
 
-    nibabel reads the file back voxel-for-voxel on the original file's grid, with the original affine
-    and header; the write is atomic (temporary file, then rename).
+    nibabel reads the file back voxel-for-voxel on the original file's grid, with the original affine and
+    header; the write is atomic (temporary file, then rename).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        (Z, Y, X) or (C, Z, Y, X) on the case grid, napari order.
+    case : Case or Grid
+        The case (or its grid) the array lies on.
+    path : str or os.PathLike
+        The file (.nii or .nii.gz).
+
+    Returns
+    -------
+    Path
+        The file written.
     """
     grid = case.grid if isinstance(case, Case) else case
     return save_on_grid(array, grid, path)

@@ -19,8 +19,20 @@ __all__ = ["block_layers", "block_names", "every_block", "filterable_layers", "l
 def block_names(module: nn.Module, which: str = "all") -> list[str]:
     """Names of the blocks of a U-Net: modules with a convolution as a direct child.
 
-    Modules that define ``lrp_blocks(which)`` (like UNet3D) name their own blocks; ``which`` is
-    'all', 'encoder' or 'decoder' (for others, the first half in forward order counts as encoder).
+    Modules that define ``lrp_blocks(which)`` (like UNet3D) name their own blocks; for others the first half
+    in forward order counts as the encoder.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    which : str
+        'all', 'encoder' or 'decoder'.
+
+    Returns
+    -------
+    list of str
+        Module names in forward order.
     """
     if hasattr(module, "lrp_blocks"):
         return list(module.lrp_blocks(which))
@@ -33,7 +45,22 @@ def block_names(module: nn.Module, which: str = "all") -> list[str]:
 
 
 def every_block(module: nn.Module, f: Filter, which: str = "all") -> dict[str, Filter]:
-    """{block name: f} for every block of ``module`` (see :func:`block_names`)."""
+    """One filter after every block of a network (the paper's placement "after every block").
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    f : Filter
+        The filter.
+    which : str
+        'all', 'encoder' or 'decoder' (see :func:`block_names`).
+
+    Returns
+    -------
+    dict[str, Filter]
+        {block name: f}, for ``explain(filters=...)`` or ``Explanation.refilter``.
+    """
     return {n: f for n in block_names(module, which)}
 
 

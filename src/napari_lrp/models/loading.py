@@ -82,12 +82,31 @@ def model_sha256(path: str | os.PathLike) -> str:
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto", trust: bool = False, fold=None,
                checkpoint: str = "checkpoint_final.pth", mirroring: bool = False) -> Model:
     """Load a model: a card (.json) next to its weights, a folder holding ``card.json``, a MONAI bundle or an
-    nnU-Net v2 results folder (``fold``, ``checkpoint``, ``mirroring``: see
-    :func:`napari_lrp.models.nnunet.load_nnunet`).
+    nnU-Net v2 results folder.
 
-    Weights load with ``torch.load(weights_only=True)`` onto ``device`` ('auto', 'cpu', 'cuda', 'cuda:N',
-    'mps'); 'module.' prefixes (DataParallel) and Lightning checkpoints are recognised. A pickled full
-    model or TorchScript file is refused unless ``trust=True``. Returns a :class:`Model` in eval mode.
+    Weights load with ``torch.load(weights_only=True)``; 'module.' prefixes (DataParallel) and Lightning
+    checkpoints are recognised. A pickled full model or TorchScript file is refused unless ``trust=True``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The card, model folder, bundle folder (or its configs/inference.json), or nnU-Net results folder (or
+        its plans.json, or a fold_N/checkpoint file).
+    device : str or torch.device
+        'auto' (a CUDA GPU or Apple MPS when present, else the CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.
+    trust : bool
+        Allow pickled full models and TorchScript files (they can run code).
+    fold : int, sequence of int or 'all', optional
+        nnU-Net: the folds (default every fold_N, averaged).
+    checkpoint : str
+        nnU-Net: the checkpoint file in each fold.
+    mirroring : bool
+        nnU-Net: its test-time mirroring.
+
+    Returns
+    -------
+    Model
+        The network in eval mode, its card and, for nnU-Net folders and bundles, their pipeline.
     """
     dev = resolve_device(device)
     from .nnunet import load_nnunet, resolve_nnunet
@@ -134,10 +153,23 @@ def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, sour
 
 
 def save_model(module: nn.Module, card: ModelCard | dict, path: str | os.PathLike) -> Path:
-    """Write ``module``'s weights and its card so :func:`load_model` reads them back.
+    """Write a module's weights and its card so :func:`load_model` reads them back.
 
-    path: a folder (card.json and the card's weights file inside it) or a .json card path. The
-    architecture class is filled in from the module when the card leaves it out. Returns the card path.
+    The architecture class is filled in from the module when the card leaves it out.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (its class on the allow-list).
+    card : ModelCard or dict
+        Its card (see 'Your own model card' in the documentation).
+    path : str or os.PathLike
+        A folder (card.json and the card's weights file inside it) or a .json card path.
+
+    Returns
+    -------
+    Path
+        The card written.
     """
     if isinstance(card, dict):
         card = dict(card)

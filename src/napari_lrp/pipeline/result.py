@@ -43,7 +43,13 @@ __all__ = ["Explanation", "PlacedRelevance", "load_settings", "package_version",
 
 
 def package_version() -> str:
-    """The installed napari-lrp version (from the distribution's metadata)."""
+    """The installed napari-lrp version (from the distribution's metadata).
+
+    Returns
+    -------
+    str
+        The version, or '0+unknown' for a source tree on sys.path without an install.
+    """
     try:
         return _dist_version("napari-lrp")
     except PackageNotFoundError:  # a source tree on sys.path without an install
@@ -117,7 +123,21 @@ class Explanation:
 
     # ---- derived results without a new pass ---------------------------------------------------
     def refilter(self, filters: Mapping[str, Filter] | None, keep=None, progress=None) -> Explanation:
-        """A new Explanation with other filters from the kept forward pass (no forward pass runs)."""
+        """A new Explanation with other filters, from the kept forward pass (no forward pass runs).
+
+        Parameters
+        ----------
+        filters : Mapping[str, Filter] or None
+            {'output' | 'input' | module name | glob: Filter}; None: no filter.
+        keep : bool or list of str, optional
+            Layers whose relevance the result keeps.
+        progress : callable(done, total), optional
+            Called as the relevance pass advances.
+
+        Returns
+        -------
+        Explanation
+        """
         return self._run.explanation(dict(filters or {}), keep, progress)
 
     @property
@@ -127,18 +147,42 @@ class Explanation:
 
     def with_rules(self, rules: Mapping, filters: Mapping[str, Filter] | None = None,
                    incompatible: str = "raise") -> Explanation:
-        """A new Explanation with other rules for some layers ({layer name | glob | type: Rule}), from the kept
-        forward pass where the rules allow (epsilon to epsilon; gamma, alpha-beta, z-plus among themselves;
-        see ``Propagation.replace_rules``); ``filters`` default this run's. The rules stay replaced in the
-        kept pass (a later ``refilter`` uses them). A layer whose rule cannot change so raises ValueError, or
-        with ``incompatible="keep"`` keeps its rule (e.g. the first layer's z-box)."""
+        """A new Explanation with other rules for some layers, from the kept forward pass where the rules allow.
+
+        Epsilon changes to epsilon; gamma, alpha-beta and z-plus among themselves (``Propagation.replace_rules``).
+        The rules stay replaced in the kept pass (a later ``refilter`` uses them) and are recorded in the settings.
+
+        Parameters
+        ----------
+        rules : Mapping
+            {layer name | glob | type: Rule}.
+        filters : Mapping[str, Filter], optional
+            Default this run's.
+        incompatible : str
+            'raise' (a layer whose rule cannot change so raises ValueError) or 'keep' (it keeps its rule, e.g.
+            the first layer's z-box).
+
+        Returns
+        -------
+        Explanation
+        """
         self._run.replace_rules(rules, incompatible)
         return self._run.explanation(dict(self.filters if filters is None else filters))
 
     def heatmap(self, f: Filter | None) -> np.ndarray:
-        """The relevance (C, Z, Y, X) under heatmap filter ``f``, which replaces the run's own 'input'
-        filter (None: the run's relevance as it is); see :func:`napari_lrp.lrp.filters.heatmap`. No pass runs.
-        A sampled run: the mean over the draws of each draw's relevance under ``f``."""
+        """The relevance under a heatmap filter that replaces the run's own 'input' filter (no pass runs).
+
+        Parameters
+        ----------
+        f : Filter or None
+            The filter (None: the run's relevance as it is); see :func:`napari_lrp.lrp.filters.heatmap`.
+
+        Returns
+        -------
+        numpy.ndarray
+            (C, Z, Y, X) float32 on the case grid; for a run with draws, the mean over the draws of each draw's
+            relevance under ``f``.
+        """
         if self.samples is not None and f is not None:
             return self.sample_heatmaps(f).astype(np.float64).mean(0).astype(np.float32)
         return heatmap(self.unfiltered_relevance, self.relevance, f)
@@ -180,8 +224,18 @@ class Explanation:
         return dict(self._run.layer_shapes)
 
     def kept_on_case_grid(self, name: str) -> PlacedRelevance:
-        """Relevance at the output of module ``name`` (kept in the run: ``explain(..., keep=...)``) placed
-        over the case grid (see :class:`PlacedRelevance`)."""
+        """Relevance at the output of one module, placed over the case grid.
+
+        Parameters
+        ----------
+        name : str
+            A module kept in the run (``explain(..., keep=[name])`` or ``keep=True``).
+
+        Returns
+        -------
+        PlacedRelevance
+            The layer's relevance (C', Z', Y', X') with the scale and translate that put it on the case.
+        """
         if name not in self.kept:
             raise KeyError(f"no relevance kept at {name!r}; run explain(..., keep=[{name!r}]) or keep=True "
                            f"(kept: {', '.join(self.kept) or 'none'})")
@@ -197,7 +251,14 @@ class Explanation:
 
     # ---- settings and outputs -----------------------------------------------------------------
     def settings(self) -> dict:
-        """The exact settings as JSON-able dict; ``explain(model, case, settings=...)`` reproduces the run."""
+        """The exact settings of the run, which ``explain(model, case, settings=...)`` reproduces.
+
+        Returns
+        -------
+        dict
+            JSON-able: method, preset, filters, target, class, model (path, sha256, its pipeline's settings),
+            case, rules, strict, output index, memory budget, ledger, draws, windows and package versions.
+        """
         import monai
         import nibabel
 
@@ -233,37 +294,112 @@ class Explanation:
         }
 
     def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
-        """Inclusivity, signal distribution and mean power per channel and their mean (a DataFrame)."""
+        """Inclusivities, signal distribution and mean power per channel and their mean.
+
+        Parameters
+        ----------
+        tau_r, tau_x : float
+            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
+            signal when |x| > tau_x times the channel's maximum.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per channel and a 'mean' row (:func:`napari_lrp.metrics.table.measure`).
+        """
         return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
 
     def concepts(self, layer: str, progress=None):
-        """The relevance at ``layer``'s output per channel for this run's target, with each channel's mean
-        activation inside and outside the target region (:func:`napari_lrp.metrics.concepts.channel_relevance`);
-        a tiled run (an nnU-Net folder, a bundle) sums it over its windows, one pass each."""
+        """The relevance at one layer's output per channel for this run's target (concept relevance).
+
+        A tiled run (an nnU-Net folder, a bundle) sums it over its windows, one pass each.
+
+        Parameters
+        ----------
+        layer : str
+            A module name (``layer_shapes``).
+        progress : callable(done, total), optional
+            Called per window of a tiled run.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per channel: relevance, positive, negative, share, abs_share and the channel's mean
+            activation inside and outside the target region
+            (:func:`napari_lrp.metrics.concepts.channel_relevance`).
+        """
         return self._run.concepts(self, layer, progress)
 
     def conditional(self, layer, channels=None, progress=None) -> np.ndarray:
-        """The relevance (C, Z, Y, X) on the case grid with only ``channels`` of ``layer`` passed (CRP's
-        conditional heatmap; a glob or ``{layer: channels}`` for condition sets over several layers), from the
-        kept forward pass (:func:`napari_lrp.metrics.concepts.conditional_relevance`); a tiled run (an nnU-Net
-        folder, a bundle) re-runs its windows and maps the result back to the case grid."""
+        """The relevance with only some channels of a layer passed (CRP's conditional heatmap).
+
+        From the kept forward pass; a tiled run (an nnU-Net folder, a bundle) re-runs its windows.
+
+        Parameters
+        ----------
+        layer : str, glob or dict
+            A module name, a glob, or ``{layer: channels}`` for condition sets over several layers.
+        channels : int or list of int, optional
+            The channels passed (all when None).
+        progress : callable(done, total), optional
+            Called per window of a tiled run.
+
+        Returns
+        -------
+        numpy.ndarray
+            (C, Z, Y, X) float32 on the case grid.
+        """
         return self._run.conditional(self, layer, channels, progress)
 
     def concept_measures(self, layer: str, channels=None, tau_r: float = 0.5, tau_x: float = 0.1):
-        """The inclusivities and mean power of each channel's conditional map at ``layer``, one row each."""
+        """The inclusivities and mean power of each channel's conditional map at one layer.
+
+        Parameters
+        ----------
+        layer : str
+            A module name.
+        channels : list of int, optional
+            The channels measured (all when None).
+        tau_r, tau_x : float
+            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
+            signal when |x| > tau_x times the channel's maximum.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per channel.
+        """
         return concept_measures(self, layer, channels, tau_r, tau_x)
 
     def components(self):
-        """One row per lesion of the prediction (the run's class) and of the ground truth: size (voxels, ml),
-        centre (RAS+ mm), Dice with the lesions of the other side it overlaps, detected / missed and true /
-        false positive (:func:`napari_lrp.metrics.components.components_table`; 26-connected, numbered from
-        the largest as ``target="component:K"`` and ``"gt-component:K"`` count them)."""
+        """The lesions of the prediction (the run's class) and of the ground truth, one row each.
+
+        26-connected components numbered from the largest, as ``target="component:K"`` and
+        ``"gt-component:K"`` count them (:func:`napari_lrp.metrics.components.components_table`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Size (voxels, ml), centre (RAS+ mm), Dice with the lesions of the other side it overlaps, detected /
+            missed and true / false positive.
+        """
         return components_table(self.prediction == self.target_class, self.case.ground_truth,
                                 self.case.grid.spacing, self.case.grid)
 
     def for_target(self, target) -> Explanation:
-        """This run explaining another target (a mask, or a spec such as ``"component:2"``) of the same class,
-        from the kept forward pass (a tiled run re-runs its windows); the run's filters apply."""
+        """This run explaining another target of the same class, from the kept forward pass.
+
+        A tiled run re-runs its windows; the run's filters apply.
+
+        Parameters
+        ----------
+        target : str or numpy.ndarray
+            A spec such as ``"component:2"`` or ``"false-negative"``, or a mask (Z, Y, X).
+
+        Returns
+        -------
+        Explanation
+        """
         target, cls = resolve_target(target, self.model.card.classes, self.target_class,
                                      lambda: self.case.ground_truth, self.case.grid.spacing)
         if cls != self.target_class:
@@ -275,10 +411,23 @@ class Explanation:
         return self._run.retarget(target, start_case).explanation(dict(self.filters))
 
     def lesions(self, tau_r: float = 0.5, tau_x: float = 0.1):
-        """Lesion-wise measures, as the BraTS and ISLES challenges report lesion-wise metrics: one row per lesion
-        of the prediction and of the ground truth (:meth:`components`) with the coefficients of its own map
-        (the run explaining that lesion alone, ``component:K`` / ``gt-component:K``: input and ground-truth
-        inclusivity, mu, mean power, mean over the channels) and the relevance it starts with."""
+        """Lesion-wise measures, as the BraTS and ISLES challenges report lesion-wise metrics.
+
+        Every lesion of the prediction and of the ground truth (:meth:`components`) is explained alone
+        (``component:K`` / ``gt-component:K``).
+
+        Parameters
+        ----------
+        tau_r, tau_x : float
+            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
+            signal when |x| > tau_x times the channel's maximum.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The rows of :meth:`components` with each lesion's start relevance and the mean coefficients of its
+            own map (input and ground-truth inclusivity, mu, mean power).
+        """
         table = self.components()
         rows = []
         for _i, r in table.iterrows():
@@ -292,16 +441,36 @@ class Explanation:
         return pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1) if rows else table
 
     def target_region(self) -> np.ndarray | None:
-        """The run's target region (Z, Y, X) bool on the case grid (None for the 'output' target)."""
+        """The run's target region on the case grid.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            (Z, Y, X) bool; None for the 'output' target.
+        """
         return region_mask(self.target, self.prediction, self.case.ground_truth if needs_ground_truth(self.target)
                            else None, self.target_class)
 
     def perturbation(self, order: str = "morf", relevance: np.ndarray | None = None, **options):
-        """Region perturbation (:func:`napari_lrp.metrics.region_perturbation`) of this run: blocks of the
-        model's input flipped in the order ``relevance`` (default this run's, (C, Z, Y, X) case grid) gives,
-        scored by the target class's logit sum over the run's target region (the whole volume for 'output').
-        order: 'morf', 'lerf' or 'random'; options: n_blocks, fill, steps, seed, batch. The forward passes
-        run on the engine's convolution kernels, like the run's own."""
+        """Region perturbation of this run: blocks of the model's input flipped in relevance order.
+
+        Scored by the target class's logit sum over the run's target region (the whole volume for 'output');
+        the forward passes run on the engine's convolution kernels, like the run's own.
+
+        Parameters
+        ----------
+        order : str
+            'morf', 'lerf' or 'random'.
+        relevance : numpy.ndarray, optional
+            (C, Z, Y, X) on the case grid that orders the blocks; default this run's.
+        **options
+            n_blocks, fill, steps, seed, batch, cache (:func:`napari_lrp.metrics.region_perturbation`).
+
+        Returns
+        -------
+        PerturbationCurve
+            The scores after each step and their area (``auc``).
+        """
         if self.model.pipeline is not None:
             raise ValueError(f"{self.model.path}: region perturbation runs on the model's input grid; for a model "
                              "with its own pre-processing and windows (nnU-Net folder, bundle) it is not available yet")
@@ -348,8 +517,18 @@ class Explanation:
         return curves
 
     def sample_heatmaps(self, f: Filter | None = None) -> np.ndarray | None:
-        """Every draw's relevance (T, C, Z, Y, X) under heatmap filter ``f`` (None: the run's own input
-        filter), as :meth:`heatmap` for the mean; None for a run without draws."""
+        """Every draw's relevance under a heatmap filter, as :meth:`heatmap` gives the mean.
+
+        Parameters
+        ----------
+        f : Filter, optional
+            The filter (None: the run's own input filter).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            (T, C, Z, Y, X); None for a run without draws.
+        """
         if self.samples is None:
             return None
         f = f if f is not None else self.sample_input_filter
@@ -363,10 +542,22 @@ class Explanation:
         return last[1]
 
     def coefficient_spread(self, f: Filter | None = None, tau_r: float = 0.5, tau_x: float = 0.1):
-        """The coefficients of the mean map under heatmap filter ``f`` (None: the run's own input filter) and
-        their spread over the draws: a DataFrame with the rows of :meth:`coefficients`, columns
-        '<coefficient>' (of the mean map, :meth:`heatmap`) and '<coefficient>_sd' (population sd of the
-        draws' coefficients); None for a run without draws."""
+        """The coefficients of the mean map under a heatmap filter and their spread over the draws.
+
+        Parameters
+        ----------
+        f : Filter, optional
+            The filter (None: the run's own input filter).
+        tau_r, tau_x : float
+            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
+            signal when |x| > tau_x times the channel's maximum.
+
+        Returns
+        -------
+        pandas.DataFrame or None
+            The rows of :meth:`coefficients` with columns '<coefficient>' (of the mean map) and '<coefficient>_sd'
+            (population sd of the draws' coefficients); None for a run without draws.
+        """
         maps = self.sample_heatmaps(f)
         if maps is None:
             return None
@@ -381,14 +572,26 @@ class Explanation:
         return out
 
     def save(self, folder: str | os.PathLike, tau_r: float = 0.5, tau_x: float = 0.1) -> list[Path]:
-        """Write every output of this run into ``folder`` as one unit and return the paths written.
+        """Write every output of this run into a folder as one unit.
 
-        relevance_<modality>.nii.gz (one per channel), relevance_sum.nii.gz and prediction.nii.gz on the
-        input file's grid (affine and header), coefficients.csv (:meth:`coefficients`) and settings.json
-        (:meth:`settings`, with ``outputs``: exactly the files of this run). Everything is written into a
-        temporary folder and moved into place as one unit: it replaces the outputs of the previous save into
-        ``folder`` entirely (no file of another run stays beside these); files that no save wrote are never
-        moved or deleted. If any write fails, ``folder`` is left exactly as it was and the error is raised.
+        relevance_<modality>.nii.gz (one per channel), relevance_sum.nii.gz and prediction.nii.gz on the input
+        file's grid (affine and header), coefficients.csv and settings.json (with ``outputs``: exactly the files
+        of this run); a run with draws adds the spread files. Everything is written into a temporary folder and
+        moved into place: it replaces the outputs of the previous save into ``folder`` entirely; files that no
+        save wrote are never moved or deleted. If any write fails, ``folder`` is left exactly as it was.
+
+        Parameters
+        ----------
+        folder : str or os.PathLike
+            The output folder (not inside the case's own folder).
+        tau_r, tau_x : float
+            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
+            signal when |x| > tau_x times the channel's maximum.
+
+        Returns
+        -------
+        list of Path
+            The files written.
         """
         target = check_outside_inputs(folder, [self.case.folder] if self.case.folder else [], "the case")
         names = [f"relevance_{m}.nii.gz" for m in self.modalities] + ["relevance_sum.nii.gz", "prediction.nii.gz",
@@ -416,14 +619,40 @@ class Explanation:
 
 
 def save_settings(exp: Explanation, path: str | os.PathLike, outputs: list[str] | None = None) -> Path:
-    """Write the settings JSON atomically; ``outputs``: the files of the run it describes (written under
-    'outputs', what the next save into the folder replaces)."""
+    """Write a run's settings JSON atomically.
+
+    Parameters
+    ----------
+    exp : Explanation
+        The run.
+    path : str or os.PathLike
+        The JSON file.
+    outputs : list of str, optional
+        The files of the run it describes (written under 'outputs': what the next save into the folder replaces).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     return write_text(path, json.dumps({**exp.settings(), **({"outputs": list(outputs)} if outputs else {})},
                                        indent=2))
 
 
 def load_settings(path_or_dict) -> dict:
-    """Keyword arguments for :func:`explain` from a settings JSON (file or dict)."""
+    """Keyword arguments for :func:`~napari_lrp.pipeline.explain.explain` from a settings JSON.
+
+    Parameters
+    ----------
+    path_or_dict : str, os.PathLike or dict
+        A settings file written by :func:`save_settings`, or its content.
+
+    Returns
+    -------
+    dict
+        preset, filters, target, target_class, method, method_options, rules, strict, output_index,
+        max_memory, the draws and the windows.
+    """
     where = "settings" if isinstance(path_or_dict, dict) else str(path_or_dict)
     if isinstance(path_or_dict, dict):
         d = path_or_dict

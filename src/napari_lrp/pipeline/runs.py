@@ -86,7 +86,21 @@ class Run(Protocol):
     run_settings: dict
 
     def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
-        """The Explanation of this run under ``filters`` (no forward pass runs)."""
+        """The Explanation of this run under ``filters`` (no forward pass runs).
+
+        Parameters
+        ----------
+        filters : dict
+            {'output' | 'input' | module name | glob: Filter}.
+        keep : bool or list of str, optional
+            Layers whose relevance the result keeps.
+        progress : callable(done, total), optional
+            Called as the passes advance.
+
+        Returns
+        -------
+        Explanation
+        """
 
     @property
     def layer_shapes(self) -> dict[str, tuple]:
@@ -97,7 +111,15 @@ class Run(Protocol):
         """{layer name: Rule} of a single LRP pass (empty for other kinds)."""
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> None:
-        """Replace some layers' rules in the kept pass (a single LRP run only)."""
+        """Replace some layers' rules in the kept pass (a single LRP run only).
+
+        Parameters
+        ----------
+        rules : Mapping
+            {layer name | glob | type: Rule}.
+        incompatible : str
+            'raise' or 'keep' (see ``Explanation.with_rules``).
+        """
 
 
 @dataclass
@@ -150,19 +172,76 @@ class RunRecord:
         return None
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> None:
-        """Refused: only a single LRP run keeps the pass whose rules could change."""
+        """Refused: only a single LRP run keeps the pass whose rules could change.
+
+        Parameters
+        ----------
+        rules : Mapping
+            {layer name | glob | type: Rule}.
+        incompatible : str
+            'raise' or 'keep' (see ``Explanation.with_rules``).
+
+        Raises
+        ------
+        ValueError
+            Always.
+        """
         raise ValueError("with_rules needs a single LRP run (not another method or a sampled run)")
 
     def retarget(self, target, start_case: torch.Tensor) -> RunRecord:
-        """Refused: only a single LRP run or a tiled run explains another target from its forward pass."""
+        """Refused: only a single LRP run or a tiled run explains another target from its forward pass.
+
+        Parameters
+        ----------
+        target : object
+            The resolved target.
+        start_case : torch.Tensor
+            Its start relevance (1, K, Z, Y, X) on the case grid.
+
+        Raises
+        ------
+        ValueError
+            Always.
+        """
         raise ValueError("for_target needs a single LRP run or a tiled run (not another method or draws)")
 
     def concepts(self, exp: Explanation, layer: str, progress=None) -> pd.DataFrame:
-        """The per-channel relevance table at ``layer`` (see ``metrics.concepts.channel_relevance``)."""
+        """The per-channel relevance table at one layer (see ``metrics.concepts.channel_relevance``).
+
+        Parameters
+        ----------
+        exp : Explanation
+            The run's Explanation (its filters and kept pass).
+        layer : str
+            A module name.
+        progress : callable(done, total), optional
+            Unused by a single pass.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         return channel_relevance(exp, layer)
 
     def conditional(self, exp: Explanation, layer, channels=None, progress=None) -> np.ndarray:
-        """The conditional relevance (C, Z, Y, X) (see ``metrics.concepts.conditional_relevance``)."""
+        """The conditional relevance (see ``metrics.concepts.conditional_relevance``).
+
+        Parameters
+        ----------
+        exp : Explanation
+            The run's Explanation.
+        layer : str, glob or dict
+            The condition's layer(s).
+        channels : int or list of int, optional
+            The channels passed.
+        progress : callable(done, total), optional
+            Called as the pass advances.
+
+        Returns
+        -------
+        numpy.ndarray
+            (C, Z, Y, X) on the case grid.
+        """
         return conditional_relevance(exp, layer, channels, progress)
 
     def explanation_of(self, relevance: np.ndarray, unfiltered: np.ndarray, filters: dict, ledger,
@@ -220,21 +299,56 @@ class LRPRun(RunRecord):
         return self.start
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> None:
-        """Replace rules in the kept pass (``Propagation.replace_rules``) and record them in the settings."""
+        """Replace rules in the kept pass (``Propagation.replace_rules``) and record them in the settings.
+
+        Parameters
+        ----------
+        rules : Mapping
+            {layer name | glob | type: Rule}.
+        incompatible : str
+            'raise' or 'keep' (see ``Explanation.with_rules``).
+        """
         self.propagation.replace_rules(rules, incompatible)
         recorded = dict(self.run_settings)
         recorded["rules"] = {**recorded.get("rules", {}), **dict(rules)}
         self.run_settings = recorded
 
     def retarget(self, target, start_case: torch.Tensor) -> LRPRun:
-        """This run with another target of its class: ``start_case`` (1, K, Z, Y, X) placed on the model grid."""
+        """This run with another target of its class, its start relevance placed on the model grid.
+
+        Parameters
+        ----------
+        target : object
+            The resolved target.
+        start_case : torch.Tensor
+            Its start relevance (1, K, Z, Y, X) on the case grid.
+
+        Returns
+        -------
+        LRPRun
+            A new run sharing the kept forward pass.
+        """
         start = self.prepared.pad(start_case).to(self.start.dtype)
         return dataclasses.replace(self, start=start, spec=dataclasses.replace(self.spec, target=target),
                                    run_settings=dict(self.run_settings))
 
     def explanation(self, filters: dict, keep=None, progress: Callable[[int, int], None] | None = None
                     ) -> Explanation:
-        """Propagate ``start`` with ``filters`` and map the result to the case grid."""
+        """Propagate the start relevance with ``filters`` and map the result to the case grid.
+
+        Parameters
+        ----------
+        filters : dict
+            {'output' | 'input' | module name | glob: Filter}.
+        keep : bool or list of str, optional
+            Layers whose relevance the result keeps.
+        progress : callable(done, total), optional
+            Called as the passes advance.
+
+        Returns
+        -------
+        Explanation
+        """
         res = self.propagation.propagate(self.start, filters=filters, keep=keep, progress=progress)
         crop = self.prepared.crop
         rel = crop(res.relevance)[0].float().cpu().numpy()
