@@ -61,7 +61,7 @@ def main(argv=None):
         import napari
         from qtpy.QtWidgets import QApplication
 
-        from napari_lrp.widgets.inclusivity import THROTTLE_MS
+        from napari_lrp.widgets.inclusivity_dock import THROTTLE_MS
 
         viewer = napari.Viewer(show=True)
         viewer.window._qt_window.resize(width, height)

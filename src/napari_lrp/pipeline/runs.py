@@ -151,6 +151,24 @@ class RunRecord:
     #: what explain() was asked beyond preset, filters and target (written into the settings)
     run_settings: dict = field(default_factory=dict, kw_only=True)
 
+    def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
+        """The Explanation of this run under ``filters``; every kind implements it.
+
+        Parameters
+        ----------
+        filters : dict
+            {'output' | 'input' | module name | glob: Filter}.
+        keep : bool or list of str, optional
+            Layers whose relevance the result keeps.
+        progress : callable(done, total), optional
+            Called as the passes advance.
+
+        Returns
+        -------
+        Explanation
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement explanation()")
+
     @property
     def layer_shapes(self) -> dict[str, tuple]:
         """No layers (another method); kinds with a forward pass override this."""

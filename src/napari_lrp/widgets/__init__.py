@@ -1,8 +1,8 @@
 """napari dock widgets: the only package that imports napari or Qt."""
 
-from .compare import CompareWidget
-from .concepts import ConceptsWidget
-from .inclusivity import InclusivityWidget
-from .relevance import RelevanceWidget
+from .compare_dock import CompareWidget
+from .concepts_dock import ConceptsWidget
+from .inclusivity_dock import InclusivityWidget
+from .relevance_dock import RelevanceWidget
 
 __all__ = ["CompareWidget", "ConceptsWidget", "InclusivityWidget", "RelevanceWidget"]

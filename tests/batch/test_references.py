@@ -1,4 +1,4 @@
-"""Reference cases of a layer's channels across the sample cohort (batch/concepts.py) on a LocalCluster: the
+"""Reference cases of a layer's channels across the sample cohort (batch/references.py) on a LocalCluster: the
 per-case relevance equals the API's, the ranking is by it, the crops sit where the channel's relevance peaks,
 and a rerun reuses every case unless the layer changes."""
 
