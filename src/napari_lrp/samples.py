@@ -5,6 +5,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from .io import load_case
+from .models import load_model
+
 __all__ = ["sample_root", "sample_case_path", "sample_case_paths", "sample_model_path", "sample_dropout_model_path",
            "sample_nnunet_path",
            "load_sample_case", "load_sample_model"]
@@ -44,12 +47,8 @@ def sample_nnunet_path() -> Path:
 
 
 def load_sample_case(i: int = 1):
-    from .io import load_case
-
     return load_case(sample_case_path(i))
 
 
 def load_sample_model(device: str = "auto"):
-    from .models import load_model
-
     return load_model(sample_model_path(), device=device)

@@ -21,7 +21,10 @@ import pandas as pd
 
 from ..io.atomic import replacing, replacing_folder
 from ..io.case import Case
+from ..models.card import Model
 from ..pipeline import Explanation, explain
+from ..pipeline.attribution import METHODS
+from .sanity import map_similarity, randomised
 
 __all__ = ["ALIASES", "compare", "parse_method", "save_comparison", "split_methods"]
 
@@ -44,8 +47,6 @@ def _value(text: str):
 def parse_method(spec: str) -> tuple[str, dict]:
     """(method name, options) of a spec such as 'lrp:paper', 'ig:32', 'gradcam:encoders.3', 'occlusion:6x4x8x8'
     or 'ig:n_steps=16,baselines=blurred'."""
-    from ..pipeline.attribution import METHODS
-
     name, _, rest = spec.strip().partition(":")
     name = ALIASES.get(name, name)
     if name != "lrp" and name not in METHODS:
@@ -86,8 +87,6 @@ def compare(model, case: Case, methods: Sequence[str], target="region", perturba
             progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, dict[str, Explanation]]:
     """Run every method spec on ``case`` and tabulate them (see the module doc); returns (table, {spec:
     Explanation}). Perturbation options: n_blocks, steps, fill (as ``region_perturbation``)."""
-    from .sanity import randomised
-
     results: dict[str, Explanation] = {}
     rows = []
     random_auc = None
@@ -107,9 +106,6 @@ def compare(model, case: Case, methods: Sequence[str], target="region", perturba
             if random_auc is None:
                 random_auc = curves["random"].auc
         if sanity:
-            from ..models.card import Model
-            from .sanity import map_similarity
-
             names = [n for n, m in exp.model.network.named_modules() if n and not list(m.children())
                      and hasattr(m, "reset_parameters")]
             untrained = Model(network=randomised(exp.model.network, names).eval(), card=exp.model.card,

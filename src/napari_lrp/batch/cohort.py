@@ -22,8 +22,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.sweep import sweep
+from ..io import load_case
 from ..io.atomic import replacing, write_text
 from ..io.case import readable_name
+from ..lrp.filters import default_grid, format_filter, parse_filter
+from ..lrp.presets import PRESETS
+from ..metrics.components import TARGET_KINDS
+from ..models import load_model
+from ..models.devices import resolve_device
+from ..models.loading import model_sha256
+from ..pipeline import explain, package_version
+from ..pipeline.sampling import DrawnDropout, Sampling
 from .cluster import cluster_client
 
 __all__ = ["case_folders", "run_case", "run_settings", "settings_hash", "sweep_cohort"]
@@ -55,9 +65,6 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
                  sampling: dict | None = None, max_memory: float | None = None) -> dict:
     """Everything besides the model that decides a case's sweep table, as a JSON-able dict. ``sampling``:
     ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns."""
-    from ..lrp.filters import default_grid, format_filter
-    from ..pipeline import package_version
-
     grid = default_grid() if grid is None else grid
     return {"preset": preset, "placement": placement, "grid": [format_filter(placement, f) for f in grid],
             "target": target, "tau_r": float(tau_r), "tau_x": float(tau_x),
@@ -75,8 +82,6 @@ def settings_hash(settings: dict) -> str:
 
 @lru_cache(maxsize=2)
 def _cached_model(model_path: str, device: str, identity: str):
-    from ..models import load_model
-
     model = load_model(model_path, device=device)
     if model.sha256 != identity:  # edited between the sweep's hash and the load: not the model asked for
         raise ValueError(f"{model_path}: the model changed while the sweep started (its files hash to "
@@ -87,8 +92,6 @@ def _cached_model(model_path: str, device: str, identity: str):
 def cached_model(model_path: str, device: str, identity: str | None = None):
     """The loaded model, cached per worker by its path and identity (an edited card or weights file is
     another model, loaded again)."""
-    from ..models.loading import model_sha256
-
     return _cached_model(model_path, device, identity or model_sha256(model_path))
 
 
@@ -122,11 +125,6 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
              device: str = "cpu", settings: dict | None = None, model_sha256: str = "") -> dict:
     """Explain one case and sweep the grid of ``settings`` (:func:`run_settings`); writes cases/<name>.csv
     (rows carry ``model_sha256`` and ``settings_hash``) or cases/<name>.failed.json."""
-    from ..analysis.sweep import sweep
-    from ..io import load_case
-    from ..lrp.filters import parse_filter
-    from ..pipeline import explain
-
     settings = settings or run_settings(preset, placement)
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
     name = case_name(case_dir)
@@ -213,13 +211,8 @@ SWEEP_TARGETS = ("region", "groundtruth", "output")
 def _check_sweep_arguments(model, preset: str, target: str, device: str, sampling: dict | None) -> None:
     """Refuse, before any case runs, an argument that would fail every case (and exit 0 with a table of
     failures): an unknown preset or target, a device this machine lacks, draws the network cannot make."""
-    from ..lrp.presets import PRESETS
-    from ..models.devices import resolve_device
-    from ..pipeline.sampling import DrawnDropout, Sampling
-
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
-    from ..metrics.components import TARGET_KINDS
 
     kind = target.partition(":")[0].lower() if isinstance(target, str) else None
     if target not in SWEEP_TARGETS and kind not in TARGET_KINDS:
@@ -266,8 +259,6 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     run within about half of it (tiling when the whole volume would not fit). A case whose worker is killed
     anyway is retried once more by a rerun and then left failed (``MAX_KILLS``), named in ``table.csv``.
     """
-    from ..models.loading import model_sha256
-
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 0):

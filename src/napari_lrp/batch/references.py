@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import load_case
 from ..io.atomic import replacing
+from ..lrp.names import check_placements
+from ..pipeline import explain
 from .cohort import (
     cached_model,
     case_folders,
@@ -49,9 +52,6 @@ def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str =
     """One case's channel relevance at ``settings['layer']`` (a task of :func:`sweep_cohort`): writes
     cases/<name>.csv (case, channel, relevance, abs_share, location_z/y/x_mm, voxel_z/y/x, status, the model's
     identity and the settings' hash) or cases/<name>.failed.json."""
-    from ..io import load_case
-    from ..pipeline import explain
-
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
     name = case_name(case_dir)
     cases = Path(out_dir) / "cases"
@@ -123,10 +123,6 @@ def concept_references(cohort, model, out, layer: str, top: int = 5, preset: str
         references.csv: channel, rank (1 = most relevance), case, relevance, abs_share, location_z/y/x_mm (napari
         world mm), crop (the file under crops/).
     """
-    from ..io import load_case
-    from ..lrp.names import check_placements
-    from ..pipeline import explain
-
     if int(top) < 1 or int(crop) < 1:
         raise ValueError(f"top={top!r} and crop={crop!r} must be whole numbers >= 1")
     network = cached_model(str(model), device).network  # the layer is checked before any case runs

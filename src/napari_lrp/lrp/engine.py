@@ -33,7 +33,19 @@ from .folding import BatchNormFolding
 from .ledger import Ledger
 from .names import check_placements, expand, is_glob, matches
 from .presets import can_handle, get_preset, resolve_rule
-from .rules import Epsilon, PassThrough, Routing, Rule, Softmax, WinnerTakesAll, divide_stabilised, stabilise
+from .rules import (
+    AlphaBeta,
+    Epsilon,
+    Gamma,
+    PassThrough,
+    Routing,
+    Rule,
+    SignedState,
+    Softmax,
+    WinnerTakesAll,
+    divide_stabilised,
+    stabilise,
+)
 from .types import (
     ADD_FUNCTIONS,
     ATTENTION_FUNCTIONS,
@@ -903,8 +915,6 @@ class Propagation:
         weights). ``rules``: {layer name | glob | type: Rule}. Returns the layers changed; a layer whose
         rule cannot be swapped so (e.g. z-box to gamma) raises ValueError naming it (make a new Propagation),
         or with ``incompatible="keep"`` keeps its rule."""
-        from .rules import AlphaBeta, Gamma, SignedState
-
         leaves = [n for n, leaf in self.called.items() if leaf]
         check_placements(rules, leaves, "rule", type(self.module).__name__,
                          containers=[n for n, leaf in self.called.items() if not leaf])

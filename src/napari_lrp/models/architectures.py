@@ -10,6 +10,7 @@ from torch import nn
 
 from .card import ModelCard, ModelError
 from .network_guard import check_size, no_network, refuse_download_arguments
+from .unet3d import UNet3D
 
 __all__ = ["ALLOWED_PREFIXES", "allowed_class", "build_network", "class_path", "first_in_channels"]
 
@@ -19,8 +20,6 @@ ALLOWED_PREFIXES = ("napari_lrp.models.", "monai.networks.nets.")
 def allowed_class(name: str, source: str) -> type:
     short = name.rsplit(".", 1)[-1]
     if name in ("UNet3D", "napari_lrp.models.UNet3D", "napari_lrp.models.unet3d.UNet3D"):
-        from .unet3d import UNet3D
-
         return UNet3D
     if name.startswith("monai.networks.nets.") or "." not in name:
         import monai.networks.nets as nets

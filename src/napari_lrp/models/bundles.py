@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .bundle_transforms import bundle_pipeline
 from .card import ModelCard, ModelError, check_channel_names, read_json
 
 __all__ = ["card_from_bundle", "pipeline_from_bundle"]
@@ -66,8 +67,6 @@ def _config(folder: Path) -> tuple[dict, Path]:
 def pipeline_from_bundle(folder: Path):
     """The bundle's ``preprocessing`` and ``inferer`` (:mod:`napari_lrp.models.bundle_transforms`), or None when
     inference.json has no ``preprocessing`` (then the card's intensity rule applies)."""
-    from .bundle_transforms import bundle_pipeline
-
     config, cfg_path = _config(Path(folder))
     return bundle_pipeline(config, str(cfg_path), lambda v: _resolve_refs(v, config, str(cfg_path)))
 

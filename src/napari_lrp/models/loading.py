@@ -16,10 +16,11 @@ from torch import nn
 
 from ..io.atomic import replacing, write_text
 from .architectures import allowed_class, build_network, class_path, first_in_channels
-from .bundles import card_from_bundle
+from .bundles import card_from_bundle, pipeline_from_bundle
 from .card import Model, ModelCard, ModelError, read_card
 from .devices import resolve_device
 from .network_guard import check_allocation, window_bytes
+from .nnunet import fold_folders, load_nnunet, nnunet_sha256, resolve_nnunet
 from .weights import definition_files, identity_sha256, load_weights
 
 __all__ = ["load_model", "locate_model", "model_sha256", "save_model"]
@@ -66,8 +67,6 @@ def bundle_folder_of(path: Path) -> Path:
 
 def model_sha256(path: str | os.PathLike) -> str:
     """sha256 of a model's weights file (what ``Model.sha256`` of the loaded model is), without loading it."""
-    from .nnunet import fold_folders, nnunet_sha256, resolve_nnunet
-
     found = resolve_nnunet(path)
     if found is not None:
         folder, fold, checkpoint = found
@@ -109,7 +108,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
         The network in eval mode, its card and, for nnU-Net folders and bundles, their pipeline.
     """
     dev = resolve_device(device)
-    from .nnunet import load_nnunet, resolve_nnunet
 
     found = resolve_nnunet(path)
     if found is not None:  # a results folder, or its plans.json / dataset.json / fold_N/checkpoint file
@@ -125,8 +123,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
     model = _finish(card, weights, dev, trust, source)
     folder = bundle_folder_of(Path(path))
     if folder.is_dir() and (folder / "configs").is_dir() and not (folder / "card.json").exists():
-        from .bundles import pipeline_from_bundle
-
         model.pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
         window = getattr(model.pipeline, "window", None)
         if window is not None:  # the inferer's roi_size is the bundle's own window: its LRP must fit

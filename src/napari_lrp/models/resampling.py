@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..lrp.rules import divide_stabilised
+
 __all__ = ["ANISO_THRESHOLD", "Resampling", "axis_matrix", "new_shape", "resampling"]
 
 ANISO_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD
@@ -134,7 +136,6 @@ class Resampling:
         """
         if self.identity:
             return relevance_out.double()
-        from ..lrp.rules import divide_stabilised
 
         inputs, outputs = self._forward(x)
         r = relevance_out.double()

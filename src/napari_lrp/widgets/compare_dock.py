@@ -12,8 +12,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, LineEdit, PushButton, Table
 
 from ..analysis.compare import compare, split_methods
+from ..analysis.search import lrp_search
 from ..layerdata import case_from_layers
 from ..lrp.engine import Cancelled
+from ..metrics.plots import plot_search
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
 from ._session import TARGET_LABELS, case_key
@@ -120,7 +122,6 @@ class CompareWidget(DockPanel):
     def run_search(self):
         from napari.qt.threading import create_worker
 
-        from ..analysis.search import lrp_search
 
         got = self._case_and_model()
         if got is None:
@@ -138,7 +139,6 @@ class CompareWidget(DockPanel):
     def _searched(self, result):
         if self._cancel or not self._still_on_screen("searching"):
             return
-        from ..metrics.plots import plot_search
 
         self.search = result
         plot_search(result.table, fig=self.charts.figure)

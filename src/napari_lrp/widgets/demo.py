@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..samples import sample_nnunet_path
+from ._layers import guard_one_case, keep_one_case
+
 
 def open_demo(viewer=None, run: bool = True, model: str | None = None):
     """Open the sample case and dock both widgets through napari's plugin path (as the Plugins menu does,
@@ -16,7 +19,6 @@ def open_demo(viewer=None, run: bool = True, model: str | None = None):
 
 
     viewer = viewer or napari.Viewer(title="napari-lrp demo")
-    from ._layers import guard_one_case, keep_one_case
 
     guard_one_case(viewer)
     viewer.open_sample("napari-lrp", "stroke_case_1")
@@ -24,8 +26,6 @@ def open_demo(viewer=None, run: bool = True, model: str | None = None):
     _dock, rel = viewer.window.add_plugin_dock_widget("napari-lrp", "Relevance")
     _dock, inc = viewer.window.add_plugin_dock_widget("napari-lrp", "Inclusivity and sweeps")
     if model is not None:
-        from ..samples import sample_nnunet_path
-
         rel.model_path.value = str(sample_nnunet_path() if model == "nnunet" else model)
     if run:
         rel.run()

@@ -24,6 +24,7 @@ from ._base import DockPanel
 from ._layers import (
     CASE,
     ROLE,
+    apply_orientation,
     case_key_on_screen,
     guard_one_case,
     is_kind,
@@ -344,8 +345,6 @@ class RelevanceWidget(DockPanel):
         self.view_3d.text = "2D view" if on else "3D view"
 
     def _set_orientation(self, value):
-        from ._layers import apply_orientation
-
         apply_orientation(self._viewer, value == "radiological")
 
     # ---- actions ---------------------------------------------------------------------------
