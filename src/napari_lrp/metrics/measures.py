@@ -33,7 +33,18 @@ def _t(a) -> torch.Tensor:
 
 
 def inclusivity(a, b) -> float:
-    """D(a, b) = |a ∩ b| / (|b| + 1e-9) for binary masks a, b; NaN when b is empty."""
+    """D(a, b) = |a ∩ b| / (|b| + 1e-9) for binary masks a, b.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray or torch.Tensor
+        Binary masks of one shape.
+
+    Returns
+    -------
+    float
+        NaN when b is empty.
+    """
     a, b = _t(a).bool(), _t(b).bool()
     nb = int(b.sum())
     if nb == 0:
@@ -78,7 +89,20 @@ def _coefficients(a: torch.Tensor, b: torch.Tensor) -> Coefficients:
 
 
 def input_mask(image, tau_x: float = 0.1) -> torch.Tensor:
-    """b_c = |x_c| / max |x_c| > tau_x (strictly), bool (C, ...); an all-zero channel selects nothing."""
+    """The image-signal mask b_c = |x_c| / max |x_c| > tau_x (strictly).
+
+    Parameters
+    ----------
+    image : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) intensities.
+    tau_x : float
+        The threshold as a fraction of each channel's maximum |x|.
+
+    Returns
+    -------
+    torch.Tensor
+        (C, Z, Y, X) bool; an all-zero channel selects nothing.
+    """
     x = _t(image).float().abs()
     mx = x.reshape(x.shape[0], -1).amax(dim=1).view((-1,) + (1,) * (x.ndim - 1))
     return (x > tau_x * mx) & (mx > 0)
@@ -86,10 +110,25 @@ def input_mask(image, tau_x: float = 0.1) -> torch.Tensor:
 
 def inclusivities(relevance, image_mask, label=None, tau_r: float = 0.5,
                   signed: bool = False) -> tuple[Coefficients, Coefficients | None]:
-    """Input and ground-truth inclusivity from one relevance mask: the slider path of the widgets.
+    """Input and ground-truth inclusivity from one relevance mask: the slider path of the docks.
 
-    image_mask: :func:`input_mask` of the image (it does not change while filters move); label: (Z, Y, X)
-    ground-truth mask or binary label (see :func:`_ground_truth`), or None. Returns (input, ground truth or None).
+    Parameters
+    ----------
+    relevance : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) relevance.
+    image_mask : torch.Tensor
+        :func:`input_mask` of the image (it does not change while filters move).
+    label : numpy.ndarray or None
+        (Z, Y, X) ground-truth mask or binary label (any non-zero voxel; a multi-label array is refused).
+    tau_r : float
+        A voxel is strongly relevant when |R_c| >= tau_r max |R_c|.
+    signed : bool
+        Use R_c / max |R_c| >= tau_r instead (evidence for the class only).
+
+    Returns
+    -------
+    tuple
+        (input inclusivity, ground-truth inclusivity or None), each a :class:`Coefficients`.
     """
     a = _relevance_masks(relevance, tau_r, signed)
     ii = _coefficients(a, torch.as_tensor(image_mask))
@@ -98,14 +137,48 @@ def inclusivities(relevance, image_mask, label=None, tau_r: float = 0.5,
 
 
 def input_inclusivity(relevance, image, tau_r: float = 0.5, tau_x: float = 0.1, signed: bool = False) -> Coefficients:
-    """Per channel D(a_c, b_c): a_c = |R_c|/max|R_c| >= tau_r (signed: R_c/max|R_c| >= tau_r),
-    b_c = |x_c|/max|x_c| > tau_x; plus the mean over channels."""
+    """Per channel D(a_c, b_c) with a_c the strongly relevant voxels, b_c the image signal.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) relevance.
+    image : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) intensities.
+    tau_r : float
+        A voxel is strongly relevant when |R_c| >= tau_r max |R_c|.
+    signed : bool
+        Use R_c / max |R_c| >= tau_r instead (evidence for the class only).
+    tau_x : float
+        b_c = |x_c| / max |x_c| > tau_x.
+
+    Returns
+    -------
+    Coefficients
+        ``per_channel`` (C,) float64 (NaN where undefined) and ``mean``, the NaN-ignoring mean.
+    """
     return _coefficients(_relevance_masks(relevance, tau_r, signed), input_mask(image, tau_x))
 
 
 def groundtruth_inclusivity(relevance, label, tau_r: float = 0.5, signed: bool = False) -> Coefficients:
-    """Per channel D(a_c, ground truth) with a_c as in :func:`input_inclusivity`; plus the mean. label: a
-    bool mask or a binary label (any non-zero voxel; a multi-label array is refused: pass the mask)."""
+    """Per channel D(a_c, ground truth) with a_c as in :func:`input_inclusivity`.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) relevance.
+    label : numpy.ndarray or None
+        (Z, Y, X) ground-truth mask or binary label (any non-zero voxel; a multi-label array is refused).
+    tau_r : float
+        A voxel is strongly relevant when |R_c| >= tau_r max |R_c|.
+    signed : bool
+        Use R_c / max |R_c| >= tau_r instead (evidence for the class only).
+
+    Returns
+    -------
+    Coefficients
+        ``per_channel`` (C,) float64 (NaN where undefined) and ``mean``, the NaN-ignoring mean.
+    """
     a = _relevance_masks(relevance, tau_r, signed)
     b = _ground_truth(label)[None]
     return _coefficients(a, b)
@@ -125,9 +198,23 @@ def _mp_part(v: np.ndarray, q: float) -> float:
 def mean_power(relevance, q: float = 0.8, per_channel: bool = False):
     """Mean power (mp, mp_plus, mp_minus) of a relevance tensor.
 
-    For the positive values and for the absolute negative values separately: sort, split at the q
-    quantile (bottom floor(q n) values), MP± = mean(top) / max(mean(bottom), 1e-9); 1.0 with fewer than
-    two values; mp = (MP+ + MP-)/2. Scale-invariant. per_channel=True gives three (C,) arrays.
+    For the positive values and for the absolute negative values separately: sort, split at the q quantile
+    (bottom floor(q n) values), MP± = mean(top) / max(mean(bottom), 1e-9); 1.0 with fewer than two values;
+    mp = (MP+ + MP-) / 2. Scale-invariant.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) relevance.
+    q : float
+        The quantile that splits bottom from top (0.8: the strongest 20 %).
+    per_channel : bool
+        Three (C,) arrays instead of three numbers.
+
+    Returns
+    -------
+    tuple
+        (mp, mp_plus, mp_minus).
     """
     R = _t(relevance).float().numpy()
     if per_channel:
@@ -140,7 +227,18 @@ def mean_power(relevance, q: float = 0.8, per_channel: bool = False):
 
 
 def signal_distribution(relevance) -> np.ndarray:
-    """mu_c = mean over voxels of R_c / max |R_c| for each channel (0 for an all-zero channel); (C,)."""
+    """mu_c = mean over voxels of R_c / max |R_c| for each channel.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) relevance.
+
+    Returns
+    -------
+    numpy.ndarray
+        (C,); 0 for an all-zero channel.
+    """
     R = _t(relevance).float()
     flat = R.reshape(R.shape[0], -1)
     mx = flat.abs().amax(dim=1)
@@ -149,8 +247,22 @@ def signal_distribution(relevance) -> np.ndarray:
 
 
 def dice(prediction, label, cls: int = 1) -> float:
-    """Dice of (prediction == cls) against the ground truth (a bool mask or a binary label, see
-    :func:`_ground_truth`); NaN without a label, 1 when both are empty."""
+    """Dice of (prediction == cls) against the ground truth.
+
+    Parameters
+    ----------
+    prediction : numpy.ndarray
+        (Z, Y, X) class indices.
+    label : numpy.ndarray or None
+        (Z, Y, X) ground-truth mask or binary label (any non-zero voxel; a multi-label array is refused).
+    cls : int
+        The class compared.
+
+    Returns
+    -------
+    float
+        NaN without a label, 1 when both are empty.
+    """
     if label is None:
         return float("nan")
     p, g = _t(prediction) == cls, _ground_truth(label)

@@ -14,8 +14,26 @@ def measure(relevance: np.ndarray, image: np.ndarray, label, modalities, tau_r: 
             tau_x: float = 0.1, signed: bool = False, image_mask=None) -> pd.DataFrame:
     """One row per channel and one 'mean' row: input and ground-truth inclusivity, mu, mean power.
 
-    relevance and image (C, Z, Y, X), label (Z, Y, X) or None; image_mask: :func:`input_mask` of
-    ``image`` at ``tau_x`` when the caller keeps it (it does not change while filters move)."""
+    Parameters
+    ----------
+    relevance, image : numpy.ndarray
+        (C, Z, Y, X).
+    label : numpy.ndarray or None
+        (Z, Y, X) ground truth.
+    modalities : list of str
+        The channels' names (the rows).
+    tau_r, tau_x : float
+        The inclusivities' thresholds.
+    signed : bool
+        Count only relevance for the class.
+    image_mask : torch.Tensor, optional
+        :func:`~napari_lrp.metrics.measures.input_mask` of ``image`` at ``tau_x`` when the caller keeps it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power.
+    """
     mask = input_mask(image, tau_x) if image_mask is None else image_mask
     ii, gi = inclusivities(relevance, mask, label, tau_r, signed)
     mu = signal_distribution(relevance)
