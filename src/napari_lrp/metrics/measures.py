@@ -118,12 +118,8 @@ def inclusivities(relevance, image_mask, label=None, tau_r: float = 0.5,
         (C, Z, Y, X) relevance.
     image_mask : torch.Tensor
         :func:`input_mask` of the image (it does not change while filters move).
-    label : numpy.ndarray or None
-        (Z, Y, X) ground-truth mask or binary label (any non-zero voxel; a multi-label array is refused).
-    tau_r : float
-        A voxel is strongly relevant when |R_c| >= tau_r max |R_c|.
-    signed : bool
-        Use R_c / max |R_c| >= tau_r instead (evidence for the class only).
+    label, tau_r, signed
+        As for :func:`groundtruth_inclusivity`.
 
     Returns
     -------

@@ -361,8 +361,7 @@ class Explanation:
         channels : list of int, optional
             The channels measured (all when None).
         tau_r, tau_x : float
-            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
-            signal when |x| > tau_x times the channel's maximum.
+            The thresholds of the inclusivities (see :meth:`coefficients`).
 
         Returns
         -------
@@ -419,8 +418,7 @@ class Explanation:
         Parameters
         ----------
         tau_r, tau_x : float
-            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
-            signal when |x| > tau_x times the channel's maximum.
+            The thresholds of the inclusivities (see :meth:`coefficients`).
 
         Returns
         -------
@@ -549,8 +547,7 @@ class Explanation:
         f : Filter, optional
             The filter (None: the run's own input filter).
         tau_r, tau_x : float
-            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
-            signal when |x| > tau_x times the channel's maximum.
+            The thresholds of the inclusivities (see :meth:`coefficients`).
 
         Returns
         -------
@@ -585,8 +582,7 @@ class Explanation:
         folder : str or os.PathLike
             The output folder (not inside the case's own folder).
         tau_r, tau_x : float
-            A voxel counts as strongly relevant when |R| >= tau_r times the channel's maximum, and as image
-            signal when |x| > tau_x times the channel's maximum.
+            The thresholds of the inclusivities (see :meth:`coefficients`).
 
         Returns
         -------

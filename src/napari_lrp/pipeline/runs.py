@@ -86,21 +86,7 @@ class Run(Protocol):
     run_settings: dict
 
     def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
-        """The Explanation of this run under ``filters`` (no forward pass runs).
-
-        Parameters
-        ----------
-        filters : dict
-            {'output' | 'input' | module name | glob: Filter}.
-        keep : bool or list of str, optional
-            Layers whose relevance the result keeps.
-        progress : callable(done, total), optional
-            Called as the passes advance.
-
-        Returns
-        -------
-        Explanation
-        """
+        """The Explanation of this run under ``filters`` (see ``RunRecord.explanation``)."""
 
     @property
     def layer_shapes(self) -> dict[str, tuple]:
@@ -111,15 +97,7 @@ class Run(Protocol):
         """{layer name: Rule} of a single LRP pass (empty for other kinds)."""
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> None:
-        """Replace some layers' rules in the kept pass (a single LRP run only).
-
-        Parameters
-        ----------
-        rules : Mapping
-            {layer name | glob | type: Rule}.
-        incompatible : str
-            'raise' or 'keep' (see ``Explanation.with_rules``).
-        """
+        """Replace some layers' rules in the kept pass (see ``RunRecord.replace_rules``)."""
 
 
 @dataclass
@@ -190,7 +168,9 @@ class RunRecord:
         return None
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> None:
-        """Refused: only a single LRP run keeps the pass whose rules could change.
+        """Replace some layers' rules in the kept pass and record them in the settings.
+
+        Only a single LRP run (``LRPRun``) keeps a pass whose rules can change; the other kinds refuse.
 
         Parameters
         ----------
@@ -202,12 +182,15 @@ class RunRecord:
         Raises
         ------
         ValueError
-            Always.
+            For every kind but ``LRPRun``.
         """
         raise ValueError("with_rules needs a single LRP run (not another method or a sampled run)")
 
     def retarget(self, target, start_case: torch.Tensor) -> RunRecord:
-        """Refused: only a single LRP run or a tiled run explains another target from its forward pass.
+        """This run explaining another target of its class, from its forward pass.
+
+        A single LRP run places the new start relevance on the model grid; a tiled run shares it among its
+        windows; the other kinds refuse.
 
         Parameters
         ----------
@@ -216,10 +199,15 @@ class RunRecord:
         start_case : torch.Tensor
             Its start relevance (1, K, Z, Y, X) on the case grid.
 
+        Returns
+        -------
+        RunRecord
+            A new run of the same kind sharing the kept forward pass.
+
         Raises
         ------
         ValueError
-            Always.
+            For another method or draws.
         """
         raise ValueError("for_target needs a single LRP run or a tiled run (not another method or draws)")
 
@@ -317,56 +305,18 @@ class LRPRun(RunRecord):
         return self.start
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> None:
-        """Replace rules in the kept pass (``Propagation.replace_rules``) and record them in the settings.
-
-        Parameters
-        ----------
-        rules : Mapping
-            {layer name | glob | type: Rule}.
-        incompatible : str
-            'raise' or 'keep' (see ``Explanation.with_rules``).
-        """
         self.propagation.replace_rules(rules, incompatible)
         recorded = dict(self.run_settings)
         recorded["rules"] = {**recorded.get("rules", {}), **dict(rules)}
         self.run_settings = recorded
 
     def retarget(self, target, start_case: torch.Tensor) -> LRPRun:
-        """This run with another target of its class, its start relevance placed on the model grid.
-
-        Parameters
-        ----------
-        target : object
-            The resolved target.
-        start_case : torch.Tensor
-            Its start relevance (1, K, Z, Y, X) on the case grid.
-
-        Returns
-        -------
-        LRPRun
-            A new run sharing the kept forward pass.
-        """
         start = self.prepared.pad(start_case).to(self.start.dtype)
         return dataclasses.replace(self, start=start, spec=dataclasses.replace(self.spec, target=target),
                                    run_settings=dict(self.run_settings))
 
     def explanation(self, filters: dict, keep=None, progress: Callable[[int, int], None] | None = None
                     ) -> Explanation:
-        """Propagate the start relevance with ``filters`` and map the result to the case grid.
-
-        Parameters
-        ----------
-        filters : dict
-            {'output' | 'input' | module name | glob: Filter}.
-        keep : bool or list of str, optional
-            Layers whose relevance the result keeps.
-        progress : callable(done, total), optional
-            Called as the passes advance.
-
-        Returns
-        -------
-        Explanation
-        """
         res = self.propagation.propagate(self.start, filters=filters, keep=keep, progress=progress)
         crop = self.prepared.crop
         rel = crop(res.relevance)[0].float().cpu().numpy()
