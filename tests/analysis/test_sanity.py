@@ -6,8 +6,7 @@ import torch
 
 import napari_lrp as nl
 from napari_lrp.analysis.sanity import map_similarity, randomisation_steps, randomised, sanity_check
-
-from .conftest import make_case_folder, make_tiny_model
+from tests.conftest import make_case_folder, make_tiny_model
 
 
 def test_map_similarity_hand_values():

@@ -8,8 +8,7 @@ import napari_lrp as nl
 from napari_lrp.analysis.search import group_layers, lrp_search
 from napari_lrp.lrp.rules import Epsilon, Gamma
 from napari_lrp.metrics.plots import plot_search
-
-from .conftest import make_case_folder, make_tiny_model
+from tests.conftest import make_case_folder, make_tiny_model
 
 matplotlib.use("Agg")
 

@@ -8,8 +8,7 @@ from torch import nn
 import napari_lrp as nl
 from napari_lrp.lrp.engine import Cancelled
 from napari_lrp.pipeline.attribution import METHODS
-
-from .conftest import make_case_folder
+from tests.conftest import make_case_folder
 
 NAMES = ("ADC", "MTT")
 

@@ -10,8 +10,7 @@ from torch import nn
 import napari_lrp as nl
 from napari_lrp.lrp.filters import Clamp, Pass
 from napari_lrp.pipeline.sampling import FLIPS, Sampling, entropy
-
-from .conftest import make_case_folder, make_tiny_model
+from tests.conftest import make_case_folder, make_tiny_model
 
 NAMES = ("ADC", "MTT")
 

@@ -8,8 +8,7 @@ from torch import nn
 
 import napari_lrp as nl
 from napari_lrp.pipeline.tiling import blend_weights, window_starts, windows
-
-from .conftest import make_case_folder
+from tests.conftest import make_case_folder
 
 
 def test_window_starts_hand_values():
