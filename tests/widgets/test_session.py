@@ -155,3 +155,34 @@ def test_concepts_dock_ranks_channels_and_a_clicked_bar_draws_its_map(three_dock
     np.testing.assert_allclose(viewer.layers[CONCEPT_NAME].data, joint, rtol=1e-6, atol=1e-12)
     _switch_to_case_2(viewer, qtbot)  # the map belongs to the old case: it goes with it
     assert CONCEPT_NAME not in viewer.layers and con.table is None
+
+
+def test_progress_shows_in_the_dock_and_no_activity_entry_is_left(plugin_viewer, qtbot, tmp_path):
+    """The dock's bar shows the step, the elapsed time and the estimate; napari's activity entries close when a
+    run ends, is cancelled or fails."""
+    from napari.utils import progress
+
+    from napari_lrp.widgets._base import progress_words
+
+    assert progress_words(12, 48, 6.0) == "12/48 · 6 s · about 18 s left"
+    assert progress_words(48, 48, 20.0) == "48/48 · 20 s"
+    viewer, rel, inc = plugin_viewer
+    seen = []
+    rel._bridge.progressed.connect(lambda d, t: seen.append((not rel.progress_bar.isHidden(),
+                                                             rel.progress_text)))
+    _load_and_run(qtbot, rel)
+    assert seen and all(visible for visible, _text in seen), seen[:5]
+    done, total = (int(v) for v in rel.progress_text.split(" · ")[0].split("/"))
+    assert done == total > 1 and rel.progress_bar.isHidden()
+    assert len(progress._all_instances) == 0
+    rel._bridge.progressed.connect(lambda d, t: rel.cancel())  # cancelled at its first step
+    rel.run()
+    _wait(qtbot, rel)
+    assert rel.status.value == "cancelled" and len(progress._all_instances) == 0
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    rel.model_path.value = str(bad)
+    rel.load()
+    _wait(qtbot, rel)
+    assert "not valid JSON" in rel.status.value and len(progress._all_instances) == 0
+    assert rel.progress_bar.isHidden()

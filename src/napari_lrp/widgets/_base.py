@@ -3,9 +3,11 @@ the worker lifecycle (start, progress bar, cancel, errors, done) and a figure ca
 
 from __future__ import annotations
 
+import time
+
 from magicgui.widgets import Container, Label
 from qtpy.QtCore import QObject, Qt, Signal
-from qtpy.QtWidgets import QScrollArea, QSizePolicy
+from qtpy.QtWidgets import QProgressBar, QScrollArea, QSizePolicy
 
 from ._session import session_for
 
@@ -42,6 +44,13 @@ class DockPanel(QScrollArea):
         self._bridge = _Bridge()
         self._bridge.progressed.connect(self._on_progress)
         self._pbar = None
+        self._making_pbar = False
+        #: the dock's own progress bar: the step, the elapsed time and an estimate of the rest (hidden when idle)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.hide()
+        self.progress_text = ""  # the bar's last text, kept after the work ends
+        self._started_at = 0.0
         self._cancel = False
         self.worker = None
         self._busy_controls: list = []
@@ -54,6 +63,19 @@ class DockPanel(QScrollArea):
     # ---- building -----------------------------------------------------------------------------
     def add(self, *widgets) -> None:
         self.panel.extend(widgets)
+        if self.status in widgets:  # the progress bar sits right under the status line
+            self.place_native_after(self.progress_bar, self.status)
+
+    def place_native_after(self, qwidget, widget) -> None:
+        """Put a Qt widget just below the magicgui ``widget``."""
+        layout = self.panel.native.layout()
+        layout.removeWidget(qwidget)
+        for i in range(layout.count()):
+            item = layout.itemAt(i).widget()
+            if item is not None and (item is widget.native or item.isAncestorOf(widget.native)):
+                layout.insertWidget(i + 1, qwidget)
+                return
+        layout.addWidget(qwidget)
 
     def add_native(self, qwidget) -> None:
         self.panel.native.layout().addWidget(qwidget)
@@ -105,6 +127,10 @@ class DockPanel(QScrollArea):
         if hasattr(self, "cancel_button"):
             self.cancel_button.enabled = True
         self.set_status(busy)
+        self._started_at = time.perf_counter()
+        self.progress_bar.setRange(0, 0)  # busy until the first step is known
+        self.progress_bar.setFormat(busy)
+        self.progress_bar.show()
         worker.start()
 
     def cancel(self) -> None:
@@ -116,9 +142,23 @@ class DockPanel(QScrollArea):
     def _on_progress(self, done: int, total: int) -> None:
         from napari.utils import progress
 
+        if self.worker is None:  # a step queued before the work ended: nothing is running any more
+            return
         if self._pbar is None:
-            self._pbar = progress(total=total, desc=type(self).__name__.replace("Widget", "").lower())
+            if self._making_pbar:  # napari's activity dialog processes events while it builds the entry
+                return
+            self._making_pbar = True
+            try:
+                self._pbar = progress(total=total, desc=type(self).__name__.replace("Widget", "").lower())
+            finally:
+                self._making_pbar = False
+        elif self._pbar.total != total:  # the next phase (another pass count): napari's entry follows it
+            self._pbar.reset(total=total)
         self._pbar.update(done - self._pbar.n)
+        self.progress_text = progress_words(done, total, time.perf_counter() - self._started_at)
+        self.progress_bar.setRange(0, max(int(total), 1))
+        self.progress_bar.setValue(min(int(done), max(int(total), 1)))
+        self.progress_bar.setFormat(self.progress_text)
 
     def _errored(self, exc) -> None:
         from napari.utils.notifications import show_info
@@ -130,9 +170,10 @@ class DockPanel(QScrollArea):
         self.show_error(exc)
 
     def _done(self) -> None:
-        if self._pbar is not None:
+        if self._pbar is not None:  # napari's activity entry ends with the work, also on an error or a cancel
             self._pbar.close()
             self._pbar = None
+        self.progress_bar.hide()
         for w in self._busy_controls:
             w.enabled = True
         if hasattr(self, "cancel_button"):
@@ -140,6 +181,27 @@ class DockPanel(QScrollArea):
         if self._cancel and self.status.value in ("working ...", "cancelling ...", "loading ..."):
             self.set_status("cancelled")
         self.worker = None
+
+
+def progress_words(done: int, total: int, elapsed: float) -> str:
+    """A progress bar's text: the step, the elapsed time and the estimate of the rest.
+
+    Parameters
+    ----------
+    done, total : int
+        Steps done and in all (0 when unknown).
+    elapsed : float
+        Seconds since the work started.
+
+    Returns
+    -------
+    str
+        For example '12/49 · 3 s · about 9 s left'.
+    """
+    text = f"{done}/{total} · {elapsed:.0f} s" if total else f"{done} · {elapsed:.0f} s"
+    if total and 0 < done < total:
+        text += f" · about {elapsed / done * (total - done):.0f} s left"
+    return text
 
 
 class ThemedCanvas:
