@@ -186,3 +186,24 @@ def test_progress_shows_in_the_dock_and_no_activity_entry_is_left(plugin_viewer,
     _wait(qtbot, rel)
     assert "not valid JSON" in rel.status.value and len(progress._all_instances) == 0
     assert rel.progress_bar.isHidden()
+
+
+def test_the_status_names_what_the_run_was(plugin_viewer, qtbot):
+    """After Run the status names the case, the preset, the model, the filters, the device, the seconds and the
+    unaccounted share, then the Dice."""
+    import napari_lrp as nl
+    from napari_lrp.widgets._session import describe_run
+
+    viewer, rel, inc = plugin_viewer
+    rel.input_filter.kind.value = "clamp"
+    rel.input_filter.a2.value = 0.2
+    exp = _load_and_run(qtbot, rel)
+    status = rel.status.value
+    assert status.startswith(f"{exp.case.name}: paper · model {exp.model.card.name} · filters clamp(0, 0.2) at "
+                             f"input · {exp.model.device} · "), status
+    seconds = float(status.split(" s · unaccounted")[0].rsplit(" · ", 1)[1])
+    assert 0 < seconds < 600
+    assert f"unaccounted {abs(exp.ledger.unaccounted):.1%}" in status and "; Dice 0." in status
+    bare = nl.explain(exp.model, exp.case, mc_samples=2, dropout=0.1)
+    assert describe_run(bare) == (f"paper · model {exp.model.card.name} · filters none · {exp.model.device} · "
+                                  f"unaccounted {abs(bare.ledger.unaccounted):.1%} · mean of 2 draws")

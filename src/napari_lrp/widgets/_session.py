@@ -28,6 +28,38 @@ TARGET_LABELS = {"predicted region": "region", "ground truth": "groundtruth", "w
                  "largest ground-truth lesion": "gt-component:1"}
 
 
+def describe_run(exp, seconds: float | None = None) -> str:
+    """What a run was, for the status line: preset, model, filters, device, seconds, draws and the share of the
+    relevance no rule accounts for.
+
+    Parameters
+    ----------
+    exp : Explanation
+        The run.
+    seconds : float, optional
+        How long it took.
+
+    Returns
+    -------
+    str
+        For example "paper · model sample UNet3D · filters clamp(0, 0.2) at input · cpu · 2.1 s · unaccounted 0.0%".
+    """
+    filters = ", ".join(f"{f.kind}({', '.join(f'{v:g}' for v in _filter_values(f))}) at {place}"
+                        for place, f in exp.filters.items()) or "none"
+    parts = [exp.preset if exp.method == "lrp" else exp.method, f"model {exp.model.card.name}", f"filters {filters}",
+             str(exp.model.device)]
+    if seconds is not None:
+        parts.append(f"{seconds:.1f} s")
+    parts.append(f"unaccounted {abs(exp.ledger.unaccounted):.1%}")
+    if exp.sampling:
+        parts.append(f"mean of {exp.sampling['draws']} draws")
+    return " · ".join(parts)
+
+
+def _filter_values(f) -> tuple:
+    return (f.alpha, f.A) if f.kind == "amplify" else (f.a1, f.a2) if hasattr(f, "a1") else ()
+
+
 @dataclass
 class LayerState:
     """Per-viewer layer bookkeeping: updates waiting for a hidden layer to be shown, the case on screen."""

@@ -6,6 +6,8 @@ lifecycle and the scrolling panel in ``_base``.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidgetItem
@@ -37,7 +39,7 @@ from ._layers import (
     symmetric_limit,
     upsert,
 )
-from ._session import TARGET_LABELS, case_key
+from ._session import TARGET_LABELS, case_key, describe_run
 
 TARGETS = tuple(TARGET_LABELS)
 UNCERTAINTY = ("none", "MC dropout", "flips (TTA)")
@@ -422,17 +424,19 @@ class RelevanceWidget(DockPanel):
         progress = self.progress_callback(Cancelled)
 
         def work():
+            t0 = time.perf_counter()
             c = loader() if loader is not None else case
             m = get_model()
             exp = explain(m, c, progress=progress, **kw)
+            seconds = time.perf_counter() - t0
             sd = None if exp.samples is None else exp.sample_heatmaps(None).sum(axis=1).std(axis=0)
             # measures and the spread off the main thread
-            return exp, layer_mean_power(exp) if exp.kept else {}, path, mpath, device, sd
+            return exp, layer_mean_power(exp) if exp.kept else {}, path, mpath, device, sd, seconds
 
         self.start(create_worker(work, _ignore_errors=True), self._finished)
 
     def _finished(self, result):
-        exp, power, path, mpath, device, sum_sd = result
+        exp, power, path, mpath, device, sum_sd, seconds = result
         on_screen = case_key_on_screen(self._viewer)
         if path is None and on_screen is not None and on_screen != case_key(exp.case):
             self.set_status(f"the case on screen changed while {exp.case.name} was explained; that run was "
@@ -454,8 +458,7 @@ class RelevanceWidget(DockPanel):
         show_uncertainty(self._viewer, exp, sum_sd)
         self.inspect.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
-        draws = f", mean of {exp.sampling['draws']} draws" if exp.sampling else ""
-        self._show_dice(exp.prediction, exp.case, f"{exp.preset} on {exp.model.device}{draws}")
+        self._show_dice(exp.prediction, exp.case, describe_run(exp, seconds))
         ledger = exp.ledger
         if ledger.unhandled or abs(ledger.unaccounted) > 1e-5:
             ops = ", ".join(ledger.unhandled) or "none named"
