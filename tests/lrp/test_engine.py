@@ -511,3 +511,31 @@ def test_every_layer_reading_the_input_gets_the_first_layer_rule():
     resized = ResizedNetwork(UNet3D(2, 2, width=4).eval(), (16, 16, 16), (12, 14, 10))
     prop = Propagation(resized, torch.rand(1, 2, 12, 14, 10), rules="paper", bounds=(0.0, 1.0))
     assert [e.name for e in prop._entries if isinstance(e.rule, ZBox)] == ["network.encoders.0.0"]
+
+
+@pytest.mark.parametrize("network", ["unet3d", "basicunet"])
+def test_a_dropped_propagation_frees_its_forward_pass(network):
+    """The kept forward pass goes with its Propagation: nothing in autograd's graph holds the engine (a cycle
+    through autograd's nodes would outlive the garbage collector and keep every run's tensors)."""
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    net = UNet3D(in_channels=2, out_channels=2, width=4).eval() if network == "unet3d" else \
+        BasicUNet(spatial_dims=3, in_channels=2, out_channels=2, features=(4, 4, 8, 8, 8, 4)).eval()
+    x = torch.rand(1, 2, 32, 32, 32)
+
+    def live_bytes():
+        gc.collect()
+        return sum(t.untyped_storage().nbytes() for t in gc.get_objects()
+                   if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter))
+
+    before = live_bytes()
+    prop = Propagation(net, x, preset="paper")
+    res = prop.propagate(prop.output.detach(), filters={"input": Clamp(0, 0.5)}, keep=True)
+    assert res.relevance.shape == x.shape and live_bytes() > before + x.numel() * 4 * 10
+    gone = weakref.ref(prop)
+    del prop, res
+    gc.collect()
+    assert gone() is None
+    assert live_bytes() <= before

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -131,16 +132,21 @@ RulesArg = str | Mapping | None
 # autograd Functions
 
 
+# The graph's nodes hold the engine and its entries by weak reference only: the engine keeps the graph (its
+# output), so strong references back would make a cycle through autograd's C++ nodes, which Python's garbage
+# collector cannot see, and every kept forward pass would stay in memory after its Explanation is gone.
+
+
 class _RuleFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, zd, engine, entry):
-        ctx.engine = engine
-        ctx.entry = entry
+        ctx.engine = weakref.ref(engine)
+        ctx.entry = weakref.ref(entry)
         return zd.view_as(zd)
 
     @staticmethod
     def backward(ctx, R):
-        return ctx.engine._apply_rule(ctx.entry, R), None, None, None
+        return ctx.engine()._apply_rule(ctx.entry(), R), None, None, None
 
 
 class _PairFn(torch.autograd.Function):
@@ -148,27 +154,26 @@ class _PairFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, yd, engine, entry):
-        ctx.engine = engine
-        ctx.entry = entry
+        ctx.entry = weakref.ref(entry)
         return yd.view_as(yd)
 
     @staticmethod
     def backward(ctx, R):
-        Ra, Rb = ctx.entry.split(R)
+        Ra, Rb = ctx.entry().split(R)
         return Ra, Rb, None, None, None
 
 
 class _TapFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, engine, name, side):
-        ctx.engine = engine
+        ctx.engine = weakref.ref(engine)
         ctx.name = name
         ctx.side = side
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, R):
-        return ctx.engine._tap(ctx.name, ctx.side, R), None, None, None
+        return ctx.engine()._tap(ctx.name, ctx.side, R), None, None, None
 
 
 @dataclass
