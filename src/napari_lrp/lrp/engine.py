@@ -368,9 +368,29 @@ class PropagationResult:
 
 
 def select_output(out, output_index, network: str = "the network") -> torch.Tensor:
-    """The segmentation output of a network's return value: ``out`` itself when it is a tensor (then
-    ``output_index`` must be None: an index into one tensor would select nothing), else ``out[output_index]``
-    (a list, tuple or dict: deep supervision, a VAE branch). TypeError names what is wrong."""
+    """The segmentation output of a network's return value.
+
+    Parameters
+    ----------
+    out : torch.Tensor, list, tuple or dict
+        What the network returned (a list, tuple or dict: deep supervision, a VAE branch).
+    output_index : int, str or None
+        Which item is the segmentation; None when ``out`` is a tensor (an index into one tensor would select
+        nothing).
+    network : str
+        The network's name, for the message.
+
+    Returns
+    -------
+    torch.Tensor
+        The segmentation output.
+
+    Raises
+    ------
+    TypeError
+        Naming what is wrong (an index for one tensor, none for several outputs, an index that selects
+    nothing or no tensor).
+    """
     if isinstance(out, torch.Tensor):
         if output_index is not None:
             raise TypeError(f"output_index={output_index!r}, but {network} returns one tensor; leave "
@@ -842,12 +862,25 @@ class Propagation:
     def propagate(self, start: torch.Tensor, filters: Mapping[str, Filter] | None = None,
                   keep=None, progress: Callable[[int, int], None] | None = None,
                   retain: bool = True) -> PropagationResult:
-        """Propagate ``start`` (relevance at the output, shaped like the output) to the input.
+        """Propagate ``start`` (relevance at the output) to the input; no forward pass runs.
 
-        filters: {'output' | 'input' | module name | glob: Filter}; keep: module names (or globs, or
-        True for all) whose output relevance to return; progress(done, total) is called after every
-        rule application and may raise :class:`Cancelled`. No forward pass runs. retain=False frees the
-        kept forward pass while propagating (one-shot use, the memory of a gradient pass).
+        Parameters
+        ----------
+        start : torch.Tensor
+            Relevance at the output, shaped like the output.
+        filters : Mapping[str, Filter], optional
+            {'output' | 'input' | module name | glob: Filter}.
+        keep : bool or list of str, optional
+            Module names (or globs, or True for all) whose output relevance to return.
+        progress : callable(done, total), optional
+            Called after every rule application; may raise :class:`Cancelled`.
+        retain : bool
+            False frees the kept forward pass while propagating (one-shot use, the memory of a gradient pass).
+
+        Returns
+        -------
+        PropagationResult
+            Relevance like the input, the kept layers' relevance and the ledger.
         """
         start = torch.as_tensor(start).detach().to(device=self.output.device, dtype=self.output.dtype)
         if start.shape != self.output.shape:
@@ -915,11 +948,24 @@ class Propagation:
         return {e.name: e.rule for e in self._entries if e.module is not None}
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> list[str]:
-        """Give layers new rules without a new forward pass, where the kept forward state allows it: between
-        epsilon rules (any epsilon), and among gamma, alpha-beta and z-plus (the same kept input, output and
-        weights). ``rules``: {layer name | glob | type: Rule}. Returns the layers changed; a layer whose
-        rule cannot be swapped so (e.g. z-box to gamma) raises ValueError naming it (make a new Propagation),
-        or with ``incompatible="keep"`` keeps its rule."""
+        """Give layers new rules without a new forward pass, where the kept forward state allows it.
+
+        Between epsilon rules (any epsilon), and among gamma, alpha-beta and z-plus (the same kept input, output
+        and weights).
+
+        Parameters
+        ----------
+        rules : Mapping
+            {layer name | glob | type: Rule}.
+        incompatible : str
+            'raise': a layer whose rule cannot be swapped so (e.g. z-box to gamma) raises ValueError naming it
+            (make a new Propagation); 'keep': it keeps its rule.
+
+        Returns
+        -------
+        list of str
+            The layers changed.
+        """
         leaves = [n for n, leaf in self.called.items() if leaf]
         check_placements(rules, leaves, "rule", type(self.module).__name__,
                          containers=[n for n, leaf in self.called.items() if not leaf])
@@ -971,13 +1017,25 @@ class Propagation:
                        progress: Callable[[int, int], None] | None = None) -> PropagationResult:
         """Conditional relevance (CRP, Achtibat et al. 2023): from layer to layer down, only the masked channels.
 
-        conditions: [(module name, channel mask (C',) bool), ...] from the latest layer in forward order to the
-        earliest; start: the relevance at the first layer's output (its kept relevance), shaped like that output.
         The first mask multiplies ``start``; the relevance then flows from that layer down only (relevance that
         bypasses it, such as a skip connection around it, is not included: zennit-crp's ``exclude_parallel``),
-        reaching the next layer of ``conditions``, whose mask multiplies it, and so on to the input. ``filters``
-        act as in :meth:`propagate` ('output' does not apply). No forward pass runs. The result's ledger starts
-        at the masked start relevance.
+        reaching the next layer of ``conditions``, whose mask multiplies it, and so on to the input. No forward
+        pass runs; the ledger starts at the masked start relevance.
+
+        Parameters
+        ----------
+        conditions : list of (str, torch.Tensor)
+            [(module name, channel mask (C',) bool), ...] from the latest layer in forward order to the earliest.
+        start : torch.Tensor
+            The relevance at the first layer's output (its kept relevance), shaped like that output.
+        filters : Mapping[str, Filter], optional
+            As in :meth:`propagate` ('output' does not apply).
+        progress : callable(done, total), optional
+            Called after every rule application.
+
+        Returns
+        -------
+        PropagationResult
         """
         names = [n for n, _mask in conditions]
         missing = [n for n in names if n not in self.outputs]
@@ -1022,14 +1080,38 @@ def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
 def propagate(module: nn.Module, x: torch.Tensor, start: torch.Tensor, rules: RulesArg = "lrp0",
               filters: Mapping[str, Filter] | None = None, keep=None, bounds=None, return_ledger: bool = False,
               strict: bool = False, output_index=None):
-    """Relevance at the input of ``module`` for relevance ``start`` at its output (x's shape).
+    """Relevance at the input of ``module`` for relevance ``start`` at its output: one forward, one backward pass.
 
-    rules: preset name or {module name | glob | type: Rule} over the defaults; filters: see
-    :meth:`Propagation.propagate`. With ``keep`` given, returns a PropagationResult instead of a tensor;
-    with ``return_ledger=True``, ``(relevance, ledger)`` (``ledger.unaccounted``: the share of the start
-    relevance no rule accounted for). Operations without a rule warn (:class:`UnhandledOperationWarning`);
-    ``strict=True`` raises instead. ``output_index`` selects the output of a network that returns a
-    list, tuple or dict (``start`` is shaped like that output).
+    Operations without a rule warn (:class:`UnhandledOperationWarning`); ``strict=True`` raises instead.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        An eval-mode network.
+    x : torch.Tensor
+        Its input (N, C, *spatial).
+    start : torch.Tensor
+        Relevance at the output, shaped like the (selected) output.
+    rules : str or Mapping
+        A preset name or {module name | glob | type: Rule} over the defaults.
+    filters : Mapping[str, Filter], optional
+        See :meth:`Propagation.propagate`.
+    keep : bool or list of str, optional
+        Layers whose relevance to return (a PropagationResult is returned then).
+    bounds : tuple, optional
+        (low, high) input bounds for z-box.
+    return_ledger : bool
+        Return ``(relevance, ledger)``.
+    strict : bool
+        Raise on an operation without a rule.
+    output_index : int or str, optional
+        The output of a network that returns a list, tuple or dict.
+
+    Returns
+    -------
+    torch.Tensor, tuple or PropagationResult
+        The relevance like ``x``; ``(relevance, ledger)`` with ``return_ledger`` (``ledger.unaccounted``: the
+        share of the start relevance no rule accounted for); a PropagationResult with ``keep``.
     """
     prop = Propagation(module, x, rules=rules, bounds=bounds, strict=strict, output_index=output_index)
     try:

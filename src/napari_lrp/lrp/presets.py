@@ -34,10 +34,20 @@ __all__ = ["PRESETS", "Preset", "can_handle", "default_rule", "get_preset", "reg
 
 
 def default_rule(module: nn.Module) -> Rule | None:
-    """The default handling of modules no preset or mapping names: linear maps LRP-0 (its
-    stabiliser touches only exact zeros), activations and dropout PassThrough, max pooling winner takes
-    all, softmax (attention) the AttnLRP rule, anything else None (a container, or an operation without
-    a rule)."""
+    """The default handling of a module no preset or mapping names.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module.
+
+    Returns
+    -------
+    Rule or None
+        LRP-0 for linear maps (its stabiliser touches only exact zeros), PassThrough for activations and
+        dropout, winner takes all for max pooling, the AttnLRP rule for softmax; None for a container or an
+        operation without a rule.
+    """
     if isinstance(module, LINEAR_TYPES + BATCHNORM_TYPES + NORM_TYPES + AVGPOOL_TYPES):
         return Epsilon(0.0)  # LRP-0: only exact zeros are stabilised
     if isinstance(module, ACTIVATION_TYPES + DROPOUT_TYPES):
@@ -74,12 +84,32 @@ PRESETS: Mapping[str, PresetFactory] = MappingProxyType(_REGISTRY)
 
 
 def register_preset(name: str, factory: PresetFactory) -> None:
-    """Add (or replace) a preset; ``factory(bounds)`` returns its :class:`Preset`."""
+    """Add (or replace) a preset; the CLI and the docks list it.
+
+    Parameters
+    ----------
+    name : str
+        The preset's name.
+    factory : callable(bounds) -> Preset
+        Builds the preset for the input's z-box bounds.
+    """
     _REGISTRY[name] = factory
 
 
 def get_preset(name: str, bounds=None) -> Preset:
-    """The preset called ``name`` with z-box bounds ``bounds`` ((low, high), scalars or per channel)."""
+    """The preset called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A name of :data:`PRESETS`.
+    bounds : tuple, optional
+        z-box bounds (low, high), scalars or per channel.
+
+    Returns
+    -------
+    Preset
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return _REGISTRY[name](bounds)
@@ -111,10 +141,24 @@ register_preset("cp-lrp", lambda b: Preset(
 
 
 def can_handle(rule: Rule | None, module: nn.Module) -> bool:
-    """Whether ``rule`` is meant for ``module``: weight rules for layers with weights, epsilon/LRP-0 for
-    linear and affine maps (layers with weights, norms, average pooling), winner-takes-all for max pooling,
-    pass-through for anything. A glob in a ``rules`` mapping assigns a rule only where it can handle the
-    module; an exact name or a type assigns it as asked."""
+    """Whether ``rule`` is meant for ``module``.
+
+    Weight rules for layers with weights, epsilon/LRP-0 for linear and affine maps (layers with weights,
+    norms, average pooling), winner-takes-all for max pooling, pass-through for anything. A glob in a
+    ``rules`` mapping assigns a rule only where it can handle the module; an exact name or a type assigns it
+    as asked.
+
+    Parameters
+    ----------
+    rule : Rule or None
+        The rule.
+    module : torch.nn.Module
+        The module.
+
+    Returns
+    -------
+    bool
+    """
     if rule is None or isinstance(rule, PassThrough):
         return True
     if rule.needs_weights:
@@ -129,9 +173,28 @@ def can_handle(rule: Rule | None, module: nn.Module) -> bool:
 
 
 def resolve_rule(name: str, module: nn.Module, rules: Mapping, preset: Preset, first: bool) -> Rule | None:
-    """The rule of one module: ``rules`` by exact name, then by glob (only where the rule can handle the
-    module, :func:`can_handle`), then by type; then the preset (its first-layer rule when ``first``); then
-    the default."""
+    """The rule of one module.
+
+    ``rules`` by exact name, then by glob (only where the rule can handle the module, :func:`can_handle`),
+    then by type; then the preset (its first-layer rule when ``first``); then the default.
+
+    Parameters
+    ----------
+    name : str
+        The module's name.
+    module : torch.nn.Module
+        The module.
+    rules : Mapping
+        {module name | glob | type: Rule}.
+    preset : Preset
+        The run's preset.
+    first : bool
+        Whether the module is the network's first layer.
+
+    Returns
+    -------
+    Rule or None
+    """
     if name in rules and isinstance(rules[name], (Rule, type(None))):
         return rules[name]
     for key, rule in rules.items():

@@ -66,28 +66,21 @@ class DockPanel(QScrollArea):
         if self.status in widgets:  # the progress bar sits right under the status line
             self.place_native_after(self.progress_bar, self.status)
 
-    def place_native_after(self, qwidget, widget) -> None:
-        """Put a Qt widget just below the magicgui ``widget``."""
-        layout = self.panel.native.layout()
-        layout.removeWidget(qwidget)
-        for i in range(layout.count()):
-            item = layout.itemAt(i).widget()
-            if item is not None and (item is widget.native or item.isAncestorOf(widget.native)):
-                layout.insertWidget(i + 1, qwidget)
-                return
-        layout.addWidget(qwidget)
-
-    def add_native(self, qwidget) -> None:
-        self.panel.native.layout().addWidget(qwidget)
-
     def place_native_before(self, qwidget, widget) -> None:
         """Move a Qt widget added with :meth:`add_native` to just above the magicgui ``widget``."""
+        self._place_native(qwidget, widget, 0)
+
+    def place_native_after(self, qwidget, widget) -> None:
+        """Put a Qt widget just below the magicgui ``widget``."""
+        self._place_native(qwidget, widget, 1)
+
+    def _place_native(self, qwidget, widget, offset: int) -> None:
         layout = self.panel.native.layout()
         layout.removeWidget(qwidget)
         for i in range(layout.count()):
             item = layout.itemAt(i).widget()
             if item is not None and (item is widget.native or item.isAncestorOf(widget.native)):
-                layout.insertWidget(i, qwidget)
+                layout.insertWidget(i + offset, qwidget)
                 return
         layout.addWidget(qwidget)
 
