@@ -45,8 +45,19 @@ def _value(text: str):
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
-    """(method name, options) of a spec such as 'lrp:paper', 'ig:32', 'gradcam:encoders.3', 'occlusion:6x4x8x8'
-    or 'ig:n_steps=16,baselines=blurred'."""
+    """(method name, options) of one method spec.
+
+    Parameters
+    ----------
+    spec : str
+        For example 'lrp:paper', 'ig:32', 'gradcam:encoders.3', 'occlusion:6x4x8x8' or
+        'ig:n_steps=16,baselines=blurred'.
+
+    Returns
+    -------
+    tuple
+        (name of ``explain``'s ``method=``, its options as keywords).
+    """
     name, _, rest = spec.strip().partition(":")
     name = ALIASES.get(name, name)
     if name != "lrp" and name not in METHODS:
@@ -66,7 +77,18 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 
 def split_methods(text: str) -> list[str]:
-    """Method specs separated by commas; a comma inside key=value options belongs to its method."""
+    """Method specs separated by commas; a comma inside key=value options belongs to its method.
+
+    Parameters
+    ----------
+    text : str
+        For example 'lrp:paper,gradient,ig:n_steps=16,baselines=blurred'.
+
+    Returns
+    -------
+    list of str
+        One spec per method.
+    """
     out: list[str] = []
     for part in text.split(","):
         if out and "=" in part and ":" not in part:
@@ -85,8 +107,32 @@ def _label(spec: str) -> str:
 def compare(model, case: Case, methods: Sequence[str], target="region", perturbation: bool = True,
             n_blocks: int = 500, steps: int = 12, fill: str = "mean", sanity: bool = False,
             progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, dict[str, Explanation]]:
-    """Run every method spec on ``case`` and tabulate them (see the module doc); returns (table, {spec:
-    Explanation}). Perturbation options: n_blocks, steps, fill (as ``region_perturbation``)."""
+    """Run every method spec on a case and tabulate them side by side.
+
+    Parameters
+    ----------
+    model : Model, torch.nn.Module or path
+        As for ``explain``.
+    case : Case
+        The case.
+    methods : sequence of str
+        Method specs (:func:`parse_method`).
+    target : str, mask or voxel
+        As for ``explain``.
+    perturbation : bool
+        Add MoRF and LeRF AUCs (and one row of a random order).
+    n_blocks, steps, fill
+        Region perturbation's options (``region_perturbation``).
+    sanity : bool
+        Add each map's signed Spearman similarity to an untrained copy's map.
+    progress : callable(done, total), optional
+        Called per method.
+
+    Returns
+    -------
+    tuple
+        (table: one row per method with seconds, inclusivities, AUCs; {spec: Explanation}).
+    """
     results: dict[str, Explanation] = {}
     rows = []
     random_auc = None
@@ -123,7 +169,22 @@ def compare(model, case: Case, methods: Sequence[str], target="region", perturba
 
 
 def save_comparison(table: pd.DataFrame, results: dict[str, Explanation], folder: str | os.PathLike) -> Path:
-    """Write table.csv and one folder per method (``Explanation.save``) into ``folder``, as one unit."""
+    """Write a comparison into a folder as one unit: table.csv and one folder per method.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`compare`'s table.
+    results : dict[str, Explanation]
+        :func:`compare`'s runs (each written with ``Explanation.save``).
+    folder : str or os.PathLike
+        The output folder.
+
+    Returns
+    -------
+    Path
+        The folder written.
+    """
     target = Path(folder)
     with replacing_folder(target) as tmp:
         for spec, exp in results.items():

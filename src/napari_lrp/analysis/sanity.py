@@ -28,9 +28,23 @@ __all__ = ["map_similarity", "randomisation_steps", "randomised", "sanity_check"
 
 
 def map_similarity(a: np.ndarray, b: np.ndarray, top: float = 0.01, mask: np.ndarray | None = None) -> dict[str, float]:
-    """Similarity of two maps a, b (C, Z, Y, X): Spearman rank correlation of the signed maps (all channels'
-    voxels) and of |a|, |b| summed over channels, within ``mask`` (Z, Y, X; default everywhere); SSIM of the
-    central axial slice of the |.| sums (scaled to [0, 1]); overlap of the top ``top`` voxels of the |.| sums."""
+    """Similarity of two relevance maps.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        (C, Z, Y, X) maps.
+    top : float
+        The share of voxels of the |.| sums whose overlap is measured.
+    mask : numpy.ndarray, optional
+        (Z, Y, X) where the rank correlations are computed (default everywhere).
+
+    Returns
+    -------
+    dict[str, float]
+        spearman_signed (the signed maps, all channels' voxels), spearman (|a|, |b| summed over channels),
+        ssim (the central axial slice of the |.| sums, scaled to [0, 1]) and top_overlap.
+    """
     from scipy.stats import spearmanr
     from skimage.metrics import structural_similarity
 
@@ -53,8 +67,18 @@ def map_similarity(a: np.ndarray, b: np.ndarray, top: float = 0.01, mask: np.nda
 
 
 def randomisation_steps(network: nn.Module) -> list[str]:
-    """The network's blocks from the output down (the order of a cascading randomisation), then any layer
-    with weights outside them (e.g. the head) first of all."""
+    """The order of a cascading randomisation.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    list of str
+        Any layer with weights outside the blocks (e.g. the head) first, then the blocks from the output down.
+    """
     blocks = block_names(network)
     loose = loose_layers(network)
     # the loose layers in reverse definition order (the head is defined last), then the blocks from the top
@@ -62,7 +86,21 @@ def randomisation_steps(network: nn.Module) -> list[str]:
 
 
 def randomised(network: nn.Module, names: list[str], seed: int = 0) -> nn.Module:
-    """A copy of ``network`` with the modules ``names`` re-initialised (``reset_parameters``, seeded)."""
+    """A copy of a network with some modules re-initialised (``reset_parameters``, seeded).
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The trained network (not changed).
+    names : list of str
+        The modules to re-initialise.
+    seed : int
+        The seed of the new weights.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
     net = copy.deepcopy(network)
     modules = dict(net.named_modules())
     for i, name in enumerate(names):
@@ -76,11 +114,31 @@ def randomised(network: nn.Module, names: list[str], seed: int = 0) -> nn.Module
 
 def sanity_check(model: Model, case: Case, method: str = "lrp", mode: str = "cascading", seed: int = 0,
                  progress: Callable[[int, int], None] | None = None, **explain_options) -> pd.DataFrame:
-    """Model-parameter randomisation of ``method`` (any of ``explain``'s, with ``explain_options``).
+    """Model-parameter randomisation of a method (Adebayo et al. 2018): does the map depend on the weights?
 
-    Returns one row per step: step (0 = the trained model), randomised (the block re-initialised at this
-    step), mode, method, spearman, ssim, top_overlap (similarity to the trained model's map), and a last row
-    'all' (every layer with weights re-initialised: an untrained copy)."""
+    Parameters
+    ----------
+    model : Model
+        The trained model.
+    case : Case
+        The case.
+    method : str
+        Any of ``explain``'s methods.
+    mode : str
+        'cascading' (blocks re-initialised from the output down, cumulatively) or 'independent' (one at a time).
+    seed : int
+        The seed of the new weights.
+    progress : callable(done, total), optional
+        Called per step.
+    **explain_options
+        Passed to ``explain``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per step: step (0 = the trained model), randomised, mode, method, spearman, ssim, top_overlap
+        (similarity to the trained model's map), and a last row 'all' (an untrained copy).
+    """
     if mode not in ("cascading", "independent"):
         raise ValueError(f"mode must be 'cascading' or 'independent', not {mode!r}")
     base = explain(model, case, method=method, **explain_options)

@@ -63,7 +63,33 @@ def lrp_search(model, case: Case, gammas: Sequence[float] = (0.0, 0.1, 0.25, 0.5
                groups: Sequence[str] = ("encoder", "decoder"), epsilon: float = 1e-6, target="region",
                n_blocks: int = 300, steps: int = 6, fill: str = "mean",
                progress: Callable[[int, int], None] | None = None) -> SearchResult:
-    """Score every combination of ``gammas`` over the layer ``groups`` (len(gammas) ** len(groups) points)."""
+    """Score every combination of gammas over the layer groups (len(gammas) ** len(groups) points).
+
+    Rules are swapped on one kept forward pass; each point is scored by MoRF and LeRF region perturbation
+    (faithfulness = LeRF AUC - MoRF AUC) and the inclusivities.
+
+    Parameters
+    ----------
+    model, case
+        The model (a Model, a network or a path) and the case, as for ``explain``.
+    gammas : sequence of float
+        The gamma values tried in every group.
+    groups : sequence of str
+        'encoder', 'decoder' or 'all' (see ``lrp.blocks.block_layers``).
+    epsilon : float
+        The stabiliser of the gamma rules.
+    target : str, mask or voxel
+        As for ``explain``.
+    n_blocks, steps, fill
+        Region perturbation's options.
+    progress : callable(done, total), optional
+        Called per point.
+
+    Returns
+    -------
+    SearchResult
+        The table of every point, the best one, its rules and its Explanation.
+    """
     base = explain(model, case, preset="epsilon-gamma-box", target=target)
     # only layers that have the gamma rule (the first layer keeps its z-box)
     gamma_layers = {n for n, r in base.layer_rules.items() if isinstance(r, Gamma)}

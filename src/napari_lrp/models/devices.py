@@ -12,13 +12,28 @@ __all__ = ["available_devices", "mps_available", "resolve_device"]
 
 
 def mps_available() -> bool:
-    """Apple's Metal backend is built into this torch and usable on this machine."""
+    """Whether Apple's Metal backend is built into this torch and usable on this machine.
+
+    Returns
+    -------
+    bool
+    """
     mps = getattr(torch.backends, "mps", None)
     return mps is not None and mps.is_available()
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'; a clear error when absent."""
+    """The torch device a name asks for, refused with a clear message when this machine lacks it.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        'auto' (CUDA, then MPS, then the CPU; also None), 'cpu', 'cuda', 'cuda:N' or 'mps'.
+
+    Returns
+    -------
+    torch.device
+    """
     if isinstance(device, torch.device):
         device = str(device)
     device = (device or "auto").lower()
@@ -47,7 +62,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def available_devices() -> list[str]:
-    """The device choices of this machine, for menus: auto, cpu, then cuda / cuda:N and mps where present."""
+    """The device choices of this machine, for menus.
+
+    Returns
+    -------
+    list of str
+        'auto', 'cpu', then 'cuda' / 'cuda:N' and 'mps' where present.
+    """
     out = ["auto", "cpu"]
     if torch.cuda.is_available():
         out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
