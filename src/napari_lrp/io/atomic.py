@@ -16,8 +16,20 @@ def _suffix(name: str) -> str:
 
 @contextmanager
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix, so writers that read it still work); when the
-    block succeeds it is renamed over ``path``, when it fails it is removed and ``path`` is untouched."""
+    """A temporary path beside ``path``, renamed over it when the block succeeds.
+
+    The temporary file has the same suffix, so writers that read it still work; when the block fails it is
+    removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+
+    Yields
+    ------
+    Path
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a short name (a long file name plus a tag could pass the file system's 255 bytes)
@@ -31,7 +43,19 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically."""
+    """Write a text file atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    text : str
+        Its content (UTF-8).
+
+    Returns
+    -------
+    Path
+    """
     with replacing(path) as tmp:
         tmp.write_text(text)
     return Path(path)
@@ -57,9 +81,20 @@ def _carry(src: Path, dst: Path) -> None:
 
 
 def check_output_folder(path: str | os.PathLike) -> Path:
-    """Refuse, before any computation, a results folder that cannot be written: a file in its place, or
-    a parent where no folder can be created (read-only, missing permissions). Probes by creating (and
-    removing) a temporary folder beside it, where :func:`replacing_folder` will write."""
+    """Refuse, before any computation, a results folder that cannot be written.
+
+    A file in its place, or a parent where no folder can be created (read-only, missing permissions). Probes
+    by creating (and removing) a temporary folder beside it, where :func:`replacing_folder` will write.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The results folder.
+
+    Returns
+    -------
+    Path
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path}: is a file; choose a folder for the results")
@@ -145,12 +180,25 @@ def _swap_in(path: Path, tmp: Path, tag: str, outputs_file: str | None) -> None:
 
 @contextmanager
 def replacing_folder(path: str | os.PathLike, outputs_file: str | None = None) -> Iterator[Path]:
-    """Yield an empty temporary folder; when the block succeeds, what it wrote replaces the outputs of the
-    last save into ``path`` and any entry of the same name (the last save's outputs: the 'outputs' list of
-    its ``outputs_file``, e.g. settings.json, or else the folder's hidden manifest, which is then kept); the
-    other entries of ``path`` (a user's own files, mount points) are never moved, linked or deleted, and
-    a symbolic link at ``path`` stays a link (the results go where it points). When the block or the swap
-    fails, the temporary folder is removed and ``path`` is left exactly as it was."""
+    """An empty temporary folder whose content replaces the last save's outputs in ``path``.
+
+    When the block succeeds, what it wrote replaces the outputs of the last save into ``path`` and any entry
+    of the same name (the last save's outputs: the 'outputs' list of its ``outputs_file``, or else the
+    folder's hidden manifest, which is then kept); the other entries of ``path`` (a user's own files, mount
+    points) are never moved, linked or deleted, and a symbolic link at ``path`` stays a link. When the block
+    or the swap fails, the temporary folder is removed and ``path`` is left exactly as it was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The results folder.
+    outputs_file : str, optional
+        The file in it that lists a save's outputs (settings.json).
+
+    Yields
+    ------
+    Path
+    """
     import json
     import shutil
 

@@ -62,22 +62,37 @@ class Case:
 
     @property
     def affine(self) -> np.ndarray:
+        """The first file's voxel-to-world affine (4 x 4; the file's voxel order, world in RAS+ mm)."""
         return self.grid.affine
 
     @property
     def spacing(self) -> np.ndarray:
+        """Voxel size (Z, Y, X) in mm in napari order."""
         return self.grid.spacing
 
     @property
     def translate(self) -> np.ndarray:
+        """World position (mm) of voxel (0, 0, 0) of the napari array, in (Z, Y, X) = (S, A, R) order."""
         return self.grid.translate
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Spatial shape (Z, Y, X)."""
         return tuple(self.image.shape[1:])
 
     def channel(self, name: str) -> np.ndarray:
-        """The (Z, Y, X) volume of modality ``name`` (case-insensitive)."""
+        """The volume of one modality.
+
+        Parameters
+        ----------
+        name : str
+            The modality (case-insensitive).
+
+        Returns
+        -------
+        numpy.ndarray
+            (Z, Y, X) float32.
+        """
         for i, m in enumerate(self.modalities):
             if m.lower() == name.lower():
                 return self.image[i]
@@ -85,8 +100,19 @@ class Case:
 
 
 def readable_name(name: str) -> str:
-    """A file or folder name as text that can be written anywhere (CSV, JSON, a table): bytes that are not
-    UTF-8 (a Latin-1 'é' from an old archive) are read as Latin-1 instead of failing later."""
+    """A file or folder name as text that can be written anywhere (CSV, JSON, a table).
+
+    Bytes that are not UTF-8 (a Latin-1 'é' from an old archive) are read as Latin-1 instead of failing later.
+
+    Parameters
+    ----------
+    name : str
+        The name as the file system gave it.
+
+    Returns
+    -------
+    str
+    """
     try:
         name.encode("utf-8")
         return name
@@ -115,8 +141,22 @@ def _match_name(text: str, names: Sequence[str]) -> str | None:
 
 
 def recognise(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str | None:
-    """Modality or label name of a file, from its name and then its folders below ``root`` (compared as
-    written, so links into an annex elsewhere keep their names); :data:`BRAIN_MASK` for a brain mask."""
+    """Modality or label name of a file, from its name and then its folders below ``root``.
+
+    Names are compared as written, so links into an annex elsewhere keep their names.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    root : str or os.PathLike, optional
+        The case folder (its own name is not read).
+
+    Returns
+    -------
+    str or None
+        A modality (ADC, t1ce, ...), a label name (OT, seg), :data:`BRAIN_MASK`, or None.
+    """
     path = Path(path)
     parts = [nifti_stem(path)]
     if root is not None:

@@ -26,11 +26,34 @@ class CaseError(ValueError):
 
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
+    """Whether a name ends in .nii or .nii.gz (any case).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file name or path.
+
+    Returns
+    -------
+    bool
+    """
     name = str(path).lower()
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
 def nifti_stem(path: str | os.PathLike) -> str:
+    """A NIfTI file's name without .nii or .nii.gz.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A NIfTI file (see :func:`is_nifti_path`).
+
+    Returns
+    -------
+    str
+        Its name without the folder and the suffix.
+    """
     name = Path(path).name
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
@@ -39,10 +62,22 @@ def nifti_stem(path: str | os.PathLike) -> str:
 
 
 def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, Grid]:
-    """Read a NIfTI file -> (data in file voxel order as float32 or integer array, its Grid).
+    """Read a NIfTI file after its header is checked (:func:`check_header`).
 
-    Raises CaseError naming the file for a missing file, a file that is not NIfTI, or a truncated
-    or corrupt file.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    tuple
+        (data in file voxel order as a float32 or integer array, its Grid).
+
+    Raises
+    ------
+    CaseError
+        Naming the file for a missing file, a file that is not NIfTI, or a truncated or corrupt file.
     """
     path = Path(path)
     if not path.exists():
@@ -76,16 +111,34 @@ def _gigabytes(nbytes: float) -> str:
 
 
 def available_memory() -> int:
-    """Bytes of memory this process can still allocate without swapping (psutil's 'available')."""
+    """Bytes of memory this process can still allocate without swapping (psutil's 'available').
+
+    Returns
+    -------
+    int
+    """
     import psutil
 
     return int(psutil.virtual_memory().available)
 
 
 def check_header(path: Path, img) -> None:
-    """Refuse, before any voxel is read, what the header says cannot work: a data type that is not a
-    number (RGB, complex), a singular affine, more voxel bytes than the file can hold (uncompressed:
-    its size; .nii.gz: :data:`MAX_GZIP_RATIO` times its size), or more memory than is free."""
+    """Refuse, before any voxel is read, what a header says cannot work.
+
+    A data type that is not a number (RGB, complex), a singular affine, more voxel bytes than the file can
+    hold (uncompressed: its size; .nii.gz: :data:`MAX_GZIP_RATIO` times its size), or more memory than is free.
+
+    Parameters
+    ----------
+    path : Path
+        The file (named in the refusal).
+    img : nibabel.Nifti1Image
+        Its image, header read, no voxel yet.
+
+    Raises
+    ------
+    CaseError
+    """
     hdr = img.header
     dtype = np.dtype(hdr.get_data_dtype())
     if dtype.fields is not None or dtype.kind not in "biuf":
@@ -116,18 +169,42 @@ def check_header(path: Path, img) -> None:
 
 
 def atomic_write(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
-    """Write ``img`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write an image to a temporary file beside ``path``, then rename it over ``path``.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        The image.
+    path : str or os.PathLike
+        The destination.
+
+    Returns
+    -------
+    Path
+    """
     with replacing(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
 
 
 def save_on_grid(array: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
-    """Write ``array`` ((Z, Y, X) or (C, Z, Y, X), napari order) as NIfTI on ``grid``.
+    """Write an array in napari order as NIfTI on a grid, atomically.
 
-    The file has the grid's original affine and header (data type updated) and voxel order, so
-    nibabel reads it back voxel-for-voxel on the original file's grid; channels go on the 4th axis.
-    Written atomically (temporary file, then rename).
+    The file has the grid's original affine and header (data type updated) and voxel order, so nibabel
+    reads it back voxel-for-voxel on the original file's grid; channels go on the 4th axis.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        (Z, Y, X) or (C, Z, Y, X), napari order.
+    grid : Grid
+        The grid of the case it belongs to.
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    Path
     """
     array = np.asarray(array)
     if array.ndim not in (3, 4):
