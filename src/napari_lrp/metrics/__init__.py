@@ -18,7 +18,20 @@ from .table import measure
 
 
 def layer_mean_power(result, q: float = 0.8) -> dict[str, float]:
-    """Mean power of every kept layer of a propagation (Explanation or PropagationResult): {name: mp}."""
+    """Mean power of every kept layer of a propagation.
+
+    Parameters
+    ----------
+    result : Explanation or PropagationResult
+        A run with kept layers (``keep=True``).
+    q : float
+        The quantile of :func:`mean_power`.
+
+    Returns
+    -------
+    dict[str, float]
+        {layer name: mp}.
+    """
     kept = result.kept
     return {name: float(mean_power(R[0] if R.ndim > 1 else R, q)[0]) for name, R in kept.items()}
 

@@ -40,8 +40,19 @@ TARGET_KINDS = ("class", "region", "component", "gt-component", "false-negative"
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """(labels (Z, Y, X) int32, count) of the 26-connected components of ``mask``, numbered 1..count from
-    the largest (ties: the component whose first voxel comes first in Z, Y, X order)."""
+    """The 26-connected components of a mask, numbered from the largest.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        (Z, Y, X) bool.
+
+    Returns
+    -------
+    tuple
+        (labels (Z, Y, X) int32 numbered 1..count from the largest (ties: the component whose first voxel
+        comes first in Z, Y, X order), count).
+    """
     from scipy import ndimage
 
     raw, n = ndimage.label(np.asarray(mask, dtype=bool), structure=np.ones((3, 3, 3), dtype=bool))
@@ -59,11 +70,26 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def border_band(mask: np.ndarray, spacing: Sequence[float], width_mm: float) -> np.ndarray:
-    """The voxels within ``width_mm`` of the surface of ``mask`` (both sides), bool (Z, Y, X).
+    """The voxels within a distance in mm of the surface of a mask (both sides).
 
     A voxel's distance to the surface: along the line from its centre to the nearest voxel centre on the other
-    side (Euclidean, mm, ``spacing`` in Z, Y, X), the length up to where the line enters that voxel (exact for
-    a surface between voxels along an axis: half a voxel for a neighbour, one and a half for the next)."""
+    side (Euclidean, mm), the length up to where the line enters that voxel (exact for a surface between voxels
+    along an axis: half a voxel for a neighbour, one and a half for the next).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        (Z, Y, X) bool.
+    spacing : sequence of float
+        Voxel size in mm (Z, Y, X).
+    width_mm : float
+        The band's half width in mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Z, Y, X) bool.
+    """
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)

@@ -150,8 +150,19 @@ def _conditions(exp, layer, channels) -> list[tuple[str, torch.Tensor]]:
 
 
 def channel_table(sums: dict[str, np.ndarray]) -> pd.DataFrame:
-    """The table of :func:`channel_relevance` from per-channel sums ('relevance', 'positive', 'negative',
-    'magnitude'), without activations (a tiled run keeps no forward pass to read them from)."""
+    """The table of :func:`channel_relevance` from per-channel sums, without activations.
+
+    A tiled run keeps no forward pass to read the activations from.
+
+    Parameters
+    ----------
+    sums : dict[str, numpy.ndarray]
+        'relevance', 'positive', 'negative', 'magnitude': (C',) sums over the layer's voxels.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
     rel, mag = np.asarray(sums["relevance"]), np.asarray(sums["magnitude"])
     total, total_abs = float(rel.sum()), float(mag.sum())
     return pd.DataFrame({"channel": np.arange(rel.size), "relevance": rel, "positive": sums["positive"],
@@ -190,8 +201,25 @@ def conditional_relevance(exp, layer, channels=None, progress=None) -> np.ndarra
 
 
 def concept_measures(exp, layer: str, channels=None, tau_r: float = 0.5, tau_x: float = 0.1) -> pd.DataFrame:
-    """For each channel of ``layer`` (default all): the coefficients of its conditional map (the 'mean' row of
-    :func:`napari_lrp.metrics.measure`: input and ground-truth inclusivity, mu, mean power), one row each."""
+    """The coefficients of each channel's conditional map at one layer, one row each.
+
+    Parameters
+    ----------
+    exp : Explanation
+        The run.
+    layer : str
+        A module name.
+    channels : sequence of int, optional
+        Default every channel of the layer.
+    tau_r, tau_x : float
+        The inclusivities' thresholds.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The 'mean' row of :func:`napari_lrp.metrics.measure` per channel: input and ground-truth inclusivity,
+        mu, mean power.
+    """
     shape = exp.layer_shapes.get(layer)
     n = int(shape[1]) if shape is not None and len(shape) == 5 else 0
     rows = []

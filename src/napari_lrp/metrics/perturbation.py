@@ -24,7 +24,20 @@ class PerturbationCurve:
 
 
 def block_shape(shape, n_blocks: int = 1000) -> tuple[int, ...]:
-    """Near-cubic block edge (voxels) so the volume splits into about ``n_blocks`` blocks."""
+    """A near-cubic block edge (voxels) so a volume splits into about ``n_blocks`` blocks.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The volume's spatial shape.
+    n_blocks : int
+        About how many blocks.
+
+    Returns
+    -------
+    tuple of int
+        The block's size per axis.
+    """
     edge = max(1, int(round((float(np.prod(shape)) / n_blocks) ** (1.0 / len(shape)))))
     return tuple(min(edge, s) for s in shape)
 
@@ -55,16 +68,43 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
                         batch: int | None = None, foreground=None, cache: dict | None = None) -> PerturbationCurve:
     """Flip blocks of ``x`` in the order the relevance gives and score the model after each step.
 
-    model: a torch module, a napari_lrp Model or a Propagation (its module) taking x; x: (1, C, Z, Y, X) model input;
-    relevance:
-    (C, Z, Y, X) or (1, C, Z, Y, X) on x's grid; target_mask: (Z, Y, X) region whose class logit sum
-    is the score; order: 'morf' (most relevant first), 'lerf' or 'random' (seeded; independent of the
-    relevance); fill: 'mean' (channel mean over the foreground), 'zero', 'noise', 'blur'; steps: about
-    that many log-spaced steps; batch: perturbed volumes scored per forward pass (default 1 on a CPU, where
-    batches are slower per volume with the engine's convolution kernels: 0.103 s against 0.123 s for the
-    sample model; 4 on an accelerator). cache: a dict shared by
-    calls on the same x, model, target and fill (a hyper-parameter search): a set of flipped blocks scored
-    once is not scored again (key: the flipped blocks, the block shape and the fill).
+    Parameters
+    ----------
+    model : torch.nn.Module, Model or Propagation
+        The network taking ``x`` (a Propagation: its module).
+    x : torch.Tensor
+        (1, C, Z, Y, X) model input.
+    relevance : numpy.ndarray or torch.Tensor
+        (C, Z, Y, X) or (1, C, Z, Y, X) on x's grid.
+    target_mask : numpy.ndarray
+        (Z, Y, X) region whose class logit sum is the score.
+    target_class : int
+        The class scored.
+    order : str
+        'morf' (most relevant first), 'lerf' or 'random' (seeded; independent of the relevance).
+    n_blocks : int
+        About how many blocks (:func:`block_shape`).
+    block : tuple of int, optional
+        The block's size instead.
+    fill : str
+        'mean' (channel mean over the foreground), 'zero', 'noise', 'blur'.
+    steps : int
+        About that many log-spaced steps.
+    seed : int
+        For 'random' and 'noise'.
+    batch : int, optional
+        Perturbed volumes per forward pass (default 1 on a CPU, where batches are slower per volume with the
+        engine's convolution kernels: 0.103 s against 0.123 s for the sample model; 4 on an accelerator).
+    foreground : numpy.ndarray, optional
+        (Z, Y, X) bool where 'mean' takes the channel means.
+    cache : dict, optional
+        Shared by calls on the same x, model, target and fill (a hyper-parameter search): a set of flipped
+        blocks scored once is not scored again.
+
+    Returns
+    -------
+    PerturbationCurve
+        The flipped fractions, the scores and the area under the curve.
     """
     net = model
     for attr in ("network", "module"):  # a napari_lrp Model, or a Propagation

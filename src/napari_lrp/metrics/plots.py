@@ -13,14 +13,32 @@ INPUT_COLOUR = "#4db8ff"
 TRUTH_COLOUR = "#ffa040"
 
 
+def _cleared(fig: Figure | None, size: tuple[float, float]) -> Figure:
+    """``fig`` cleared for a new chart, or a new figure of ``size`` inches."""
+    fig = fig or Figure(figsize=size)
+    fig.clear()
+    return fig
+
+
 def _settings(table: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(table["setting"]))
 
 
 def inclusivity_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
-    """Fig. 4: mean input and ground-truth inclusivity per filter setting (bars) and over channels (box)."""
-    fig = fig or Figure(figsize=(9, 5))
-    fig.clear()
+    """The paper's Fig. 4: mean input and ground-truth inclusivity per filter setting and over channels.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A sweep's table (``napari_lrp.sweep``).
+    fig : matplotlib.figure.Figure, optional
+        Drawn into (cleared); default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = _cleared(fig, (9, 5))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     names = _settings(table)
     mean = table[table.channel == "mean"].set_index("setting").loc[names]
@@ -39,9 +57,20 @@ def inclusivity_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure
 
 
 def signal_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
-    """Fig. 5 D1/D2: mu per filter setting, one point per channel (scatter) and box over channels."""
-    fig = fig or Figure(figsize=(9, 4))
-    fig.clear()
+    """The paper's Fig. 5 D1/D2: mu per filter setting, one point per channel and a box over channels.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A sweep's table.
+    fig : matplotlib.figure.Figure, optional
+        Drawn into (cleared).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = _cleared(fig, (9, 4))
     ax1, ax2 = fig.subplots(1, 2)
     names = _settings(table)
     ch = table[table.channel != "mean"]
@@ -58,10 +87,21 @@ def signal_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
 
 
 def mean_power_figure(layers: dict[str, float], fig: Figure | None = None) -> Figure:
-    """Mean power per layer (bars), from {layer name: mp}."""
-    fig = fig or Figure(figsize=(8, 3.5))
-    fig.clear()
-    ax = fig.subplots()
+    """Mean power per layer as bars.
+
+    Parameters
+    ----------
+    layers : dict[str, float]
+        {layer name: mp} (:func:`napari_lrp.metrics.layer_mean_power`).
+    fig : matplotlib.figure.Figure, optional
+        The figure to draw into; a new one when None.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ax = _cleared(fig, (8, 3.5)).subplots()
+    fig = ax.figure
     names = list(layers)
     ax.bar(np.arange(len(names)), [layers[n] for n in names])
     ax.set_xticks(np.arange(len(names)), names, rotation=60, fontsize="x-small")
@@ -71,10 +111,21 @@ def mean_power_figure(layers: dict[str, float], fig: Figure | None = None) -> Fi
 
 
 def perturbation_figure(curves, fig: Figure | None = None) -> Figure:
-    """Region-perturbation curves (score / score_0 over flipped fraction), AUC in the legend."""
-    fig = fig or Figure(figsize=(5, 4))
-    fig.clear()
-    ax = fig.subplots()
+    """Region-perturbation curves (score / score_0 over the flipped fraction), the AUC in the legend.
+
+    Parameters
+    ----------
+    curves : list of PerturbationCurve
+        MoRF, LeRF, random, ... (``Explanation.faithfulness``).
+    fig : matplotlib.figure.Figure, optional
+        Where to draw (cleared first); default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ax = _cleared(fig, (5, 4)).subplots()
+    fig = ax.figure
     for label, c in (curves.items() if isinstance(curves, dict) else ((c.order, c) for c in curves)):
         ax.plot(c.fractions, c.scores, marker=".", label=f"{label} (AUC {c.auc:.3f})")
     ax.set_xlabel("fraction of blocks flipped")
@@ -103,8 +154,7 @@ def plot_search(table: pd.DataFrame, fig=None, columns=("morf_auc", "lerf_auc", 
     gcols = [c for c in table.columns if c.startswith("gamma_")][:2]
     if len(gcols) != 2:
         raise ValueError("plot_search needs a search over two groups")
-    fig = fig or Figure(figsize=(4.2 * len(columns), 3.8))
-    fig.clear()
+    fig = _cleared(fig, (4.2 * len(columns), 3.8))
     xs, ys = np.unique(table[gcols[0]]), np.unique(table[gcols[1]])
     best = table.loc[int(table.faithfulness.idxmax())]
     for k, col in enumerate(columns):
