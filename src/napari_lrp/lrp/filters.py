@@ -51,14 +51,44 @@ class Filter:
             raise ValueError(f"filter signs must be 'joint' or 'separate', not {self.signs!r}")
 
     def apply(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The filter on normalised relevance.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            Relevance divided by its maximum |relevance| (|r| <= 1).
+
+        Returns
+        -------
+        torch.Tensor
+            The filtered relevance, like ``r``.
+        """
         raise NotImplementedError
 
     def describe(self) -> str:
-        """The filter on a heatmap in words (for status lines)."""
+        """The filter on a heatmap in words (for status lines).
+
+        Returns
+        -------
+        str
+        """
         return self.words.format(**{k: getattr(self, k) for k in ("a1", "a2", "alpha", "A") if hasattr(self, k)})
 
     def apply_scaled(self, R: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
-        """The same as N * apply(R / N), with the thresholds scaled by N instead (fewer passes)."""
+        """The same as ``N * apply(R / N)``, with the thresholds scaled by N instead (fewer passes).
+
+        Parameters
+        ----------
+        R : torch.Tensor
+            Relevance (N, C, *spatial).
+        N : torch.Tensor
+            Its maximum |relevance|, broadcastable to R (per sample or per channel).
+
+        Returns
+        -------
+        torch.Tensor
+            The filtered relevance, like ``R``.
+        """
         safe = torch.where(N > 0, N, torch.ones_like(N))
         out = self.apply(R / safe) * safe
         return torch.where(N > 0, out, R)
@@ -184,8 +214,24 @@ FILTER_KINDS = ("none", "pass", "clamp", "amplify")
 
 def make_filter(kind: str, a1: float = 0.0, a2: float = 1.0, scope: str = "sample",
                 signs: str = "joint") -> Filter | None:
-    """A filter from its kind and two parameters: pass(a1, a2), clamp(a1, a2), amplify(alpha=a1, A=a2);
-    'none' (or 'identity') gives None."""
+    """A filter from its kind and two parameters.
+
+    Parameters
+    ----------
+    kind : str
+        'pass', 'clamp', 'amplify', 'none' or 'identity'.
+    a1, a2 : float
+        pass / clamp: the band [a1, a2] of normalised magnitudes; amplify: alpha = a1 and the factor A = a2.
+    scope : str
+        'sample' (one maximum over the case) or 'channel' (one per modality).
+    signs : str
+        'joint' (positive and negative relevance share one maximum) or 'separate'.
+
+    Returns
+    -------
+    Filter or None
+        None for 'none' and 'identity'.
+    """
     key = kind.lower()
     if key not in _KINDS:
         raise ValueError(f"unknown filter kind {kind!r}; choose one of {', '.join(FILTER_KINDS)}")
@@ -236,15 +282,40 @@ def describe_filter(f: Filter | None) -> str:
 
 
 def default_grid(kinds=("pass", "clamp", "amplify"), scope: str = "sample", signs: str = "joint") -> list[Filter]:
-    """The authors' grids: pass (10), clamp (5), amplify (2) settings, in that order."""
+    """The authors' grids: pass (10), clamp (5), amplify (2) settings, in that order.
+
+    Parameters
+    ----------
+    kinds : sequence of str
+        Which kinds' grids.
+    scope, signs : str
+        As for :func:`make_filter`.
+
+    Returns
+    -------
+    list of Filter
+    """
     return [make_filter(k, a, b, scope, signs) for k in ("pass", "clamp", "amplify") if k in kinds
             for a, b in _GRIDS[k]]
 
 
 def heatmap(unfiltered, filtered, f: Filter | None):
-    """The heatmap under heatmap filter ``f`` (see the module docstring): ``f`` applied to the relevance
-    before the run's input filter (``unfiltered``, one sample (C, *spatial)), or the run's own ``filtered``
-    relevance when ``f`` is None or Identity. numpy or torch, as given."""
+    """The heatmap under a heatmap filter that replaces the run's own input filter.
+
+    Parameters
+    ----------
+    unfiltered : numpy.ndarray or torch.Tensor
+        The relevance before the run's input filter, one sample (C, *spatial).
+    filtered : numpy.ndarray or torch.Tensor
+        The run's own relevance (after its input filter).
+    f : Filter or None
+        The heatmap filter; None or Identity gives ``filtered``.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        (C, *spatial), as given.
+    """
     if f is None or isinstance(f, Identity):
         return filtered
     return f(unfiltered[None])[0]
@@ -258,7 +329,18 @@ FILTER_SPEC_HELP = (
 
 
 def parse_filter(spec: str) -> tuple[str, Filter]:
-    """Parse a filter spec (see FILTER_SPEC_HELP) -> (placement, Filter)."""
+    """Parse a filter spec (see ``FILTER_SPEC_HELP``), e.g. 'clamp:0:0.2@input'.
+
+    Parameters
+    ----------
+    spec : str
+        KIND:A1:A2[:channel][:separate]@PLACEMENT.
+
+    Returns
+    -------
+    tuple
+        (placement, Filter).
+    """
     text = spec.strip()
     place = "input"
     if "@" in text:
@@ -286,7 +368,19 @@ def parse_filter(spec: str) -> tuple[str, Filter]:
 
 
 def format_filter(place: str, f: Filter) -> str:
-    """The spec string that :func:`parse_filter` reads back to the same (place, filter)."""
+    """The spec string that :func:`parse_filter` reads back to the same (placement, filter).
+
+    Parameters
+    ----------
+    place : str
+        'output', 'input', a module name or a glob.
+    f : Filter
+        The filter.
+
+    Returns
+    -------
+    str
+    """
     if isinstance(f, Identity):
         body = "identity"
     elif isinstance(f, Amplify):
@@ -301,8 +395,17 @@ def format_filter(place: str, f: Filter) -> str:
 
 
 def filters_from_specs(specs) -> dict[str, Filter]:
-    """{placement: Filter} from a list of spec strings ('clamp:0:0.2@input'), a dict (values Filters or
-    spec bodies such as 'clamp:0:0.2'), or None."""
+    """{placement: Filter} from specs.
+
+    Parameters
+    ----------
+    specs : list of str, dict or None
+        Spec strings ('clamp:0:0.2@input'), or a dict whose values are Filters or spec bodies ('clamp:0:0.2').
+
+    Returns
+    -------
+    dict[str, Filter]
+    """
     if specs is None:
         return {}
     if isinstance(specs, Mapping):

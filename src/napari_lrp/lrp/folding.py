@@ -23,8 +23,23 @@ __all__ = ["BatchNormFolding", "foldable"]
 
 
 def foldable(layer: nn.Module, z: torch.Tensor | None, bn: nn.Module) -> bool:
-    """Can ``bn`` (reading ``layer``'s output z) be folded into ``layer``? Needs running statistics, one
-    statistic per output channel, and no grouped transposed convolution."""
+    """Whether a BatchNorm reading a layer's output can be folded into that layer.
+
+    It needs running statistics, one statistic per output channel, and no grouped transposed convolution.
+
+    Parameters
+    ----------
+    layer : torch.nn.Module
+        The linear layer.
+    z : torch.Tensor or None
+        Its output.
+    bn : torch.nn.Module
+        The BatchNorm.
+
+    Returns
+    -------
+    bool
+    """
     if bn.running_mean is None or bn.running_var is None or z is None:
         return False
     if isinstance(layer, TRANSPOSED_CONV_TYPES) and layer.groups != 1:
@@ -33,7 +48,20 @@ def foldable(layer: nn.Module, z: torch.Tensor | None, bn: nn.Module) -> bool:
 
 
 def folded_parameters(layer: nn.Module, bn: nn.Module) -> dict[str, torch.Tensor]:
-    """{'weight': s W, 'bias': s (b - mean) + beta} of ``layer`` with ``bn`` folded in (detached)."""
+    """The layer's parameters with a BatchNorm folded in: W' = s W, b' = s (b - mean) + beta (detached).
+
+    Parameters
+    ----------
+    layer : torch.nn.Module
+        The linear layer.
+    bn : torch.nn.Module
+        The eval BatchNorm after it.
+
+    Returns
+    -------
+    dict[str, torch.Tensor]
+        {'weight': W', 'bias': b'}.
+    """
     s = torch.rsqrt(bn.running_var.detach() + bn.eps)
     if bn.affine:
         s = s * bn.weight.detach()
@@ -62,17 +90,46 @@ class BatchNormFolding:
     _claimed: dict[str, object] = field(default_factory=dict)
 
     def defer(self, out: torch.Tensor, entry) -> None:
-        """``entry``'s layer produced ``out``; its rule waits until we know whether a BatchNorm follows."""
+        """Hold a layer's rule until it is known whether a BatchNorm follows.
+
+        Parameters
+        ----------
+        out : torch.Tensor
+            The layer's output.
+        entry : object
+            The engine's entry of the layer.
+        """
         self._pending[id(out)] = (out, entry)
 
     def alias(self, old: torch.Tensor, new: torch.Tensor) -> None:
-        """``new`` (an identity tap of ``old``) stands for ``old`` when a BatchNorm reads it."""
+        """Let ``new`` (an identity tap of ``old``) stand for ``old`` when a BatchNorm reads it.
+
+        Parameters
+        ----------
+        old, new : torch.Tensor
+            The layer's output and its tap.
+        """
         hit = self._pending.get(id(old))
         if hit is not None:
             self._pending[id(new)] = (new, hit[1])
 
     def claim(self, bn_name: str, bn: nn.Module, x) -> bool:
-        """Before ``bn`` runs on ``x``: fold it into the pending layer that produced x, if possible."""
+        """Before a BatchNorm runs: fold it into the pending layer that produced its input, if possible.
+
+        Parameters
+        ----------
+        bn_name : str
+            The BatchNorm's module name.
+        bn : torch.nn.Module
+            The BatchNorm.
+        x : torch.Tensor
+            Its input.
+
+        Returns
+        -------
+        bool
+            Whether it was claimed (folded).
+        """
         hit = self._pending.get(id(x)) if isinstance(x, torch.Tensor) else None
         if hit is None or not foldable(hit[1].module, hit[1].z, bn):
             return False
@@ -83,10 +140,29 @@ class BatchNormFolding:
         return True
 
     def is_claimed(self, bn_name: str) -> bool:
+        """Whether a BatchNorm was folded into its layer.
+
+        Parameters
+        ----------
+        bn_name : str
+            The BatchNorm's module name.
+
+        Returns
+        -------
+        bool
+        """
         return bn_name in self._claimed
 
     def fold(self, bn_name: str, bn: nn.Module, y: torch.Tensor) -> None:
-        """After ``bn`` ran (output y): prepare its layer's rule with the folded weights and y as z."""
+        """After a claimed BatchNorm ran: prepare its layer's rule with the folded weights and its output as z.
+
+        Parameters
+        ----------
+        bn_name, bn
+            As for :meth:`claim`.
+        y : torch.Tensor
+            Its output.
+        """
         entry = self._claimed.pop(bn_name)
         self.prepare(entry, folded_parameters(entry.module, bn), y.detach())
         self.folded.append((entry.name, bn_name))

@@ -55,7 +55,26 @@ def _onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
            dilation=1, groups: int = 1) -> torch.Tensor:
-    """``F.conv3d`` (zeros padding), through oneDNN for CPU float32. x: (N, C, D, H, W)."""
+    """``F.conv3d`` (zeros padding), through oneDNN for CPU float32.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, C, D, H, W).
+    weight : torch.Tensor
+        (C_out, C / groups, kD, kH, kW).
+    bias : torch.Tensor, optional
+        (C_out,).
+    stride, padding, dilation : int or tuple of int
+        As for ``F.conv3d``.
+    groups : int
+        Channel groups.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, C_out, D', H', W'), equal to torch's to float32 rounding.
+    """
     pad, st, dil = _triple(padding), _triple(stride), _triple(dilation)
     if pad is None or not _onednn(x, weight) or (bias is not None and bias.dtype != torch.float32):
         return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
@@ -73,7 +92,21 @@ def _transposed_as_conv_weight(weight: torch.Tensor, groups: int) -> torch.Tenso
 
 def conv_transpose3d(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
                      padding=0, output_padding=0, groups: int = 1, dilation=1) -> torch.Tensor:
-    """``F.conv_transpose3d``, through oneDNN for CPU float32. v: (N, C, D, H, W)."""
+    """``F.conv_transpose3d``, through oneDNN for CPU float32.
+
+    Parameters
+    ----------
+    v, weight, bias : torch.Tensor
+        The input (N, C, D, H, W), the kernel (C, C_out / groups, kD, kH, kW) and the bias (C_out,) or None.
+    stride, padding, output_padding, dilation : int or tuple of int
+        As for ``F.conv_transpose3d``.
+    groups : int
+        Channel groups.
+
+    Returns
+    -------
+    torch.Tensor
+    """
     st, pad, opad, dil = _triple(stride), _triple(padding), _triple(output_padding), _triple(dilation)
     if pad is None or not _onednn(v, weight) or (bias is not None and bias.dtype != torch.float32):
         return F.conv_transpose3d(v, weight, bias, stride, padding, output_padding, groups, dilation)
@@ -103,8 +136,26 @@ def _upsampling_transpose(v: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 
 def conv3d_input(input_shape, weight: torch.Tensor, v: torch.Tensor, stride=1, padding=0, dilation=1,
                  groups: int = 1) -> torch.Tensor:
-    """J^T v of ``conv3d`` with ``weight`` at an input of ``input_shape`` (like
-    ``torch.nn.grad.conv3d_input``): the transposed convolution of v."""
+    """J^T v of :func:`conv3d` with ``weight`` at an input of a given shape (the transposed convolution of v).
+
+    Like ``torch.nn.grad.conv3d_input``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        The convolution's input shape (N, C, D, H, W).
+    weight : torch.Tensor
+        The kernel.
+    v : torch.Tensor
+        A tensor shaped like the convolution's output.
+    stride, padding, dilation, groups
+        The convolution's.
+
+    Returns
+    -------
+    torch.Tensor
+        Shaped ``input_shape``.
+    """
     st, pad, dil = _triple(stride), _triple(padding), _triple(dilation)
     k = weight.shape[2:]
     opad = [int(input_shape[2 + i]) - ((v.shape[2 + i] - 1) * st[i] - 2 * pad[i] + dil[i] * (k[i] - 1) + 1)
@@ -152,8 +203,22 @@ def _bind(spec, args, kwargs) -> list:
 
 
 def run_on_kernels(func, args, kwargs):
-    """``func(*args, **kwargs)`` for ``torch.conv3d``/``torch.conv_transpose3d`` on this module's kernels
-    (for a TorchFunctionMode); other functions run unchanged."""
+    """``func(*args, **kwargs)``: ``torch.conv3d`` and ``torch.conv_transpose3d`` on this module's kernels.
+
+    For a TorchFunctionMode; other functions run unchanged.
+
+    Parameters
+    ----------
+    func : callable
+        The torch function called.
+    args, kwargs
+        Its arguments.
+
+    Returns
+    -------
+    object
+        What ``func`` returns.
+    """
     if func is torch.conv3d:
         return conv3d(*_bind(_CONV3D_ARGS, args, kwargs))
     if func is torch.conv_transpose3d:

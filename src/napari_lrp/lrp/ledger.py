@@ -26,6 +26,7 @@ class LedgerEntry:
 
     @property
     def absorbed(self) -> float:
+        """Relevance the entry received but did not hand on (biases, stabilisers, a filter's cut)."""
         return self.received - self.handed
 
 
@@ -48,7 +49,19 @@ class Ledger:
     unhandled: dict[str, int] = field(default_factory=dict)
 
     def record(self, name: str, kind: str, op: str, received, handed) -> None:
-        """Add an entry; sums may be 0-d tensors (converted by :meth:`to_floats` once, without a sync per layer)."""
+        """Add an entry; sums may be 0-d tensors (converted by :meth:`to_floats` once, without a sync per layer).
+
+        Parameters
+        ----------
+        name : str
+            The layer, filter or mapping.
+        kind : str
+            'rule' or 'filter'.
+        op : str
+            The rule's or filter's name.
+        received, handed : float or torch.Tensor
+            The relevance it received and handed on.
+        """
         self.entries.append(LedgerEntry(name, kind, op, received, handed))
 
     def to_floats(self) -> None:
@@ -63,10 +76,12 @@ class Ledger:
 
     @property
     def absorbed(self) -> float:
+        """The relevance absorbed by every entry, summed."""
         return float(sum(e.absorbed for e in self.entries))
 
     @property
     def unaccounted(self) -> float:
+        """(start - end - absorbed) / |start|: relevance neither handed on nor absorbed by any rule or filter."""
         return (self.start - self.end - self.absorbed) / max(abs(self.start), 1e-30)
 
     @property
@@ -76,11 +91,18 @@ class Ledger:
 
     @property
     def conservation_error(self) -> float:
+        """(start - end) / |start|: plain conservation (biases and filters included)."""
         return (self.start - self.end) / max(abs(self.start), 1e-30)
 
     def table(self) -> np.ndarray:
-        """The entries as a numpy structured array, one row per entry, fields name, kind, op, received,
-        handed, absorbed (``pandas.DataFrame(ledger.table())`` makes it a DataFrame)."""
+        """The entries as a numpy structured array.
+
+        Returns
+        -------
+        numpy.ndarray
+            One row per entry, fields name, kind, op, received, handed, absorbed
+            (``pandas.DataFrame(ledger.table())`` makes it a DataFrame).
+        """
         dtype = [("name", object), ("kind", object), ("op", object), ("received", np.float64),
                  ("handed", np.float64), ("absorbed", np.float64)]
         return np.array([(e.name, e.kind, e.op, float(e.received), float(e.handed), float(e.absorbed))

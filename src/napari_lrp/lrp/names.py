@@ -21,17 +21,51 @@ _GLOB_CHARS = "*?["
 
 
 def is_glob(key: str) -> bool:
-    """True when ``key`` holds a glob character (* ? [)."""
+    """Whether a key holds a glob character (* ? [).
+
+    Parameters
+    ----------
+    key : str
+        A module name or glob.
+
+    Returns
+    -------
+    bool
+    """
     return any(c in key for c in _GLOB_CHARS)
 
 
 def matches(name: str, key: str) -> bool:
-    """``key`` names ``name``: equal, or a glob that matches it."""
+    """Whether a key names a module: equal to its name, or a glob that matches it.
+
+    Parameters
+    ----------
+    name : str
+        The module's name.
+    key : str
+        A name or glob.
+
+    Returns
+    -------
+    bool
+    """
     return key == name or (is_glob(key) and fnmatch.fnmatchcase(name, key))
 
 
 def expand(keys: Iterable[str], names: Iterable[str]) -> set[str]:
-    """The names that any of ``keys`` matches; a plain key is kept even when no name has it."""
+    """The names that any of the keys matches; a plain key is kept even when no name has it.
+
+    Parameters
+    ----------
+    keys : iterable of str
+        Names and globs.
+    names : iterable of str
+        The network's module names.
+
+    Returns
+    -------
+    set of str
+    """
     names = list(names)
     out: set[str] = set()
     for key in keys:
@@ -40,8 +74,22 @@ def expand(keys: Iterable[str], names: Iterable[str]) -> set[str]:
 
 
 def nearest_names(key: str, names: Iterable[str], n: int = 5) -> list[str]:
-    """Up to ``n`` of ``names`` that read most like ``key`` (difflib's ratio; a glob compared without its
-    glob characters), for messages that suggest the name meant."""
+    """The names that read most like a key, for messages that suggest the name meant.
+
+    Parameters
+    ----------
+    key : str
+        The name or glob given (a glob is compared without its glob characters).
+    names : iterable of str
+        The names there are.
+    n : int
+        At most this many.
+
+    Returns
+    -------
+    list of str
+        By difflib's similarity ratio, best first.
+    """
     names = sorted(set(names))
     probe = key.strip("*?[]") if is_glob(key) else key
     close = difflib.get_close_matches(probe, names, n=n, cutoff=0.5)

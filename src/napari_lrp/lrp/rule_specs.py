@@ -22,7 +22,12 @@ __all__ = ["rule_classes", "rule_from_spec", "rule_to_spec", "rules_from_specs",
 
 
 def rule_classes() -> dict[str, type]:
-    """{class name: class} of every rule this package defines (the registry specs are read with)."""
+    """{class name: class} of every rule this package defines (the registry specs are read with).
+
+    Returns
+    -------
+    dict[str, type]
+    """
     out: dict[str, type] = {}
     todo = [Rule]
     while todo:
@@ -66,7 +71,19 @@ def rule_to_spec(rule: Rule | None) -> dict:
 
 
 def rule_from_spec(spec: Mapping, where: str = "rules") -> Rule | None:
-    """The rule a spec of :func:`rule_to_spec` describes; ``where`` names the spec in errors."""
+    """The rule a spec of :func:`rule_to_spec` describes.
+
+    Parameters
+    ----------
+    spec : Mapping
+        {"rule": class name, "params": {...}}.
+    where : str
+        Names the spec in errors.
+
+    Returns
+    -------
+    Rule or None
+    """
     if isinstance(spec, Mapping) and "rule" in spec and spec["rule"] is None:
         return None
     if not isinstance(spec, Mapping) or not isinstance(spec.get("rule"), str):
@@ -105,12 +122,35 @@ def _key_from_text(text, where: str):
 
 
 def rules_to_specs(rules: Mapping | None) -> list[dict]:
-    """``[{"at": key, "rule": name, "params": {...}}, ...]`` for a rules mapping, in its order."""
+    """A rules mapping as JSON-able specs, in its order.
+
+    Parameters
+    ----------
+    rules : Mapping or None
+        {module name | glob | type: Rule}.
+
+    Returns
+    -------
+    list of dict
+        ``[{"at": key, "rule": name, "params": {...}}, ...]``.
+    """
     return [{"at": _key_to_text(k), **rule_to_spec(r)} for k, r in (rules or {}).items()]
 
 
 def rules_from_specs(specs, where: str = "settings 'rules'") -> dict:
-    """The rules mapping of :func:`rules_to_specs`'s list (None or [] -> {})."""
+    """The rules mapping of :func:`rules_to_specs`'s list.
+
+    Parameters
+    ----------
+    specs : list of dict or None
+        As written into settings.json (None or [] give {}).
+    where : str
+        Names the specs in errors.
+
+    Returns
+    -------
+    dict
+    """
     if specs is None:
         return {}
     if not isinstance(specs, list):
