@@ -24,10 +24,23 @@ class RegionTarget:
 
 
 def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
-    """Class map (N, *spatial) uint8 from logits (N, K, *spatial): argmax, or > 0 for one sigmoid channel.
+    """Class map from logits: argmax, or > 0 for one sigmoid channel.
 
-    Several sigmoid channels (multi-label, overlapping regions such as BraTS' whole tumour / core /
-    enhancing) are refused: one class per voxel, which targets and Dice assume, would misread them."""
+    Several sigmoid channels (multi-label, overlapping regions such as BraTS' whole tumour / core / enhancing)
+    are refused: one class per voxel, which targets and Dice assume, would misread them.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (N, K, *spatial).
+    activation : str
+        'softmax', 'sigmoid' or 'none' (the card's output activation).
+
+    Returns
+    -------
+    torch.Tensor
+        (N, *spatial) uint8.
+    """
     if activation == "sigmoid" and logits.shape[1] > 1:
         raise ValueError(f"the model has {logits.shape[1]} sigmoid output channels (multi-label, overlapping "
                          "regions); napari-lrp's targets, prediction and Dice assume one class per voxel (softmax, "
@@ -39,11 +52,25 @@ def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
 
 def region_mask(target, prediction: np.ndarray, ground_truth: np.ndarray | None,
                 target_class: int) -> np.ndarray | None:
-    """Binary mask M (Z, Y, X) for a region target; None for the 'output' target.
+    """Binary mask M (Z, Y, X) for a region target.
 
-    target: 'region' or 'predicted' (the predicted region of the class), 'groundtruth' (the case's
-    ground-truth region, bool (Z, Y, X), as ``Case.ground_truth`` gives it), 'output', a boolean/integer
-    mask array (non-zero voxels), or a voxel (z, y, x).
+    Parameters
+    ----------
+    target : str, RegionTarget or numpy.ndarray
+        'region' or 'predicted' (the predicted region of the class), 'groundtruth' (the case's ground-truth
+        region), 'output', a researcher's target (``RegionTarget``), a boolean/integer mask array (non-zero
+        voxels) or a voxel (z, y, x).
+    prediction : numpy.ndarray
+        (Z, Y, X) class map.
+    ground_truth : numpy.ndarray or None
+        (Z, Y, X) bool, for the ground-truth targets.
+    target_class : int
+        The class explained.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        (Z, Y, X) bool; None for the 'output' target.
     """
     if isinstance(target, RegionTarget):
         return np.asarray(target.region(prediction), dtype=bool)
@@ -73,10 +100,25 @@ def region_mask(target, prediction: np.ndarray, ground_truth: np.ndarray | None,
 
 def start_relevance(logits: torch.Tensor, mask: np.ndarray | None, target_class: int,
                     against: int | None = None) -> torch.Tensor:
-    """R = y_c * M for class c (other classes 0), or the output itself when ``mask`` is None; with
-    ``against`` = b also R_b = -y_b * M (the contrast y_c - y_b over M, zennit/CRP's contrastive start).
+    """The start relevance: R = y_c M for class c (other classes 0), or the output itself without a mask.
 
-    logits (1, K, Z, Y, X) on the case grid; mask (Z, Y, X) bool.
+    With ``against`` = b also R_b = -y_b M (the contrast y_c - y_b over M, zennit/CRP's contrastive start).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (1, K, Z, Y, X) on the case grid.
+    mask : numpy.ndarray or None
+        (Z, Y, X) bool.
+    target_class : int
+        c.
+    against : int, optional
+        b.
+
+    Returns
+    -------
+    torch.Tensor
+        Like ``logits``.
     """
     if mask is None:
         return logits.detach().clone()
@@ -92,16 +134,47 @@ def start_relevance(logits: torch.Tensor, mask: np.ndarray | None, target_class:
 
 
 def needs_ground_truth(target) -> bool:
-    """Whether ``target`` names the ground-truth region."""
+    """Whether a target names the ground-truth region.
+
+    Parameters
+    ----------
+    target : object
+        A target as :func:`region_mask` takes it.
+
+    Returns
+    -------
+    bool
+        True for 'groundtruth', 'ground truth', 'label' and 'gt' (any case).
+    """
     return isinstance(target, str) and target.lower() in ("groundtruth", "ground truth", "label", "gt")
 
 
 def target_of(logits: torch.Tensor, activation: str, target, target_class: int, ground_truth=None,
               name: str = "case") -> tuple[np.ndarray, np.ndarray | None]:
-    """(prediction (Z, Y, X) uint8, target mask or None) from logits (1, K, Z, Y, X) on the case grid.
+    """The prediction and the target's mask from logits on the case grid.
 
-    ground_truth: a callable giving the case's ground-truth region (asked only for that target). Refuses a
-    class the model does not have; warns when the target region is empty."""
+    Refuses a class the model does not have; warns when the target region is empty.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (1, K, Z, Y, X).
+    activation : str
+        The card's output activation.
+    target : object
+        As for :func:`region_mask`.
+    target_class : int
+        The class explained.
+    ground_truth : callable, optional
+        Gives the case's ground-truth region (asked only for that target).
+    name : str
+        The case's name, for messages.
+
+    Returns
+    -------
+    tuple
+        (prediction (Z, Y, X) uint8, target mask (Z, Y, X) bool or None).
+    """
     import warnings
 
     if not 0 <= target_class < logits.shape[1]:
