@@ -18,6 +18,24 @@ ALLOWED_PREFIXES = ("napari_lrp.models.", "monai.networks.nets.")
 
 
 def allowed_class(name: str, source: str) -> type:
+    """The class a card names, from the allow-list only.
+
+    Parameters
+    ----------
+    name : str
+        'UNet3D', a dotted ``monai.networks.nets`` name or a bare MONAI class name.
+    source : str
+        The card, named in the refusal.
+
+    Returns
+    -------
+    type
+
+    Raises
+    ------
+    ModelError
+        For a class outside the allow-list.
+    """
     short = name.rsplit(".", 1)[-1]
     if name in ("UNet3D", "napari_lrp.models.UNet3D", "napari_lrp.models.unet3d.UNet3D"):
         return UNet3D
@@ -38,6 +56,18 @@ def allowed_class(name: str, source: str) -> type:
 
 
 def class_path(module: nn.Module) -> str:
+    """The dotted name a card writes for a module's class.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    str
+        'napari_lrp.models.X', 'monai.networks.nets.X' or the class's own module path.
+    """
     cls = type(module)
     if cls.__module__.startswith("napari_lrp.models"):
         return f"napari_lrp.models.{cls.__name__}"
@@ -47,9 +77,22 @@ def class_path(module: nn.Module) -> str:
 
 
 def build_network(card: ModelCard, source: str = "card") -> nn.Module:
-    """Instantiate the card's architecture (allow-listed) with its keyword arguments: download arguments
-    are refused, the size is checked on the meta device first, and no network is reachable while it builds
-    (see :mod:`napari_lrp.models.network_guard`)."""
+    """Instantiate the card's architecture (allow-listed) with its keyword arguments.
+
+    Download arguments are refused, the size is checked on the meta device first, and no network is reachable
+    while it builds (see :mod:`napari_lrp.models.network_guard`).
+
+    Parameters
+    ----------
+    card : ModelCard
+        The card.
+    source : str
+        Named in refusals.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
     cls = allowed_class(card.architecture["class"], source)
     kwargs = card.architecture.get("kwargs") or {}
     refuse_download_arguments(kwargs, source)
@@ -65,6 +108,18 @@ def build_network(card: ModelCard, source: str = "card") -> nn.Module:
 
 
 def first_in_channels(net: nn.Module) -> int | None:
+    """The input channels of a network's first convolution or linear layer.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    int or None
+        None when it has no such layer.
+    """
     for m in net.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose3d, nn.Linear)):
             return m.in_features if isinstance(m, nn.Linear) else m.in_channels

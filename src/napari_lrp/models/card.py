@@ -154,23 +154,44 @@ class ModelCard:
 
     @property
     def intensity(self) -> str:
+        """The intensity normalisation the network was trained with: 'minmax', 'zscore' or 'none'."""
         return self.input.get("intensity", "none") or "none"
 
     @property
     def spatial_size(self):
+        """The fixed input size (Z, Y, X) the network needs, or None."""
         s = self.input.get("spatial_size")
         return None if s is None else tuple(int(v) for v in s)
 
     @property
     def divisible(self) -> int:
+        """Every spatial size of the input is padded to a multiple of it."""
         return int(self.input.get("divisible", 1) or 1)
 
     def to_dict(self) -> dict:
+        """The card as its JSON object.
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "card") -> ModelCard:
-        """A card from its JSON object, validated field by field (errors name ``source`` and the field)."""
+        """A card from its JSON object, validated field by field.
+
+        Parameters
+        ----------
+        d : dict
+            The card's JSON object.
+        source : str
+            The card file, named in errors with the field.
+
+        Returns
+        -------
+        ModelCard
+        """
         if not isinstance(d, dict):
             raise ModelError(f"{source}: a model card must be a JSON object, got {type(d).__name__}")
         missing = [k for k in ("name", "architecture", "modalities") if k not in d]
@@ -206,6 +227,7 @@ class Model:
 
     @property
     def modalities(self) -> list[str]:
+        """The network's input channels by name, in its order."""
         return list(self.card.modalities)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

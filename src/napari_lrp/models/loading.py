@@ -27,9 +27,19 @@ __all__ = ["load_model", "locate_model", "model_sha256", "save_model"]
 
 
 def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
-    """(card, weights file, source to name in messages) of a model path, without building anything:
-    a card (.json), a folder with card.json (or one .json card), a MONAI bundle, or a weights file with
-    its card of the same stem beside it."""
+    """The card, the weights file and the name for messages of a model path, without building anything.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A card (.json), a folder with card.json (or one .json card), a MONAI bundle, or a weights file with
+        its card of the same stem beside it.
+
+    Returns
+    -------
+    tuple
+        (ModelCard, weights Path, source str).
+    """
     path = bundle_folder_of(Path(path))
     if not path.exists():
         raise ModelError(f"{path}: model file or folder not found")
@@ -56,8 +66,17 @@ def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
 
 
 def bundle_folder_of(path: Path) -> Path:
-    """A MONAI bundle's folder for a file inside it (configs/inference.json, configs/metadata.json,
-    models/model.pt: what a file dialog picks); other paths unchanged."""
+    """A MONAI bundle's folder for a file inside it; other paths unchanged.
+
+    Parameters
+    ----------
+    path : Path
+        configs/inference.json, configs/metadata.json or models/model.pt (what a file dialog picks), or any path.
+
+    Returns
+    -------
+    Path
+    """
     if path.is_file() and path.parent.name in ("configs", "models") and \
             (path.parent.parent / "configs" / "inference.json").is_file() and \
             not (path.parent / "card.json").exists() and path.name != "card.json":
@@ -66,7 +85,18 @@ def bundle_folder_of(path: Path) -> Path:
 
 
 def model_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a model's weights file (what ``Model.sha256`` of the loaded model is), without loading it."""
+    """The identity of a model (what ``Model.sha256`` of the loaded model is), without loading it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        As for :func:`load_model`.
+
+    Returns
+    -------
+    str
+        sha256 of the weights with the files that define the model (card, bundle configs, nnU-Net plans).
+    """
     found = resolve_nnunet(path)
     if found is not None:
         folder, fold, checkpoint = found

@@ -57,6 +57,18 @@ class UNet3D(nn.Module):
         self.head = nn.Conv3d(cin, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of the segmentation.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, in_channels, Z, Y, X), any size (ceil-mode pooling and crops handle odd sizes).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, K, Z, Y, X).
+        """
         skips = []
         for i, enc in enumerate(self.encoders):
             if i > 0:
@@ -71,7 +83,18 @@ class UNet3D(nn.Module):
         return self.head(x)
 
     def lrp_blocks(self, which: str = "all") -> list[str]:
-        """Block names for filters after every block: 'encoders.i', 'decoders.i' (which: all/encoder/decoder)."""
+        """Block names for filters after every block.
+
+        Parameters
+        ----------
+        which : str
+            'all', 'encoder' or 'decoder'.
+
+        Returns
+        -------
+        list of str
+            'encoders.i' and / or 'decoders.i'.
+        """
         enc = [f"encoders.{i}" for i in range(len(self.encoders))]
         dec = [f"decoders.{i}" for i in range(len(self.decoders))]
         return {"all": enc + dec, "encoder": enc, "decoder": dec}[which]
