@@ -39,7 +39,7 @@ def default_rule(module: nn.Module) -> Rule | None:
     Parameters
     ----------
     module : torch.nn.Module
-        The module.
+        A module of the network (a layer, an activation, a pooling, a container).
 
     Returns
     -------

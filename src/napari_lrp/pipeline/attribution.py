@@ -54,6 +54,18 @@ class SegmentationTarget(nn.Module):
         self.progress, self.total, self.done = progress, total, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) = sum(W * network(x)) per sample.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, C, Z, Y, X), a batch of inputs (Captum's perturbed or interpolated samples).
+
+        Returns
+        -------
+        torch.Tensor
+            (N,).
+        """
         out = select_output(self.network(x), self.output_index, type(self.network).__name__)
         y = (out * self.weight).flatten(1).sum(1)
         self.done += x.shape[0]
@@ -78,6 +90,13 @@ METHODS = MappingProxyType(_REGISTRY)
 
 
 def register_method(method: Method) -> None:
+    """Add (or replace) a method in :data:`METHODS` (``explain(method=name)`` and the Compare dock list it).
+
+    Parameters
+    ----------
+    method : Method
+        Its name, run, passes and description.
+    """
     _REGISTRY[method.name] = method
 
 
@@ -94,7 +113,19 @@ def _gradient_x_input(f, x):
 
 
 def blurred(x: torch.Tensor, size: int = 5) -> torch.Tensor:
-    """x smoothed by a size^3 box filter (edges replicated): the 'blurred' baseline."""
+    """x smoothed by a size^3 box filter (edges replicated): the 'blurred' baseline.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, C, Z, Y, X).
+    size : int
+        The box's edge in voxels.
+
+    Returns
+    -------
+    torch.Tensor
+    """
     p = size // 2
     return F.avg_pool3d(F.pad(x, (p,) * 6, mode="replicate"), size, stride=1)
 
@@ -220,9 +251,32 @@ def _check_options(name: str, x: torch.Tensor, options: dict) -> int:
 
 def run_method(name: str, network: nn.Module, x: torch.Tensor, weight: torch.Tensor, options: dict | None = None,
                output_index=None, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """The attribution (1, C, Z, Y, X) of method ``name`` for f(x) = sum(weight * network(x)).
+    """The attribution of one method for f(x) = sum(weight * network(x)).
 
-    The network runs in eval mode with its parameters frozen (restored after)."""
+    The network runs in eval mode with its parameters frozen (restored after).
+
+    Parameters
+    ----------
+    name : str
+        A name of :data:`METHODS`.
+    network : torch.nn.Module
+        The network.
+    x : torch.Tensor
+        (1, C, Z, Y, X) model-grid input.
+    weight : torch.Tensor
+        (1, K, Z, Y, X): the target's weights on the outputs.
+    options : dict, optional
+        The method's options in Captum's words.
+    output_index : int or str, optional
+        The segmentation output of a network with several.
+    progress : callable(done, total), optional
+        Called as samples are scored; may raise to cancel.
+
+    Returns
+    -------
+    torch.Tensor
+        (1, C, Z, Y, X).
+    """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose lrp or one of {', '.join(METHODS)}")
     method = METHODS[name]

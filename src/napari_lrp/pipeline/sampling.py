@@ -72,6 +72,7 @@ class Sampling:
 
     @property
     def active(self) -> bool:
+        """Whether the run draws at all (several samples, a dropout rate or flips)."""
         return self.mc_samples > 1 or self.dropout is not None or self.tta is not None
 
     @property
@@ -80,11 +81,23 @@ class Sampling:
         return self.dropout > 0 if self.dropout is not None else self.mc_samples > 1
 
     def draws(self) -> list[tuple[int, ...]]:
-        """The spatial flip axes of every draw, in order (draw i uses seed ``seed + i``)."""
+        """The spatial flip axes of every draw, in order (draw i uses seed ``seed + i``).
+
+        Returns
+        -------
+        list of tuple of int
+        """
         flips = FLIPS if self.tta == "flips" else ((),)
         return [f for f in flips for _ in range(int(self.mc_samples))]
 
     def settings(self) -> dict:
+        """What the run's settings record of the draws.
+
+        Returns
+        -------
+        dict
+            mc_samples, dropout, seed, tta, dropout_at and the number of draws.
+        """
         return {"mc_samples": int(self.mc_samples), "dropout": self.dropout, "seed": int(self.seed),
                 "tta": self.tta, "dropout_at": self.dropout_at, "draws": len(self.draws())}
 
@@ -136,6 +149,13 @@ class DrawnDropout:
         self._handles = []
 
     def start_batch(self, draws: list[int]) -> None:
+        """The next forward pass computes these draws (one per sample of the batch).
+
+        Parameters
+        ----------
+        draws : list of int
+            The draws' numbers (their seeds are ``seed + i``).
+        """
         self.draws, self._calls = list(draws), 0
 
     def _hook(self, rate: float, channels: bool):
@@ -157,13 +177,37 @@ class DrawnDropout:
 
 
 def entropy(p: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """-sum p log p along ``dim`` (nats), with 0 log 0 = 0."""
+    """-sum p log p along one axis (nats), with 0 log 0 = 0.
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        Probabilities.
+    dim : int
+        The axis of the classes.
+
+    Returns
+    -------
+    torch.Tensor
+    """
     return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(dim)
 
 
 def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    """Class probabilities (K, ...) from logits (K, ...): softmax, or for one sigmoid channel (p, 1 - p)
-    stacked as (background, foreground)."""
+    """Class probabilities from logits.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (K, ...).
+    activation : str
+        'softmax', or 'sigmoid' for one channel (p, 1 - p) stacked as (background, foreground).
+
+    Returns
+    -------
+    torch.Tensor
+        (K, ...) or (2, ...) for one sigmoid channel.
+    """
     if logits.shape[0] == 1:
         p = torch.sigmoid(logits[0])
         return torch.stack([1 - p, p])

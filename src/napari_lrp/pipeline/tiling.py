@@ -53,7 +53,17 @@ MAX_WINDOWS = 4096
 
 
 def check_tiling(window, overlap, blend: str) -> None:
-    """Refuse a blend, overlap or window that is not one (before any work, also when no window is given)."""
+    """Refuse a blend, overlap or window that is not one (before any work, also when no window is given).
+
+    Parameters
+    ----------
+    window : tuple of int, str or None
+        (Z, Y, X), 'auto' or None.
+    overlap : float or None
+        In [0, 1).
+    blend : str
+        A name of :data:`BLENDS`.
+    """
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}, not {blend!r}")
     if overlap is not None and (isinstance(overlap, bool) or not 0.0 <= float(overlap) < 1.0):
@@ -68,7 +78,21 @@ def check_tiling(window, overlap, blend: str) -> None:
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
-    """Starts along one axis: every round(window * (1 - overlap)) voxels, the last flush with the end."""
+    """Starts along one axis: every round(window * (1 - overlap)) voxels, the last flush with the end.
+
+    Parameters
+    ----------
+    size : int
+        The axis' length.
+    window : int
+        The window's length.
+    overlap : float
+        In [0, 1).
+
+    Returns
+    -------
+    list of int
+    """
     if window >= size:
         return [0]
     step = max(1, int(round(window * (1.0 - overlap))))
@@ -79,8 +103,23 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
 
 
 def windows(shape, window, overlap: float, blend: str = "gaussian") -> list[tuple[slice, slice, slice]]:
-    """Every window (three slices) over a volume of spatial ``shape``; blend "nnunet" places them as
-    nnU-Net's predictor does (``compute_steps_for_sliding_window`` with step 1 - overlap)."""
+    """Every window over a volume; blend 'nnunet' places them as nnU-Net's predictor does.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The volume's spatial shape.
+    window : tuple of int
+        (Z, Y, X).
+    overlap : float
+        In [0, 1) ('nnunet': ``compute_steps_for_sliding_window`` with step 1 - overlap).
+    blend : str
+        A name of :data:`BLENDS`.
+
+    Returns
+    -------
+    list of tuple of slice
+    """
     win = [min(int(w), int(s)) for w, s in zip(window, shape)]
     if blend == "nnunet":
         per_axis = [nnunet_steps(s, w, 1.0 - overlap) for s, w in zip(shape, win)]
@@ -96,7 +135,24 @@ def windows(shape, window, overlap: float, blend: str = "gaussian") -> list[tupl
 
 
 def blend_weights(win: tuple[slice, slice, slice], shape, blend: str, overlap: float) -> torch.Tensor:
-    """The blend weight (Z', Y', X') float64 of one window placed at ``win`` in a volume of ``shape``."""
+    """The blend weight of one window placed in a volume.
+
+    Parameters
+    ----------
+    win : tuple of slice
+        The window.
+    shape : tuple of int
+        The volume's spatial shape.
+    blend : str
+        A name of :data:`BLENDS`.
+    overlap : float
+        The windows' overlap (the 'trimmed' margin).
+
+    Returns
+    -------
+    torch.Tensor
+        (Z', Y', X') float64.
+    """
     sizes = [s.stop - s.start for s in win]
     if blend == "constant":
         return torch.ones(sizes, dtype=torch.float64)
@@ -190,7 +246,17 @@ def auto_window(net, x: torch.Tensor, divisible: int, budget_bytes: float, spec:
 
 
 def budget(max_memory: float | None) -> float:
-    """The memory budget in bytes: ``max_memory`` (bytes) or half the free memory."""
+    """The memory budget in bytes.
+
+    Parameters
+    ----------
+    max_memory : float or None
+        Bytes; None: half the free memory.
+
+    Returns
+    -------
+    float
+    """
     return float(max_memory) if max_memory else 0.5 * psutil.virtual_memory().available
 
 
@@ -277,8 +343,22 @@ class TiledRun(RunRecord):
                                            "windows": n})
 
     def layer_relevance_sums(self, layer: str, filters: dict, progress=None) -> dict[str, np.ndarray]:
-        """Per channel of ``layer``: the sums over every window of its relevance, positive part, negative part and
-        magnitude ({'relevance', 'positive', 'negative', 'magnitude': (C',) float64}); one pass per window."""
+        """Per channel of a layer, the sums over every window of its relevance; one pass per window.
+
+        Parameters
+        ----------
+        layer : str
+            A module name.
+        filters : dict
+            The run's filters ('input' and 'output' do not apply).
+        progress : callable(done, total), optional
+            Called per window.
+
+        Returns
+        -------
+        dict[str, numpy.ndarray]
+            'relevance', 'positive', 'negative', 'magnitude': (C',) float64.
+        """
         layer_filters = {k: v for k, v in filters.items() if k not in ("input", "output")}
         sums = None
         for i, n, _sl, prop, Ri in self._windows():
@@ -296,9 +376,25 @@ class TiledRun(RunRecord):
         return {k: v.cpu().numpy() for k, v in sums.items()}
 
     def conditional_of(self, conditions: list, filters: dict, progress=None) -> np.ndarray:
-        """The conditional relevance (C, Z, Y, X) on the case grid: in every window the run's relevance at the
-        first layer of ``conditions`` [(layer, channel mask)], masked and propagated from there down
-        (:meth:`~napari_lrp.lrp.engine.Propagation.propagate_from`), added up and mapped to the case."""
+        """The conditional relevance on the case grid, every window re-run.
+
+        In every window the run's relevance at the first layer of ``conditions`` is masked and propagated from
+        there down (``Propagation.propagate_from``), added up and mapped to the case.
+
+        Parameters
+        ----------
+        conditions : list of (str, torch.Tensor)
+            [(layer, channel mask)] from the latest layer to the earliest.
+        filters : dict
+            The run's filters.
+        progress : callable(done, total), optional
+            Called per window.
+
+        Returns
+        -------
+        numpy.ndarray
+            (C, Z, Y, X).
+        """
         prep, x = self.prepared, self.prepared.x
         layer_filters = {k: v for k, v in filters.items() if k not in ("input", "output")}
         total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
@@ -317,8 +413,32 @@ class TiledRun(RunRecord):
 def tiled_prediction(network, x: torch.Tensor, window, overlap: float, blend: str, output_index=None,
                      progress: Callable[[int, int], None] | None = None,
                      shapes: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The blended sliding-window prediction (1, K, Z, Y, X) float64 of ``network`` over ``x`` and the sum of
-    the blend weights (Z, Y, X). ``shapes``: filled with {module name: output shape} of the first window."""
+    """The blended sliding-window prediction of a network over an input.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network.
+    x : torch.Tensor
+        (1, C, Z, Y, X) model-grid input.
+    window : tuple of int
+        (Z, Y, X).
+    overlap : float
+        In [0, 1).
+    blend : str
+        A name of :data:`BLENDS`.
+    output_index : int or str, optional
+        The segmentation output of a network with several.
+    progress : callable(done, total), optional
+        Called per window.
+    shapes : dict, optional
+        Filled with {module name: output shape} of the first window.
+
+    Returns
+    -------
+    tuple
+        (prediction (1, K, Z, Y, X) float64, the sum of the blend weights (Z, Y, X)).
+    """
     shape = tuple(x.shape[2:])
     wins = windows(shape, window, overlap, blend)
     num = den = None
