@@ -27,6 +27,18 @@ def _virtual_display():
 
 
 def cmd_demo(args) -> int:
+    """``napari-lrp demo``: napari with the sample case, the sample model and the docks (or, headless, files).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0 done).
+    """
     if args.model not in (None, "nnunet") and not Path(args.model).exists():
         raise FileNotFoundError(f"--model {args.model}: model file or folder not found (a card, a model folder, a "
                                 "bundle, an nnU-Net results folder, or 'nnunet' for the sample folder)")
@@ -51,6 +63,18 @@ def cmd_demo(args) -> int:
 
 
 def cmd_explain(args) -> int:
+    """``napari-lrp explain``: one case's relevance NIfTIs, prediction, coefficients and settings.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0 done).
+    """
     from .io import load_case
     from .io.atomic import check_output_folder, check_outside_inputs
     from .lrp.filters import filters_from_specs
@@ -72,6 +96,18 @@ def cmd_explain(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    """``napari-lrp sweep``: the filter sweep of every case of a cohort.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0 done).
+    """
     from .batch import sweep_cohort
     from .io.atomic import check_output_folder, check_outside_inputs
 
@@ -90,6 +126,18 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_concepts(args) -> int:
+    """``napari-lrp concepts``: the reference cases of a layer's channels across a cohort.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0 done).
+    """
     from .batch import concept_references
     from .io.atomic import check_output_folder, check_outside_inputs
 
@@ -104,6 +152,18 @@ def cmd_concepts(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    """``napari-lrp compare``: attribution methods side by side on one case.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0 done).
+    """
     from .analysis.compare import compare, save_comparison, split_methods
     from .io import load_case
     from .io.atomic import check_output_folder, check_outside_inputs

@@ -42,7 +42,18 @@ RESUME_MODES = ("recompute", "strict")
 
 
 def case_folders(cohort: str | os.PathLike) -> list[Path]:
-    """The case folders of a cohort folder (its sub-folders, sorted by name; hidden ones skipped)."""
+    """The case folders of a cohort folder.
+
+    Parameters
+    ----------
+    cohort : str or os.PathLike
+        A folder of case folders.
+
+    Returns
+    -------
+    list of Path
+        Its sub-folders, sorted by name; hidden ones skipped.
+    """
     root = Path(cohort)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: cohort folder not found")
@@ -63,8 +74,25 @@ def case_folders(cohort: str | os.PathLike) -> list[Path]:
 def run_settings(preset: str = "paper", placement: str = "input", grid=None, target: str = "region",
                  tau_r: float = 0.5, tau_x: float = 0.1, label_values=None, nonfinite: str = "error",
                  sampling: dict | None = None, max_memory: float | None = None) -> dict:
-    """Everything besides the model that decides a case's sweep table, as a JSON-able dict. ``sampling``:
-    ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns."""
+    """Everything besides the model that decides a case's sweep table, as a JSON-able dict.
+
+    Parameters
+    ----------
+    preset, placement, grid, target, tau_r, tau_x
+        As for ``sweep_cohort`` and ``sweep``.
+    label_values : int or list of int, optional
+        The ground-truth values of multi-label files.
+    nonfinite : str
+        'error' or 'zero' (NaN/Inf voxels).
+    sampling : dict, optional
+        ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns.
+    max_memory : float, optional
+        The budget in bytes a case plans its run within.
+
+    Returns
+    -------
+    dict
+    """
     grid = default_grid() if grid is None else grid
     return {"preset": preset, "placement": placement, "grid": [format_filter(placement, f) for f in grid],
             "target": target, "tau_r": float(tau_r), "tau_x": float(tau_x),
@@ -76,7 +104,18 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
 
 
 def settings_hash(settings: dict) -> str:
-    """A short, stable hash of :func:`run_settings` (16 hex digits)."""
+    """A short, stable hash of :func:`run_settings`.
+
+    Parameters
+    ----------
+    settings : dict
+        The settings.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,12 +129,38 @@ def _cached_model(model_path: str, device: str, identity: str):
 
 
 def cached_model(model_path: str, device: str, identity: str | None = None):
-    """The loaded model, cached per worker by its path and identity (an edited card or weights file is
-    another model, loaded again)."""
+    """The loaded model, cached per worker by its path and identity.
+
+    An edited card or weights file is another model, loaded again.
+
+    Parameters
+    ----------
+    model_path : str
+        The model.
+    device : str
+        Where it runs.
+    identity : str, optional
+        Its sha256 (computed when not given).
+
+    Returns
+    -------
+    Model
+    """
     return _cached_model(model_path, device, identity or model_sha256(model_path))
 
 
 def case_name(case_dir) -> str:
+    """A case's name for tables and files: its folder's name, readable (see ``io.case.readable_name``).
+
+    Parameters
+    ----------
+    case_dir : str or os.PathLike
+        The case folder.
+
+    Returns
+    -------
+    str
+    """
     return readable_name(Path(case_dir).name)
 
 
@@ -115,6 +180,26 @@ def _killed(cases: Path, name: str, record: dict) -> int:
 
 
 def write_failure(cases: Path, name: str, error: str, trace: str, record: dict, killed: bool = False) -> dict:
+    """Record a case's failure in cases/<name>.failed.json (a killed worker counted).
+
+    Parameters
+    ----------
+    cases : Path
+        The sweep's cases/ folder.
+    name : str
+        The case.
+    error, trace : str
+        The message and the traceback.
+    record : dict
+        The model's identity and the settings' hash.
+    killed : bool
+        Whether its worker died.
+
+    Returns
+    -------
+    dict
+        The task's report (case, status 'failed', error).
+    """
     kills = _killed(cases, name, record) + 1 if killed else 0
     write_text(cases / f"{name}.failed.json", json.dumps(
         {"case": name, "error": error, "traceback": trace, **record, **({"killed": kills} if killed else {})}))
@@ -123,8 +208,30 @@ def write_failure(cases: Path, name: str, error: str, trace: str, record: dict, 
 
 def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper", placement: str = "input",
              device: str = "cpu", settings: dict | None = None, model_sha256: str = "") -> dict:
-    """Explain one case and sweep the grid of ``settings`` (:func:`run_settings`); writes cases/<name>.csv
-    (rows carry ``model_sha256`` and ``settings_hash``) or cases/<name>.failed.json."""
+    """Explain one case and sweep the grid of ``settings``: cases/<name>.csv or cases/<name>.failed.json.
+
+    The rows carry ``model_sha256`` and ``settings_hash``.
+
+    Parameters
+    ----------
+    case_dir : str
+        The case folder.
+    model_path : str
+        The model.
+    out_dir : str
+        The sweep's results folder (cases/ inside).
+    preset, placement, device : str
+        The run's preset, the filters' placement and where the network runs.
+    settings : dict, optional
+        :func:`run_settings`'s dict (decides the rows and their reuse).
+    model_sha256 : str
+        The model's identity, written into every row.
+
+    Returns
+    -------
+    dict
+        The task's report (case, status, error).
+    """
     settings = settings or run_settings(preset, placement)
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
     name = case_name(case_dir)
@@ -144,8 +251,28 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
 
 
 def write_case_table(cases: Path, name: str, table: pd.DataFrame, record: dict, model_sha: str | None) -> dict:
-    """Write one case's rows (with the case, status and the model's identity and settings' hash that decide
-    their reuse) atomically to cases/<name>.csv, clear an earlier failure; the task's report."""
+    """Write one case's rows atomically to cases/<name>.csv and clear an earlier failure.
+
+    The rows carry the case, the status and the model's identity and settings' hash that decide their reuse.
+
+    Parameters
+    ----------
+    cases : Path
+        The sweep's cases/ folder.
+    name : str
+        The case.
+    table : pandas.DataFrame
+        Its rows.
+    record : dict
+        The settings' hash.
+    model_sha : str or None
+        The model's identity.
+
+    Returns
+    -------
+    dict
+        The task's report.
+    """
     table.insert(0, "case", name)
     table["status"], table["error"] = "ok", ""
     table["model_sha256"] = record["model_sha256"] or (model_sha or "")
@@ -246,18 +373,49 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
                  label_values=None, nonfinite: str = "error", resume: str = "recompute",
                  sampling: dict | None = None, memory_limit: str | float | None = None,
                  _task=None, extra_settings: dict | None = None) -> pd.DataFrame:
-    """Sweep every case of ``cohort`` with ``model``; results in ``out``. Returns the combined table.
+    """Sweep every case of a cohort with a model: cases/<case>.csv per case, table.csv (+ .parquet).
 
-    workers=0 runs serially in this process; otherwise a dask LocalCluster with ``workers`` processes
-    (default: one per core), or the existing scheduler at ``scheduler``. A case whose table was computed
-    with this model and these settings is reused; others are recomputed (``resume='recompute'``) or the
-    run is refused before anything is computed (``resume='strict'``). ``_task`` replaces :func:`run_case`
-    (tests). Every case is isolated: an error or a dead worker is recorded under the case's name.
-    ``sampling``: ``explain``'s uncertainty keywords (e.g. ``{"tta": "flips"}``); the tables get '_sd' columns.
-    ``extra_settings``: more settings for ``_task`` (in its ``settings``, and in the hash that decides reuse).
-    ``memory_limit``: each LocalCluster worker's memory (dask's words: bytes or '4GB'); a case then plans its
-    run within about half of it (tiling when the whole volume would not fit). A case whose worker is killed
-    anyway is retried once more by a rerun and then left failed (``MAX_KILLS``), named in ``table.csv``.
+    A case whose table was computed with this model and these settings is reused. Every case is isolated: an
+    error or a dead worker is recorded under the case's name; a case whose worker is killed is retried once
+    more by a rerun and then left failed (``MAX_KILLS``), named in table.csv.
+
+    Parameters
+    ----------
+    cohort : str or os.PathLike
+        A folder of case folders.
+    model : str or os.PathLike
+        The model.
+    out : str or os.PathLike
+        The results folder.
+    preset, placement, target, tau_r, tau_x
+        As for ``explain`` and ``sweep``.
+    workers : int or None
+        0: serially in this process; None: a dask LocalCluster with one process per core; else that many.
+    scheduler : str, optional
+        The address of an existing dask scheduler.
+    device : str
+        Where the network runs.
+    show_progress : bool
+        A progress bar on the terminal.
+    label_values, nonfinite
+        As for ``load_case``.
+    resume : str
+        'recompute' (cases computed with another model or settings are recomputed) or 'strict' (refused before
+        anything is computed).
+    sampling : dict, optional
+        ``explain``'s uncertainty keywords (e.g. ``{"tta": "flips"}``); the tables get '_sd' columns.
+    memory_limit : str or float, optional
+        Each LocalCluster worker's memory (dask's words: bytes or '4GB'); a case then plans its run within
+        about half of it (tiling when the whole volume would not fit).
+    _task : callable, optional
+        Replaces :func:`run_case` (another per-case task, e.g. concept references).
+    extra_settings : dict, optional
+        More settings for the task (in its ``settings``, and in the hash that decides reuse).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every case's rows.
     """
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {', '.join(RESUME_MODES)}, not {resume!r}")

@@ -49,9 +49,21 @@ def _layer_location_mm(exp, layer: str, channel: int) -> tuple[tuple[float, floa
 
 def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper", placement: str = "input",
                      device: str = "cpu", settings: dict | None = None, model_sha256: str = "") -> dict:
-    """One case's channel relevance at ``settings['layer']`` (a task of :func:`sweep_cohort`): writes
-    cases/<name>.csv (case, channel, relevance, abs_share, location_z/y/x_mm, voxel_z/y/x, status, the model's
-    identity and the settings' hash) or cases/<name>.failed.json."""
+    """One case's channel relevance at ``settings['layer']`` (a task of ``sweep_cohort``).
+
+    Writes cases/<name>.csv (case, channel, relevance, abs_share, location_z/y/x_mm, voxel_z/y/x, status, the
+    model's identity and the settings' hash) or cases/<name>.failed.json.
+
+    Parameters
+    ----------
+    case_dir, model_path, out_dir, preset, placement, device, settings, model_sha256
+        As for :func:`~napari_lrp.batch.cohort.run_case`.
+
+    Returns
+    -------
+    dict
+        The task's report.
+    """
     record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
     name = case_name(case_dir)
     cases = Path(out_dir) / "cases"

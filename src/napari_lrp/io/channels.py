@@ -29,9 +29,20 @@ def _compact(name: str) -> str:
 
 
 def canonical_channel(name: str) -> str:
-    """The key a channel name is matched by: the BraTS spellings of one sequence give one key
-    (``canonical_channel('T1Gd') == canonical_channel('t1c') == 't1ce'``); any other name its lower-case
-    letters and digits."""
+    """The key a channel name is matched by.
+
+    The BraTS spellings of one sequence give one key (``canonical_channel('T1Gd') ==
+    canonical_channel('t1c') == 't1ce'``); any other name its lower-case letters and digits.
+
+    Parameters
+    ----------
+    name : str
+        A channel's name as a file, a card or dataset.json writes it.
+
+    Returns
+    -------
+    str
+    """
     compact = _compact(name)
     return _LOOKUP.get(compact, compact)
 

@@ -22,17 +22,42 @@ BRAIN_MASK = "brain mask"
 
 
 def label_value_summary(label: np.ndarray) -> list[int]:
-    """The non-zero values of a label array, sorted."""
+    """The non-zero values of a label array, sorted.
+
+    Parameters
+    ----------
+    label : numpy.ndarray
+        (Z, Y, X) integer labels.
+
+    Returns
+    -------
+    list of int
+    """
     values = np.unique(np.asarray(label))
     return [int(v) for v in values if v != 0]
 
 
 def ground_truth_mask(label, label_values: Sequence[int] | None = None, source: str = "the label") -> np.ndarray:
-    """The ground-truth region (bool, the label's shape) of ``label``.
+    """The ground-truth region of a label.
 
-    label: a bool mask (taken as it is) or an integer label array; label_values: the value(s) that make
-    the region (needed for a multi-label file). Raises :class:`CaseError` naming ``source`` when a
-    multi-label file comes without values, or when a named value does not occur.
+    Parameters
+    ----------
+    label : numpy.ndarray
+        A bool mask (taken as it is) or an integer label array.
+    label_values : sequence of int, optional
+        The value(s) that make the region (needed for a multi-label file).
+    source : str
+        Named in refusals.
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool, the label's shape.
+
+    Raises
+    ------
+    CaseError
+        When a multi-label file comes without values, or when a named value does not occur.
     """
     label = np.asarray(label)
     if label.dtype == bool:
@@ -52,7 +77,17 @@ def ground_truth_mask(label, label_values: Sequence[int] | None = None, source: 
 
 
 def is_brain_mask_name(tokens: Sequence[str]) -> bool:
-    """A file or folder name (split into lower-case tokens) that names a brain (skull-strip) mask."""
+    """Whether a file or folder name names a brain (skull-strip) mask.
+
+    Parameters
+    ----------
+    tokens : sequence of str
+        The name split into lower-case tokens.
+
+    Returns
+    -------
+    bool
+    """
     toks = set(tokens)
     return bool(toks & {"brainmask", "brainmasks", "skullstrip", "skullstripmask"}) or (
         "brain" in toks and bool(toks & {"mask", "msk"}))

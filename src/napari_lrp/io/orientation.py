@@ -59,7 +59,18 @@ class Grid:
         return self.canonical_affine[:3, 3][::-1].astype(np.float64)
 
     def to_napari(self, data: np.ndarray) -> np.ndarray:
-        """File-order array (i, j, k, *rest) -> napari order (*rest, Z, Y, X)."""
+        """A file-order array in napari order.
+
+        Parameters
+        ----------
+        data : numpy.ndarray
+            (i, j, k, *rest) in the file's voxel order.
+
+        Returns
+        -------
+        numpy.ndarray
+            (*rest, Z, Y, X), RAS+ voxel order.
+        """
         if data.shape[:3] != tuple(self.shape):
             raise ValueError(f"array shape {data.shape[:3]} does not match the grid {self.shape}")
         ras = ornts.apply_orientation(data, self.ornt)
@@ -68,7 +79,18 @@ class Grid:
         return np.ascontiguousarray(np.transpose(ras, rest + (2, 1, 0)))
 
     def from_napari(self, data: np.ndarray) -> np.ndarray:
-        """napari order (*rest, Z, Y, X) -> file-order array (i, j, k, *rest)."""
+        """A napari-order array in the file's voxel order.
+
+        Parameters
+        ----------
+        data : numpy.ndarray
+            (*rest, Z, Y, X).
+
+        Returns
+        -------
+        numpy.ndarray
+            (i, j, k, *rest).
+        """
         if tuple(data.shape[-3:]) != self.napari_shape:
             raise ValueError(
                 f"array shape {tuple(data.shape[-3:])} does not match the case grid {self.napari_shape}"
@@ -80,12 +102,29 @@ class Grid:
         return np.ascontiguousarray(ornts.apply_orientation(ras, back))
 
     def napari_to_world(self, index_zyx: np.ndarray) -> np.ndarray:
-        """True RAS+ world position (mm, in R, A, S order) of a napari voxel index (Z, Y, X)."""
+        """True RAS+ world position of a napari voxel index.
+
+        Parameters
+        ----------
+        index_zyx : numpy.ndarray
+            (Z, Y, X) voxel index (or (..., 3) of them).
+
+        Returns
+        -------
+        numpy.ndarray
+            mm, in R, A, S order.
+        """
         ijk = np.asarray(index_zyx, dtype=float)[..., ::-1]
         return ijk @ self.canonical_affine[:3, :3].T + self.canonical_affine[:3, 3]
 
     def layer_kwargs(self) -> dict:
-        """``scale``, ``translate``, ``units`` and ``metadata`` for a napari layer on this grid."""
+        """Keyword arguments for a napari layer on this grid.
+
+        Returns
+        -------
+        dict
+            ``scale``, ``translate``, ``units`` and ``metadata``.
+        """
         return {
             "scale": tuple(float(s) for s in self.spacing),
             "translate": tuple(float(t) for t in self.translate),
@@ -95,7 +134,19 @@ class Grid:
 
 
 def grid_from_layer(scale, translate, shape_zyx) -> Grid:
-    """A RAS+ grid for a napari layer that did not come from a NIfTI file (diagonal affine)."""
+    """A RAS+ grid (diagonal affine) for a napari layer that did not come from a NIfTI file.
+
+    Parameters
+    ----------
+    scale, translate : sequence of float
+        The layer's (Z, Y, X) scale and translate in mm.
+    shape_zyx : tuple of int
+        Its spatial shape.
+
+    Returns
+    -------
+    Grid
+    """
     scale = np.asarray(scale, dtype=float)[-3:]
     translate = np.asarray(translate, dtype=float)[-3:]
     affine = np.eye(4)

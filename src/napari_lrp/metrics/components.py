@@ -204,6 +204,11 @@ def resolve_target(target, classes: Sequence[str], target_class: int, truth: Cal
         Gives the case's ground-truth region (Z, Y, X) bool, or None; called only for the targets that need it.
     spacing : sequence of float
         Voxel size in mm (Z, Y, X).
+
+    Returns
+    -------
+    tuple
+        (the target: a ``RegionTarget`` for a spec, else as given; the class it explains).
     """
     if not isinstance(target, str) or ":" not in target and target not in ("false-negative", "false-positive"):
         return target, target_class

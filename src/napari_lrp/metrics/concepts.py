@@ -118,6 +118,11 @@ def layer_conditions(order: list[str], channels_of: dict[str, int], layer, chann
         A module name, a glob, or {layer or glob: channels}.
     channels : int, sequence of int or None
         The channels passed when ``layer`` is a name or glob (None: all).
+
+    Returns
+    -------
+    list of (str, torch.Tensor)
+        (layer, channel mask (C',) bool), from the latest layer in forward order to the earliest.
     """
     spec = dict(layer) if isinstance(layer, dict) else {layer: channels}
     found: dict[str, object] = {}

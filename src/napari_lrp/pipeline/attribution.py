@@ -313,7 +313,6 @@ class MethodRun(RunRecord):
     start: float
 
     def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
-        """The Explanation with the 'input' filter applied to the attribution (no pass runs)."""
         layer_filters = [k for k in filters if k != "input"]
         if layer_filters:
             raise ValueError(f"{self.method} has no backward pass through the layers, so only the 'input' filter "

@@ -86,7 +86,17 @@ class Run(Protocol):
     run_settings: dict
 
     def explanation(self, filters: dict, keep=None, progress=None) -> Explanation:
-        """The Explanation of this run under ``filters`` (see ``RunRecord.explanation``)."""
+        """The Explanation of this run under ``filters``.
+
+        Parameters
+        ----------
+        filters, keep, progress
+            As for ``RunRecord.explanation``.
+
+        Returns
+        -------
+        Explanation
+        """
 
     @property
     def layer_shapes(self) -> dict[str, tuple]:
@@ -97,7 +107,13 @@ class Run(Protocol):
         """{layer name: Rule} of a single LRP pass (empty for other kinds)."""
 
     def replace_rules(self, rules: Mapping, incompatible: str = "raise") -> None:
-        """Replace some layers' rules in the kept pass (see ``RunRecord.replace_rules``)."""
+        """Replace some layers' rules in the kept pass.
+
+        Parameters
+        ----------
+        rules, incompatible
+            As for ``RunRecord.replace_rules``.
+        """
 
 
 @dataclass

@@ -280,18 +280,15 @@ class TiledRun(RunRecord):
         return dict(self.shapes)
 
     def retarget(self, target, start_case: torch.Tensor) -> TiledRun:
-        """This run with another target of its class: ``start_case`` (1, K, Z, Y, X) shared to the model grid."""
         start, outside = self.prepared.start_to_model(start_case.to(self.blended.dtype), self.blended)
         return dataclasses.replace(self, start=start, spec=dataclasses.replace(self.spec, target=target),
                                    outside=outside, start_total=float(start_case.sum(dtype=torch.float64)),
                                    run_settings=dict(self.run_settings))
 
     def concepts(self, exp: Explanation, layer: str, progress=None) -> pd.DataFrame:
-        """The per-channel relevance table at ``layer``, summed over the windows (one pass each)."""
         return channel_table(self.layer_relevance_sums(layer, exp.filters, progress))
 
     def conditional(self, exp: Explanation, layer, channels=None, progress=None) -> np.ndarray:
-        """The conditional relevance (C, Z, Y, X) on the case grid, the windows re-run."""
         shapes = {n: int(s[1]) for n, s in self.shapes.items() if len(s) == 5}
         conditions = layer_conditions(list(self.shapes), shapes, layer, channels)
         return self.conditional_of(conditions, exp.filters, progress)
