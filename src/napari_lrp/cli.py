@@ -26,19 +26,8 @@ def _virtual_display():
     return d
 
 
-def cmd_demo(args) -> int:
-    """``napari-lrp demo``: napari with the sample case, the sample model and the docks (or, headless, files).
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0 done).
-    """
+def _run_demo(args) -> int:
+    """``napari-lrp demo``: napari with the sample case, the sample model and the docks (or, headless, files)."""
     if args.model not in (None, "nnunet") and not Path(args.model).exists():
         raise FileNotFoundError(f"--model {args.model}: model file or folder not found (a card, a model folder, a "
                                 "bundle, an nnU-Net results folder, or 'nnunet' for the sample folder)")
@@ -62,19 +51,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
-    """``napari-lrp explain``: one case's relevance NIfTIs, prediction, coefficients and settings.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0 done).
-    """
+def _run_explain(args) -> int:
+    """``napari-lrp explain``: one case's relevance NIfTIs, prediction, coefficients and settings."""
     from .io import load_case
     from .io.atomic import check_output_folder, check_outside_inputs
     from .lrp.filters import filters_from_specs
@@ -95,19 +73,8 @@ def cmd_explain(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
-    """``napari-lrp sweep``: the filter sweep of every case of a cohort.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0 done).
-    """
+def _run_sweep(args) -> int:
+    """``napari-lrp sweep``: the filter sweep of every case of a cohort."""
     from .batch import sweep_cohort
     from .io.atomic import check_output_folder, check_outside_inputs
 
@@ -125,19 +92,8 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_concepts(args) -> int:
-    """``napari-lrp concepts``: the reference cases of a layer's channels across a cohort.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0 done).
-    """
+def _run_concepts(args) -> int:
+    """``napari-lrp concepts``: the reference cases of a layer's channels across a cohort."""
     from .batch import concept_references
     from .io.atomic import check_output_folder, check_outside_inputs
 
@@ -151,19 +107,8 @@ def cmd_concepts(args) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
-    """``napari-lrp compare``: attribution methods side by side on one case.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0 done).
-    """
+def _run_compare(args) -> int:
+    """``napari-lrp compare``: attribution methods side by side on one case."""
     from .analysis.compare import compare, save_comparison, split_methods
     from .io import load_case
     from .io.atomic import check_output_folder, check_outside_inputs
@@ -231,7 +176,7 @@ def _demo_parser(sub) -> None:
     d.add_argument("--out", default="demo_out", help="output folder for --headless (default demo_out)")
     d.add_argument("--model", default=None, help="another model for the demo: a path, or 'nnunet' for the sample "
                                                  "nnU-Net results folder (default: the sample card)")
-    d.set_defaults(func=cmd_demo)
+    d.set_defaults(func=_run_demo)
 
 
 def _explain_parser(sub) -> None:
@@ -255,7 +200,7 @@ def _explain_parser(sub) -> None:
     _case_options(e)
     _modalities_option(e)
     e.add_argument("--out", required=True)
-    e.set_defaults(func=cmd_explain)
+    e.set_defaults(func=_run_explain)
 
 
 def _cluster_options(parser) -> None:
@@ -281,7 +226,7 @@ def _sweep_parser(sub) -> None:
     s.add_argument("--resume", default="recompute", choices=["recompute", "strict"],
                    help="cases computed with another model or settings: recompute them (default) or refuse")
     _case_options(s)
-    s.set_defaults(func=cmd_sweep)
+    s.set_defaults(func=_run_sweep)
 
 
 def _concepts_parser(sub) -> None:
@@ -295,7 +240,7 @@ def _concepts_parser(sub) -> None:
     k.add_argument("--target", default="region", help=TARGET_HELP)
     _cluster_options(k)
     k.add_argument("--out", required=True)
-    k.set_defaults(func=cmd_concepts)
+    k.set_defaults(func=_run_concepts)
 
 
 def _compare_parser(sub) -> None:
@@ -312,7 +257,7 @@ def _compare_parser(sub) -> None:
     _case_options(c)
     _modalities_option(c)
     c.add_argument("--out", required=True)
-    c.set_defaults(func=cmd_compare)
+    c.set_defaults(func=_run_compare)
 
 
 def parser() -> argparse.ArgumentParser:

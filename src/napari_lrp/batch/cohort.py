@@ -258,9 +258,9 @@ def write_case_table(cases: Path, name: str, table: pd.DataFrame, record: dict, 
     Parameters
     ----------
     cases : Path
-        The sweep's cases/ folder.
+        The sweep's cases/ folder, where the table and any earlier failure of the case lie.
     name : str
-        The case.
+        The case's name (the files' stem).
     table : pandas.DataFrame
         Its rows.
     record : dict
