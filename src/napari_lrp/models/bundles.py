@@ -65,8 +65,18 @@ def _config(folder: Path) -> tuple[dict, Path]:
 
 
 def pipeline_from_bundle(folder: Path):
-    """The bundle's ``preprocessing`` and ``inferer`` (:mod:`napari_lrp.models.bundle_transforms`), or None when
-    inference.json has no ``preprocessing`` (then the card's intensity rule applies)."""
+    """The bundle's ``preprocessing`` and ``inferer`` (:mod:`napari_lrp.models.bundle_transforms`).
+
+    Parameters
+    ----------
+    folder : Path
+        The bundle's folder.
+
+    Returns
+    -------
+    BundlePipeline or None
+        None when inference.json has no ``preprocessing`` (then the card's intensity rule applies).
+    """
     config, cfg_path = _config(Path(folder))
     return bundle_pipeline(config, str(cfg_path), lambda v: _resolve_refs(v, config, str(cfg_path)))
 
@@ -107,7 +117,18 @@ def _channel_count(value, meta_path: Path, side: str) -> int:
 
 
 def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
-    """A card from a MONAI bundle folder (configs/metadata.json, configs/inference.json, models/model.pt)."""
+    """A card from a MONAI bundle folder (configs/metadata.json, configs/inference.json, models/model.pt).
+
+    Parameters
+    ----------
+    folder : Path
+        The bundle's folder (configs/ and models/ inside).
+
+    Returns
+    -------
+    tuple
+        (ModelCard, the weights file).
+    """
     config, cfg_path = _config(folder)
     net_def = config.get("network_def")
     if isinstance(net_def, str) and net_def.startswith("@"):

@@ -36,9 +36,20 @@ class NetworkBlocked(ModelError, ConnectionError):
 
 
 def refuse_download_arguments(kwargs: dict, source: str, path: str = "") -> None:
-    """Refuse arguments that would fetch weights: a download-type name (pretrained, pretrained_url, url,
-    download, hub, ...) with a value that is not false/empty, ``weights`` given as a string, or any string
-    that is a URL (``scheme://``), at any depth of ``kwargs``."""
+    """Refuse arguments that would fetch weights, at any depth of ``kwargs``.
+
+    A download-type name (pretrained, pretrained_url, url, download, hub, ...) with a value that is not
+    false/empty, ``weights`` given as a string, or any string that is a URL (``scheme://``).
+
+    Parameters
+    ----------
+    kwargs : dict
+        The architecture's keyword arguments.
+    source : str
+        The model, named in the refusal.
+    path : str
+        Where in the arguments (for nested ones).
+    """
     for key, value in kwargs.items():
         where = f"{path}{key}"
         if isinstance(value, dict):
@@ -90,7 +101,17 @@ def _install() -> None:
 
 @contextlib.contextmanager
 def no_network(source: str = "model") -> Iterator[None]:
-    """Inside, the current thread can open no socket connection and no URL (http, https, ftp, file)."""
+    """Inside, the current thread can open no socket connection and no URL (http, https, ftp, file).
+
+    Parameters
+    ----------
+    source : str
+        The model, named in the refusal.
+
+    Yields
+    ------
+    None
+    """
     _install()
     previous = getattr(_blocked, "on", False), getattr(_blocked, "source", "")
     _blocked.on, _blocked.source = True, source
@@ -101,8 +122,20 @@ def no_network(source: str = "model") -> Iterator[None]:
 
 
 def parameter_count(cls: type, kwargs: dict) -> int | None:
-    """Parameters and buffers of ``cls(**kwargs)`` built on the meta device (no memory); None when the
-    class cannot be built there (it reads tensor values in its constructor)."""
+    """Parameters and buffers of ``cls(**kwargs)`` built on the meta device (no memory).
+
+    Parameters
+    ----------
+    cls : type
+        The network's class.
+    kwargs : dict
+        Its arguments.
+
+    Returns
+    -------
+    int or None
+        None when the class cannot be built there (it reads tensor values in its constructor).
+    """
     try:
         with torch.device("meta"), no_network():
             net = cls(**kwargs)
@@ -116,7 +149,17 @@ def parameter_count(cls: type, kwargs: dict) -> int | None:
 
 
 def check_size(cls: type, kwargs: dict, source: str) -> None:
-    """Refuse a network of more than :data:`MAX_PARAMETERS` parameters, or more than half the free memory."""
+    """Refuse a network of more than :data:`MAX_PARAMETERS` parameters, or more than half the free memory.
+
+    Parameters
+    ----------
+    cls : type
+        The network's class.
+    kwargs : dict
+        Its arguments (counted on the meta device).
+    source : str
+        The model, named in the refusal.
+    """
     n = parameter_count(cls, kwargs)
     if n is None:
         return
@@ -137,9 +180,22 @@ LRP_BYTES_PER_OUTPUT_BYTE = 3.0
 
 
 def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
-    """About the bytes one LRP pass of ``cls(**kwargs)`` on an input of ``input_shape`` (N, C, Z, Y, X) keeps,
-    from a forward pass on the meta device (no memory): the float32 outputs of every module times
-    :data:`LRP_BYTES_PER_OUTPUT_BYTE`; None when the network cannot run there."""
+    """About the bytes one LRP pass of ``cls(**kwargs)`` on an input keeps, from a forward pass on the meta device.
+
+    The float32 outputs of every module times :data:`LRP_BYTES_PER_OUTPUT_BYTE` (no memory is allocated).
+
+    Parameters
+    ----------
+    cls, kwargs
+        The network's class and arguments, as for :func:`parameter_count`.
+    input_shape : tuple of int
+        (N, C, Z, Y, X).
+
+    Returns
+    -------
+    float or None
+        None when the network cannot run on the meta device.
+    """
     total = 0
 
     def count(_module, _args, out):
@@ -163,8 +219,19 @@ def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
 
 
 def check_allocation(nbytes: float, what: str, source: str, fix: str) -> None:
-    """Refuse ``nbytes`` (an estimate made before allocating) above half the free memory, naming the estimate,
-    the budget and ``fix``."""
+    """Refuse an allocation estimated before it is made when it exceeds half the free memory.
+
+    Parameters
+    ----------
+    nbytes : float
+        The estimate.
+    what : str
+        What would be allocated (named in the refusal with the estimate and the budget).
+    source : str
+        The model, named in the refusal.
+    fix : str
+        What to do instead.
+    """
     import psutil
 
     free = psutil.virtual_memory().available

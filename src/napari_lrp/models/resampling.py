@@ -29,16 +29,41 @@ ANISO_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD
 
 
 def new_shape(shape, spacing, target_spacing) -> tuple[int, ...]:
-    """nnU-Net's ``compute_new_shape``: round(old spacing / new spacing * old size) per axis."""
+    """nnU-Net's ``compute_new_shape``: round(old spacing / new spacing * old size) per axis.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The old shape.
+    spacing, target_spacing : sequence of float
+        The old and the new voxel size (mm).
+
+    Returns
+    -------
+    tuple of int
+    """
     return tuple(int(round(s / t * n)) for n, s, t in zip(shape, spacing, target_spacing))
 
 
 def axis_matrix(n_in: int, n_out: int, order: int, nearest_coordinates: bool = False) -> np.ndarray:
-    """(n_out, n_in) float64 matrix of one axis' resampling.
+    """The (n_out, n_in) float64 matrix of one axis' resampling.
 
     Spline (``nearest_coordinates=False``): ``ndimage.zoom(grid_mode=True, mode="nearest")`` as skimage's
     resize calls it; ``nearest_coordinates=True``: nnU-Net's out-of-plane step, ``map_coordinates`` at
     scale * (i + 0.5) - 0.5 with ``mode="nearest"``.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        The axis' length before and after.
+    order : int
+        The spline order.
+    nearest_coordinates : bool
+        nnU-Net's out-of-plane placement.
+
+    Returns
+    -------
+    numpy.ndarray
     """
     eye = np.eye(n_in, dtype=np.float64)
     if n_in == n_out and not nearest_coordinates:
@@ -129,10 +154,24 @@ class Resampling:
         return self._forward(x)[0][-1]
 
     def relevance(self, x: torch.Tensor, relevance_out: torch.Tensor, epsilon: float = 0.0) -> torch.Tensor:
-        """Epsilon rule through the resampling: (C, *shape_out) relevance -> (C, *shape_in), float64.
+        """The epsilon rule through the resampling.
 
-        Each linear stage z = A x hands R_in = x * A^T (R / stab(z)); a clip passes relevance unchanged.
-        Where z = 0 the relevance is absorbed (nothing to share it by).
+        Each linear stage z = A x hands R_in = x * A^T (R / stab(z)); a clip passes relevance unchanged. Where
+        z = 0 the relevance is absorbed (nothing to share it by).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (C, *shape_in), the resampling's input.
+        relevance_out : torch.Tensor
+            (C, *shape_out).
+        epsilon : float
+            The stabiliser.
+
+        Returns
+        -------
+        torch.Tensor
+            (C, *shape_in) float64.
         """
         if self.identity:
             return relevance_out.double()
@@ -147,9 +186,27 @@ class Resampling:
 
 def resampling(shape_in, spacing, target_spacing, shape_out=None, order: int = 3, order_z: int = 0,
                force_separate_z=None, clip: bool = True) -> Resampling:
-    """The resampling nnU-Net applies from ``shape_in`` at ``spacing`` to ``target_spacing`` (shape_out
-    by :func:`new_shape` unless given), with its kwargs from plans.json (``order``, ``order_z``,
-    ``force_separate_z``). Spacings and shapes in the array's axis order."""
+    """The resampling nnU-Net applies from one spacing to another, with its plans.json keyword arguments.
+
+    Parameters
+    ----------
+    shape_in : tuple of int
+        The shape at ``spacing`` (the array's axis order).
+    spacing, target_spacing : sequence of float
+        mm, the array's axis order.
+    shape_out : tuple of int, optional
+        Default :func:`new_shape`.
+    order, order_z : int
+        The spline orders in plane and out of plane.
+    force_separate_z : bool or None
+        nnU-Net's choice of a separate out-of-plane step (None: decided from the spacing's anisotropy).
+    clip : bool
+        Clip to the input's range as nnU-Net does for data.
+
+    Returns
+    -------
+    Resampling
+    """
     shape_in = tuple(int(s) for s in shape_in)
     shape_out = tuple(int(s) for s in (shape_out if shape_out is not None else
                                        new_shape(shape_in, spacing, target_spacing)))

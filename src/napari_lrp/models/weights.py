@@ -20,6 +20,18 @@ __all__ = ["check_archive", "check_finite_weights", "check_readable_weights", "d
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in chunks.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any file (weights, a card, a config), read 1 MiB at a time.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -28,8 +40,19 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def definition_files(source: str | os.PathLike) -> list[Path]:
-    """The files besides the weights that define a model: its card (a .json source), a bundle's configs
-    (configs/*.json|yaml|yml), an nnU-Net folder's plans.json and dataset.json."""
+    """The files besides the weights that define a model.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        The model's source: a card (.json), a bundle folder or an nnU-Net results folder.
+
+    Returns
+    -------
+    list of Path
+        The card, a bundle's configs (configs/*.json|yaml|yml), or an nnU-Net folder's plans.json and
+        dataset.json.
+    """
     source = Path(source)
     if source.is_file():
         return [source] if source.suffix.lower() == ".json" else []
@@ -65,8 +88,15 @@ def identity_sha256(weights, definitions=()) -> str:
 
 
 def check_archive(path: str | os.PathLike) -> None:
-    """Refuse, before reading it, a torch.save archive whose entries unpack to more than half the free memory
-    (a small file of deflated entries can claim gigabytes)."""
+    """Refuse, before reading it, a torch.save archive whose entries unpack to more than half the free memory.
+
+    A small file of deflated entries can claim gigabytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The weights file.
+    """
     import psutil
 
     path = Path(path)
@@ -85,7 +115,13 @@ def check_archive(path: str | os.PathLike) -> None:
 
 
 def check_readable_weights(path: str | os.PathLike) -> None:
-    """Refuse an empty or truncated weights file by what it is (not as a file holding Python objects)."""
+    """Refuse an empty or truncated weights file by what it is (not as a file holding Python objects).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The weights file.
+    """
     path = Path(path)
     size = path.stat().st_size
     if size == 0:
@@ -139,7 +175,24 @@ def _strip_common_prefix(sd: dict, expected: set[str]) -> dict:
 
 
 def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, trust: bool = False) -> nn.Module:
-    """Load weights into ``net`` (weights_only); returns the module to use (a trusted full model may replace it)."""
+    """Load weights into a network with ``weights_only=True``.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network built from the card.
+    path : str or os.PathLike
+        The weights file (a state dict, a Lightning checkpoint; 'module.' prefixes recognised).
+    device : torch.device
+        Where the weights go.
+    trust : bool
+        Allow a pickled full model or a TorchScript file (they can run code).
+
+    Returns
+    -------
+    torch.nn.Module
+        The module to use (a trusted full model may replace ``net``).
+    """
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: weights file not found")
@@ -187,7 +240,15 @@ def load_weights(net: nn.Module, path: str | os.PathLike, device: torch.device, 
 
 
 def check_finite_weights(state_dict: dict, path) -> None:
-    """Refuse weights holding NaN or Inf (the network would predict nothing, and relevance would be NaN)."""
+    """Refuse weights holding NaN or Inf (the network would predict nothing, and relevance would be NaN).
+
+    Parameters
+    ----------
+    state_dict : dict
+        The weights.
+    path : str or os.PathLike
+        Their file, named in the refusal.
+    """
     for key, value in state_dict.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ModelError(f"{path}: the weights {key!r} hold NaN or Inf values; the model cannot be explained "
