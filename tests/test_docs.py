@@ -56,8 +56,10 @@ def test_no_reference_to_a_design_file_or_an_issue_number():
     assert not found, found
 
 
-def _numpydoc_gaps(func) -> list[str]:
-    """What a public function's docstring lacks: 'Parameters' when it takes any, 'Returns' when it returns."""
+def _numpydoc_gaps(func, owner=None) -> list[str]:
+    """What a public function's docstring lacks: a docstring, 'Parameters' when it takes any, 'Returns' (or
+    'Yields', or 'Raises' for one that only refuses) when it returns. A method that overrides a documented
+    method of a base class (``owner``'s MRO) may leave its parameters to that documentation."""
     import ast
     import inspect
     import textwrap
@@ -65,12 +67,24 @@ def _numpydoc_gaps(func) -> list[str]:
     doc = inspect.getdoc(func) or ""
     params = [p for p in inspect.signature(func).parameters if p not in ("self", "cls")]
     tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-    returns = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(tree))
-    gaps = []
+    def own_returns(node):  # a nested function's returns are its own
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Return) and child.value is not None:
+                yield child
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                yield from own_returns(child)
+
+    returns = any(r.value is not None and not (isinstance(r.value, ast.Constant) and r.value.value is None)
+                  for r in own_returns(tree.body[0]))
+    gaps = [] if doc else ["docstring"]
     if params and "Parameters\n----------" not in doc:
         gaps.append("Parameters")
-    if returns and "Returns\n-------" not in doc and "Raises\n------" not in doc:
+    if returns and not any(f"{w}\n{'-' * len(w)}" in doc for w in ("Returns", "Yields", "Raises")):
         gaps.append("Returns")
+    if gaps and doc and owner is not None:
+        for base in owner.__mro__[1:]:
+            if func.__name__ in vars(base) and not _numpydoc_gaps(getattr(base, func.__name__)):
+                return []
     return gaps
 
 
@@ -101,3 +115,42 @@ def test_the_numpydoc_check_finds_a_gap():
         return a + b
 
     assert _numpydoc_gaps(undocumented) == ["Parameters", "Returns"]
+
+
+def test_every_public_function_and_class_of_the_package_has_numpydoc_sections():
+    """Every public function, class, method and property of every public module (napari's docks included)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import napari_lrp
+
+    gaps, count = {}, 0
+    for info in pkgutil.walk_packages(napari_lrp.__path__, "napari_lrp."):
+        if any(part.startswith("_") for part in info.name.split(".")[1:]):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            count += 1
+            if inspect.isfunction(obj):
+                if g := _numpydoc_gaps(obj):
+                    gaps[f"{info.name}.{name}"] = g
+                continue
+            if not inspect.isclass(obj):
+                continue
+            if not inspect.getdoc(obj):
+                gaps[f"{info.name}.{name}"] = ["docstring"]
+            for attr, member in vars(obj).items():
+                if attr.startswith("_"):
+                    continue
+                count += 1
+                if isinstance(member, property):
+                    if not inspect.getdoc(member):
+                        gaps[f"{info.name}.{name}.{attr}"] = ["docstring"]
+                    continue
+                func = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+                if inspect.isfunction(func) and (g := _numpydoc_gaps(getattr(obj, attr), obj)):
+                    gaps[f"{info.name}.{name}.{attr}"] = g
+    assert count > 400 and not gaps, f"{len(gaps)} lack numpydoc sections: {gaps}"

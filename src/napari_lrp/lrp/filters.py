@@ -334,7 +334,7 @@ def parse_filter(spec: str) -> tuple[str, Filter]:
     Parameters
     ----------
     spec : str
-        KIND:A1:A2[:channel][:separate]@PLACEMENT.
+        KIND:A1:A2, optionally followed by :channel and :separate, then @PLACEMENT.
 
     Returns
     -------

@@ -33,6 +33,7 @@ import torch
 
 from .card import ModelError
 from .network_guard import check_allocation
+from .pipeline import ModelPipeline
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 
 __all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "RESAMPLING", "ROUTING", "bundle_pipeline"]
@@ -88,7 +89,7 @@ class _StraightThrough:
 
 
 @dataclass
-class BundlePipeline:
+class BundlePipeline(ModelPipeline):
     """The bundle's transforms (as dicts from inference.json) and its inferer's settings."""
 
     source: str
@@ -101,6 +102,7 @@ class BundlePipeline:
 
     @property
     def blend(self) -> str:
+        """'monai-<mode>': MONAI's importance map of the inferer's mode and its window placement."""
         return f"monai-{self.mode}"
 
     def settings(self) -> dict:
@@ -108,6 +110,12 @@ class BundlePipeline:
         return {}
 
     def transforms(self) -> list:
+        """The bundle's pre-processing as MONAI transforms, built from their specs.
+
+        Returns
+        -------
+        list
+        """
         import monai.transforms as mt
 
         out = []
@@ -246,8 +254,22 @@ class BundleInput(PreparedInput):
 
 
 def bundle_pipeline(config: dict, source: str, resolve) -> BundlePipeline | None:
-    """The pipeline of an inference.json ``config`` (``resolve``: its ``@`` reference resolver), or None when it
-    has no ``preprocessing``."""
+    """The pipeline of an inference.json.
+
+    Parameters
+    ----------
+    config : dict
+        inference.json.
+    source : str
+        Named in refusals.
+    resolve : callable
+        Resolves its ``@`` references.
+
+    Returns
+    -------
+    BundlePipeline or None
+        None when it has no ``preprocessing``.
+    """
     pre = config.get("preprocessing")
     if pre is None:
         return None

@@ -37,6 +37,7 @@ from torch import nn
 
 from .card import Model, ModelCard, ModelError, check_channel_names, read_json
 from .network_guard import check_allocation, check_size, no_network, refuse_download_arguments, window_bytes
+from .pipeline import ModelPipeline
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
 from .weights import (
@@ -56,15 +57,36 @@ NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "
 
 
 def is_nnunet_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an nnU-Net v2 results folder (dataset.json, plans.json and a fold_* folder)."""
+    """Whether a path is an nnU-Net v2 results folder (dataset.json, plans.json and a fold_* folder).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder or file.
+
+    Returns
+    -------
+    bool
+    """
     p = Path(path)
     return p.is_dir() and (p / "plans.json").is_file() and (p / "dataset.json").is_file() and \
         any(c.is_dir() and c.name.startswith("fold_") for c in p.iterdir())
 
 
 def resolve_nnunet(path: str | os.PathLike):
-    """(results folder, fold or None, checkpoint name or None) when ``path`` is an nnU-Net results folder or a
-    file in one (plans.json, dataset.json, fold_N/checkpoint_*.pth: what a file dialog picks); else None."""
+    """The results folder of a path in one, with the fold and checkpoint a picked file names.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A results folder or a file in one (plans.json, dataset.json, fold_N/checkpoint_*.pth: what a file
+        dialog picks).
+
+    Returns
+    -------
+    tuple or None
+        (results folder, fold or None, checkpoint name or None); None for any other path.
+    """
     p = Path(path)
     if is_nnunet_folder(p):
         return p, None, None
@@ -125,6 +147,18 @@ class MirroredNetwork(nn.Module):
         self.combinations = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
 
     def forward(self, x):
+        """The mean of net(x) and flip(net(flip(x))) over every combination of the mirror axes.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, C, Z, Y, X).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, K, Z, Y, X).
+        """
         y = self.network(x)
         for axes in self.combinations:
             y = y + torch.flip(self.network(torch.flip(x, axes)), axes)
@@ -139,6 +173,17 @@ class FoldEnsemble(nn.Module):
         self.folds = nn.ModuleList(folds)
 
     def forward(self, x):
+        """The mean of the folds' logits.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, C, Z, Y, X), the same input for every fold.
+
+        Returns
+        -------
+        torch.Tensor
+        """
         y = self.folds[0](x)
         for net in self.folds[1:]:
             y = y + net(x)
@@ -148,7 +193,22 @@ class FoldEnsemble(nn.Module):
 # ---- sliding windows as nnUNetPredictor places and weighs them -----------------------------------------------
 
 def nnunet_steps(size: int, window: int, step: float = 0.5) -> list[int]:
-    """nnU-Net's ``compute_steps_for_sliding_window`` along one axis (size >= window)."""
+    """nnU-Net's ``compute_steps_for_sliding_window`` along one axis.
+
+    Parameters
+    ----------
+    size : int
+        The axis' length (at least ``window``).
+    window : int
+        The patch size along it.
+    step : float
+        The step as a fraction of the window.
+
+    Returns
+    -------
+    list of int
+        The windows' starts.
+    """
     n = int(np.ceil((size - window) / (window * step))) + 1
     if n <= 1:
         return [0]
@@ -157,7 +217,17 @@ def nnunet_steps(size: int, window: int, step: float = 0.5) -> list[int]:
 
 
 def nnunet_gaussian(window) -> torch.Tensor:
-    """nnU-Net's ``compute_gaussian(sigma_scale=1/8, value_scaling_factor=10)`` in its float16, as float64."""
+    """nnU-Net's ``compute_gaussian(sigma_scale=1/8, value_scaling_factor=10)`` in its float16, as float64.
+
+    Parameters
+    ----------
+    window : tuple of int
+        The patch size.
+
+    Returns
+    -------
+    torch.Tensor
+    """
     from scipy.ndimage import gaussian_filter
 
     window = tuple(int(w) for w in window)
@@ -175,7 +245,7 @@ def nnunet_gaussian(window) -> torch.Tensor:
 # ---- the plan --------------------------------------------------------------------------------------------------
 
 @dataclass
-class NnUNetPlan:
+class NnUNetPlan(ModelPipeline):
     """One configuration of a results folder: what nnU-Net does before and after the network.
 
     Spacings, shapes and patch sizes are in nnU-Net's (transposed) axis order; ``spacing`` in mm."""
@@ -199,18 +269,27 @@ class NnUNetPlan:
 
     @property
     def window(self) -> tuple[int, int, int]:
+        """The patch size: nnU-Net's sliding window."""
         return self.patch_size
 
     @property
     def overlap(self) -> float:
+        """1 - the step (nnU-Net's tile_step_size)."""
         return 1.0 - self.step
 
     @property
     def blend(self) -> str:
+        """'nnunet': its Gaussian importance map and its window placement."""
         return "nnunet"
 
     def settings(self) -> dict:
-        """The configuration, folds and mirroring of the run, for its settings.json."""
+        """The configuration, folds and mirroring of the run, for its settings.json.
+
+        Returns
+        -------
+        dict
+            {"nnunet": {configuration, folds, mirroring}}.
+        """
         return {"nnunet": {"configuration": self.configuration, "folds": self.folds, "mirroring": self.mirroring}}
 
     def prepare(self, case, modalities: list[str], network: nn.Module, device: torch.device,
@@ -251,8 +330,20 @@ class NnUNetPlan:
                            probability_resampling=back)
 
     def normalise(self, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """nnU-Net's per-channel normalisation of the cropped (C, ...) float32 data; ``mask``: the non-zero
-        region (filled) inside the crop."""
+        """nnU-Net's per-channel normalisation of the cropped data.
+
+        Parameters
+        ----------
+        data : numpy.ndarray
+            (C, ...) float32, cropped to the non-zero box.
+        mask : numpy.ndarray
+            The non-zero region (holes filled) inside the crop.
+
+        Returns
+        -------
+        numpy.ndarray
+            Normalised, like ``data``.
+        """
         out = data.astype(np.float32, copy=True)
         for c in range(out.shape[0]):
             scheme = self.normalization_schemes[c]
@@ -280,8 +371,19 @@ class NnUNetPlan:
 
 
 def nonzero_box(data: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """nnU-Net's ``crop_to_nonzero`` box of (C, ...) data: (the non-zero mask over the channels with holes
-    filled, ((lo, hi) per axis)); the whole volume when nothing is non-zero (as acvl_utils' bounding box)."""
+    """nnU-Net's ``crop_to_nonzero`` box of (C, ...) data.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        (C, ...).
+
+    Returns
+    -------
+    tuple
+        (the non-zero mask over the channels with holes filled, ((lo, hi) per axis)); the whole volume when
+        nothing is non-zero (as acvl_utils' bounding box).
+    """
     mask = binary_fill_holes(np.any(data != 0, axis=0))
     if not mask.any():
         return mask, tuple((0, int(s)) for s in mask.shape)
@@ -290,13 +392,37 @@ def nonzero_box(data: np.ndarray) -> tuple[np.ndarray, tuple]:
 
 
 def to_nnunet_order(image: np.ndarray, grid) -> np.ndarray:
-    """napari order (C, Z, Y, X) -> SimpleITK's order of the file's voxels (C, k, j, i)."""
+    """napari order (C, Z, Y, X) to SimpleITK's order of the file's voxels (C, k, j, i).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (C, Z, Y, X).
+    grid : Grid
+        The case's grid.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     file_order = grid.from_napari(image)  # (i, j, k, C)
     return np.ascontiguousarray(np.transpose(file_order, (3, 2, 1, 0)))
 
 
 def from_nnunet_order(data: np.ndarray, grid) -> np.ndarray:
-    """SimpleITK's order (C, k, j, i) -> napari order (C, Z, Y, X)."""
+    """SimpleITK's order (C, k, j, i) back to napari order (C, Z, Y, X).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        (C, k, j, i) in the file's voxel order, as SimpleITK reads it.
+    grid : Grid
+        The case's grid (its orientation).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     return grid.to_napari(np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0))))
 
 
@@ -460,6 +586,19 @@ def _configuration(plans: dict, name: str, source: str) -> dict:
 
 
 def fold_folders(folder: Path, fold) -> list[Path]:
+    """The fold folders a ``fold`` argument chooses; refused when a fold_* entry is not a folder.
+
+    Parameters
+    ----------
+    folder : Path
+        The results folder.
+    fold : int, str, sequence or None
+        None (every fold_N, as nnUNetv2_predict), 'all' (fold_all, else every fold_N), N or several.
+
+    Returns
+    -------
+    list of Path
+    """
     broken = sorted(p.name for p in folder.iterdir() if p.name.startswith("fold_") and not p.is_dir())
     if broken:  # a link whose target is gone would make the ensemble silently smaller
         raise ModelError(f"{folder}: {', '.join(broken)} is not a folder (a broken link, or a file); restore it "
@@ -501,8 +640,24 @@ def _check_sizes(cfg: dict, name: str, n_in: int, n_out: int, plans_path: Path) 
 
 
 def nnunet_network_spec(cfg: dict, n_in: int, n_out: int, source: str) -> tuple[type, dict]:
-    """(class, keyword arguments) of the configuration's network as nnU-Net's ``get_network_from_plans`` builds
-    it (deep supervision off): the class from the allow-list, ``_kw_requires_import`` only from torch.nn."""
+    """The class and arguments of a configuration's network, as nnU-Net's ``get_network_from_plans`` builds it.
+
+    Deep supervision off; the class from the allow-list, ``_kw_requires_import`` only from torch.nn.
+
+    Parameters
+    ----------
+    cfg : dict
+        The configuration of plans.json.
+    n_in, n_out : int
+        Input channels and output channels (classes).
+    source : str
+        Named in refusals.
+
+    Returns
+    -------
+    tuple
+        (class, keyword arguments).
+    """
     arch = cfg["architecture"]
     cls = _dna_class(arch.get("network_class_name"), source)
     kwargs = dict(arch.get("arch_kwargs") or {})
@@ -514,8 +669,21 @@ def nnunet_network_spec(cfg: dict, n_in: int, n_out: int, source: str) -> tuple[
 
 
 def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str, sized: bool = False) -> nn.Module:
-    """The configuration's network (:func:`nnunet_network_spec`); its size is checked on the meta device first
-    (the plans' sizes are not trusted) unless the caller did (``sized=True``)."""
+    """The configuration's network (:func:`nnunet_network_spec`).
+
+    Its size is checked on the meta device first (the plans' sizes are not trusted) unless the caller did.
+
+    Parameters
+    ----------
+    cfg, n_in, n_out, source
+        As for :func:`nnunet_network_spec`.
+    sized : bool
+        The caller checked the size already.
+
+    Returns
+    -------
+    torch.nn.Module
+    """
     cls, full = nnunet_network_spec(cfg, n_in, n_out, source)
     if not sized:
         check_size(cls, full, source)
@@ -611,12 +779,28 @@ def _check_plan(plan: NnUNetPlan, cfg: dict, where: Path) -> None:
 
 def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, checkpoint: str = "checkpoint_final.pth",
                 mirroring: bool = False, trust: bool = False) -> Model:
-    """A :class:`Model` from an nnU-Net v2 results folder.
+    """A Model from an nnU-Net v2 results folder: its network, its plan (the pipeline), its card.
 
-    fold: an int (``fold_N``), a list of them (their ensemble), "all" (``fold_all``, or every fold_N when
-    there is none) or None (every fold_N present, as ``nnUNetv2_predict`` does by default). checkpoint: the file
-    in each fold (``checkpoint_best.pth`` works too). mirroring: nnU-Net's test-time mirroring (its predictor's
-    default; 2-8x the passes). The model's ``nnunet`` holds the plan; ``explain`` and ``predict_case`` use it.
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The results folder.
+    device : torch.device
+        Where the network runs.
+    fold : int, list of int, 'all' or None
+        An int (fold_N), a list (their ensemble), 'all' (fold_all, or every fold_N when there is none) or None
+        (every fold_N present, as nnUNetv2_predict does by default).
+    checkpoint : str
+        The file in each fold (checkpoint_best.pth works too).
+    mirroring : bool
+        nnU-Net's test-time mirroring (its predictor's default; 2-8x the passes).
+    trust : bool
+        Allow checkpoints that hold more than weights.
+
+    Returns
+    -------
+    Model
+        ``explain`` and ``predict_case`` run its plan (``Model.pipeline``).
     """
     folder = Path(folder)
     source = str(folder)
@@ -673,7 +857,19 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
 
 
 def nnunet_sha256(paths, folder) -> str:
-    """The identity of an nnU-Net model: sha256 of the chosen folds' checkpoints with the folder's
-    plans.json and dataset.json (:func:`~napari_lrp.models.weights.identity_sha256`)."""
+    """The identity of an nnU-Net model.
+
+    Parameters
+    ----------
+    paths : list of Path
+        The chosen folds' checkpoints.
+    folder : Path
+        The results folder (its plans.json and dataset.json count).
+
+    Returns
+    -------
+    str
+        :func:`~napari_lrp.models.weights.identity_sha256` of them.
+    """
     return identity_sha256(paths, definition_files(folder))
 

@@ -34,7 +34,28 @@ class ModelPipeline(Protocol):
 
     def prepare(self, case, modalities: list[str], network, device: torch.device, dtype=torch.float32,
                 source: str = ""):
-        """The case on the model's grid (channels by name, pre-processed), with the way back."""
+        """The case on the model's grid (channels by name, pre-processed), with the way back.
+
+        Parameters
+        ----------
+        case : Case
+            The case.
+        modalities : list of str
+            The model's input channels (matched to the case's by name).
+        network : torch.nn.Module
+            The model's network.
+        device : torch.device
+            Where it runs.
+        dtype : torch.dtype
+            The network's parameter type.
+        source : str
+            Named in refusals.
+
+        Returns
+        -------
+        PreparedInput
+            The model-grid input and the maps between the grids.
+        """
 
     def settings(self) -> dict:
         """What the run's settings record about the pipeline (JSON-able; empty when nothing)."""

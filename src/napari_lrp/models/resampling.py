@@ -112,6 +112,7 @@ class Resampling:
 
     @property
     def identity(self) -> bool:
+        """Whether the resampling keeps the shape (nothing to do)."""
         return tuple(self.shape_in) == tuple(self.shape_out)
 
     def _apply(self, t: torch.Tensor, mats) -> torch.Tensor:

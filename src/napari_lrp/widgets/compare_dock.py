@@ -83,6 +83,7 @@ class CompareWidget(DockPanel):
         self.set_status("a new case is on screen: Compare or Search gammas explain it")
 
     def run(self):
+        """Compare the checked methods on the case on screen, in a worker; each map becomes a layer, the table fills."""
         from napari.qt.threading import create_worker
 
         got = self._case_and_model()
@@ -120,6 +121,7 @@ class CompareWidget(DockPanel):
         return TARGET_LABELS[self.target.value]
 
     def run_search(self):
+        """The gamma search on the case on screen, in a worker; the contours are drawn and Apply best enabled."""
         from napari.qt.threading import create_worker
 
 

@@ -101,7 +101,15 @@ class ConceptsWidget(DockPanel):
                         f"{best.abs_share:.1%} of |R|; click a bar for its map")
 
     def draw(self, table, layer):
-        """Bars of the top channels by share of |R|: the positive part up, the negative part down."""
+        """Bars of the top channels by share of |R|: the positive part up, the negative part down.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame
+            ``Explanation.concepts`` of the layer.
+        layer : str
+            The layer (in the chart's title).
+        """
         fig = self.chart.figure
         fig.clear()
         bg, fg = self.chart.colours()
@@ -131,7 +139,13 @@ class ConceptsWidget(DockPanel):
             self.show_channels([channel])
 
     def show_channels(self, channels: list[int]):
-        """The conditional heatmap of ``channels`` at the chosen layer (in a worker) as 'R · concept'."""
+        """The conditional heatmap of some channels at the chosen layer (in a worker) as 'R · concept'.
+
+        Parameters
+        ----------
+        channels : list of int
+            The channels passed (their maps summed).
+        """
         from napari.qt.threading import create_worker
 
         exp = self._current()

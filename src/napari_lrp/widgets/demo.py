@@ -12,9 +12,22 @@ from ._layers import guard_one_case, keep_one_case
 
 
 def open_demo(viewer=None, run: bool = True, model: str | None = None):
-    """Open the sample case and dock both widgets through napari's plugin path (as the Plugins menu does,
-    sample model preselected, or ``model``: a path or "nnunet", the sample nnU-Net results folder); start
-    one run."""
+    """Open the sample case and dock the widgets through napari's plugin path, as the Plugins menu does.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer, optional
+        Default a new viewer.
+    run : bool
+        Start one run.
+    model : str, optional
+        A model path, or 'nnunet' for the sample nnU-Net results folder (default the sample card).
+
+    Returns
+    -------
+    tuple
+        (viewer, Relevance dock, Inclusivity dock).
+    """
     import napari
 
 
@@ -33,7 +46,15 @@ def open_demo(viewer=None, run: bool = True, model: str | None = None):
 
 
 def wait_for(widget, timeout: float = 300.0) -> None:
-    """Process Qt events until the widget's worker has finished."""
+    """Process Qt events until the widget's worker has finished.
+
+    Parameters
+    ----------
+    widget : DockPanel
+        A dock with a running worker.
+    timeout : float
+        Seconds before TimeoutError.
+    """
     from qtpy.QtWidgets import QApplication
 
     t0 = time.time()
@@ -47,7 +68,15 @@ def wait_for(widget, timeout: float = 300.0) -> None:
 
 
 def focus_on_lesion(viewer, exp) -> None:
-    """Put the axial slider on the slice with the most target region (or the most relevance)."""
+    """Put the axial slider on the slice with the most target region (or the most relevance).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    exp : Explanation
+        The run shown.
+    """
     lab = exp.case.label if exp.case.label is not None else exp.prediction
     z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1))) if lab.any() else int(
         np.argmax(np.abs(exp.relevance).sum(axis=(0, 2, 3))))
@@ -57,7 +86,22 @@ def focus_on_lesion(viewer, exp) -> None:
 
 
 def headless_demo(out: str | Path, size=(1500, 950), model: str | None = None) -> list[Path]:
-    """Run the demo on a (virtual) display: relevance NIfTIs, settings JSON and screenshots in ``out``."""
+    """Run the demo on a (virtual) display: relevance NIfTIs, settings JSON and screenshots in ``out``.
+
+    Parameters
+    ----------
+    out : str or Path
+        The output folder.
+    size : tuple of int
+        The window's size in pixels.
+    model : str, optional
+        As for :func:`open_demo`.
+
+    Returns
+    -------
+    list of Path
+        The files written and the two screenshots (window, canvas).
+    """
     import napari
     from qtpy.QtWidgets import QApplication
 

@@ -145,18 +145,44 @@ class InclusivityWidget(DockPanel):
             return None
 
     def current(self, action: str):
-        """The latest run when it explains the case on screen; otherwise RuntimeError naming ``action`` (after a
-        case switch nothing acts on the old case)."""
+        """The latest run when it explains the case on screen.
+
+        Parameters
+        ----------
+        action : str
+            What the caller is about to do (named in the refusal).
+
+        Returns
+        -------
+        Explanation
+
+        Raises
+        ------
+        RuntimeError
+            After a case switch: nothing acts on the old case.
+        """
         exp = self.session.current_explanation(case_key_on_screen(self._viewer))
         if exp is None:
             raise RuntimeError(f"nothing to {action} yet: the case on screen has no run; Run the Relevance widget")
         return exp
 
     def current_filter(self) -> Filter | None:
+        """The heatmap filter the controls describe.
+
+        Returns
+        -------
+        Filter or None
+        """
         return heatmap_filter(self.kind.value, float(self.alpha.value))
 
     def filtered_relevance(self) -> np.ndarray:
-        """The run's relevance with the heatmap filter in place of the run's own 'input' filter."""
+        """The run's relevance with the heatmap filter in place of the run's own 'input' filter.
+
+        Returns
+        -------
+        numpy.ndarray
+            (C, Z, Y, X).
+        """
         return self.session.explanation.heatmap(self.current_filter())
 
     def _on_case(self, _case):
@@ -208,6 +234,7 @@ class InclusivityWidget(DockPanel):
         self.set_status(f"{exp.case.name}: {describe_filter(self.current_filter())}")
 
     def run_sweep(self):
+        """Sweep the authors' filter grids on the run (in a worker); the chart shows Fig. 4 or 5."""
         from napari.qt.threading import create_worker
 
         exp = self._guarded(self.current, "sweep")
@@ -269,7 +296,17 @@ class InclusivityWidget(DockPanel):
         self.charts.themed()
 
     def export_csv(self, path: str) -> Path:
-        """Write the sweep table (or the current coefficients) as CSV, atomically."""
+        """Write the sweep table (or the current coefficients) as CSV, atomically.
+
+        Parameters
+        ----------
+        path : str
+            The CSV file.
+
+        Returns
+        -------
+        Path
+        """
         self.current("export")
         table = self.sweep_table if self.sweep_table is not None else self.coefficients
         if table is None:
@@ -290,11 +327,19 @@ class InclusivityWidget(DockPanel):
         return exp, self.tau_r.value, self.tau_x.value
 
     def save(self, folder: str) -> list[Path]:
-        """Every output of the run as shown (``Explanation.save``): relevance NIfTIs (per modality and sum)
-        and prediction on the input grid, the coefficients at the widget's thresholds and the settings JSON.
+        """Every output of the run as shown (``Explanation.save``), the heatmap filter in place of the run's own.
 
-        The heatmap filter replaces the run's 'input' filter (as on screen), so the JSON reproduces what is shown.
-        Refused when the case on screen is not the one of the latest run.
+        Relevance NIfTIs (per modality and sum) and prediction on the input grid, the coefficients at the dock's
+        thresholds and the settings JSON.
+
+        Parameters
+        ----------
+        folder : str
+            The output folder (replaced as one unit).
+
+        Returns
+        -------
+        list of Path
         """
         exp, tau_r, tau_x = self._to_save()
         folder = Path(folder).expanduser()
@@ -303,7 +348,13 @@ class InclusivityWidget(DockPanel):
         return written
 
     def save_in_background(self, folder: str) -> None:
-        """:meth:`save` in a worker (the window stays responsive); the status says what was written."""
+        """:meth:`save` in a worker (the window stays responsive); the status says what was written.
+
+        Parameters
+        ----------
+        folder : str
+            The output folder.
+        """
         from napari.qt.threading import create_worker
 
         exp, tau_r, tau_x = self._to_save()

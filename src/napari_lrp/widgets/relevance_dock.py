@@ -67,6 +67,17 @@ class FilterRow(Container):
         self.margins = (0, 0, 0, 0)
 
     def filter(self, scope="sample", signs="joint") -> Filter | None:
+        """The row's filter.
+
+        Parameters
+        ----------
+        scope, signs : str
+            As for ``make_filter``.
+
+        Returns
+        -------
+        Filter or None
+        """
         return make_filter(self.kind.value, self.a1.value, self.a2.value, scope, signs)
 
 
@@ -83,7 +94,15 @@ class LayerFilterTable(QTableWidget):
                         "(blocks first, then single layers). " + FILTER_TIP)
 
     def set_layers(self, network, shapes: dict | None = None):
-        """One row per layer a filter can follow (blocks first), with its type and output shape."""
+        """One row per layer a filter can follow (blocks first), with its type and output shape.
+
+        Parameters
+        ----------
+        network : torch.nn.Module
+            The model's network.
+        shapes : dict, optional
+            {layer: output shape} when known.
+        """
         names = filterable_layers(network)
         self.setRowCount(len(names))
         types = dict(network.named_modules())
@@ -104,7 +123,13 @@ class LayerFilterTable(QTableWidget):
                 self.setCellWidget(r, c, sb)
 
     def show_filters(self, filters: dict) -> None:
-        """Show ``filters`` ({layer name: Filter}, a run's) in the rows; rows without one show 'none'."""
+        """Show a run's filters in the rows; rows without one show 'none'.
+
+        Parameters
+        ----------
+        filters : dict
+            {layer name: Filter}.
+        """
         for r, name in enumerate(self.names()):
             f = filters.get(name)
             kind = "none" if f is None else f.kind
@@ -114,21 +139,57 @@ class LayerFilterTable(QTableWidget):
             self.cellWidget(r, 5).setValue(float(a2))
 
     def set_shapes(self, shapes: dict):
+        """Fill the output-shape column.
+
+        Parameters
+        ----------
+        shapes : dict
+            {layer name: output shape}.
+        """
         for r in range(self.rowCount()):
             shape = shapes.get(self.item(r, 0).text())
             if shape is not None:
                 self.item(r, 2).setText(str(tuple(shape)))
 
     def names(self) -> list[str]:
+        """The layers of the rows, in order.
+
+        Returns
+        -------
+        list of str
+        """
         return [self.item(r, 0).text() for r in range(self.rowCount())]
 
     def set_row(self, name: str, kind: str, a1: float, a2: float):
+        """Set one row's filter.
+
+        Parameters
+        ----------
+        name : str
+            The layer.
+        kind : str
+            A filter kind.
+        a1, a2 : float
+            Its parameters.
+        """
         r = self.names().index(name)
         self.cellWidget(r, 3).setCurrentText(kind)
         self.cellWidget(r, 4).setValue(a1)
         self.cellWidget(r, 5).setValue(a2)
 
     def filters(self, scope="sample", signs="joint") -> dict[str, Filter]:
+        """The rows' filters.
+
+        Parameters
+        ----------
+        scope, signs : str
+            The normalisation of every row's filter (as :meth:`FilterRow.filter`).
+
+        Returns
+        -------
+        dict[str, Filter]
+            {layer name: Filter} of the rows whose kind is not 'none'.
+        """
         out = {}
         for r, name in enumerate(self.names()):
             f = make_filter(self.cellWidget(r, 3).currentText(), self.cellWidget(r, 4).value(),
@@ -275,7 +336,13 @@ class RelevanceWidget(DockPanel):
         return list(TARGETS) + labels
 
     def target_value(self):
-        """explain's target for the picker's entry: a spec, or a drawn labels layer's mask."""
+        """explain's target for the picker's entry.
+
+        Returns
+        -------
+        str or numpy.ndarray
+            A target spec, or a drawn labels layer's mask (Z, Y, X) bool.
+        """
         t = self.target.value
         if t in TARGET_LABELS:
             return TARGET_LABELS[t]
@@ -291,8 +358,20 @@ class RelevanceWidget(DockPanel):
         return blocks + [n for n in names if n not in blocks] or ["(none)"]
 
     def show_layer_relevance(self, name: str):
-        """Show 'R @ layer': the channel sum of the relevance at that layer's output, placed over the case
-        (its voxels are larger where the network has downsampled). One inspector layer, replaced in place."""
+        """Show 'R @ layer': the channel sum of the relevance at a layer's output, placed over the case.
+
+        Its voxels are larger where the network has downsampled; one inspector layer, replaced in place.
+
+        Parameters
+        ----------
+        name : str
+            A kept layer.
+
+        Returns
+        -------
+        napari.layers.Image or None
+            None when nothing can be shown (the status says why).
+        """
         exp = self.session.explanation
         if exp is None or name not in exp.kept:
             return None
@@ -311,7 +390,13 @@ class RelevanceWidget(DockPanel):
         return layer
 
     def sampling(self) -> dict:
-        """The uncertainty options as ``explain`` keywords (empty for a deterministic run)."""
+        """The uncertainty options as ``explain`` keywords.
+
+        Returns
+        -------
+        dict
+            Empty for a deterministic run.
+        """
         mode = self.uncertainty.value
         if mode == "MC dropout":
             return {"mc_samples": self.draws.value, "dropout": self.dropout_p.value or None,
@@ -321,6 +406,12 @@ class RelevanceWidget(DockPanel):
         return {}
 
     def filters(self) -> dict[str, Filter]:
+        """The output, input and per-layer filters the dock describes, as ``explain``'s ``filters``.
+
+        Returns
+        -------
+        dict[str, Filter]
+        """
         scope, signs = self.scope.value, self.signs.value
         out = self.table.filters(scope, signs)
         for place, row in (("output", self.output_filter), ("input", self.input_filter)):
