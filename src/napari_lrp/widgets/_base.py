@@ -66,6 +66,16 @@ class DockPanel(QScrollArea):
         if self.status in widgets:  # the progress bar sits right under the status line
             self.place_native_after(self.progress_bar, self.status)
 
+    def add_native(self, qwidget) -> None:
+        """Add a Qt widget below the panel's contents.
+
+        Parameters
+        ----------
+        qwidget : QWidget
+            The widget.
+        """
+        self.panel.native.layout().addWidget(qwidget)
+
     def place_native_before(self, qwidget, widget) -> None:
         """Move a Qt widget added with :meth:`add_native` to just above the magicgui ``widget``."""
         self._place_native(qwidget, widget, 0)
@@ -142,9 +152,13 @@ class DockPanel(QScrollArea):
                 return
             self._making_pbar = True
             try:
-                self._pbar = progress(total=total, desc=type(self).__name__.replace("Widget", "").lower())
+                pbar = progress(total=total, desc=type(self).__name__.replace("Widget", "").lower())
             finally:
                 self._making_pbar = False
+            if self.worker is None:  # the job ended while napari built the entry
+                pbar.close()
+                return
+            self._pbar = pbar
         elif self._pbar.total != total:  # the next phase (another pass count): napari's entry follows it
             self._pbar.reset(total=total)
         self._pbar.update(done - self._pbar.n)
