@@ -30,7 +30,7 @@ ABS_NAME = "|R| sum (3D)"
 PREDICTION_NAME = "prediction"
 #: the layers of a sampled run (MC dropout, flips): name -> colour map; the mean relevance is in the R layers
 #: colour maps that start at black, drawn additively, so zero uncertainty leaves the anatomy as it is
-UNCERTAINTY_LAYERS = {"R sd (sum)": "magma", "predictive entropy": "inferno", "mutual information": "hot"}
+UNCERTAINTY_LAYERS = {"R sd (sum)": "magma", "predictive entropy": "green", "mutual information": "hot"}
 #: the one layer the Concepts dock draws a conditional heatmap into (replaced in place)
 CONCEPT_NAME = "R · concept"
 #: the name of the label layer; the file's own token (OT, seg, ...) stays in the layer's metadata
