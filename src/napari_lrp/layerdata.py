@@ -61,16 +61,15 @@ def case_layer_data(case: Case) -> list[tuple]:
         lo, hi = np.percentile(v, [0.5, 99.5]) if v.size else (0.0, 1.0)
         if hi <= lo:
             lo, hi = float(v.min()), float(v.max()) + 1e-6
-        meta = dict(kw["metadata"], modality=name, case=case.name, files=list(case.files),
-                    napari_lrp_role="image", napari_lrp_case=key)
+        meta = dict(kw["metadata"], modality=name, case=case.name, files=list(case.files), **{ROLE: "image", CASE: key})
         out.append((v, {"name": name, "colormap": "gray", "contrast_limits": [float(lo), float(hi)],
                         "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"],
                         "blending": "additive" if c else "translucent", "visible": c == 0,
                         "metadata": meta}, "image"))
     if case.label is not None:
         token = Path(case.files[-1]).name if case.files else "label"
-        meta = dict(kw["metadata"], case=case.name, label_file=token, napari_lrp_role="label",
-                    napari_lrp_case=key, label_values=None if case.label_values is None else list(case.label_values))
+        meta = dict(kw["metadata"], case=case.name, label_file=token, **{ROLE: "label", CASE: key},
+                    label_values=None if case.label_values is None else list(case.label_values))
         out.append((case.label, {"name": GROUND_TRUTH_NAME, "scale": kw["scale"], "translate": kw["translate"],
                                  "units": kw["units"], "opacity": 0.5, "metadata": meta}, "labels"))
     return out

@@ -65,6 +65,11 @@ class Filter:
         """
         raise NotImplementedError
 
+    @property
+    def parameters(self) -> tuple[float, ...]:
+        """The two numbers :func:`make_filter` takes for this filter ((a1, a2) or (alpha, A); none for Identity)."""
+        return ()
+
     def describe(self) -> str:
         """The filter on a heatmap in words (for status lines).
 
@@ -135,6 +140,11 @@ class _Band(Filter):
     a1: float = 0.0
     a2: float = 1.0
 
+    @property
+    def parameters(self) -> tuple[float, float]:
+        """(a1, a2): the band."""
+        return (self.a1, self.a2)
+
     def __init__(self, a1: float = 0.0, a2: float = 1.0, scope: str = "sample", signs: str = "joint"):
         a1, a2 = float(a1), float(a2)
         if not (math.isfinite(a1) and math.isfinite(a2) and 0.0 <= a1 <= a2):
@@ -187,6 +197,11 @@ class Amplify(Filter):
     A: float = 2.0
     kind: ClassVar[str] = "amplify"
     words: ClassVar[str] = "heatmap: relevance above {alpha:g} of the maximum doubled"
+
+    @property
+    def parameters(self) -> tuple[float, float]:
+        """(alpha, A): the threshold and the factor."""
+        return (self.alpha, self.A)
 
     def __init__(self, alpha: float = 0.5, A: float = 2.0, scope: str = "sample", signs: str = "joint"):
         if not (math.isfinite(float(alpha)) and math.isfinite(float(A)) and float(alpha) >= 0):
@@ -381,12 +396,7 @@ def format_filter(place: str, f: Filter) -> str:
     -------
     str
     """
-    if isinstance(f, Identity):
-        body = "identity"
-    elif isinstance(f, Amplify):
-        body = f"amplify:{f.alpha!r}:{f.A!r}"
-    else:
-        body = f"{f.kind}:{f.a1!r}:{f.a2!r}"
+    body = ":".join([f.kind, *(repr(v) for v in f.parameters)])
     if f.scope != "sample":
         body += f":{f.scope}"
     if f.signs != "joint":

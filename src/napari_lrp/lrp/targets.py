@@ -23,6 +23,9 @@ class RegionTarget:
     against: int | None = None
 
 
+#: the target names of the case's ground-truth region
+GROUND_TRUTH_TARGETS = ("groundtruth", "ground truth", "label", "gt")
+
 def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
     """Class map from logits: argmax, or > 0 for one sigmoid channel.
 
@@ -78,7 +81,7 @@ def region_mask(target, prediction: np.ndarray, ground_truth: np.ndarray | None,
         t = target.lower()
         if t in ("region", "predicted", "prediction"):
             return prediction == target_class
-        if t in ("groundtruth", "ground truth", "label", "gt"):
+        if t in GROUND_TRUTH_TARGETS:
             if ground_truth is None:
                 raise ValueError("target 'groundtruth' needs a case with a label")
             return np.asarray(ground_truth, dtype=bool)
@@ -146,7 +149,7 @@ def needs_ground_truth(target) -> bool:
     bool
         True for 'groundtruth', 'ground truth', 'label' and 'gt' (any case).
     """
-    return isinstance(target, str) and target.lower() in ("groundtruth", "ground truth", "label", "gt")
+    return isinstance(target, str) and target.lower() in GROUND_TRUTH_TARGETS
 
 
 def target_of(logits: torch.Tensor, activation: str, target, target_class: int, ground_truth=None,

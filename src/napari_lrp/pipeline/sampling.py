@@ -32,7 +32,7 @@ from ..io.case import Case
 from ..lrp.engine import Propagation
 from ..lrp.ledger import Ledger
 from ..lrp.names import matches
-from ..lrp.targets import region_mask, start_relevance
+from ..lrp.targets import needs_ground_truth, region_mask, start_relevance
 from ..lrp.types import ACTIVATION_TYPES, DROPOUT_TYPES
 from ..models.card import Model
 from ..models.preprocess import PreparedInput
@@ -370,8 +370,7 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, s
     # the mean prediction: argmax of the mean probabilities (one sigmoid channel: mean p > 1/2)
     cls_map = (mean_p[1] > 0.5) if mean_logits.shape[1] == 1 else mean_p.argmax(0)
     prediction = cls_map.to(torch.uint8).cpu().numpy()
-    mask = region_mask(target, prediction, case.ground_truth if isinstance(target, str) and target.lower() in
-                       ("groundtruth", "ground truth", "label", "gt") else None, target_class)
+    mask = region_mask(target, prediction, case.ground_truth if needs_ground_truth(target) else None, target_class)
     for batch in batches:
         starts = []
         for b, axes in enumerate(batch.flips):

@@ -190,8 +190,8 @@ def _bytes_per_voxel(net, x: torch.Tensor, divisible: int, spec: RunSpec, bounds
     """Kept-forward bytes per input voxel, from one small probe window's activation sizes."""
     edge = max(divisible, 16 // divisible * divisible)
     sl = tuple(slice(0, min(edge, s)) for s in x.shape[2:])
-    prop = RunSpec(preset=spec.preset, rules=spec.rules, output_index=spec.output_index).propagation(
-        net, x[(slice(None), slice(None)) + sl], bounds)
+    # a probe of the sizes: an operation without a rule is the run's to report, not the probe's
+    prop = dataclasses.replace(spec, strict=False).propagation(net, x[(slice(None), slice(None)) + sl], bounds)
     item = prop.output.element_size()
     n = sum(math.prod(s[1:]) for s in prop.shapes.values() if s)
     voxels = math.prod(s.stop - s.start for s in sl)

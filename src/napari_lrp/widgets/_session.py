@@ -44,7 +44,7 @@ def describe_run(exp, seconds: float | None = None) -> str:
     str
         For example "paper · model sample UNet3D · filters clamp(0, 0.2) at input · cpu · 2.1 s · unaccounted 0.0%".
     """
-    filters = ", ".join(f"{f.kind}({', '.join(f'{v:g}' for v in _filter_values(f))}) at {place}"
+    filters = ", ".join(f"{f.kind}({', '.join(f'{v:g}' for v in f.parameters)}) at {place}"
                         for place, f in exp.filters.items()) or "none"
     parts = [exp.preset if exp.method == "lrp" else exp.method, f"model {exp.model.card.name}", f"filters {filters}",
              str(exp.model.device)]
@@ -54,10 +54,6 @@ def describe_run(exp, seconds: float | None = None) -> str:
     if exp.sampling:
         parts.append(f"mean of {exp.sampling['draws']} draws")
     return " · ".join(parts)
-
-
-def _filter_values(f) -> tuple:
-    return (f.alpha, f.A) if f.kind == "amplify" else (f.a1, f.a2) if hasattr(f, "a1") else ()
 
 
 @dataclass

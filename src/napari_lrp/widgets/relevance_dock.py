@@ -133,7 +133,7 @@ class LayerFilterTable(QTableWidget):
         for r, name in enumerate(self.names()):
             f = filters.get(name)
             kind = "none" if f is None else f.kind
-            a1, a2 = (0.0, 1.0) if f is None else ((f.alpha, f.A) if kind == "amplify" else (f.a1, f.a2))
+            a1, a2 = f.parameters if f is not None and f.parameters else (0.0, 1.0)
             self.cellWidget(r, 3).setCurrentText(kind)
             self.cellWidget(r, 4).setValue(float(a1))
             self.cellWidget(r, 5).setValue(float(a2))
