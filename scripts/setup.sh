@@ -3,7 +3,7 @@
 # Xvfb is missing and apt-get is available), a virtual environment in .venv, torch 2.13.0 (the CPU
 # build) before anything else can pull a CUDA build, then the project with a Qt binding.
 # Usage: scripts/setup.sh          (demo)
-#        scripts/setup.sh --test   (also the test tools: pytest, pytest-xvfb, zennit, lxt, nilearn)
+#        scripts/setup.sh --test   (also the test tools: pytest, pytest-xvfb, zennit, lxt, Quantus, nilearn)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -42,6 +42,8 @@ if [ "${1:-}" = "--test" ]; then
   # zennit (the reference LRP library), zennit-crp (concept relevance, its authors' package) and lxt (AttnLRP's
   # authors' package), test oracles, without their torchvision / transformers dependencies
   pip_install --no-deps zennit zennit-crp==0.6.0 lxt==2.1
+  # Quantus (the evaluation metrics' reference implementations) and the OpenCV its perturbations import
+  pip_install --no-deps quantus==0.6.0 opencv-python-headless==5.1.0.95
 else
   pip_install -e ".[qt]"
 fi

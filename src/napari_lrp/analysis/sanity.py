@@ -14,56 +14,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from ..io.case import Case
 from ..lrp.blocks import block_names, loose_layers
+from ..metrics.similarity import map_similarity
 from ..models.card import Model
 from ..pipeline import Explanation, explain
 
 __all__ = ["map_similarity", "randomisation_steps", "randomised", "sanity_check"]
-
-
-def map_similarity(a: np.ndarray, b: np.ndarray, top: float = 0.01, mask: np.ndarray | None = None) -> dict[str, float]:
-    """Similarity of two relevance maps.
-
-    Parameters
-    ----------
-    a, b : numpy.ndarray
-        (C, Z, Y, X) maps.
-    top : float
-        The share of voxels of the |.| sums whose overlap is measured.
-    mask : numpy.ndarray, optional
-        (Z, Y, X) where the rank correlations are computed (default everywhere).
-
-    Returns
-    -------
-    dict[str, float]
-        spearman_signed (the signed maps, all channels' voxels), spearman (|a|, |b| summed over channels),
-        ssim (the central axial slice of the |.| sums, scaled to [0, 1]) and top_overlap.
-    """
-    from scipy.stats import spearmanr
-    from skimage.metrics import structural_similarity
-
-    A = np.abs(a).sum(0) if a.ndim == 4 else np.abs(a)
-    B = np.abs(b).sum(0) if b.ndim == 4 else np.abs(b)
-    m = np.ones(A.shape, bool) if mask is None else np.asarray(mask, bool)
-    rho = float(spearmanr(A[m], B[m]).statistic)
-    signed = float(spearmanr(a[..., m].ravel() if a.ndim == 4 else a[m], b[..., m].ravel() if b.ndim == 4
-                             else b[m]).statistic)
-    z = A.shape[0] // 2
-    sa, sb = A[z] / (A[z].max() or 1.0), B[z] / (B[z].max() or 1.0)
-    win = min(7, *(d if d % 2 else d - 1 for d in sa.shape))  # SSIM's 7x7 window, smaller on tiny slices
-    ssim = float(structural_similarity(sa, sb, data_range=1.0, win_size=win)) if win >= 3 else float("nan")
-    k = max(1, int(round(top * A.size)))
-    ta = np.argpartition(A.ravel(), -k)[-k:]
-    tb = np.argpartition(B.ravel(), -k)[-k:]
-    overlap = len(np.intersect1d(ta, tb)) / k
-    return {"spearman": 0.0 if np.isnan(rho) else rho, "spearman_signed": 0.0 if np.isnan(signed) else signed,
-            "ssim": ssim, "top_overlap": float(overlap)}
 
 
 def randomisation_steps(network: nn.Module) -> list[str]:

@@ -9,18 +9,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["region_perturbation", "PerturbationCurve", "block_shape"]
+from .imputation import noisy_linear_imputation
+
+__all__ = ["FILLS", "region_perturbation", "PerturbationCurve", "block_shape", "fill_values", "imputed"]
+
+#: the fills of flipped blocks, named in every table (``noisy_linear`` is ROAD's imputation)
+FILLS = ("mean", "zero", "black", "noise", "blur", "noisy_linear")
 
 
 @dataclass
 class PerturbationCurve:
-    """fractions: flipped fraction of blocks (0 .. 1); scores: score / score at 0; auc: trapezoid area."""
+    """fractions: flipped fraction of blocks (0 .. 1); scores: score / score at 0; auc: trapezoid area;
+    fill: what a flipped block took (one of ``FILLS``: the imputation, named in every table)."""
 
     order: str
     fractions: np.ndarray
     scores: np.ndarray
     auc: float
     block: tuple[int, int, int]
+    fill: str = "mean"
 
 
 def block_shape(shape, n_blocks: int = 1000) -> tuple[int, ...]:
@@ -42,10 +49,31 @@ def block_shape(shape, n_blocks: int = 1000) -> tuple[int, ...]:
     return tuple(min(edge, s) for s in shape)
 
 
-def _fill_values(x: torch.Tensor, fill: str, foreground: torch.Tensor | None, seed: int) -> torch.Tensor:
+def fill_values(x: torch.Tensor, fill: str, foreground: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """The values a flipped voxel takes, for every voxel of ``x`` (fills that do not depend on what is flipped).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (1, C, Z, Y, X) model input.
+    fill : str
+        'mean' (each channel's mean over the foreground), 'zero', 'black' (the input's minimum, Quantus's
+        "black"), 'noise' (Gaussian with each channel's mean and sd, seeded) or 'blur' (a 5-voxel box mean).
+    foreground : torch.Tensor, optional
+        (1, 1, Z, Y, X) bool where 'mean' takes the means (default: voxels with any non-zero channel).
+    seed : int
+        For 'noise'.
+
+    Returns
+    -------
+    torch.Tensor
+        Like ``x``.
+    """
     C = x.shape[1]
     if fill == "zero":
         return torch.zeros_like(x)
+    if fill == "black":
+        return torch.full_like(x, float(x.min()))
     if fill == "mean":
         fg = foreground if foreground is not None else (x.abs().sum(dim=1, keepdim=True) > 0)
         fgf = fg.to(x.dtype)
@@ -59,7 +87,32 @@ def _fill_values(x: torch.Tensor, fill: str, foreground: torch.Tensor | None, se
         return (mean + std * torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
     if fill == "blur":
         return F.avg_pool3d(F.pad(x, (2, 2, 2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    raise ValueError(f"unknown fill {fill!r}: use mean, zero, noise or blur")
+    raise ValueError(f"unknown fill {fill!r}: use one of {', '.join(FILLS)}")
+
+
+def imputed(x: torch.Tensor, flip: torch.Tensor, noise: float = 0.01, seed: int = 0) -> torch.Tensor:
+    """``x`` with the flipped voxels replaced by ROAD's noisy linear imputation.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (1, C, Z, Y, X) model input.
+    flip : torch.Tensor
+        (Z, Y, X) bool, the voxels removed.
+    noise : float
+        The noise's sd as a share of each channel's sd over the volume (ROAD's 0.01 on [0, 1] images).
+    seed : int
+        The noise's seed.
+
+    Returns
+    -------
+    torch.Tensor
+        Like ``x``.
+    """
+    arr = x[0].double().cpu().numpy()
+    sd = noise * arr.reshape(arr.shape[0], -1).std(axis=1)
+    out = noisy_linear_imputation(arr, flip.cpu().numpy(), sd, np.random.RandomState(seed))
+    return torch.from_numpy(out)[None].to(x.device, x.dtype)
 
 
 @torch.no_grad()
@@ -87,7 +140,8 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
     block : tuple of int, optional
         The block's size instead.
     fill : str
-        'mean' (channel mean over the foreground), 'zero', 'noise', 'blur'.
+        One of ``FILLS`` (:func:`fill_values`; 'noisy_linear': ROAD's imputation of the flipped voxels from their
+        neighbours, solved per step, noise 0.01 of each channel's sd).
     steps : int
         About that many log-spaced steps.
     seed : int
@@ -145,7 +199,7 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
     ks = np.unique(np.round(np.logspace(0, np.log10(nb), max(steps, 2))).astype(int))
     ks = np.concatenate([[0], ks[ks <= nb]])
     fg = None if foreground is None else torch.as_tensor(np.asarray(foreground)).to(dev).bool()[None, None]
-    filled = _fill_values(x, fill, fg, seed)
+    filled = None if fill == "noisy_linear" else fill_values(x, fill, fg, seed)
     rank = torch.empty(nb, dtype=torch.long, device=dev)
     rank[idx] = torch.arange(nb, device=dev)
     rank_vox = rank.reshape(grid).repeat_interleave(bs[0], 0).repeat_interleave(bs[1], 1).repeat_interleave(bs[2], 2)
@@ -161,7 +215,10 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
         flip = torch.stack([rank_vox < int(ks[i]) for i in chunk])[:, None]  # (B, 1, Z, Y, X)
-        xb = torch.where(flip, filled, x)
+        if filled is None:
+            xb = torch.cat([imputed(x, f[0], seed=seed) for f in flip])
+        else:
+            xb = torch.where(flip, filled, x)
         for i, v in zip(chunk, score(net(xb)).cpu().tolist()):
             cache[keys[i]] = v
     s = np.array([cache[key] for key in keys], dtype=np.float64)
@@ -169,4 +226,4 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
     rel = s / s0
     fr = ks / nb
     auc = float(np.sum((rel[1:] + rel[:-1]) * np.diff(fr)) / 2)
-    return PerturbationCurve(order=order, fractions=fr, scores=rel, auc=auc, block=bs)
+    return PerturbationCurve(order=order, fractions=fr, scores=rel, auc=auc, block=bs, fill=fill)

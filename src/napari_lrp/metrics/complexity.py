@@ -1,0 +1,71 @@
+"""Complexity: how concentrated is a map? A map a reader can take in is sparse.
+
+Both measures read |R| over every element of the map (channels and voxels), as the features of the input.
+
+References: sparseness as the Gini index, Chalasani et al., "Concise explanations of neural networks using
+adversarial training", ICML 2020; complexity as the entropy of the normalised |R|, Bhatt, Weller and Moura,
+"Evaluating and aggregating feature-based model explanations", IJCAI 2020.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["COMPLEXITY", "complexity", "sparseness"]
+
+
+def _magnitudes(relevance) -> np.ndarray:
+    return np.abs(np.asarray(relevance, dtype=np.float64)).ravel()
+
+
+def sparseness(relevance) -> float:
+    """The Gini index of |R|: sum_i (2i - n - 1) a_(i) / (n sum a), a_(i) sorted ascending, i from 1.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray
+        Any shape, e.g. (C, Z, Y, X).
+
+    Returns
+    -------
+    float
+        0 for a flat map, (n - 1) / n for a single non-zero element; NaN for an all-zero map. Quantus's
+        ``Sparseness`` adds 1e-7 to every |R| first (which makes it finite on a zero map and lowers it
+        slightly on sparse ones); without that shift the two are equal.
+    """
+    a = np.sort(_magnitudes(relevance))
+    n = a.size
+    total = a.sum()
+    if n == 0 or total == 0:
+        return float("nan")
+    i = np.arange(1, n + 1, dtype=np.float64)
+    return float(((2 * i - n - 1) * a).sum() / (n * total))
+
+
+def complexity(relevance) -> float:
+    """The entropy (nats) of p = |R| / sum |R| over the map's elements, 0 log 0 = 0.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray
+        Any shape, e.g. (C, Z, Y, X).
+
+    Returns
+    -------
+    float
+        0 for a single element, log n for a flat map of n elements; NaN for an all-zero map. Quantus's
+        ``Complexity`` uses log(p + 1e-12): the same to n * 1e-12.
+    """
+    a = _magnitudes(relevance)
+    total = a.sum()
+    if total == 0:
+        return float("nan")
+    p = a[a > 0] / total
+    return float(-(p * np.log(p)).sum())
+
+
+#: name -> (function, what a good value is)
+COMPLEXITY = {
+    "sparseness": (sparseness, "higher: the relevance is concentrated on few voxels (Gini index, 0 to 1)"),
+    "complexity": (complexity, "lower: fewer voxels carry the relevance (entropy in nats)"),
+}
