@@ -8,6 +8,7 @@ installed metadata).
 import sys
 
 from . import metrics
+from .analysis.scorecard import evaluate
 from .analysis.sweep import sweep
 from .io import Case, CaseError, load_case, save_nifti
 from .lrp import filters
@@ -43,6 +44,6 @@ def show(viewer, explanation, **kwargs):
     return show_explanation(viewer, explanation, **kwargs)
 
 
-__all__ = ["Case", "CaseError", "Explanation", "Model", "ModelCard", "ModelError", "UNet3D", "every_block",
-           "explain", "filters", "load_case", "load_model", "load_settings", "metrics", "save_model",
+__all__ = ["Case", "CaseError", "Explanation", "Model", "ModelCard", "ModelError", "UNet3D", "evaluate",
+           "every_block", "explain", "filters", "load_case", "load_model", "load_settings", "metrics", "save_model",
            "save_nifti", "save_settings", "show", "sweep"]

@@ -4,9 +4,9 @@
 sliding windows; ``sampling``: draws), ``result`` holds the Explanation and its settings.
 """
 
-from .explain import explain, predict_case
+from .explain import explain, explain_again, predict_case
 from .result import Explanation, PlacedRelevance, load_settings, package_version, save_settings
 from .runs import Run, RunSpec
 
-__all__ = ["Explanation", "PlacedRelevance", "Run", "RunSpec", "explain", "load_settings", "package_version",
-           "predict_case", "save_settings"]
+__all__ = ["Explanation", "PlacedRelevance", "Run", "RunSpec", "explain", "explain_again", "load_settings",
+           "package_version", "predict_case", "save_settings"]

@@ -34,7 +34,7 @@ from .runs import Run, RunSpec, record_shapes, run_lrp
 from .sampling import Sampling, run_sampled
 from .tiling import AUTO_OVERLAP, PLAN_VOXELS, check_tiling, memory_plan, run_tiled, tiled_prediction
 
-__all__ = ["explain", "predict_case"]
+__all__ = ["explain", "explain_again", "predict_case"]
 
 
 def _default_card(network: nn.Module, case: Case) -> ModelCard:
@@ -154,6 +154,55 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
         except TypeError:
             again = ValueError(f"{where}: these settings do not run: {exc}")
         raise again from exc
+
+
+def explain_again(exp: Explanation, case: Case | None = None, model=None, target=None,
+                  target_class: int | None = None, progress: Callable[[int, int], None] | None = None,
+                  **changes) -> Explanation:
+    """A run with another explanation's settings, on another case, model, target or class.
+
+    What an evaluation needs: the same method, preset, filters, rules, draws and windows on a noisy copy of
+    the case, a re-initialised model or another class.
+
+    Parameters
+    ----------
+    exp : Explanation
+        The run whose settings are repeated.
+    case : Case, optional
+        Another case (default the run's).
+    model : Model, optional
+        Another model (default the run's).
+    target : str, mask or voxel, optional
+        Another target (default the run's; a drawn mask is passed again).
+    target_class : int, optional
+        Another class (default the run's).
+    progress : callable(done, total), optional
+        As for :func:`explain`.
+    **changes
+        Further arguments of :func:`explain` that replace the run's (e.g. ``tta="flips"``, ``mc_samples=8``).
+
+    Returns
+    -------
+    Explanation
+    """
+    recorded = exp.settings()
+    if target is None and isinstance(exp.target, np.ndarray):
+        target = exp.target
+    if target is not None:
+        recorded["target"] = "region"  # replaced below: the settings cannot hold a mask
+    kw = load_settings(recorded)
+    if target is not None:
+        kw["target"] = target
+    kw["target_class"] = exp.target_class if target_class is None else target_class
+    unknown = sorted(set(changes) - set(kw))
+    if unknown:
+        raise TypeError(f"explain_again: {', '.join(unknown)} is not an argument of explain that a run records; "
+                        f"choose from {', '.join(sorted(kw))}")
+    kw.update(changes)
+    if kw["window"] is None:
+        kw["overlap"], kw["blend"] = None, "gaussian"
+    return _explain_recorded(exp.model if model is None else model, exp.case if case is None else case, None,
+                             progress, True, **kw)
 
 
 def _explain_from_settings(model, case, settings, target_class, keep, progress, method_options):

@@ -34,6 +34,7 @@ from ..metrics.components import components_table, resolve_target
 from ..metrics.concepts import (
     concept_measures,
 )
+from ..metrics.faithfulness import faithfulness_correlation
 from ..metrics.perturbation import region_perturbation
 from ..metrics.table import measure
 from ..models.card import Model
@@ -449,6 +450,20 @@ class Explanation:
         return region_mask(self.target, self.prediction, self.case.ground_truth if needs_ground_truth(self.target)
                            else None, self.target_class)
 
+    def _model_grid(self, relevance, what: str):
+        """The prepared input, a map and the target region on the model's input grid (padded like the input)."""
+        if self.model.pipeline is not None:
+            raise ValueError(f"{self.model.path}: {what} runs on the model's input grid; for a model with its own "
+                             "pre-processing and windows (nnU-Net folder, bundle) it is not available yet")
+        prep = self._run.prepared
+        rel = self.relevance if relevance is None else relevance
+        R = prep.pad(torch.as_tensor(np.ascontiguousarray(rel), dtype=torch.float64)[None])[0]
+        mask = self.target_region()
+        if mask is None:
+            mask = np.ones(self.prediction.shape, dtype=bool)
+        mask_t = prep.pad(torch.as_tensor(np.ascontiguousarray(mask))[None, None].to(torch.float64))[0, 0] > 0
+        return prep, R, mask_t.cpu().numpy()
+
     def perturbation(self, order: str = "morf", relevance: np.ndarray | None = None, **options):
         """Region perturbation of this run: blocks of the model's input flipped in relevance order.
 
@@ -469,19 +484,9 @@ class Explanation:
         PerturbationCurve
             The scores after each step and their area (``auc``).
         """
-        if self.model.pipeline is not None:
-            raise ValueError(f"{self.model.path}: region perturbation runs on the model's input grid; for a model "
-                             "with its own pre-processing and windows (nnU-Net folder, bundle) it is not available yet")
-        prep = self._run.prepared
-        rel = self.relevance if relevance is None else relevance
-        R = prep.pad(torch.as_tensor(np.ascontiguousarray(rel), dtype=torch.float64)[None])[0]
-        mask = self.target_region()
-        if mask is None:
-            mask = np.ones(self.prediction.shape, dtype=bool)
-        mask_t = prep.pad(torch.as_tensor(np.ascontiguousarray(mask))[None, None].to(torch.float64))[0, 0] > 0
+        prep, R, mask = self._model_grid(relevance, "region perturbation")
         with onednn_convolutions():  # the engine's convolution kernels (2-10x torch's im2col on the CPU)
-            return region_perturbation(prep.network, prep.x, R, mask_t.cpu().numpy(), self.target_class, order,
-                                       **options)
+            return region_perturbation(prep.network, prep.x, R, mask, self.target_class, order, **options)
 
     def faithfulness(self, orders=("morf", "lerf"), relevance: np.ndarray | None = None,
                      progress: Callable[[int, int], None] | None = None, **options) -> dict:
@@ -513,6 +518,34 @@ class Explanation:
             if progress is not None:
                 progress(i + 1, len(orders))
         return curves
+
+    def faithfulness_correlation(self, relevance: np.ndarray | None = None, **options) -> float:
+        """Faithfulness correlation of this run's map (Bhatt et al. 2020) on the model's input grid.
+
+        Scored like :meth:`perturbation`: the target class's logit summed over the run's target region.
+
+        Parameters
+        ----------
+        relevance : numpy.ndarray, optional
+            (C, Z, Y, X) on the case grid; default this run's.
+        **options
+            n_runs, subset, block, n_blocks, fill, rng, batch, subsets
+            (:func:`napari_lrp.metrics.faithfulness.faithfulness_correlation`).
+
+        Returns
+        -------
+        float
+            The Pearson correlation of the relevance of random block subsets and the score's drop.
+        """
+        prep, R, mask = self._model_grid(relevance, "faithfulness correlation")
+        mask_t = torch.as_tensor(mask, device=prep.x.device)
+        cls = self.target_class
+
+        def score(xb):
+            return (prep.network(xb)[:, cls] * mask_t).flatten(1).sum(1).double()
+
+        with onednn_convolutions(), torch.no_grad():
+            return faithfulness_correlation(score, prep.x, R, **options)
 
     def sample_heatmaps(self, f: Filter | None = None) -> np.ndarray | None:
         """Every draw's relevance under a heatmap filter, as :meth:`heatmap` gives the mean.
