@@ -127,6 +127,58 @@ def _run_compare(args) -> int:
     return 0
 
 
+def _case_or_cohort(args):
+    """The case ``args.data`` names, or None when it is a cohort: a folder that is no case (its files name no
+    modality) whose sub-folders are cases. A case folder of per-modality folders (ISLES) stays a case."""
+    from pathlib import Path
+
+    from .io import load_case
+    from .io.nifti import CaseError
+
+    try:
+        return load_case(args.data, nonfinite=args.nonfinite, label_values=args.label_value or None,
+                         modalities=_modalities(args))
+    except CaseError:
+        p = Path(args.data)
+        subfolders = [f for f in p.iterdir() if f.is_dir() and not f.name.startswith(".")] if p.is_dir() else []
+        if not subfolders or not all(any(f.iterdir()) for f in subfolders):
+            raise
+        return None
+
+
+def _run_evaluate(args) -> int:
+    """``napari-lrp evaluate``: the scorecard of several methods on a case or a cohort."""
+    from .analysis.compare import split_methods
+    from .io.atomic import check_output_folder, check_outside_inputs
+
+    check_output_folder(args.out)
+    check_outside_inputs(args.out, [args.data], "the case or cohort")
+    methods = split_methods(args.methods)
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics != "all" else "all"
+    options = {"noise": args.noise, "n_noise": args.n_noise, "n_runs": args.n_runs, "steps": args.steps,
+               "n_blocks": args.n_blocks, "tolerance_mm": args.tolerance_mm, "seed": args.seed}
+    case = _case_or_cohort(args)
+    if case is None:
+        from .batch import evaluate_cohort
+
+        summary = evaluate_cohort(args.data, args.model, args.out, methods, metrics, target=args.target,
+                                  workers=args.workers, scheduler=args.scheduler, device=args.device,
+                                  label_values=args.label_value or None, nonfinite=args.nonfinite, **options)
+        print(summary.drop(columns="settings").to_string(index=False))
+        print(f"cohort {args.data}: scorecard.csv, scorecard.png, table.csv and cases/ in {args.out}")
+        return 0
+    from .batch.cohort_scorecard import scorecard_of_case, write_scorecard
+    from .models import load_model
+
+    model = load_model(args.model, device=args.device)
+    table = scorecard_of_case(model, case, methods, args.target, metrics, **options)
+    csv, png = write_scorecard(table, args.out)
+    wide = table.pivot(index="metric", columns="method", values="value")
+    print(wide.reindex(index=list(dict.fromkeys(table.metric)), columns=list(dict.fromkeys(table.method))).to_string())
+    print(f"case {case.name}: wrote {csv} and {png}")
+    return 0
+
+
 TARGET_HELP = ("what is explained: region (default: the predicted region of the class), groundtruth, output, "
                "class:NAME, component:K (the K-th predicted lesion, largest first), gt-component:K, "
                "false-negative[:K], false-positive[:K], border:MM (a band of MM mm around the predicted surface), "
@@ -260,8 +312,34 @@ def _compare_parser(sub) -> None:
     c.set_defaults(func=_run_compare)
 
 
+def _evaluate_parser(sub) -> None:
+    v = sub.add_parser("evaluate", help="the scorecard (localisation, faithfulness, randomisation, robustness, "
+                                        "complexity, repeatability, conservation) of several methods on a case or "
+                                        "a cohort")
+    v.add_argument("data", help="a case (folder, NIfTI or 4D NIfTI) or a cohort (a folder of case folders, on dask)")
+    v.add_argument("--model", required=True)
+    v.add_argument("--methods", default="lrp:paper,gradient,gxi,ig,sg",
+                   help="comma-separated method specs, as for compare")
+    v.add_argument("--metrics", default="all", help="all, or comma-separated families (localisation, faithfulness, "
+                                                     "randomisation, robustness, complexity, repeatability, "
+                                                     "conservation) and metric names")
+    v.add_argument("--target", default="region", help=TARGET_HELP)
+    v.add_argument("--noise", type=float, default=0.02, help="robustness: noise sd as a share of each channel's sd")
+    v.add_argument("--n-noise", type=int, default=5, help="robustness: noisy runs per method (default 5)")
+    v.add_argument("--n-runs", type=int, default=50, help="faithfulness correlation: random subsets (default 50)")
+    v.add_argument("--steps", type=int, default=12, help="faithfulness: points per MoRF/LeRF curve (default 12)")
+    v.add_argument("--n-blocks", type=int, default=500, help="faithfulness: about how many blocks (default 500)")
+    v.add_argument("--tolerance-mm", type=float, default=0.0, help="localisation: the pointing game's tolerance")
+    v.add_argument("--seed", type=int, default=0, help="seed of the subsets, the noise and re-initialised weights")
+    _cluster_options(v)
+    _case_options(v)
+    _modalities_option(v)
+    v.add_argument("--out", required=True)
+    v.set_defaults(func=_run_evaluate)
+
+
 def parser() -> argparse.ArgumentParser:
-    """The command line's parser: demo, explain, sweep, concepts, compare.
+    """The command line's parser: demo, explain, sweep, concepts, compare, evaluate.
 
     Returns
     -------
@@ -270,7 +348,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="napari-lrp", description="Layer-wise relevance propagation for 3D "
                                  "segmentation networks.", epilog=FILTER_SPEC_HELP)
     sub = ap.add_subparsers(dest="command", required=True)
-    for add in (_demo_parser, _explain_parser, _sweep_parser, _concepts_parser, _compare_parser):
+    for add in (_demo_parser, _explain_parser, _sweep_parser, _concepts_parser, _compare_parser,
+                _evaluate_parser):
         add(sub)
     return ap
 

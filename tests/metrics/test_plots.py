@@ -1,6 +1,7 @@
 """The paper's charts from sweep tables (metrics/plots.py) and the per-layer mean power."""
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from napari_lrp.analysis.sweep import sweep
@@ -33,3 +34,20 @@ def test_inclusivity_chart_bars_are_the_sweep_means(paper_explanation):
 def test_mean_power_chart_has_one_bar_per_layer():
     fig = mean_power_figure({"a": 1.5, "b": 3.0})
     np.testing.assert_allclose([p.get_height() for p in fig.axes[0].patches], [1.5, 3.0])
+
+
+def test_normalised_ranks_follow_each_metrics_direction_and_the_figure_draws():
+    from napari_lrp.metrics.plots import normalised_ranks, scorecard_figure
+
+    rows = []
+    for method, a, b in (("m1", 0.9, 3.0), ("m2", 0.5, 1.0), ("m3", 0.5, np.nan)):
+        rows.append({"method": method, "family": "localisation", "metric": "a", "better": "higher", "value": a})
+        rows.append({"method": method, "family": "complexity", "metric": "b", "better": "lower", "value": b})
+    table = pd.DataFrame(rows)
+    ranks = normalised_ranks(table)
+    assert list(ranks.columns) == [("localisation", "a"), ("complexity", "b")]
+    # a: m1 best (0), m2 and m3 tie for second and third (mean rank 2.5 -> 0.75); b: m2 best, m1 worst, m3 none
+    assert ranks[("localisation", "a")].tolist() == [0.0, 0.75, 0.75]
+    assert ranks[("complexity", "b")].tolist()[:2] == [1.0, 0.0] and np.isnan(ranks[("complexity", "b")]["m3"])
+    fig = scorecard_figure(table)
+    assert len(fig.axes) == 3  # families, metrics, colour bar

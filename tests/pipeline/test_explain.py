@@ -1,5 +1,7 @@
 """explain / Explanation on a tiny model and case: grids, targets, refilter, settings."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -201,3 +203,26 @@ def test_output_index_explains_one_output_of_a_deep_supervision_network(tiny):
     np.testing.assert_array_equal(pred, want.prediction)
     with pytest.raises(TypeError, match="output_index"):
         nl.explain(wrapped, case, preset="lrp0")
+
+
+def test_explain_again_repeats_the_settings_and_changes_only_what_is_asked(tiny):
+    from napari_lrp.pipeline import explain_again
+
+    model, case = tiny
+    kw = {"filters": {"input": Clamp(0.5)}, "preset": "epsilon-gamma-box"}
+    exp = nl.explain(model, case, target="output", **kw)
+    assert np.abs(exp.relevance).max() > 0
+    same = explain_again(exp)
+    assert np.array_equal(same.relevance, exp.relevance) and same.filters.keys() == exp.filters.keys()
+    region = np.zeros(case.shape, bool)
+    region[1:4, 2:8, 3:9] = True
+    other = explain_again(exp, target=region, target_class=0)
+    assert other.target_class == 0 and other.preset == "epsilon-gamma-box"
+    direct = nl.explain(model, case, target=region, target_class=0, **kw)
+    assert np.array_equal(other.relevance, direct.relevance)
+    noisy = case.image + np.random.default_rng(0).normal(0, 0.3, case.image.shape).astype(np.float32)
+    moved = explain_again(exp, case=dataclasses.replace(case, image=noisy), target=region)
+    again = nl.explain(model, dataclasses.replace(case, image=noisy), target=region, **kw)
+    assert np.array_equal(moved.relevance, again.relevance) and not np.array_equal(moved.relevance, exp.relevance)
+    with pytest.raises(TypeError, match="colour is not an argument"):
+        explain_again(exp, colour="red")

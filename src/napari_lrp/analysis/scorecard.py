@@ -39,7 +39,7 @@ from ..models.card import Model
 from ..pipeline import Explanation, explain_again
 from .sanity import randomised
 
-__all__ = ["FAMILIES", "METRICS", "Metric", "evaluate", "method_label", "summarise"]
+__all__ = ["FAMILIES", "METRICS", "Metric", "evaluate", "method_label", "selected_metrics", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,19 @@ def method_label(exp: Explanation) -> str:
     return f"{exp.method}:{options}" if options else exp.method
 
 
-def _selected(metrics) -> list[str]:
+def selected_metrics(metrics) -> list[str]:
+    """The metric names a selection means.
+
+    Parameters
+    ----------
+    metrics : str or sequence of str
+        'all', family names (``FAMILIES``) or metric names (``METRICS``), mixed.
+
+    Returns
+    -------
+    list of str
+        Metric names in the order given, each once; an unknown name is refused with the choices.
+    """
     if isinstance(metrics, str):
         metrics = list(METRICS) if metrics == "all" else [metrics]
     chosen: list[str] = []
@@ -357,7 +369,7 @@ def evaluate(explanations, case: Case | None = None, model: Model | None = None,
         One row per method and metric: case, method, family, metric, value, better ('higher'/'lower'),
         settings.
     """
-    chosen = _selected(metrics)
+    chosen = selected_metrics(metrics)
     pairs = _runs_of(explanations)
     for label, exp in pairs:
         if case is not None and exp.case is not case and exp.case.name != case.name:

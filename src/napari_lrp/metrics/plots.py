@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["inclusivity_figure", "mean_power_figure", "perturbation_figure", "plot_search", "signal_figure"]
+__all__ = ["inclusivity_figure", "mean_power_figure", "normalised_ranks", "perturbation_figure", "plot_search",
+           "scorecard_figure", "signal_figure"]
 
 #: bar colours that read on napari's dark and light themes alike
 INPUT_COLOUR = "#4db8ff"
@@ -166,5 +167,88 @@ def plot_search(table: pd.DataFrame, fig=None, columns=("morf_auc", "lerf_auc", 
         ax.set_xlabel(f"gamma, {gcols[0][6:]} blocks")
         ax.set_ylabel(f"gamma, {gcols[1][6:]} blocks")
         ax.set_title(col.replace("_", " "))
+    fig.tight_layout()
+    return fig
+
+
+def _wide(table: pd.DataFrame) -> pd.DataFrame:
+    """Methods x (family, metric) of a scorecard's values (or a summary's means), in the table's order."""
+    column = "value" if "value" in table.columns else "mean"
+    pairs = list(dict.fromkeys(zip(table["family"], table["metric"])))
+    methods = list(dict.fromkeys(table["method"]))
+    wide = table.set_index(["method", "family", "metric"])[column].unstack(["family", "metric"])
+    return wide.reindex(index=methods, columns=pd.MultiIndex.from_tuples(pairs, names=["family", "metric"]))
+
+
+def normalised_ranks(table: pd.DataFrame) -> pd.DataFrame:
+    """Each metric's methods ranked from best (0) to worst (1), so that metrics of different scales compare.
+
+    MetaQuantus (Hedström et al. 2023) advises reading metrics as ranks: they disagree in scale and often in
+    order. Ties share their mean rank; a method without a value has none.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A scorecard (``napari_lrp.evaluate``: columns method, family, metric, better, value) or its cohort
+        summary (``mean`` instead of ``value``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows method, columns (family, metric), values in [0, 1] (0.5 when all methods tie), NaN where a metric
+        was not measured.
+    """
+    wide = _wide(table)
+    better = table.drop_duplicates("metric").set_index("metric")["better"]
+    out = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
+    for family, metric in wide.columns:
+        v = wide[(family, metric)]
+        ranks = v.rank(ascending=better[metric] == "lower", method="average")  # rank 1 = best
+        n = int(v.notna().sum())
+        out[(family, metric)] = (ranks - 1) / (n - 1) if n > 1 else np.where(v.notna(), 0.5, np.nan)
+    return out
+
+
+def scorecard_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
+    """The scorecard as two heat maps: mean normalised rank per metric family, and every metric's.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A scorecard or its cohort summary (see :func:`normalised_ranks`).
+    fig : matplotlib.figure.Figure, optional
+        Drawn into (cleared); default a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Green is best (rank 0), red worst; grey cells were not measured. The metric panel writes each value.
+    """
+    ranks = normalised_ranks(table)
+    raw = _wide(table)
+    families = ranks.T.groupby(level=0, sort=False).mean().T
+    methods = list(ranks.index)
+    fig = _cleared(fig, (max(8.0, 0.55 * ranks.shape[1] + 3), 1.6 + 0.9 * len(methods)))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [max(1, families.shape[1]), ranks.shape[1]]})
+    from matplotlib import colormaps
+
+    cmap = colormaps["RdYlGn_r"].with_extremes(bad="#888888")
+    for ax, data, labels in ((ax1, families, list(families.columns)),
+                             (ax2, ranks, [m for _f, m in ranks.columns])):
+        shown = np.ma.masked_invalid(data.to_numpy(dtype=float))
+        image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(np.arange(len(labels)), labels, rotation=60, ha="right", rotation_mode="anchor",
+                      fontsize="x-small")
+        ax.set_yticks(np.arange(len(methods)), methods if ax is ax1 else [""] * len(methods), fontsize="small")
+    for i in range(len(methods)):
+        for j in range(families.shape[1]):
+            value = families.iat[i, j]
+            ax1.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize="x-small")
+        for j in range(ranks.shape[1]):
+            value = raw.iat[i, j]
+            ax2.text(j, i, "-" if np.isnan(value) else f"{value:.3g}", ha="center", va="center", fontsize="xx-small")
+    ax1.set_title("mean normalised rank per family (0 best)", fontsize="small")
+    ax2.set_title("every metric: values, coloured by rank", fontsize="small")
+    fig.colorbar(image, ax=ax2, fraction=0.03, label="normalised rank (0 best, 1 worst)")
     fig.tight_layout()
     return fig
