@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from napari_lrp.metrics.faithfulness import block_relevance, faithfulness_correlation
-from tests.metrics._quantus import import_quantus
+from tests.metrics._quantus import QuantusModel, import_quantus
 
 
 def test_block_relevance_sums_channels_and_blocks():
@@ -30,20 +30,6 @@ def test_a_linear_score_explained_exactly_correlates_one():
         faithfulness_correlation(score, x, x[0], n_runs=3, subset=27, block=(2, 2, 2))
 
 
-class _Model:
-    """The two calls Quantus's evaluate_batch makes of a model."""
-
-    def __init__(self, net):
-        self.net = net
-
-    def shape_input(self, x, shape, channel_first=True, batched=True):
-        return x
-
-    def predict(self, x):
-        with torch.no_grad():
-            return self.net(torch.as_tensor(x)).numpy()
-
-
 def test_equal_to_quantus_with_one_voxel_blocks_and_one_channel(monkeypatch):
     quantus = import_quantus()
     torch.manual_seed(0)
@@ -61,7 +47,7 @@ def test_equal_to_quantus_with_one_voxel_blocks_and_one_channel(monkeypatch):
         return drawn[-1]
 
     monkeypatch.setattr(np.random, "choice", recording_choice)
-    classifier = _Model(lambda xb: score(xb)[:, None])
+    classifier = QuantusModel(lambda xb: score(xb)[:, None])
     expected = metric.evaluate_batch(model=classifier, x_batch=x.numpy(), y_batch=np.array([0]),
                                      a_batch=R.numpy()[None])[0]
     assert len(drawn) == 25 and all(len(d) == 6 for d in drawn)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from napari_lrp.metrics.robustness import noisy_inputs, sensitivity
-from tests.metrics._quantus import import_quantus
+from tests.metrics._quantus import QuantusModel, import_quantus
 
 
 def test_hand_values():
@@ -23,18 +23,6 @@ def test_hand_values():
     assert channel_sd / (0.05 * x.reshape(2, -1).std(axis=1)) == pytest.approx([1, 1], abs=0.25)
     with pytest.raises(ValueError, match="zero everywhere"):
         sensitivity(lambda xn: xn, x, np.zeros_like(x))
-
-
-class _Model:
-    def __init__(self, net):
-        self.net = net
-
-    def shape_input(self, x, shape, channel_first=True, batched=True):
-        return x
-
-    def predict(self, x):
-        with torch.no_grad():
-            return self.net(torch.as_tensor(x)).numpy()
 
 
 def test_equal_to_quantus_without_normalisation():
@@ -59,6 +47,6 @@ def test_equal_to_quantus_without_normalisation():
         metric.explain_func = lambda model, inputs, targets, **kw: gradient_x_input(inputs)
         metric.explain_func_kwargs = {}
         np.random.seed(4)
-        expected = metric.evaluate_batch(model=_Model(lambda xb: net(xb).flatten(1).sum(1, keepdim=True)),
+        expected = metric.evaluate_batch(model=QuantusModel(lambda xb: net(xb).flatten(1).sum(1, keepdim=True)),
                                          x_batch=x, y_batch=np.array([0]), a_batch=a.copy())[0]
         assert value == pytest.approx(expected, abs=1e-6)

@@ -55,51 +55,70 @@ class Metric:
 FAMILIES = ("localisation", "faithfulness", "randomisation", "robustness", "complexity", "repeatability",
             "conservation")
 
+# One entry per metric: "name: family, direction is better; reference", then its description indented (the
+# dock's tooltip). Read into METRICS below.
+_TABLE = """
+relevance_mass_accuracy: localisation, higher is better; Arras et al. 2022
+    share of the positive relevance on the ground truth (1: all of it)
+relevance_rank_accuracy: localisation, higher is better; Arras et al. 2022
+    share of the top voxels (as many as the ground truth has) on the ground truth
+pointing_game: localisation, higher is better; Zhang et al. 2018
+    1 when the map's maximum lies on the ground truth (within the tolerance)
+top_k_intersection: localisation, higher is better; Theiner et al. 2021
+    share of the k top voxels on the ground truth
+roc_auc: localisation, higher is better; Fawcett 2006
+    how well |R| separates the ground truth from the rest (0.5: chance, 1: perfect)
+morf_auc: faithfulness, lower is better; Samek et al. 2017
+    area under the score as the most relevant blocks are removed first: a faithful map drops it fast
+lerf_auc: faithfulness, higher is better; Samek et al. 2017
+    area under the score as the least relevant blocks are removed first: a faithful map keeps it
+road_morf_auc: faithfulness, lower is better; Rong et al. 2022
+    MoRF with ROAD's noisy linear imputation (no shape of the removed region leaks)
+road_lerf_auc: faithfulness, higher is better; Rong et al. 2022
+    LeRF with ROAD's noisy linear imputation
+faithfulness_correlation: faithfulness, higher is better; Bhatt et al. 2020
+    correlation of the relevance of random block subsets with the score's drop when they are removed (1:
+    exact)
+random_logit: randomisation, lower is better; Sixt et al. 2020
+    signed Spearman correlation with the map of another class (1: the map ignores the class)
+model_randomisation: randomisation, lower is better; Adebayo et al. 2018
+    Spearman correlation of |R| with the map of a fully re-initialised model (1: the map ignores the weights)
+max_sensitivity: robustness, lower is better; Yeh et al. 2019
+    largest relative change of the map under small input noise
+avg_sensitivity: robustness, lower is better; Yeh et al. 2019
+    mean relative change of the map under small input noise
+sparseness: complexity, higher is better; Chalasani et al. 2020
+    Gini index of |R| (0: flat, 1: one voxel)
+entropy: complexity, lower is better; Bhatt et al. 2020
+    Bhatt's complexity: entropy of the normalised |R| (nats; lower: fewer voxels carry it)
+repeatability_spearman: repeatability, higher is better; Arun et al. 2021
+    mean Spearman correlation of |R| between the run's draws, flips or folds
+repeatability_ssim: repeatability, higher is better; Arun et al. 2021
+    mean SSIM of the central slice between draws, flips or folds
+repeatability_top_overlap: repeatability, higher is better; Arun et al. 2021
+    mean overlap of the top 1 % voxels between draws, flips or folds
+unaccounted: conservation, lower is better; Bach et al. 2015
+    |relevance neither passed on nor absorbed| / |start| (LRP's ledger; 0: conserved)
+"""
+
+
+def _read_table(text: str) -> dict[str, Metric]:
+    entries: dict[str, Metric] = {}
+    for line in text.strip().splitlines():
+        if not line.startswith(" "):
+            name, _, rest = line.partition(": ")
+            family, _, rest = rest.partition(", ")
+            better, _, reference = rest.partition(" is better; ")
+            entries[name] = Metric(family, better, "", reference)
+        else:
+            last = next(reversed(entries))
+            entries[last] = dataclasses.replace(entries[last], description=(entries[last].description + " "
+                                                                            + line.strip()).strip())
+    return entries
+
+
 #: the scorecard's metrics in table order
-METRICS = {
-    "relevance_mass_accuracy": Metric("localisation", "higher", "share of the positive relevance on the ground "
-                                      "truth (1: all of it)", "Arras et al. 2022"),
-    "relevance_rank_accuracy": Metric("localisation", "higher", "share of the top voxels (as many as the ground "
-                                      "truth has) on the ground truth", "Arras et al. 2022"),
-    "pointing_game": Metric("localisation", "higher", "1 when the map's maximum lies on the ground truth (within "
-                            "the tolerance)", "Zhang et al. 2018"),
-    "top_k_intersection": Metric("localisation", "higher", "share of the k top voxels on the ground truth",
-                                 "Theiner et al. 2021"),
-    "roc_auc": Metric("localisation", "higher", "how well |R| separates the ground truth from the rest (0.5: "
-                      "chance, 1: perfect)", "Fawcett 2006"),
-    "morf_auc": Metric("faithfulness", "lower", "area under the score as the most relevant blocks are removed "
-                       "first: a faithful map drops it fast", "Samek et al. 2017"),
-    "lerf_auc": Metric("faithfulness", "higher", "area under the score as the least relevant blocks are removed "
-                       "first: a faithful map keeps it", "Samek et al. 2017"),
-    "road_morf_auc": Metric("faithfulness", "lower", "MoRF with ROAD's noisy linear imputation (no shape of the "
-                            "removed region leaks)", "Rong et al. 2022"),
-    "road_lerf_auc": Metric("faithfulness", "higher", "LeRF with ROAD's noisy linear imputation",
-                            "Rong et al. 2022"),
-    "faithfulness_correlation": Metric("faithfulness", "higher", "correlation of the relevance of random block "
-                                       "subsets with the score's drop when they are removed (1: exact)",
-                                       "Bhatt et al. 2020"),
-    "random_logit": Metric("randomisation", "lower", "signed Spearman correlation with the map of another class "
-                           "(1: the map ignores the class)", "Sixt et al. 2020"),
-    "model_randomisation": Metric("randomisation", "lower", "Spearman correlation of |R| with the map of a fully "
-                                  "re-initialised model (1: the map ignores the weights)", "Adebayo et al. 2018"),
-    "max_sensitivity": Metric("robustness", "lower", "largest relative change of the map under small input "
-                              "noise", "Yeh et al. 2019"),
-    "avg_sensitivity": Metric("robustness", "lower", "mean relative change of the map under small input noise",
-                              "Yeh et al. 2019"),
-    "sparseness": Metric("complexity", "higher", "Gini index of |R| (0: flat, 1: one voxel)",
-                         "Chalasani et al. 2020"),
-    "entropy": Metric("complexity", "lower", "Bhatt's complexity: entropy of the normalised |R| (nats; lower: "
-                      "fewer voxels carry it)",
-                         "Bhatt et al. 2020"),
-    "repeatability_spearman": Metric("repeatability", "higher", "mean Spearman correlation of |R| between the "
-                                     "run's draws, flips or folds", "Arun et al. 2021"),
-    "repeatability_ssim": Metric("repeatability", "higher", "mean SSIM of the central slice between draws, "
-                                 "flips or folds", "Arun et al. 2021"),
-    "repeatability_top_overlap": Metric("repeatability", "higher", "mean overlap of the top 1 % voxels between "
-                                        "draws, flips or folds", "Arun et al. 2021"),
-    "unaccounted": Metric("conservation", "lower", "|relevance neither passed on nor absorbed| / |start| "
-                          "(LRP's ledger; 0: conserved)", "Bach et al. 2015"),
-}
+METRICS = _read_table(_TABLE)
 
 
 def method_label(exp: Explanation) -> str:
@@ -108,7 +127,7 @@ def method_label(exp: Explanation) -> str:
     Parameters
     ----------
     exp : Explanation
-        A run.
+        A run of any method; its ``method``, ``preset`` and ``method_options`` are read.
 
     Returns
     -------
@@ -127,12 +146,18 @@ def selected_metrics(metrics) -> list[str]:
     Parameters
     ----------
     metrics : str or sequence of str
-        'all', family names (``FAMILIES``) or metric names (``METRICS``), mixed.
+        'all', family names (``FAMILIES``) or metric names (``METRICS``), mixed; a family stands for all its
+        metrics in table order.
 
     Returns
     -------
     list of str
-        Metric names in the order given, each once; an unknown name is refused with the choices.
+        Metric names in the order given, each once.
+
+    Raises
+    ------
+    ValueError
+        For a name that is neither, listing the choices.
     """
     if isinstance(metrics, str):
         metrics = list(METRICS) if metrics == "all" else [metrics]

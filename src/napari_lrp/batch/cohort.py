@@ -36,7 +36,7 @@ from ..pipeline import explain, package_version
 from ..pipeline.sampling import DrawnDropout, Sampling
 from .cluster import cluster_client
 
-__all__ = ["case_folders", "run_case", "run_settings", "settings_hash", "sweep_cohort"]
+__all__ = ["case_folders", "case_task", "run_case", "run_settings", "settings_hash", "sweep_cohort"]
 
 RESUME_MODES = ("recompute", "strict")
 
@@ -233,19 +233,47 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
         The task's report (case, status, error).
     """
     settings = settings or run_settings(preset, placement)
-    record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
-    name = case_name(case_dir)
-    cases = Path(out_dir) / "cases"
-    cases.mkdir(parents=True, exist_ok=True)
-    try:
-        case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
+
+    def sweep_table(case):
         exp = explain(cached_model(str(model_path), device, model_sha256), case, preset=settings["preset"],
                       target=settings["target"],
                       max_memory=settings.get("max_memory"), **settings.get("sampling", {}))
         grid = [parse_filter(spec)[1] for spec in settings["grid"]]
         table = sweep(exp, placement=settings["placement"], grid=grid, tau_r=settings["tau_r"],
                       tau_x=settings["tau_x"])
-        return write_case_table(cases, name, table, record, exp.model.sha256)
+        return table, exp.model.sha256
+
+    return case_task(case_dir, out_dir, settings, model_sha256, sweep_table)
+
+
+def case_task(case_dir: str, out_dir: str, settings: dict, model_sha256: str, table_of) -> dict:
+    """What every per-case task of a cohort does around its own work: load the case with the cohort's
+    settings, write its rows (with the model's identity and the settings' hash) or its failure.
+
+    Parameters
+    ----------
+    case_dir, out_dir : str
+        The case folder and the results folder (cases/ inside).
+    settings : dict
+        The cohort's settings (``nonfinite`` and ``label_values`` load the case; all of them are hashed).
+    model_sha256 : str
+        The model's identity.
+    table_of : callable
+        Case -> (its rows as a DataFrame, the model's sha256 or None).
+
+    Returns
+    -------
+    dict
+        The task's report (case, status, error).
+    """
+    record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
+    name = case_name(case_dir)
+    cases = Path(out_dir) / "cases"
+    cases.mkdir(parents=True, exist_ok=True)
+    try:
+        case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
+        table, sha = table_of(case)
+        return write_case_table(cases, name, table, record, sha)
     except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
         return write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
 

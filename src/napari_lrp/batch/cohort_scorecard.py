@@ -9,7 +9,6 @@ normalised ranks).
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,11 +16,10 @@ import pandas as pd
 
 from ..analysis.compare import parse_method
 from ..analysis.scorecard import evaluate, selected_metrics, summarise
-from ..io import load_case
 from ..io.atomic import replacing
 from ..metrics.plots import scorecard_figure
 from ..pipeline import explain
-from .cohort import cached_model, case_name, settings_hash, sweep_cohort, write_case_table, write_failure
+from .cohort import cached_model, case_task, sweep_cohort
 
 __all__ = ["evaluate_cohort", "run_scorecard_case", "scorecard_of_case", "write_scorecard"]
 
@@ -72,18 +70,14 @@ def run_scorecard_case(case_dir: str, model_path: str, out_dir: str, preset: str
     dict
         The task's report.
     """
-    record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
-    name = case_name(case_dir)
-    cases = Path(out_dir) / "cases"
-    cases.mkdir(parents=True, exist_ok=True)
-    try:
-        case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
+
+    def scorecard_table(case):
         model = cached_model(str(model_path), device, model_sha256)
         table = scorecard_of_case(model, case, settings["methods"], settings["target"], settings["metrics"],
                                   **settings["options"])
-        return write_case_table(cases, name, table.drop(columns="case"), record, model.sha256)
-    except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
-        return write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
+        return table.drop(columns="case"), model.sha256
+
+    return case_task(case_dir, out_dir, settings, model_sha256, scorecard_table)
 
 
 def write_scorecard(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
@@ -119,12 +113,10 @@ def evaluate_cohort(cohort, model, out, methods: Sequence[str], metrics="all", t
 
     Parameters
     ----------
-    cohort : path
-        A folder of case folders.
-    model : path
-        The model.
+    cohort, model : path
+        The folder of case folders, and the model they are explained with.
     out : path
-        The results folder: cases/, table.csv, scorecard.csv, scorecard.png.
+        Where cases/, table.csv, scorecard.csv and scorecard.png are written.
     methods : sequence of str
         Method specs (:func:`scorecard_of_case`).
     metrics : str or sequence of str

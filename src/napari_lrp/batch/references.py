@@ -12,7 +12,6 @@ of ``crop`` voxels around its location, on the case file's own grid (affine and 
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,8 @@ from .cohort import (
     cached_model,
     case_folders,
     case_name,
-    settings_hash,
+    case_task,
     sweep_cohort,
-    write_case_table,
-    write_failure,
 )
 
 __all__ = ["concept_references", "run_concept_case"]
@@ -64,13 +61,9 @@ def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str =
     dict
         The task's report.
     """
-    record = {"model_sha256": model_sha256, "settings_hash": settings_hash(settings)}
-    name = case_name(case_dir)
-    cases = Path(out_dir) / "cases"
-    cases.mkdir(parents=True, exist_ok=True)
     layer = settings["layer"]
-    try:
-        case = load_case(case_dir, nonfinite=settings["nonfinite"], label_values=settings["label_values"])
+
+    def channel_table(case):
         exp = explain(cached_model(str(model_path), device, model_sha256), case, preset=settings["preset"],
                       target=settings["target"], keep=[layer])
         table = exp.concepts(layer)[["channel", "relevance", "abs_share"]]
@@ -78,9 +71,9 @@ def run_concept_case(case_dir: str, model_path: str, out_dir: str, preset: str =
         for axis, k in (("z", 0), ("y", 1), ("x", 2)):
             table[f"location_{axis}_mm"] = [w[0][k] for w in where]
             table[f"voxel_{axis}"] = [w[1][k] for w in where]
-        return write_case_table(cases, name, table, record, exp.model.sha256)
-    except Exception as exc:  # noqa: BLE001 - a failing case is reported, the others go on
-        return write_failure(cases, name, f"{type(exc).__name__}: {exc}", traceback.format_exc(), record)
+        return table, exp.model.sha256
+
+    return case_task(case_dir, out_dir, settings, model_sha256, channel_table)
 
 
 def _write_crop(exp, layer: str, channel: int, voxel: tuple[int, int, int], crop: int, path: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["COMPLEXITY", "complexity", "sparseness"]
+__all__ = ["complexity", "sparseness"]
 
 
 def _magnitudes(relevance) -> np.ndarray:
@@ -48,7 +48,7 @@ def complexity(relevance) -> float:
     Parameters
     ----------
     relevance : numpy.ndarray
-        Any shape, e.g. (C, Z, Y, X).
+        A map of any shape; every element counts as one feature.
 
     Returns
     -------
@@ -62,10 +62,3 @@ def complexity(relevance) -> float:
         return float("nan")
     p = a[a > 0] / total
     return float(-(p * np.log(p)).sum())
-
-
-#: name -> (function, what a good value is)
-COMPLEXITY = {
-    "sparseness": (sparseness, "higher: the relevance is concentrated on few voxels (Gini index, 0 to 1)"),
-    "complexity": (complexity, "lower: fewer voxels carry the relevance (entropy in nats)"),
-}

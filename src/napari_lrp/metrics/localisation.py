@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import rankdata
 
-__all__ = ["LOCALISATION", "pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "roc_auc",
+__all__ = ["pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "roc_auc",
            "top_k_intersection", "voxel_scores"]
 
 PARTS = ("positive", "absolute", "signed")
@@ -85,12 +85,8 @@ def relevance_rank_accuracy(relevance, mask, part: str = "positive") -> float:
 
     Parameters
     ----------
-    relevance : numpy.ndarray
-        (C, Z, Y, X) or (Z, Y, X).
-    mask : numpy.ndarray
-        (Z, Y, X) bool.
-    part : str
-        Of :func:`voxel_scores`.
+    relevance, mask, part
+        As for :func:`relevance_mass_accuracy`.
 
     Returns
     -------
@@ -112,10 +108,8 @@ def pointing_game(relevance, mask, spacing=(1.0, 1.0, 1.0), tolerance_mm: float 
 
     Parameters
     ----------
-    relevance : numpy.ndarray
-        (C, Z, Y, X) or (Z, Y, X).
-    mask : numpy.ndarray
-        (Z, Y, X) bool.
+    relevance, mask
+        As for :func:`relevance_mass_accuracy`.
     spacing : tuple of float
         Voxel size (mm) along Z, Y, X, for the tolerance.
     tolerance_mm : float
@@ -144,14 +138,12 @@ def top_k_intersection(relevance, mask, k: int = 1000, part: str = "positive") -
 
     Parameters
     ----------
-    relevance : numpy.ndarray
-        (C, Z, Y, X) or (Z, Y, X).
-    mask : numpy.ndarray
-        (Z, Y, X) bool.
+    relevance, mask
+        As for :func:`relevance_mass_accuracy`.
     k : int
         How many voxels (at most the volume's).
     part : str
-        Of :func:`voxel_scores`.
+        Which part of the relevance is scored (:func:`voxel_scores`).
 
     Returns
     -------
@@ -175,10 +167,8 @@ def roc_auc(relevance, mask, part: str = "absolute") -> float:
 
     Parameters
     ----------
-    relevance : numpy.ndarray
-        (C, Z, Y, X) or (Z, Y, X).
-    mask : numpy.ndarray
-        (Z, Y, X) bool.
+    relevance, mask
+        As for :func:`relevance_mass_accuracy`.
     part : str
         Of :func:`voxel_scores`; by default |R|.
 
@@ -195,14 +185,3 @@ def roc_auc(relevance, mask, part: str = "absolute") -> float:
         return float("nan")
     ranks = rankdata(s)
     return float((ranks[g].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
-
-
-#: name -> (function, what a good value is)
-LOCALISATION = {
-    "relevance_mass_accuracy": (relevance_mass_accuracy, "higher: more of the positive relevance on the ground truth"),
-    "relevance_rank_accuracy": (relevance_rank_accuracy, "higher: the top voxels (as many as the ground truth has) "
-                                                         "lie on it"),
-    "pointing_game": (pointing_game, "1: the maximum lies on the ground truth (within the tolerance)"),
-    "top_k_intersection": (top_k_intersection, "higher: the k top voxels lie on the ground truth"),
-    "roc_auc": (roc_auc, "higher (0.5 chance, 1 perfect): |R| separates the ground truth from the rest"),
-}
