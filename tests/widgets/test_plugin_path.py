@@ -299,6 +299,39 @@ def test_compare_dock_shows_each_method_as_a_layer_and_one_table(plugin_viewer, 
     assert controls and all(c.tooltip for c in controls)
 
 
+def test_the_scorecard_scores_the_compared_methods_with_tooltips_and_a_figure(plugin_viewer, qtbot):
+    """Compare, then Scorecard: metrics x methods with each cell's meaning in its tooltip, the figure of ranks;
+    the values are evaluate()'s on the same runs."""
+    viewer, rel, _inc = plugin_viewer
+    cmp = _dock(viewer, "Compare methods")
+    cmp.score_button.changed.emit(True)
+    assert "Compare first" in cmp.status.value
+    rel.load()
+    _wait(qtbot, rel)
+    cmp.methods.value = "lrp:paper,gxi"
+    cmp.faithfulness.value = False
+    cmp.run()
+    _wait(qtbot, cmp)
+    cmp.families.value = "localisation,dice"
+    cmp.score_button.changed.emit(True)
+    assert "'dice' is not on the scorecard" in cmp.status.value and cmp.worker is None
+    cmp.families.value = "localisation,complexity"
+    cmp.score_button.changed.emit(True)
+    _wait(qtbot, cmp)
+    assert cmp.scorecard is not None, cmp.status.value
+    table = cmp.scorecard_table
+    assert table.column_headers == ("lrp:paper", "gxi") and len(table.row_headers) == 7
+    expected = nl.evaluate(cmp.results, metrics=["localisation", "complexity"])
+    rma = expected[(expected.metric == "relevance_mass_accuracy") & (expected.method == "gxi")].value.iloc[0]
+    assert table.data[0][1] == f"{rma:.3g}"
+    tip = table.native.item(0, 1).toolTip()
+    assert "Higher is better" in tip and "Arras" in tip and "positive relevance" in tip
+    assert len(cmp.charts.figure.axes) == 3
+    viewer.open_sample("napari-lrp", "stroke_case_2")
+    _settle(qtbot)
+    assert cmp.scorecard is None and table.data.to_list() == []
+
+
 def test_gamma_search_draws_contours_and_applies_the_best_point(plugin_viewer, qtbot):
     viewer, rel, inc = plugin_viewer
     cmp = _dock(viewer, "Compare methods")

@@ -2,8 +2,11 @@
 LRP gamma search with its contours and the best point one click from being shown.
 
 One relevance layer per method ('R sum · <method>', the channel sum, with the R layers' colour map and
-limit rule) and one table (seconds, inclusivities, MoRF and LeRF AUC, a random row). The model is the one
-the Relevance dock loaded; the work runs in a worker with progress and Cancel.
+limit rule) and one table (seconds, inclusivities, MoRF and LeRF AUC, a random row). Scorecard scores the
+compared methods on every chosen metric family (``napari_lrp.evaluate``): a table (metrics x methods, each
+cell's tooltip saying what the metric measures, which direction is better and how it was measured) and the
+figure of normalised ranks. The model is the one the Relevance dock loaded; the work runs in a worker with
+progress and Cancel.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, LineEdit, PushButton, Table
 
 from ..analysis.compare import compare, split_methods
+from ..analysis.scorecard import FAMILIES, METRICS, evaluate, selected_metrics
 from ..analysis.search import lrp_search
 from ..layerdata import case_from_layers
 from ..lrp.engine import Cancelled
-from ..metrics.plots import plot_search
+from ..metrics.plots import plot_search, scorecard_figure
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
 from ._session import TARGET_LABELS, case_key
@@ -58,15 +62,29 @@ class CompareWidget(DockPanel):
         self.apply_button = PushButton(text="Apply best", enabled=False,
                                        tooltip="Show the best point's relevance (highest LeRF - MoRF) in the R layers "
                                                "and the Inclusivity dock, as a Run would.")
+        self.families = LineEdit(label="scorecard", value="all",
+                                 tooltip="The metric families (or metric names) Scorecard measures, comma-separated: "
+                                         f"all, {', '.join(FAMILIES)}. Robustness reruns each method on 5 noisy "
+                                         "copies of the case, randomisation twice.")
+        self.score_button = PushButton(text="Scorecard", tooltip="Score the compared methods on the chosen metrics "
+                                                                 "(in the background): table below, figure of "
+                                                                 "normalised ranks in the chart.")
+        self.scorecard_table = Table(value={"data": [], "index": [], "columns": []}, label="scorecard")
+        self.scorecard_table.tooltip = ("One row per metric, one column per method; a cell's tooltip says what the "
+                                        "metric measures, which direction is better and how it was measured")
+        self.scorecard_table.native.setMinimumHeight(200)
         self.add(self.methods, self.target, self.faithfulness, self.run_button, self.cancel_button, self.table,
-                 self.gammas, self.search_button, self.apply_button, self.status)
+                 self.families, self.score_button, self.scorecard_table, self.gammas, self.search_button,
+                 self.apply_button, self.status)
         self.charts = ThemedCanvas(napari_viewer, figsize=(9, 3.4), min_height=260,
-                                   placeholder="Search gammas draws the contours here")
+                                   placeholder="Search gammas draws the contours here, Scorecard its figure")
         self.add_native(self.charts.canvas)
         self.search = None  # the last SearchResult
         self.search_button.changed.connect(self.run_search)
         self.apply_button.changed.connect(self.apply_best)
-        self._busy_controls = [self.run_button, self.search_button]
+        self._busy_controls = [self.run_button, self.search_button, self.score_button]
+        self.score_button.changed.connect(self.run_scorecard)
+        self.scorecard = None  # the last scorecard (a DataFrame)
         self.results = None
         self.compared = None  # the last table (a DataFrame)
         self.run_button.changed.connect(self.run)
@@ -76,8 +94,9 @@ class CompareWidget(DockPanel):
 
     def _on_case(self, _case):
         """Another case is on screen: the table, the contours and the best point belong to the old one."""
-        self.results = self.compared = self.search = None
+        self.results = self.compared = self.search = self.scorecard = None
         self.table.value = {"data": [], "index": [], "columns": []}
+        self.scorecard_table.value = {"data": [], "index": [], "columns": []}
         self.apply_button.enabled = False
         self.charts.clear()
         self.set_status("a new case is on screen: Compare or Search gammas explain it")
@@ -161,6 +180,55 @@ class CompareWidget(DockPanel):
         if not self.session.set_explanation(exp):
             show_explanation(self._viewer, exp, add_case=False, lazy=True)
         self.set_status(f"applied gamma {self.search.best['gamma_encoder']:g} / {self.search.best['gamma_decoder']:g}")
+
+    def run_scorecard(self):
+        """Score the methods of the last Compare (on the case on screen) in a worker; table and figure follow."""
+        from napari.qt.threading import create_worker
+
+        if not self.results:
+            self.set_status("Compare first: the scorecard scores the compared methods")
+            return
+        runs = dict(self.results)
+        if case_key(next(iter(runs.values())).case) != case_key_on_screen(self._viewer):
+            self.set_status("the compared methods explain another case: Compare again")
+            return
+        metrics = [m.strip() for m in self.families.value.split(",") if m.strip()] or ["all"]
+        metrics = "all" if metrics == ["all"] else metrics
+        try:
+            selected_metrics(metrics)
+        except ValueError as exc:
+            self.set_status(str(exc))
+            return
+        progress = self.progress_callback(Cancelled)
+        self._working_on = case_key_on_screen(self._viewer)
+
+        def work():
+            return evaluate(runs, metrics=metrics, progress=progress)
+
+        self.start(create_worker(work, _ignore_errors=True), self._scored, busy="scoring ...")
+
+    def _scored(self, table):
+        if self._cancel or not self._still_on_screen("scoring"):
+            return
+        self.scorecard = table
+        wide = table.pivot(index="metric", columns="method", values="value")
+        metrics, methods = list(dict.fromkeys(table.metric)), list(dict.fromkeys(table.method))
+        wide = wide.reindex(index=metrics, columns=methods)
+        data = [["" if np.isnan(v) else f"{v:.3g}" for v in row] for row in wide.values]
+        self.scorecard_table.value = {"data": data, "index": metrics, "columns": methods}
+        settings = table.set_index(["metric", "method"])["settings"]
+        for i, metric in enumerate(metrics):
+            spec = METRICS[metric]
+            for j, method in enumerate(methods):
+                item = self.scorecard_table.native.item(i, j)
+                if item is not None:
+                    how = settings[(metric, method)]
+                    item.setToolTip(f"{metric} ({spec.family}, {spec.reference}): {spec.description}. "
+                                    f"{spec.better.capitalize()} is better. Measured with: {how}")
+        scorecard_figure(table, fig=self.charts.figure)
+        self.charts.themed()
+        self.set_status(f"scorecard of {len(methods)} methods, {len(metrics)} metrics; hover a cell for what it "
+                        "means")
 
     def _done_comparing(self, result):
         if self._cancel or not self._still_on_screen("comparing"):
