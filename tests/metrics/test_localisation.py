@@ -95,3 +95,13 @@ def test_equal_to_quantus_on_the_same_scores():
             quantus.TopKIntersection(k=20, **kw).evaluate_batch(a_batch=a.copy(), s_batch=sb)[0], abs=1e-12)
         assert roc_auc(relevance, g, part) == pytest.approx(
             quantus.AUC(**kw).evaluate_batch(a_batch=a.copy(), s_batch=sb)[0], abs=1e-12)
+
+
+def test_top_voxels_is_the_head_of_a_stable_descending_sort():
+    from napari_lrp.metrics.localisation import top_voxels
+
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 6, 300).astype(float)  # many ties
+    for k in (1, 7, 50, 299, 300, 400):
+        expected = np.argsort(-scores, kind="stable")[:k]
+        assert sorted(top_voxels(scores, k)) == sorted(expected), k

@@ -22,3 +22,14 @@ def test_the_mean_of_the_pairs():
         assert r[key] == pytest.approx(np.mean([p[key] for p in pairs]), abs=1e-15)
     with pytest.raises(ValueError, match="at least two"):
         repeatability(maps[:1])
+
+
+def test_spearman_alone_equals_the_pair_measures():
+    from napari_lrp.metrics.similarity import spearman
+
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(2, 4, 6, 7)), rng.normal(size=(2, 4, 6, 7))
+    pair = map_similarity(a, b)
+    assert spearman(a, b) == pytest.approx(pair["spearman_signed"], abs=1e-15)
+    assert spearman(a, b, signed=False) == pytest.approx(pair["spearman"], abs=1e-15)
+    assert spearman(a, np.zeros_like(b)) == 0.0

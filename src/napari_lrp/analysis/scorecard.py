@@ -34,7 +34,7 @@ from ..metrics.localisation import (
     top_k_intersection,
 )
 from ..metrics.robustness import sensitivity
-from ..metrics.similarity import map_similarity, repeatability
+from ..metrics.similarity import repeatability, spearman
 from ..models.card import Model
 from ..pipeline import Explanation, explain_again
 from .sanity import randomised
@@ -245,7 +245,7 @@ def _randomisation(exp: Explanation, o: _Options, chosen: list[str], progress) -
         other = explain_again(exp, target=target, target_class=cls)
         names = exp.model.card.classes
         label = names[cls] if cls < len(names) else str(cls)
-        out["random_logit"] = (map_similarity(exp.relevance, other.relevance)["spearman_signed"],
+        out["random_logit"] = (spearman(exp.relevance, other.relevance, signed=True),
                                f"class {cls} ({label}) on the run's region, signed maps")
         progress()
     if "model_randomisation" in chosen:
@@ -255,7 +255,7 @@ def _randomisation(exp: Explanation, o: _Options, chosen: list[str], progress) -
         untrained = Model(network=randomised(net, everything, o.seed).eval(), card=exp.model.card,
                           device=exp.model.device, pipeline=exp.model.pipeline)
         other = explain_again(exp, model=untrained, target=target)
-        out["model_randomisation"] = (map_similarity(exp.relevance, other.relevance)["spearman"],
+        out["model_randomisation"] = (spearman(exp.relevance, other.relevance, signed=False),
                                       f"all {len(everything)} layers with weights re-initialised (seed {o.seed})")
         progress()
     return out

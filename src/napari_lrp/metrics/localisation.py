@@ -17,7 +17,7 @@ from scipy import ndimage
 from scipy.stats import rankdata
 
 __all__ = ["pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy", "roc_auc",
-           "top_k_intersection", "voxel_scores"]
+           "top_k_intersection", "top_voxels", "voxel_scores"]
 
 PARTS = ("positive", "absolute", "signed")
 
@@ -53,6 +53,31 @@ def _pair(relevance, mask, part):
     if g.shape != s.shape:
         raise ValueError(f"the mask's shape {g.shape} differs from the relevance's voxels {s.shape}")
     return s.ravel(), g.ravel()
+
+
+def top_voxels(scores: np.ndarray, k: int) -> np.ndarray:
+    """The flat indices of the k highest scores, ties at the k-th score broken by voxel order (C order).
+
+    O(n) (a partition, not a sort), and the same set as the first k of a stable descending sort.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        Flat voxel scores.
+    k : int
+        How many (1 to the number of scores).
+
+    Returns
+    -------
+    numpy.ndarray
+        k indices, in no particular order.
+    """
+    if k >= scores.size:
+        return np.arange(scores.size)
+    kth = np.partition(scores, scores.size - k)[scores.size - k]
+    above = np.flatnonzero(scores > kth)
+    tied = np.flatnonzero(scores == kth)[: k - above.size]
+    return np.concatenate([above, tied])
 
 
 def relevance_mass_accuracy(relevance, mask, part: str = "positive") -> float:
@@ -98,8 +123,7 @@ def relevance_rank_accuracy(relevance, mask, part: str = "positive") -> float:
     k = int(g.sum())
     if k == 0:
         return float("nan")
-    top = np.argsort(-s, kind="stable")[:k]
-    return float(g[top].sum() / k)
+    return float(g[top_voxels(s, k)].sum() / k)
 
 
 def pointing_game(relevance, mask, spacing=(1.0, 1.0, 1.0), tolerance_mm: float = 0.0,
@@ -155,8 +179,7 @@ def top_k_intersection(relevance, mask, k: int = 1000, part: str = "positive") -
         raise ValueError(f"k={k}: choose 1 to the number of voxels ({s.size})")
     if not g.any():
         return float("nan")
-    top = np.argsort(-s, kind="stable")[:k]
-    return float(g[top].mean())
+    return float(g[top_voxels(s, k)].mean())
 
 
 def roc_auc(relevance, mask, part: str = "absolute") -> float:

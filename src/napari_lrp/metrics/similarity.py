@@ -12,7 +12,7 @@ from itertools import combinations
 
 import numpy as np
 
-__all__ = ["map_similarity", "repeatability"]
+__all__ = ["map_similarity", "repeatability", "spearman"]
 
 
 def map_similarity(a: np.ndarray, b: np.ndarray, top: float = 0.01, mask: np.ndarray | None = None) -> dict[str, float]:
@@ -52,6 +52,31 @@ def map_similarity(a: np.ndarray, b: np.ndarray, top: float = 0.01, mask: np.nda
     overlap = len(np.intersect1d(ta, tb)) / k
     return {"spearman": 0.0 if np.isnan(rho) else rho, "spearman_signed": 0.0 if np.isnan(signed) else signed,
             "ssim": ssim, "top_overlap": float(overlap)}
+
+
+def spearman(a: np.ndarray, b: np.ndarray, signed: bool = True) -> float:
+    """The Spearman rank correlation of two maps, alone (:func:`map_similarity` computes four measures).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        (C, Z, Y, X) maps of one shape.
+    signed : bool
+        True: the signed maps, every channel's voxels (``spearman_signed``); False: |R| summed over channels
+        (``spearman``).
+
+    Returns
+    -------
+    float
+        In [-1, 1]; 0 where a map is constant.
+    """
+    from scipy.stats import spearmanr
+
+    if signed:
+        rho = spearmanr(np.ravel(a), np.ravel(b)).statistic
+    else:
+        rho = spearmanr(np.abs(a).sum(0).ravel(), np.abs(b).sum(0).ravel()).statistic
+    return 0.0 if np.isnan(rho) else float(rho)
 
 
 def repeatability(maps, top: float = 0.01) -> dict[str, float]:
