@@ -15,3 +15,5 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert namespace["R"].shape == (1, 6, 19, 32, 32)
     assert (tmp_path / "relevance_sum.nii.gz").exists() and (tmp_path / "settings.json").exists()
     assert len(namespace["table"]) == 18 * 7
+    card = namespace["card"]
+    assert set(card.method) == {"lrp:paper", "gradient_x_input"} and len(card) == 2 * 7

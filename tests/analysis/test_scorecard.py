@@ -121,3 +121,15 @@ def test_summarise_gives_mean_and_spread_over_cases():
     assert out["mean"] == pytest.approx(0.3) and out["sd"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
     assert out["n"] == 2 and out["settings"] == "s"
     assert set(spec.family for spec in METRICS.values()) == set(FAMILIES)
+
+
+def test_repeatability_across_the_folds_of_an_ensemble_and_perturbations_refused_by_name():
+    from napari_lrp.samples import sample_nnunet_path
+
+    case = load_sample_case(1)
+    folds = [nl.load_model(sample_nnunet_path(), device="cpu", fold=k) for k in (0, 1)]
+    exp = nl.explain(folds[0], case)
+    table = evaluate(exp, metrics=["repeatability", "morf_auc"], folds=folds).set_index("metric")
+    assert table.loc["repeatability_spearman", "settings"] == "2 models (folds)"
+    assert 0.3 < table.loc["repeatability_spearman", "value"] <= 1.0
+    assert np.isnan(table.loc["morf_auc", "value"]) and "own pipeline" in table.loc["morf_auc", "settings"]

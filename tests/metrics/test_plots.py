@@ -51,3 +51,11 @@ def test_normalised_ranks_follow_each_metrics_direction_and_the_figure_draws():
     assert ranks[("complexity", "b")].tolist()[:2] == [1.0, 0.0] and np.isnan(ranks[("complexity", "b")]["m3"])
     fig = scorecard_figure(table)
     assert len(fig.axes) == 3  # families, metrics, colour bar
+
+
+def test_a_signed_metric_nearest_zero_ranks_best():
+    from napari_lrp.metrics.plots import normalised_ranks
+
+    table = pd.DataFrame([{"method": m, "family": "conservation", "metric": "unaccounted", "better": "nearer zero",
+                           "value": v} for m, v in (("a", -1e-9), ("b", 5e-8), ("c", -3e-3))])
+    assert normalised_ranks(table)[("conservation", "unaccounted")].tolist() == [0.0, 0.5, 1.0]

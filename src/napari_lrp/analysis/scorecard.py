@@ -97,7 +97,7 @@ repeatability_ssim: repeatability, higher is better; Arun et al. 2021
     mean SSIM of the central slice between draws, flips or folds
 repeatability_top_overlap: repeatability, higher is better; Arun et al. 2021
     mean overlap of the top 1 % voxels between draws, flips or folds
-unaccounted: conservation, lower is better; Bach et al. 2015
+unaccounted: conservation, nearer zero is better; Bach et al. 2015
     |relevance neither passed on nor absorbed| / |start| (LRP's ledger; 0: conserved)
 """
 
@@ -391,8 +391,8 @@ def evaluate(explanations, case: Case | None = None, model: Model | None = None,
     Returns
     -------
     pandas.DataFrame
-        One row per method and metric: case, method, family, metric, value, better ('higher'/'lower'),
-        settings.
+        One row per method and metric: case, method, family, metric, value, better ('higher', 'lower' or
+        'nearer zero'), settings.
     """
     chosen = selected_metrics(metrics)
     pairs = _runs_of(explanations)

@@ -203,7 +203,9 @@ def normalised_ranks(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
     for family, metric in wide.columns:
         v = wide[(family, metric)]
-        ranks = v.rank(ascending=better[metric] == "lower", method="average")  # rank 1 = best
+        if better[metric] == "nearer zero":  # e.g. the ledger's unaccounted share, signed
+            v = v.abs()
+        ranks = v.rank(ascending=better[metric] != "higher", method="average")  # rank 1 = best
         n = int(v.notna().sum())
         out[(family, metric)] = (ranks - 1) / (n - 1) if n > 1 else np.where(v.notna(), 0.5, np.nan)
     return out
