@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lrp.lrp.targets import predict, region_mask, start_relevance
+from napari_lrp.lrp.targets import class_view, is_multilabel, predict, region_mask, start_relevance, target_of
 
 
 def test_predict_argmax_and_single_sigmoid_channel():
@@ -15,11 +15,27 @@ def test_predict_argmax_and_single_sigmoid_channel():
     assert predict(logits).dtype == torch.uint8
 
 
-def test_several_sigmoid_channels_are_refused_not_argmaxed():
-    logits = torch.zeros(1, 3, 2, 2, 2)
-    with pytest.raises(ValueError, match="3 sigmoid output channels"):
-        predict(logits, "sigmoid")
-    assert predict(logits[:, :1], "sigmoid").shape == (1, 2, 2, 2)
+def test_several_sigmoid_channels_are_independent_regions_one_bit_each():
+    # three nested regions on four voxels: whole (0), core (1), enhancing (2), as BraTS' sigmoid heads
+    logits = torch.tensor([[-1.0, 2.0, 2.0, 2.0], [-1.0, -1.0, 0.5, 0.5], [3.0, -2.0, -0.1, 1.0]])
+    logits = logits.view(1, 3, 1, 1, 4)
+    pred = predict(logits, "sigmoid")
+    assert pred.tolist() == [[[[4, 1, 3, 7]]]] and pred.dtype == torch.uint8  # bit k: sigmoid(logit_k) > 1/2
+    assert predict(logits, "softmax").tolist() == [[[[2, 0, 0, 0]]]]  # the same logits as classes: argmax
+    assert is_multilabel("sigmoid", 3) and not is_multilabel("sigmoid", 1) and not is_multilabel("softmax", 3)
+    p = pred[0].numpy()
+    for k, region in enumerate(([False, True, True, True], [False, False, True, True], [True, False, False, True])):
+        view = class_view(p, k, True)
+        assert (view == k).ravel().tolist() == region
+        assert region_mask("region", view, None, k).ravel().tolist() == region
+    assert class_view(p, 1, False) is p
+    with pytest.raises(ValueError, match="at most 8 regions"):
+        predict(torch.zeros(1, 9, 1, 1, 1), "sigmoid")
+    # the target of region 1 starts at its logit on its own predicted region
+    prediction, mask = target_of(logits, "sigmoid", "region", 1)
+    assert mask.ravel().tolist() == [False, False, True, True]
+    R = start_relevance(logits, mask, 1)
+    assert R[0, 1].ravel().tolist() == [0.0, 0.0, 0.5, 0.5] and float(R[0, [0, 2]].abs().sum()) == 0
 
 
 def test_region_masks():

@@ -34,14 +34,16 @@ def _transforms(resample: bool):
     return ts
 
 
-def make_bundle(root, resample=True, mode="gaussian", **changes):
+def make_bundle(root, resample=True, mode="gaussian", network=None, outputs=("background", "lesion"), **changes):
+    """A bundle folder as the zoo lays it out; ``network`` a built MONAI network with its network_def."""
     bundle = root / "bundle"
     (bundle / "configs").mkdir(parents=True)
     (bundle / "models").mkdir()
     torch.manual_seed(0)
-    torch.save(UNet(**NET).eval().state_dict(), bundle / "models" / "model.pt")
+    net, net_def = network or (UNet(**NET), {"_target_": "UNet", **NET})
+    torch.save(net.eval().state_dict(), bundle / "models" / "model.pt")
     inference = {"image_key": "image", "device": "$torch.device('cpu')",  # code elsewhere is never read
-                 "network_def": {"_target_": "UNet", **NET},
+                 "network_def": net_def,
                  "preprocessing": {"_target_": "Compose", "transforms": _transforms(resample)},
                  "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 16], "sw_batch_size": 2,
                              "overlap": 0.5, "mode": mode}}
@@ -49,7 +51,8 @@ def make_bundle(root, resample=True, mode="gaussian", **changes):
     (bundle / "configs" / "inference.json").write_text(json.dumps(inference))
     meta = {"name": "tiny stroke bundle", "network_data_format": {
         "inputs": {"image": {"num_channels": 6, "channel_def": {str(i): m for i, m in enumerate(MODS)}}},
-        "outputs": {"pred": {"num_channels": 2, "channel_def": {"0": "background", "1": "lesion"}}}}}
+        "outputs": {"pred": {"num_channels": len(outputs),
+                             "channel_def": {str(i): name for i, name in enumerate(outputs)}}}}}
     (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
     return bundle
 
@@ -157,11 +160,48 @@ def test_code_and_unknown_transforms_are_refused(tmp_path, change, message):
         nl.load_model(bundle)
 
 
-def test_a_bundle_whose_postprocessing_applies_a_sigmoid_to_several_channels_is_refused_at_the_run(tmp_path):
-    """BraTS-style bundles: Activationsd(sigmoid=True) over 2+ channels are overlapping labels, not classes."""
-    bundle = make_bundle(tmp_path, postprocessing={"_target_": "Compose", "transforms": [
-        {"_target_": "Activationsd", "keys": "pred", "sigmoid": True}]})
+def test_a_bundle_of_three_sigmoid_regions_predicts_as_monai_and_explains_each_region(tmp_path):
+    """The shape of the zoo's brats_mri_segmentation: SegResNet, three sigmoid regions (Activationsd(sigmoid=True),
+    AsDiscreted(threshold=0.5)); each region is bit k of the prediction and a target of its own."""
+    from monai.networks.nets import SegResNet
+
+    kwargs = {"spatial_dims": 3, "in_channels": 6, "out_channels": 3, "init_filters": 8, "blocks_down": [1, 1, 1],
+              "blocks_up": [1, 1]}
+    torch.manual_seed(3)
+    net = SegResNet(**kwargs)
+    post = {"_target_": "Compose", "transforms": [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+                                                   {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5}]}
+    # without Spacingd: a resampling bundle inverts probabilities where napari-lrp inverts logits (the
+    # interpolation differs at region borders); without it the inversion is exact and the two must agree
+    bundle = make_bundle(tmp_path, resample=False, network=(net, {"_target_": "SegResNet", **kwargs}),
+                         outputs=("tumour core", "whole tumour", "enhancing tumour"), postprocessing=post)
     model = nl.load_model(bundle)
-    assert model.card.output_activation == "sigmoid"
-    with pytest.raises(ValueError, match="2 sigmoid output channels"):
-        nl.explain(model, nl.load_case(sample_case_path(1)))
+    assert model.card.output_activation == "sigmoid" and model.card.multilabel
+    case = nl.load_case(sample_case_path(1))
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg.pop("device")
+    parser = ConfigParser(cfg)
+    pre, inferer = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer")
+    data = pre({"image": _files(sample_case_path(1))})
+    with torch.no_grad():
+        out = inferer(data["image"][None].float(), model.network)[0]
+    # as the zoo's bundle orders it: sigmoid on the network's grid, Invertd (zero outside the crop), threshold
+    activation, threshold = parser.get_parsed_content("postprocessing").transforms
+    probs = activation({"pred": out})["pred"]
+    pred = MetaTensor(probs.as_tensor() if isinstance(probs, MetaTensor) else probs, affine=data["image"].affine)
+    pred.applied_operations = data["image"].applied_operations
+    inverted = pre.inverse({"image": pred})["image"]
+    theirs = threshold({"pred": inverted})["pred"].as_tensor().numpy()  # (3, i, j, k) the files' grid
+    ours_pred, _logits, _ = predict_case(model, case)
+    bits = np.stack([(ours_pred >> k) & 1 for k in range(3)])
+    ours = np.moveaxis(case.grid.from_napari(bits), -1, 0)
+    assert ours.shape == theirs.shape and theirs.any(axis=(1, 2, 3)).all()
+    assert (ours == theirs).mean() >= 0.9999
+    for k in range(3):
+        exp = nl.explain(model, case, target_class=k)
+        region = exp.target_region()
+        np.testing.assert_array_equal(region, exp.predicted_region(k))
+        np.testing.assert_array_equal(region, exp.logits[k] > 0)
+        assert abs(exp.ledger.unaccounted) <= 1e-5, (k, exp.ledger.unaccounted)
+        start = float(exp.logits[k][region].sum(dtype=np.float64))
+        assert abs(exp.ledger.start - start) <= 1e-4 * abs(start)

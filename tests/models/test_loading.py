@@ -186,6 +186,9 @@ def test_case_missing_a_modality(tmp_path):
     ({"input": {"spatial_size": [0, 0, 0]}}, r"field 'input.spatial_size': every size must be a positive"),
     ({"modalities": ["ADC", "adc"]}, r"field 'modalities': names \['ADC', 'adc'\] appear twice"),
     ({"target_class": 5}, r"target_class 5 is not an index into classes"),
+    ({"regions": {"tumour": [1]}}, r"regions \['tumour'\] are not among the classes"),
+    ({"regions": {"foreground": []}}, r"field 'regions': region 'foreground' needs one or more label values"),
+    ({"regions": {"foreground": [1, -1]}}, r"region 'foreground' needs one or more label values >= 0"),
 ])
 def test_card_fields_are_validated_with_the_file_and_the_field(tmp_path, change, message):
     d = card("UNet3D", {"in_channels": 2, "out_channels": 2, "width": 4}, modalities=["ADC", "MTT"])

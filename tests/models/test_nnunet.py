@@ -243,8 +243,8 @@ def _broken(tmp_path, edit):
     (lambda p, d: p["configurations"]["3d_fullres"].update(normalization_schemes=["MyNorm"] * 6), "MyNorm"),
     (lambda p, d: shutil.rmtree(d / "fold_1"), "fold_1"),
     (lambda p, d: (d / "dataset.json").write_text(json.dumps({**json.loads((d / "dataset.json").read_text()),
-                                                             "labels": {"background": 0, "lesion": [1]}})),
-     "region-based training"),
+                                                             "labels": {"background": 0, "lesion": [1, -2]}})),
+     "a region is a label value or a list of them"),
 ])
 def test_what_cannot_be_read_is_refused_with_file_and_field(tmp_path, edit, message):
     folder = _broken(tmp_path, edit)
@@ -275,3 +275,43 @@ def test_what_does_not_run_on_nnunet_windows_yet_is_refused_by_name():
         exp.perturbation("morf")
     with pytest.raises(ValueError, match="single LRP run"):
         exp.with_rules({})
+
+
+@pytest.fixture(scope="module")
+def region_folder(tmp_path_factory):
+    """The sample folder trained region-based, as nnU-Net's BraTS datasets declare it: two sigmoid heads for the
+    regions {1, 2} and {2} (dataset.json's lists, regions_class_order), the checkpoint's two outputs as heads."""
+    dst = tmp_path_factory.mktemp("nnunet") / "Dataset002_Regions" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    shutil.copytree(sample_nnunet_path(), dst)
+    dataset = json.loads((dst / "dataset.json").read_text())
+    dataset["labels"] = {"background": 0, "whole lesion": [1, 2], "lesion core": [2]}
+    dataset["regions_class_order"] = [1, 2]
+    (dst / "dataset.json").write_text(json.dumps(dataset))
+    return dst
+
+
+def test_a_region_based_folder_predicts_as_nnunet_and_explains_each_region(region_folder, monkeypatch):
+    model = nl.load_model(region_folder, fold=0)
+    assert model.card.classes == ["whole lesion", "lesion core"] and model.card.output_activation == "sigmoid"
+    assert model.card.regions == {"whole lesion": [1, 2], "lesion core": [2]} and model.card.target_class == 0
+    case_dir = sample_case_path(2)
+    case = nl.load_case(case_dir)
+    data, props = SimpleITKIO().read_images(_case_files(case_dir))
+    oracle = _oracle(region_folder)
+    monkeypatch.setattr(torch, "half", torch.float32)  # nnU-Net's window accumulation in float32
+    seg, probs = oracle.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, True)
+    pred, logits, _ = predict_case(model, case)
+    ours = to_nnunet_order(torch.sigmoid(torch.from_numpy(logits).double()).numpy(), case.grid)
+    assert ours.shape == probs.shape == (2, *seg.shape)  # one probability per region, no background channel
+    np.testing.assert_allclose(ours, probs, rtol=0, atol=1e-4)
+    # nnU-Net's label map from the regions: each region in regions_class_order paints its value over the last
+    as_nnunet = np.zeros(pred.shape, np.uint8)
+    for k, value in enumerate([1, 2]):
+        as_nnunet[((pred >> k) & 1) > 0] = value
+    assert (to_nnunet_order(as_nnunet[None].astype(np.float32), case.grid)[0] != seg).mean() < 1e-4
+    for k in range(2):
+        exp = nl.explain(model, case, target_class=k)
+        np.testing.assert_array_equal(exp.target_region(), ((pred >> k) & 1) > 0)
+        assert abs(exp.ledger.unaccounted) <= 1e-5, exp.ledger.unaccounted
+        # each region's ground truth is its label values (the sample label holds 0 and 1: the core is empty)
+        assert exp.ground_truth.sum() == (case.label > 0).sum() if k == 0 else not exp.ground_truth.any()

@@ -226,3 +226,42 @@ def test_explain_again_repeats_the_settings_and_changes_only_what_is_asked(tiny)
     assert np.array_equal(moved.relevance, again.relevance) and not np.array_equal(moved.relevance, exp.relevance)
     with pytest.raises(TypeError, match="colour is not an argument"):
         explain_again(exp, colour="red")
+
+
+def test_a_card_of_three_sigmoid_regions_explains_each_region_with_its_own_ground_truth(tmp_path):
+    """Independent regions (BraTS' whole / core / enhancing shape): the prediction holds one bit per region, every
+    target reads the explained region and its ground truth (the card's label values), draws give each region's
+    Bernoulli entropy, Dice is per region."""
+    from napari_lrp.metrics.measures import dice
+
+    torch.manual_seed(4)
+    net = UNet3D(6, 3, width=4).eval()
+    card = {"name": "regions", "architecture": {"class": "napari_lrp.models.UNet3D",
+                                                "kwargs": {"in_channels": 6, "out_channels": 3, "width": 4}},
+            "modalities": MODS, "input": {"spatial_size": None, "intensity": "minmax", "divisible": 8},
+            "classes": ["whole", "core", "enhancing"], "target_class": 0, "output_activation": "sigmoid",
+            "regions": {"whole": [1, 2, 3], "core": [2, 3], "enhancing": [3]}}
+    model = nl.load_model(nl.save_model(net, card, tmp_path / "model"))
+    assert model.card.multilabel and model.card.regions["core"] == [2, 3]
+    case = nl.load_case(make_case_folder(tmp_path / "case", shape=(13, 11, 5)))
+    label = np.zeros(case.shape, np.uint8)
+    label[2:6, 2:8, 1:4], label[3:5, 3:6, 2:4], label[4, 4, 2] = 1, 2, 3
+    case = dataclasses.replace(case, label=label)
+    runs = [nl.explain(model, case, target_class=k) for k in range(3)]
+    logits = runs[0].logits
+    expected_bits = sum((logits[k] > 0).astype(np.uint8) << k for k in range(3))
+    for k, exp in enumerate(runs):
+        assert np.array_equal(exp.prediction, expected_bits)
+        assert np.array_equal(exp.target_region(), logits[k] > 0)
+        assert abs(exp.ledger.unaccounted) <= 1e-5
+        truth = np.isin(label, card["regions"][card["classes"][k]])
+        assert np.array_equal(exp.ground_truth, truth)
+        assert np.array_equal(exp.for_target("groundtruth").target_region(), truth)
+        assert dice(exp.prediction, truth, k, multilabel=True) == pytest.approx(
+            2 * (truth & (logits[k] > 0)).sum() / (truth.sum() + (logits[k] > 0).sum()))
+    flips = nl.explain(model, case, tta="flips", target_class=1)
+    p = flips.mean_probability.astype(np.float64)
+    assert p.shape == (3, *case.shape)
+    bernoulli = -(p * np.log(np.clip(p, 1e-300, 1)) + (1 - p) * np.log(np.clip(1 - p, 1e-300, 1))).sum(0)
+    np.testing.assert_allclose(flips.predictive_entropy, bernoulli, rtol=1e-5, atol=1e-6)  # each region's, summed
+    assert flips.predictive_entropy.max() <= 3 * np.log(2) + 1e-6 and (flips.mutual_information >= 0).all()

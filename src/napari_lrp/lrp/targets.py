@@ -8,7 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["RegionTarget", "predict", "region_mask", "start_relevance", "target_of", "needs_ground_truth"]
+__all__ = ["MAX_REGIONS", "RegionTarget", "class_view", "is_multilabel", "predict", "region_mask", "start_relevance",
+           "target_of", "needs_ground_truth"]
+
+#: the most sigmoid regions a multi-label prediction holds (one bit each of a uint8 voxel)
+MAX_REGIONS = 8
 
 
 @dataclass(frozen=True)
@@ -26,11 +30,31 @@ class RegionTarget:
 #: the target names of the case's ground-truth region
 GROUND_TRUTH_TARGETS = ("groundtruth", "ground truth", "label", "gt")
 
-def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
-    """Class map from logits: argmax, or > 0 for one sigmoid channel.
+def is_multilabel(activation: str, n_outputs: int) -> bool:
+    """Whether a model's outputs are independent regions (several sigmoid channels) rather than classes.
 
-    Several sigmoid channels (multi-label, overlapping regions such as BraTS' whole tumour / core / enhancing)
-    are refused: one class per voxel, which targets and Dice assume, would misread them.
+    Parameters
+    ----------
+    activation : str
+        The card's output activation.
+    n_outputs : int
+        The number of output channels.
+
+    Returns
+    -------
+    bool
+        True for two or more sigmoid channels (BraTS' whole tumour / tumour core / enhancing tumour).
+    """
+    return activation == "sigmoid" and n_outputs > 1
+
+
+def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
+    """The prediction from logits: a class map, or for independent sigmoid regions one bit per region.
+
+    Softmax (and 'none'): the argmax. One sigmoid channel: logit > 0 (value 1). Several sigmoid channels
+    (multi-label, overlapping regions such as BraTS' whole tumour / core / enhancing): voxel value
+    sum over k of 2**k [logit_k > 0], so region k is bit k (sigmoid > 0.5, as MONAI's AsDiscrete(threshold=0.5)
+    and nnU-Net's region prediction threshold it); nested regions read as 1, 3, 7, ...
 
     Parameters
     ----------
@@ -44,13 +68,42 @@ def predict(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
     torch.Tensor
         (N, *spatial) uint8.
     """
-    if activation == "sigmoid" and logits.shape[1] > 1:
-        raise ValueError(f"the model has {logits.shape[1]} sigmoid output channels (multi-label, overlapping "
-                         "regions); napari-lrp's targets, prediction and Dice assume one class per voxel (softmax, "
-                         "or one sigmoid channel). Save one head as a model of its own, or a softmax network")
+    if is_multilabel(activation, logits.shape[1]):
+        if logits.shape[1] > MAX_REGIONS:
+            raise ValueError(f"the model has {logits.shape[1]} sigmoid output channels (independent regions); "
+                             f"napari-lrp holds at most {MAX_REGIONS} regions per voxel (one bit each)")
+        bits = (2 ** torch.arange(logits.shape[1], device=logits.device)).view(1, -1, *([1] * (logits.ndim - 2)))
+        return ((logits > 0).to(torch.int32) * bits).sum(dim=1).to(torch.uint8)
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).to(torch.uint8)
     return logits.argmax(dim=1).to(torch.uint8)
+
+
+def class_view(prediction: np.ndarray, target_class: int, multilabel: bool) -> np.ndarray:
+    """The prediction as one class sees it: equal to ``target_class`` exactly on that class's predicted region.
+
+    For a class map this is the map itself. For independent regions (bit k of :func:`predict`'s value) region
+    ``target_class`` becomes that value and every other voxel 255, so that the region targets (``== class``,
+    ``!= class``: components, misses, borders) read the region of the class explained.
+
+    Parameters
+    ----------
+    prediction : numpy.ndarray
+        (Z, Y, X) uint8 from :func:`predict`.
+    target_class : int
+        The class or region.
+    multilabel : bool
+        Whether the prediction holds region bits (:func:`is_multilabel`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (Z, Y, X) uint8.
+    """
+    if not multilabel:
+        return prediction
+    on = (np.asarray(prediction) >> target_class) & 1
+    return np.where(on > 0, np.uint8(target_class), np.uint8(255))
 
 
 def region_mask(target, prediction: np.ndarray, ground_truth: np.ndarray | None,
@@ -169,7 +222,7 @@ def target_of(logits: torch.Tensor, activation: str, target, target_class: int, 
     target_class : int
         The class explained.
     ground_truth : callable, optional
-        Gives the case's ground-truth region (asked only for that target).
+        Gives the ground-truth region of the class (asked only for that target).
     name : str
         The case's name, for messages.
 
@@ -185,7 +238,8 @@ def target_of(logits: torch.Tensor, activation: str, target, target_class: int, 
                          "channels")
     prediction = predict(logits, activation)[0].cpu().numpy()
     truth = ground_truth() if needs_ground_truth(target) and ground_truth is not None else None
-    mask = region_mask(target, prediction, truth, target_class)
+    view = class_view(prediction, target_class, is_multilabel(activation, logits.shape[1]))
+    mask = region_mask(target, view, truth, target_class)
     if mask is not None and not mask.any():
         warnings.warn(f"{name}: the target region is empty; the relevance is zero", stacklevel=3)
     return prediction, mask

@@ -201,7 +201,8 @@ def resolve_target(target, classes: Sequence[str], target_class: int, truth: Cal
     target_class : int
         The class explained unless the spec names one.
     truth : callable
-        Gives the case's ground-truth region (Z, Y, X) bool, or None; called only for the targets that need it.
+        truth(class) gives the ground-truth region (Z, Y, X) bool of a class, or None; called only for the
+        targets that need it.
     spacing : sequence of float
         Voxel size in mm (Z, Y, X).
 
@@ -220,7 +221,7 @@ def resolve_target(target, classes: Sequence[str], target_class: int, truth: Cal
     cls = target_class
 
     def needs_truth(what: str) -> np.ndarray:
-        t = truth()
+        t = truth(cls)
         if t is None:
             raise ValueError(f"target {target!r}: {what} needs a case with a ground-truth label")
         return np.asarray(t, dtype=bool)

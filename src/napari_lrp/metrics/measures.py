@@ -242,17 +242,19 @@ def signal_distribution(relevance) -> np.ndarray:
     return mu.numpy()
 
 
-def dice(prediction, label, cls: int = 1) -> float:
-    """Dice of (prediction == cls) against the ground truth.
+def dice(prediction, label, cls: int = 1, multilabel: bool = False) -> float:
+    """Dice of the predicted region of a class (prediction == cls, or bit cls) against the ground truth.
 
     Parameters
     ----------
     prediction : numpy.ndarray
-        (Z, Y, X) class indices.
+        (Z, Y, X) class indices, or region bits for a model of independent sigmoid regions.
     label : numpy.ndarray or None
         (Z, Y, X) ground-truth mask or binary label (any non-zero voxel; a multi-label array is refused).
     cls : int
-        The class compared.
+        The class (or region) compared.
+    multilabel : bool
+        ``prediction`` holds one bit per region (``lrp.targets.predict`` of several sigmoid channels).
 
     Returns
     -------
@@ -261,6 +263,7 @@ def dice(prediction, label, cls: int = 1) -> float:
     """
     if label is None:
         return float("nan")
-    p, g = _t(prediction) == cls, _ground_truth(label)
+    p = ((_t(prediction).to(torch.int32) >> cls) & 1).bool() if multilabel else _t(prediction) == cls
+    g = _ground_truth(label)
     den = int(p.sum()) + int(g.sum())
     return 2.0 * int((p & g).sum()) / den if den else 1.0

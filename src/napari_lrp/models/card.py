@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import (
     BaseModel,
@@ -71,6 +72,16 @@ class _CardSchema(_Strict):
     classes: list[StrictStr] = Field(default_factory=lambda: ["background", "foreground"], min_length=1)
     target_class: StrictInt = 1
     output_activation: Literal["softmax", "sigmoid", "none"] = "softmax"
+    regions: dict[StrictStr, list[StrictInt]] | None = None
+
+    @field_validator("regions")
+    @classmethod
+    def _label_values(cls, v):
+        for name, values in (v or {}).items():
+            if not values or any(x < 0 for x in values):
+                raise ValueError(f"region {name!r} needs one or more label values >= 0 (e.g. [1, 2, 3]), got "
+                                 f"{values}")
+        return v
 
     @field_validator("weights")
     @classmethod
@@ -91,6 +102,10 @@ class _CardSchema(_Strict):
     def _class_exists(self):
         if not 0 <= self.target_class < len(self.classes):
             raise ValueError(f"target_class {self.target_class} is not an index into classes {self.classes}")
+        unknown = sorted(set(self.regions or {}) - set(self.classes))
+        if unknown:
+            raise ValueError(f"regions {unknown} are not among the classes {self.classes}; name each region by its "
+                             "class")
         return self
 
 
@@ -140,7 +155,9 @@ class ModelCard:
 
     architecture: {"class": dotted name on the allow-list, "kwargs": {...}}; weights: file name relative
     to the card; modalities: input channel names in order; input: {"spatial_size": [Z, Y, X] or None,
-    "intensity": "minmax" | "zscore" | "none", "divisible": int}; classes; target_class; output_activation.
+    "intensity": "minmax" | "zscore" | "none", "divisible": int}; classes; target_class; output_activation;
+    regions: {class name: label values} where a class's ground truth is a set of the label file's values (BraTS'
+    whole tumour [1, 2, 3]); a class without an entry takes the case's ground truth.
     """
 
     name: str
@@ -151,6 +168,13 @@ class ModelCard:
     classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
     target_class: int = 1
     output_activation: str = "softmax"
+    regions: dict | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        """Several sigmoid classes: independent regions, one output channel each (BraTS' whole tumour, tumour
+        core, enhancing tumour)."""
+        return self.output_activation == "sigmoid" and len(self.classes) > 1
 
     @property
     def intensity(self) -> str:
@@ -209,7 +233,29 @@ class ModelCard:
                                                   "kwargs": dict(valid.architecture.kwargs)},
                    weights=valid.weights, modalities=list(valid.modalities), input=valid.input.model_dump(),
                    classes=list(valid.classes), target_class=valid.target_class,
-                   output_activation=valid.output_activation)
+                   output_activation=valid.output_activation,
+                   regions={k: list(v) for k, v in valid.regions.items()} if valid.regions else None)
+
+    def class_ground_truth(self, case, target_class: int):
+        """The ground truth of one class or region on a case.
+
+        Parameters
+        ----------
+        case : Case
+            The case (its label and ground truth).
+        target_class : int
+            The class or region.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            (Z, Y, X) bool: the label values ``regions`` gives the class, else the case's ground truth (its
+            label values, or any non-zero voxel); None without a label.
+        """
+        name = self.classes[target_class] if 0 <= target_class < len(self.classes) else None
+        if self.regions and name in self.regions:
+            return None if case.label is None else np.isin(case.label, self.regions[name])
+        return case.ground_truth
 
 
 @dataclass

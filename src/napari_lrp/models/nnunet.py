@@ -56,6 +56,11 @@ DNA_PREFIX = "dynamic_network_architectures.architectures."
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
 
 
+#: the logit of every foreground class and region outside nnU-Net's crop box (sigmoid 9.4e-14): nnU-Net itself
+#: writes probability 0 there
+OUTSIDE_LOGIT = -30.0
+
+
 def is_nnunet_folder(path: str | os.PathLike) -> bool:
     """Whether a path is an nnU-Net v2 results folder (dataset.json, plans.json and a fold_* folder).
 
@@ -266,6 +271,8 @@ class NnUNetPlan(ModelPipeline):
     step: float = 0.5
     folds: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
+    #: one sigmoid head per region (BraTS-style training) instead of softmax classes
+    region_based: bool = False
 
     @property
     def window(self) -> tuple[int, int, int]:
@@ -460,12 +467,14 @@ class NnUNetInput(PreparedInput):
 
     def outputs_to_case(self, blended: torch.Tensor) -> torch.Tensor:
         """Blended logits (1, K, padded model grid) -> (1, K, Z, Y, X) on the case grid, float32: crop the
-        padding, resample back to the crop, put into the crop box (outside it: the most confident background
-        seen, i.e. each class's lowest logit and the background's highest), transpose back."""
+        padding, resample back to the crop, put into the crop box, transpose back. Outside the crop box nnU-Net
+        writes exactly background (probability 1 for the background class, 0 for every other class or region);
+        the logits there are ``OUTSIDE_LOGIT`` (0 for the background), whose softmax or sigmoid is that to 1e-13."""
         logits = self.crop(blended)[0].double()
         crop = self.probability_resampling(logits).numpy()
-        fill = crop.reshape(crop.shape[0], -1).min(1)
-        fill[0] = crop[0].max()
+        fill = np.full(crop.shape[0], OUTSIDE_LOGIT)
+        if not self.plan.region_based:
+            fill[0] = 0.0
         return torch.from_numpy(self._to_case(self._uncrop(crop, fill)).astype(np.float32))[None]
 
     def start_to_model(self, start: torch.Tensor, blended: torch.Tensor):
@@ -695,15 +704,29 @@ def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str, sized: b
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
-def _labels(dataset: dict, source: str) -> tuple[list[str], str]:
+def _region_labels(labels: dict, source: str) -> tuple[list[str], str, dict]:
+    """Region-based training (BraTS): one sigmoid head per region, in the order dataset.json lists them after
+    the background (nnU-Net's LabelManager.foreground_regions); each region the label values it unites."""
+    regions = {}
+    for name, value in labels.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values or any(type(v) is not int or v < 0 for v in values):
+            raise ModelError(f"{source}: dataset.json region {name!r} is {value!r}; a region is a label value or a "
+                             "list of them (whole numbers >= 0)")
+        if values == [0]:
+            continue  # the background has no head
+        regions[str(name)] = values
+    if not regions:
+        raise ModelError(f"{source}: dataset.json labels {labels} hold no foreground region")
+    return list(regions), "sigmoid", regions
+
+
+def _labels(dataset: dict, source: str) -> tuple[list[str], str, dict | None]:
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise ModelError(f"{source}: dataset.json has no 'labels' mapping (name -> value)")
-    regions = [k for k, v in labels.items() if isinstance(v, (list, tuple))]
-    if regions:  # region-based training: overlapping sigmoid heads, nnU-Net's regions_class_order
-        raise ModelError(f"{source}: labels {regions} are regions (region-based training, as for BraTS); "
-                         "napari-lrp does not map overlapping sigmoid regions to its targets yet. Explain a "
-                         "model trained on plain labels, or save the network with a card (one class per head)")
+    if any(isinstance(v, (list, tuple)) for v in labels.values()):
+        return _region_labels(labels, source)
     bad = {k: v for k, v in labels.items() if type(v) is not int or v < 0}
     if bad:
         raise ModelError(f"{source}: dataset.json labels {bad!r:.120} are not whole numbers >= 0 (label name -> value)")
@@ -713,7 +736,7 @@ def _labels(dataset: dict, source: str) -> tuple[list[str], str]:
     order = sorted(labels.items(), key=lambda kv: int(kv[1]))
     if [int(v) for _k, v in order] != list(range(len(order))):
         raise ModelError(f"{source}: dataset.json labels {labels} are not consecutive 0..K-1")
-    return [k for k, _v in order], "softmax"
+    return [k for k, _v in order], "softmax", None
 
 
 def _channel_names(dataset: dict, where: Path) -> list[str]:
@@ -817,7 +840,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     name = _configuration_name(folder, ckpts[0], plans)
     cfg = _configuration(plans, name, str(folder / "plans.json"))
     modalities = _channel_names(dataset, folder / "dataset.json")
-    classes, activation = _labels(dataset, str(folder / "dataset.json"))
+    classes, activation, regions = _labels(dataset, str(folder / "dataset.json"))
     n_out = len(classes)
     _check_stage(cfg, name, folder / "plans.json")
     _check_configuration(cfg, name, len(modalities), folder / "plans.json")
@@ -836,7 +859,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
         probability_resampling=dict(cfg.get("resampling_fn_probabilities_kwargs") or {"order": 1, "order_z": 0,
                                                                                        "force_separate_z": None}),
         mirror_axes=None if mirror_axes is None else tuple(int(a) for a in mirror_axes), mirroring=bool(mirroring),
-        folds=[f.name for f in folds], checkpoints=[str(p) for p in paths])
+        folds=[f.name for f in folds], checkpoints=[str(p) for p in paths], region_based=regions is not None)
     _check_plan(plan, cfg, folder / "plans.json")
     network = nets[0] if len(nets) == 1 else FoldEnsemble(nets)
     if mirroring and plan.mirror_axes:
@@ -850,8 +873,8 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
                      architecture={"class": cfg["architecture"]["network_class_name"], "kwargs": {}},
                      weights=checkpoint, modalities=modalities,
                      input={"spatial_size": None, "intensity": "none", "divisible": 1}, classes=classes,
-                     target_class=min(1, n_out - 1),
-                     output_activation=activation)
+                     target_class=0 if regions else min(1, n_out - 1),
+                     output_activation=activation, regions=regions)
     return Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths, folder),
                  pipeline=plan)
 

@@ -349,7 +349,8 @@ def run_attribution(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, me
         out = select_output(prep.network(x), spec.output_index, type(prep.network).__name__)
     logits = prep.crop(out)
     target, cls = spec.target, spec.target_class
-    prediction, mask = target_of(logits, m.card.output_activation, target, cls, lambda: case.ground_truth, case.name)
+    prediction, mask = target_of(logits, m.card.output_activation, target, cls,
+                                 lambda: m.card.class_ground_truth(case, cls), case.name)
     weight = torch.ones_like(logits) if mask is None else torch.zeros_like(logits)
     if mask is not None:
         weight[:, cls] = torch.as_tensor(np.ascontiguousarray(mask), device=logits.device, dtype=logits.dtype)

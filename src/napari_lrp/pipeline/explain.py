@@ -266,7 +266,8 @@ def _raised_outside(exc: BaseException) -> bool:
 def _spec(m: Model, case: Case, kw: dict) -> RunSpec:
     """The run's :class:`RunSpec`: the target resolved against the model's classes and the case."""
     cls = m.card.target_class if kw["target_class"] is None else int(kw["target_class"])
-    target, cls = resolve_target(kw["target"], m.card.classes, cls, lambda: case.ground_truth, case.grid.spacing)
+    target, cls = resolve_target(kw["target"], m.card.classes, cls, lambda c: m.card.class_ground_truth(case, c),
+                                 case.grid.spacing)
     return RunSpec(preset=kw["preset"], rules=dict(kw["rules"] or {}), target=target, target_class=cls,
                    strict=kw["strict"], output_index=kw["output_index"])
 

@@ -29,7 +29,14 @@ from ..lrp.filters import Filter, filters_from_specs, format_filter, heatmap
 from ..lrp.kernels import onednn_convolutions
 from ..lrp.ledger import Ledger
 from ..lrp.rule_specs import rules_from_specs, rules_to_specs
-from ..lrp.targets import RegionTarget, needs_ground_truth, region_mask, start_relevance
+from ..lrp.targets import (
+    RegionTarget,
+    class_view,
+    is_multilabel,
+    needs_ground_truth,
+    region_mask,
+    start_relevance,
+)
 from ..metrics.components import components_table, resolve_target
 from ..metrics.concepts import (
     concept_measures,
@@ -308,7 +315,7 @@ class Explanation:
         pandas.DataFrame
             One row per channel and a 'mean' row (:func:`napari_lrp.metrics.table.measure`).
         """
-        return measure(self.relevance, self.input_image, self.case.ground_truth, self.modalities, tau_r, tau_x)
+        return measure(self.relevance, self.input_image, self.ground_truth, self.modalities, tau_r, tau_x)
 
     def concepts(self, layer: str, progress=None):
         """The relevance at one layer's output per channel for this run's target (concept relevance).
@@ -383,8 +390,7 @@ class Explanation:
             Size (voxels, ml), centre (RAS+ mm), Dice with the lesions of the other side it overlaps, detected /
             missed and true / false positive.
         """
-        return components_table(self.prediction == self.target_class, self.case.ground_truth,
-                                self.case.grid.spacing, self.case.grid)
+        return components_table(self.predicted_region(), self.ground_truth, self.case.grid.spacing, self.case.grid)
 
     def for_target(self, target) -> Explanation:
         """This run explaining another target of the same class, from the kept forward pass.
@@ -400,11 +406,12 @@ class Explanation:
         -------
         Explanation
         """
-        target, cls = resolve_target(target, self.model.card.classes, self.target_class,
-                                     lambda: self.case.ground_truth, self.case.grid.spacing)
+        card = self.model.card
+        target, cls = resolve_target(target, card.classes, self.target_class,
+                                     lambda c: card.class_ground_truth(self.case, c), self.case.grid.spacing)
         if cls != self.target_class:
             raise ValueError(f"for_target keeps the run's class {self.target_class}; {target!r} names class {cls}")
-        mask = region_mask(target, self.prediction, self.case.ground_truth if needs_ground_truth(target) else None,
+        mask = region_mask(target, self._class_view(), self.ground_truth if needs_ground_truth(target) else None,
                            cls)
         logits = torch.as_tensor(self.logits, dtype=torch.float64)[None]
         start_case = start_relevance(logits, mask, cls, getattr(target, "against", None))
@@ -447,8 +454,40 @@ class Explanation:
         numpy.ndarray or None
             (Z, Y, X) bool; None for the 'output' target.
         """
-        return region_mask(self.target, self.prediction, self.case.ground_truth if needs_ground_truth(self.target)
+        return region_mask(self.target, self._class_view(), self.ground_truth if needs_ground_truth(self.target)
                            else None, self.target_class)
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the model's outputs are independent sigmoid regions (``prediction`` then holds one bit per
+        region: region k is bit k)."""
+        return is_multilabel(self.model.card.output_activation, int(self.logits.shape[0]))
+
+    @property
+    def ground_truth(self) -> np.ndarray | None:
+        """The ground truth of the run's class (Z, Y, X) bool: its label values (the card's ``regions``) or the
+        case's ground truth; None without a label."""
+        return self.model.card.class_ground_truth(self.case, self.target_class)
+
+    def predicted_region(self, target_class: int | None = None) -> np.ndarray:
+        """The predicted region of a class (default the run's): argmax == class, or the region's bit.
+
+        Parameters
+        ----------
+        target_class : int, optional
+            The class or region.
+
+        Returns
+        -------
+        numpy.ndarray
+            (Z, Y, X) bool.
+        """
+        cls = self.target_class if target_class is None else int(target_class)
+        return self._class_view(cls) == cls
+
+    def _class_view(self, target_class: int | None = None) -> np.ndarray:
+        cls = self.target_class if target_class is None else target_class
+        return class_view(self.prediction, cls, self.multilabel)
 
     def _model_grid(self, relevance, what: str):
         """The prepared input, a map and the target region on the model's input grid (padded like the input)."""
@@ -591,7 +630,7 @@ class Explanation:
         maps = self.sample_heatmaps(f)
         if maps is None:
             return None
-        image, truth = self.input_image, self.case.ground_truth
+        image, truth = self.input_image, self.ground_truth
         mean_map = maps.astype(np.float64).mean(0).astype(np.float32)
         out = measure(mean_map, image, truth, self.modalities, tau_r, tau_x)
         tables = [measure(r, image, truth, self.modalities, tau_r, tau_x) for r in maps]

@@ -361,7 +361,7 @@ def run_lrp(m: Model, case: Case, prep: PreparedInput, spec: RunSpec) -> LRPRun:
     prop = spec.propagation(prep.network, prep.x, prep.bounds)
     logits = prep.crop(prop.output)
     prediction, mask = target_of(logits, m.card.output_activation, spec.target, spec.target_class,
-                                 lambda: case.ground_truth, case.name)
+                                 lambda: m.card.class_ground_truth(case, spec.target_class), case.name)
     start = prep.pad(start_relevance(logits, mask, spec.target_class, getattr(spec.target, "against", None)))
     return LRPRun(propagation=prop, prepared=prep, start=start, case=case, model=m, spec=spec,
                   logits=logits[0].detach().float().cpu().numpy(), prediction=prediction)

@@ -32,7 +32,7 @@ from ..io.case import Case
 from ..lrp.engine import Propagation
 from ..lrp.ledger import Ledger
 from ..lrp.names import matches
-from ..lrp.targets import needs_ground_truth, region_mask, start_relevance
+from ..lrp.targets import class_view, is_multilabel, needs_ground_truth, predict, region_mask, start_relevance
 from ..lrp.types import ACTIVATION_TYPES, DROPOUT_TYPES
 from ..models.card import Model
 from ..models.preprocess import PreparedInput
@@ -176,7 +176,7 @@ class DrawnDropout:
         return hook
 
 
-def entropy(p: torch.Tensor, dim: int = 0) -> torch.Tensor:
+def entropy(p: torch.Tensor, dim: int = 0, independent: bool = False) -> torch.Tensor:
     """-sum p log p along one axis (nats), with 0 log 0 = 0.
 
     Parameters
@@ -185,11 +185,17 @@ def entropy(p: torch.Tensor, dim: int = 0) -> torch.Tensor:
         Probabilities.
     dim : int
         The axis of the classes.
+    independent : bool
+        The channels are independent regions (several sigmoid outputs): the sum of each region's Bernoulli
+        entropy -p log p - (1 - p) log(1 - p).
 
     Returns
     -------
     torch.Tensor
     """
+    if independent:
+        p = torch.stack([p, 1 - p])
+        return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(0).sum(dim)
     return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(dim)
 
 
@@ -340,7 +346,7 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, s
             for b, axes in enumerate(flips):
                 logits = crop(_flip(prop.output[b:b + 1], axes))[0].double()
                 p = probabilities(logits, activation)
-                h = entropy(p)
+                h = entropy(p, independent=is_multilabel(activation, logits.shape[0]))
                 sum_p = p if sum_p is None else sum_p + p
                 sum_h = h if sum_h is None else sum_h + h
                 sum_logits = logits if sum_logits is None else sum_logits + logits
@@ -361,16 +367,22 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, s
                 size = sampling.batch_size or (fit if prop.output.device.type != "cpu" else 1)
     n = len(draws)
     mean_p = sum_p / n
-    h_mean = entropy(mean_p)
+    h_mean = entropy(mean_p, independent=is_multilabel(activation, sum_logits.shape[0]))
     mi = (h_mean - sum_h / n).clamp(min=0)
     mean_logits = (sum_logits / n)[None]
     if not 0 <= target_class < mean_logits.shape[1]:
         raise ValueError(f"target class {target_class} does not exist; the model has {mean_logits.shape[1]} output "
                          "channels")
-    # the mean prediction: argmax of the mean probabilities (one sigmoid channel: mean p > 1/2)
-    cls_map = (mean_p[1] > 0.5) if mean_logits.shape[1] == 1 else mean_p.argmax(0)
-    prediction = cls_map.to(torch.uint8).cpu().numpy()
-    mask = region_mask(target, prediction, case.ground_truth if needs_ground_truth(target) else None, target_class)
+    # the mean prediction: argmax of the mean probabilities (one sigmoid channel: mean p > 1/2; independent
+    # sigmoid regions: each region's mean p > 1/2, one bit per region as predict() writes it)
+    multilabel = is_multilabel(activation, mean_logits.shape[1])
+    if multilabel:
+        prediction = predict(torch.logit(mean_p.clamp(1e-12, 1 - 1e-12))[None], activation)[0].cpu().numpy()
+    else:
+        cls_map = (mean_p[1] > 0.5) if mean_logits.shape[1] == 1 else mean_p.argmax(0)
+        prediction = cls_map.to(torch.uint8).cpu().numpy()
+    truth = m.card.class_ground_truth(case, target_class) if needs_ground_truth(target) else None
+    mask = region_mask(target, class_view(prediction, target_class, multilabel), truth, target_class)
     for batch in batches:
         starts = []
         for b, axes in enumerate(batch.flips):

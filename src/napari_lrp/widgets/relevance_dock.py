@@ -493,6 +493,14 @@ class RelevanceWidget(DockPanel):
 
     def _show_dice(self, pred, case, prefix):
         cls = self.target_class.value
+        card = self.session.model.card if self.session.model is not None else None
+        if card is not None and card.multilabel:  # independent regions: every region's Dice
+            scores = [dice(pred, card.class_ground_truth(case, k), k, multilabel=True)
+                      for k in range(len(card.classes))]
+            text = "Dice " + ", ".join(f"{name} {'n/a' if np.isnan(d) else f'{d:.3f}'}"
+                                       for name, d in zip(card.classes, scores))
+            self.set_status(f"{case.name}: {prefix}; {text}")
+            return
         if cls == 0:
             text = "Dice n/a (class 0 is the background)"
         else:
