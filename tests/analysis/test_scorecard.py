@@ -133,3 +133,9 @@ def test_repeatability_across_the_folds_of_an_ensemble_and_perturbations_refused
     assert table.loc["repeatability_spearman", "settings"] == "2 models (folds)"
     assert 0.3 < table.loc["repeatability_spearman", "value"] <= 1.0
     assert np.isnan(table.loc["morf_auc", "value"]) and "own pipeline" in table.loc["morf_auc", "settings"]
+
+
+def test_a_zero_map_has_no_sensitivity_and_says_so(runs):
+    zero = dataclasses.replace(runs["lrp:paper"], relevance=np.zeros_like(runs["lrp:paper"].relevance))
+    table = evaluate(zero, metrics=["robustness"])
+    assert table.value.isna().all() and table.settings.str.contains("zero everywhere").all()

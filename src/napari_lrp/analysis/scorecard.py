@@ -262,6 +262,9 @@ def _randomisation(exp: Explanation, o: _Options, chosen: list[str], progress) -
 
 
 def _robustness(exp: Explanation, o: _Options, progress) -> dict:
+    if not np.abs(exp.relevance).max() > 0:
+        why = "the map is zero everywhere (an empty target region?): no relative change is defined"
+        return {"max_sensitivity": (np.nan, why), "avg_sensitivity": (np.nan, why)}
     region = exp.target_region()
     target = region if region is not None else "output"
     case = exp.case
