@@ -72,9 +72,10 @@ def _oracle(folder, fold=0, mirroring=False):
     dataset = json.loads((folder / "dataset.json").read_text())
     pm = PlansManager(plans)
     cm = pm.get_configuration("3d_fullres")
+    heads = pm.get_label_manager(dataset).num_segmentation_heads  # regions, or classes with the background
     net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                 cm.network_arch_init_kwargs_req_import, 6, 2, allow_init=True,
-                                 deep_supervision=False)
+                                 cm.network_arch_init_kwargs_req_import, len(dataset["channel_names"]), heads,
+                                 allow_init=True, deep_supervision=False)
     ckpt = torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     net.load_state_dict(ckpt["network_weights"])
     pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
@@ -315,3 +316,52 @@ def test_a_region_based_folder_predicts_as_nnunet_and_explains_each_region(regio
         assert abs(exp.ledger.unaccounted) <= 1e-5, exp.ledger.unaccounted
         # each region's ground truth is its label values (the sample label holds 0 and 1: the core is empty)
         assert exp.ground_truth.sum() == (case.label > 0).sum() if k == 0 else not exp.ground_truth.any()
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """Results folders from nnU-Net's own fingerprint extraction and planners on a generated BraTS-like cohort
+    (four channels, two nested regions), made once: the default planner and ResEnc M; and a case as BraTS 2021
+    names its files."""
+    from tests.models._nnunet_planner import planned_results_folder, write_case_folder
+
+    root = tmp_path_factory.mktemp("planned")
+    return {"default": planned_results_folder(root / "default", "ExperimentPlanner", 3),
+            "resenc": planned_results_folder(root / "resenc", "nnUNetPlannerResEncM", 4),
+            "case": write_case_folder(root / "cases" / "BraTSLike_100")}
+
+
+@pytest.mark.parametrize("which,mirroring", [("default", False), ("default", True), ("resenc", False)])
+def test_planner_made_region_folders_equal_nnunets_predictor_and_explain_each_region(planned, which, mirroring,
+                                                                                     monkeypatch):
+    from tests.models._nnunet_planner import CHANNELS, case_files
+
+    folder = planned[which]
+    plans = json.loads((folder / "plans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"].endswith(
+        "ResidualEncoderUNet" if which == "resenc" else "PlainConvUNet")
+    model = nl.load_model(folder, fold=0, mirroring=mirroring)
+    assert model.card.modalities == CHANNELS and model.card.classes == ["whole lesion", "lesion core"]
+    case = nl.load_case(planned["case"])  # BraTS file names: t1, t1ce, t2, flair mapped to the model's names
+    assert [m.lower() for m in case.modalities] == [c.lower() for c in CHANNELS]
+    data, props = SimpleITKIO().read_images(case_files(planned["case"]))
+    oracle = _oracle(folder, mirroring=mirroring)
+    monkeypatch.setattr(torch, "half", torch.float32)  # nnU-Net's window accumulation in float32
+    seg, probs = oracle.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, True)
+    pred, logits, _ = predict_case(model, case)
+    ours = to_nnunet_order(torch.sigmoid(torch.from_numpy(logits).double()).numpy(), case.grid)
+    assert ours.shape == probs.shape
+    np.testing.assert_allclose(ours, probs, rtol=0, atol=1e-4)  # the whole case grid, the crop box's outside too
+    assert (probs[:, data.sum(0) == 0] == 0).all()  # nnU-Net's background outside the crop box
+    painted = np.zeros(pred.shape, np.uint8)
+    for k, value in enumerate([1, 2]):  # nnU-Net's label map: regions_class_order painted in order
+        painted[((pred >> k) & 1) > 0] = value
+    assert (to_nnunet_order(painted[None].astype(np.float32), case.grid)[0] != seg).mean() < 1e-4
+    if mirroring or which == "resenc":
+        return
+    label = case.label
+    for k, values in enumerate(([1, 2], [2])):
+        exp = nl.explain(model, case, target_class=k)
+        assert exp.target_region().any() and abs(exp.ledger.unaccounted) <= 1e-5, exp.ledger.unaccounted
+        assert np.array_equal(exp.ground_truth, np.isin(label, values))
+        assert exp.for_target("groundtruth").target_region().sum() == np.isin(label, values).sum()
