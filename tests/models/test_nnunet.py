@@ -306,9 +306,8 @@ def test_a_region_based_folder_predicts_as_nnunet_and_explains_each_region(regio
     assert ours.shape == probs.shape == (2, *seg.shape)  # one probability per region, no background channel
     np.testing.assert_allclose(ours, probs, rtol=0, atol=1e-4)
     # nnU-Net's label map from the regions: each region in regions_class_order paints its value over the last
-    as_nnunet = np.zeros(pred.shape, np.uint8)
-    for k, value in enumerate([1, 2]):
-        as_nnunet[((pred >> k) & 1) > 0] = value
+    as_nnunet = model.card.label_map(pred)
+    assert model.card.regions_class_order == [1, 2]
     assert (to_nnunet_order(as_nnunet[None].astype(np.float32), case.grid)[0] != seg).mean() < 1e-4
     for k in range(2):
         exp = nl.explain(model, case, target_class=k)
@@ -353,9 +352,8 @@ def test_planner_made_region_folders_equal_nnunets_predictor_and_explain_each_re
     assert ours.shape == probs.shape
     np.testing.assert_allclose(ours, probs, rtol=0, atol=1e-4)  # the whole case grid, the crop box's outside too
     assert (probs[:, data.sum(0) == 0] == 0).all()  # nnU-Net's background outside the crop box
-    painted = np.zeros(pred.shape, np.uint8)
-    for k, value in enumerate([1, 2]):  # nnU-Net's label map: regions_class_order painted in order
-        painted[((pred >> k) & 1) > 0] = value
+    painted = model.card.label_map(pred)  # nnU-Net's label map: regions_class_order painted in order
+    assert set(np.unique(painted)) <= {0, 1, 2}
     assert (to_nnunet_order(painted[None].astype(np.float32), case.grid)[0] != seg).mean() < 1e-4
     if mirroring or which == "resenc":
         return

@@ -260,6 +260,11 @@ def test_a_card_of_three_sigmoid_regions_explains_each_region_with_its_own_groun
         assert dice(exp.prediction, truth, k, multilabel=True) == pytest.approx(
             2 * (truth & (logits[k] > 0)).sum() / (truth.sum() + (logits[k] > 0).sum()))
     flips = nl.explain(model, case, tta="flips", target_class=1)
+    painted = model.card.label_map(runs[0].prediction)  # regions in order, each over the ones before: 1, 2, 3
+    expected_map = np.zeros(case.shape, np.uint8)
+    for k in range(3):
+        expected_map[logits[k] > 0] = k + 1
+    assert np.array_equal(painted, expected_map)
     p = flips.mean_probability.astype(np.float64)
     assert p.shape == (3, *case.shape)
     bernoulli = -(p * np.log(np.clip(p, 1e-300, 1)) + (1 - p) * np.log(np.clip(1 - p, 1e-300, 1))).sum(0)

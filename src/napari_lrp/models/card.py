@@ -73,6 +73,7 @@ class _CardSchema(_Strict):
     target_class: StrictInt = 1
     output_activation: Literal["softmax", "sigmoid", "none"] = "softmax"
     regions: dict[StrictStr, list[StrictInt]] | None = None
+    regions_class_order: list[StrictInt] | None = None
 
     @field_validator("regions")
     @classmethod
@@ -102,6 +103,9 @@ class _CardSchema(_Strict):
     def _class_exists(self):
         if not 0 <= self.target_class < len(self.classes):
             raise ValueError(f"target_class {self.target_class} is not an index into classes {self.classes}")
+        if self.regions_class_order is not None and len(self.regions_class_order) != len(self.classes):
+            raise ValueError(f"regions_class_order {self.regions_class_order} paints one label value per class: it "
+                             f"needs {len(self.classes)} values (one for each of {self.classes})")
         unknown = sorted(set(self.regions or {}) - set(self.classes))
         if unknown:
             raise ValueError(f"regions {unknown} are not among the classes {self.classes}; name each region by its "
@@ -157,7 +161,8 @@ class ModelCard:
     to the card; modalities: input channel names in order; input: {"spatial_size": [Z, Y, X] or None,
     "intensity": "minmax" | "zscore" | "none", "divisible": int}; classes; target_class; output_activation;
     regions: {class name: label values} where a class's ground truth is a set of the label file's values (BraTS'
-    whole tumour [1, 2, 3]); a class without an entry takes the case's ground truth.
+    whole tumour [1, 2, 3]); a class without an entry takes the case's ground truth; regions_class_order: the
+    label value each region paints into the label map, in region order (nnU-Net's field; default 1, 2, ...).
     """
 
     name: str
@@ -169,6 +174,29 @@ class ModelCard:
     target_class: int = 1
     output_activation: str = "softmax"
     regions: dict | None = None
+    regions_class_order: list | None = None
+
+    def label_map(self, prediction: np.ndarray) -> np.ndarray:
+        """The prediction as a label map: a class map as it is; region bits painted the way nnU-Net paints
+        them (each region, in order, writes its ``regions_class_order`` value over the ones before).
+
+        Parameters
+        ----------
+        prediction : numpy.ndarray
+            (Z, Y, X) uint8 from ``lrp.targets.predict``.
+
+        Returns
+        -------
+        numpy.ndarray
+            (Z, Y, X) uint8: for nested BraTS regions (whole, core, enhancing) 1, 2, 3 as the labels read.
+        """
+        if not self.multilabel:
+            return prediction
+        values = self.regions_class_order or list(range(1, len(self.classes) + 1))
+        out = np.zeros(prediction.shape, np.uint8)
+        for k, value in enumerate(values):
+            out[((prediction >> k) & 1) > 0] = value
+        return out
 
     @property
     def multilabel(self) -> bool:
@@ -234,7 +262,8 @@ class ModelCard:
                    weights=valid.weights, modalities=list(valid.modalities), input=valid.input.model_dump(),
                    classes=list(valid.classes), target_class=valid.target_class,
                    output_activation=valid.output_activation,
-                   regions={k: list(v) for k, v in valid.regions.items()} if valid.regions else None)
+                   regions={k: list(v) for k, v in valid.regions.items()} if valid.regions else None,
+                   regions_class_order=list(valid.regions_class_order) if valid.regions_class_order else None)
 
     def class_ground_truth(self, case, target_class: int):
         """The ground truth of one class or region on a case.

@@ -721,6 +721,20 @@ def _region_labels(labels: dict, source: str) -> tuple[list[str], str, dict]:
     return list(regions), "sigmoid", regions
 
 
+def _regions_class_order(dataset: dict, regions: dict | None, source: str) -> list[int] | None:
+    """dataset.json's regions_class_order: the label value each region paints, checked against the regions."""
+    if regions is None:
+        return None
+    order = dataset.get("regions_class_order")
+    if order is None:
+        raise ModelError(f"{source}: region-based labels need 'regions_class_order' (one label value per region, "
+                         f"as nnU-Net's BraTS datasets give it: {len(regions)} values for {list(regions)})")
+    if not isinstance(order, list) or len(order) != len(regions) or any(type(v) is not int for v in order):
+        raise ModelError(f"{source}: field 'regions_class_order' is {order!r}; it needs {len(regions)} whole numbers, "
+                         f"one label value per region ({list(regions)})")
+    return list(order)
+
+
 def _labels(dataset: dict, source: str) -> tuple[list[str], str, dict | None]:
     labels = dataset.get("labels")
     if not isinstance(labels, dict) or not labels:
@@ -874,7 +888,8 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
                      weights=checkpoint, modalities=modalities,
                      input={"spatial_size": None, "intensity": "none", "divisible": 1}, classes=classes,
                      target_class=0 if regions else min(1, n_out - 1),
-                     output_activation=activation, regions=regions)
+                     output_activation=activation, regions=regions,
+                     regions_class_order=_regions_class_order(dataset, regions, str(folder / "dataset.json")))
     return Model(network=network, card=card, device=device, path=source, sha256=nnunet_sha256(paths, folder),
                  pipeline=plan)
 

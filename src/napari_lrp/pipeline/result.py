@@ -679,7 +679,7 @@ class Explanation:
             for c, m in enumerate(self.modalities):
                 save_nifti(self.relevance[c], self.case, tmp / f"relevance_{m}.nii.gz")
             save_nifti(self.relevance.sum(0), self.case, tmp / "relevance_sum.nii.gz")
-            save_nifti(self.prediction, self.case, tmp / "prediction.nii.gz")
+            save_nifti(self.model.card.label_map(self.prediction), self.case, tmp / "prediction.nii.gz")
             with replacing(tmp / "coefficients.csv") as csv:
                 self.coefficients(tau_r, tau_x).to_csv(csv, index=False)
             save_settings(self, tmp / "settings.json", outputs=names)

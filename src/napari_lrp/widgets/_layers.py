@@ -363,7 +363,7 @@ def show_explanation(viewer, explanation, relevance: np.ndarray | None = None, a
     """The layers the widgets add: anatomy and ground truth, prediction, relevance (optionally filtered;
     lazy=True updates hidden relevance layers when they are shown)."""
     layers = show_case(viewer, explanation.case) if add_case else []
-    layers.append(show_prediction(viewer, explanation.prediction, explanation.case))
+    layers.append(show_prediction(viewer, explanation.model.card.label_map(explanation.prediction), explanation.case))
     if with_relevance:
         R = explanation.relevance if relevance is None else relevance
         layers += show_relevance(viewer, R, explanation.modalities, explanation.case, lazy=lazy)

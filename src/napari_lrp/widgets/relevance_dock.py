@@ -481,7 +481,7 @@ class RelevanceWidget(DockPanel):
             return
         self._show_case(case, path)
         self.session.set_model(model, mpath, device)
-        show_prediction(self._viewer, pred, case)
+        show_prediction(self._viewer, model.card.label_map(pred), case)
         self.table.set_layers(model.network, shapes)
         self.target_class.max = max(len(model.card.classes) - 1, 1)
         self.target_class.value = model.card.target_class
