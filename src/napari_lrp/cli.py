@@ -86,7 +86,7 @@ def _run_sweep(args) -> int:
                          sampling={k: v for k, v in (("mc_samples", args.mc_samples), ("dropout", args.dropout),
                                                      ("tta", args.tta), ("seed", args.seed))
                                    if v is not None and not (k == "mc_samples" and v == 1)} or None,
-                         resume=args.resume)
+                         resume=args.resume, lesions=args.lesions)
     failed = table[table.status == "failed"].case.unique() if "status" in table else []
     print(f"{table.case.nunique()} cases, {len(failed)} failed; table in {args.out}")
     return 0
@@ -275,6 +275,9 @@ def _sweep_parser(sub) -> None:
     s.add_argument("--dropout", type=float, default=None, metavar="P", help="dropout rate of the draws")
     s.add_argument("--tta", default=None, choices=["flips"], help="test-time flips ('_sd' columns)")
     s.add_argument("--seed", type=int, default=None, help="seed of the draws")
+    s.add_argument("--lesions", action="store_true",
+                   help="lesion-wise rows: every lesion of the prediction and of the ground truth explained alone "
+                        "(column 'target': run, component:K, gt-component:K; with size and detected / missed)")
     s.add_argument("--resume", default="recompute", choices=["recompute", "strict"],
                    help="cases computed with another model or settings: recompute them (default) or refuse")
     _case_options(s)

@@ -59,3 +59,33 @@ def test_sweep_with_faithfulness_columns(paper_explanation):
     curve = paper_explanation.perturbation("morf", n_blocks=40, steps=4)
     assert none.morf_auc == pytest.approx(curve.auc)
     assert t.groupby("setting").morf_auc.nunique().max() == 1  # one value per setting
+
+
+def test_lesion_wise_sweep_rows_are_each_lesions_own_sweep(paper_explanation):
+    exp = paper_explanation
+    grid = default_grid()[:2]
+    table = sweep(exp, grid=grid, lesions=True)
+    lesions = exp.components()
+    specs = ["run"] + [f"{'component' if s == 'prediction' else 'gt-component'}:{k}"
+                       for s, k in zip(lesions.source, lesions.component)]
+    assert list(dict.fromkeys(table.target)) == specs and len(specs) >= 2
+    per_target = len(sweep(exp, grid=grid))
+    assert len(table) == len(specs) * per_target
+    for spec in specs[1:]:
+        rows = table[table.target == spec].reset_index(drop=True)
+        own = sweep(exp.for_target(spec), grid=grid)
+        pd.testing.assert_frame_equal(rows[own.columns].reset_index(drop=True), own, check_dtype=False)
+        status = rows.lesion_status.iloc[0]
+        assert status in (("true positive", "false positive") if spec.startswith("component")
+                          else ("detected", "missed"))
+    run_rows = table[table.target == "run"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(run_rows[own.columns], sweep(exp, grid=grid), check_dtype=False)
+
+
+def test_lesions_with_faithfulness_score_each_lesion_on_its_own_map(paper_explanation):
+    exp = paper_explanation
+    table = exp.lesions(faithfulness=True, perturbation_options={"n_blocks": 200, "steps": 4})
+    row = table.iloc[0]
+    lesion = exp.for_target(row.target)
+    curves = lesion.faithfulness(n_blocks=200, steps=4)
+    assert row.morf_auc == pytest.approx(curves["morf"].auc) and row.lerf_auc == pytest.approx(curves["lerf"].auc)

@@ -157,3 +157,25 @@ def test_an_nnunet_folder_sweeps_a_cohort_with_its_provenance(cohort, tmp_path):
     mine = table[table.case == case.name].reset_index(drop=True)
     np.testing.assert_allclose(mine.groundtruth_inclusivity.to_numpy(),
                                api.groundtruth_inclusivity.to_numpy(), rtol=1e-6)
+
+
+def test_a_lesion_wise_cohort_sweep_from_the_command_line(cohort, tmp_path):
+    """napari-lrp sweep --lesions: per case the run's rows and every lesion's, with size and status; the setting
+    changes the settings' hash (a plain sweep is not reused for it)."""
+    from napari_lrp.batch.cohort import run_settings, settings_hash
+    from napari_lrp.cli import main
+
+    out = tmp_path / "lesions"
+    assert main(["sweep", str(cohort), "--model", str(sample_model_path()), "--workers", "0", "--lesions",
+                 "--out", str(out)]) == 0
+    t = pd.read_csv(out / "table.csv")
+    assert (t.status == "ok").all()
+    for case in ("case_01", "case_02"):
+        rows = t[t.case == case]
+        exp = nl.explain(nl.load_model(sample_model_path()), nl.load_case(cohort / case))
+        lesions = exp.components()
+        assert rows.target.nunique() == 1 + len(lesions)
+        assert set(rows.target) >= {"run", "component:1", "gt-component:1"}
+        lesion = rows[(rows.target == "component:1") & (rows.setting == "none") & (rows.channel == "mean")].iloc[0]
+        assert lesion.voxels == lesions.voxels.iloc[0] and lesion.lesion_status in ("true positive", "false positive")
+    assert settings_hash(run_settings(lesions=True)) != settings_hash(run_settings())

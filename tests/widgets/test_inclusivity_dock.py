@@ -52,6 +52,15 @@ def test_sweep_and_csv_export(make_napari_viewer, qtbot, tmp_path):
     path = inc.export_csv(str(tmp_path / "table.csv"))
     table = pd.read_csv(path)
     assert len(table) == 18 * 7 and set(table.setting) >= {"none", "clamp:0.0:0.2"}
+    # per lesion: the run's rows and each lesion's, the charts drawn from the run's own
+    inc.sweep_lesions.value = True
+    inc.run_sweep()
+    _wait(qtbot, inc)
+    lesions = rel.session.explanation.components()
+    assert inc.sweep_table.target.nunique() == 1 + len(lesions) and "lesions" in inc.status.value
+    assert set(inc.sweep_table.lesion_status) >= {"", *lesions.status}
+    inc.chart.value = "Fig. 4: inclusivity"
+    assert len(inc.figure.axes) == 2 and len(inc.figure.axes[0].patches) == 2 * 18  # two bars per setting, run only
 
 
 def test_canvas_screenshot_shows_red_and_blue_inside_the_brain(make_napari_viewer, qtbot, tmp_path):

@@ -17,7 +17,7 @@ __all__ = ["sweep"]
 def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter] | None = None, tau_r: float = 0.5,
           tau_x: float = 0.1, include_unfiltered: bool = True,
           progress: Callable[[int, int], None] | None = None, faithfulness: bool = False,
-          perturbation_options: dict | None = None) -> pd.DataFrame:
+          perturbation_options: dict | None = None, lesions: bool = False) -> pd.DataFrame:
     """Run every filter of a grid on an Explanation: one tidy table.
 
     The 'none' row is the run's relevance as it is. A sampled run (MC dropout, flips) gives the coefficients of
@@ -43,20 +43,43 @@ def sweep(explanation: Explanation, placement: str = "input", grid: list[Filter]
         Add morf_auc and lerf_auc of each setting's map (one value per setting, on every channel row).
     perturbation_options : dict, optional
         As :meth:`~napari_lrp.pipeline.result.Explanation.perturbation`.
+    lesions : bool
+        Also sweep every lesion of the prediction and of the ground truth explained alone (lesion-wise rows, as
+        the BraTS and ISLES challenges report lesion-wise metrics): the rows of the run's own target have
+        target 'run', a lesion's rows its spec (``component:K``, ``gt-component:K``) with its source, voxels,
+        volume_ml and lesion_status (detected / missed, true / false positive).
 
     Returns
     -------
     pandas.DataFrame
         Columns setting, placement, channel, input_inclusivity, groundtruth_inclusivity, mu, mean_power
-        (and the spread and faithfulness columns when asked).
+        (and the spread, faithfulness and lesion columns when asked).
     """
+    if lesions:
+        kw = {"placement": placement, "grid": grid, "tau_r": tau_r, "tau_x": tau_x,
+              "include_unfiltered": include_unfiltered, "faithfulness": faithfulness,
+              "perturbation_options": perturbation_options}
+        runs = [(None, "run", explanation)] + list(explanation.lesion_runs())
+        tables = []
+        for i, (row, spec, exp) in enumerate(runs):
+            t = sweep(exp, **kw)
+            t.insert(0, "target", spec)
+            # 'lesion_status': a cohort table's own 'status' column says whether the case ran
+            for j, (col, name) in enumerate((("source", "source"), ("voxels", "voxels"), ("volume_ml", "volume_ml"),
+                                             ("status", "lesion_status"))):
+                blank = "" if col in ("source", "status") else float("nan")
+                t.insert(1 + j, name, blank if row is None else row[col])
+            tables.append(t)
+            if progress is not None:
+                progress(i + 1, len(runs))
+        return pd.concat(tables, ignore_index=True)
     if placement not in ("input", "blocks"):
         raise ValueError(f"placement must be 'input' or 'blocks', not {placement!r}")
     grid = default_grid() if grid is None else grid
     settings: list[tuple[str, Filter | None]] = [("none", None)] if include_unfiltered else []
     settings += [(format_filter(placement, f).split("@")[0], f) for f in grid]
     image = explanation.input_image
-    label = explanation.case.ground_truth
+    label = explanation.ground_truth
     tables = []
     sampled = explanation.samples is not None
     cache: dict = {}

@@ -73,7 +73,7 @@ def case_folders(cohort: str | os.PathLike) -> list[Path]:
 
 def run_settings(preset: str = "paper", placement: str = "input", grid=None, target: str = "region",
                  tau_r: float = 0.5, tau_x: float = 0.1, label_values=None, nonfinite: str = "error",
-                 sampling: dict | None = None, max_memory: float | None = None) -> dict:
+                 sampling: dict | None = None, max_memory: float | None = None, lesions: bool = False) -> dict:
     """Everything besides the model that decides a case's sweep table, as a JSON-able dict.
 
     Parameters
@@ -88,6 +88,8 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
         ``explain``'s uncertainty keywords (mc_samples, dropout, seed, tta), which add the '_sd' columns.
     max_memory : float, optional
         The budget in bytes a case plans its run within.
+    lesions : bool
+        Lesion-wise rows (``sweep(..., lesions=True)``).
 
     Returns
     -------
@@ -100,7 +102,8 @@ def run_settings(preset: str = "paper", placement: str = "input", grid=None, tar
                 [label_values] if isinstance(label_values, int) else label_values)],
             "nonfinite": nonfinite, "napari_lrp": package_version(),
             **({"sampling": dict(sampling)} if sampling else {}),
-            **({"max_memory": float(max_memory)} if max_memory else {})}
+            **({"max_memory": float(max_memory)} if max_memory else {}),
+            **({"lesions": True} if lesions else {})}
 
 
 def settings_hash(settings: dict) -> str:
@@ -240,7 +243,7 @@ def run_case(case_dir: str, model_path: str, out_dir: str, preset: str = "paper"
                       max_memory=settings.get("max_memory"), **settings.get("sampling", {}))
         grid = [parse_filter(spec)[1] for spec in settings["grid"]]
         table = sweep(exp, placement=settings["placement"], grid=grid, tau_r=settings["tau_r"],
-                      tau_x=settings["tau_x"])
+                      tau_x=settings["tau_x"], lesions=settings.get("lesions", False))
         return table, exp.model.sha256
 
     return case_task(case_dir, out_dir, settings, model_sha256, sweep_table)
@@ -399,7 +402,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
                  scheduler: str | None = None, placement: str = "input", device: str = "cpu",
                  show_progress: bool = True, target: str = "region", tau_r: float = 0.5, tau_x: float = 0.1,
                  label_values=None, nonfinite: str = "error", resume: str = "recompute",
-                 sampling: dict | None = None, memory_limit: str | float | None = None,
+                 sampling: dict | None = None, memory_limit: str | float | None = None, lesions: bool = False,
                  _task=None, extra_settings: dict | None = None) -> pd.DataFrame:
     """Sweep every case of a cohort with a model: cases/<case>.csv per case, table.csv (+ .parquet).
 
@@ -435,6 +438,8 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
     memory_limit : str or float, optional
         Each LocalCluster worker's memory (dask's words: bytes or '4GB'); a case then plans its run within
         about half of it (tiling when the whole volume would not fit).
+    lesions : bool
+        Lesion-wise rows besides the run's (every lesion of the prediction and the ground truth explained alone).
     _task : callable, optional
         Replaces :func:`run_case` (another per-case task, e.g. concept references).
     extra_settings : dict, optional
@@ -462,7 +467,7 @@ def sweep_cohort(cohort, model, out, preset: str = "paper", workers: int | None 
 
         budget = 0.5 * (parse_bytes(memory_limit) if isinstance(memory_limit, str) else float(memory_limit))
     settings = run_settings(preset, placement, None, target, tau_r, tau_x, label_values, nonfinite, sampling,
-                            budget)
+                            max_memory=budget, lesions=lesions)
     settings.update(extra_settings or {})  # a task's own settings (e.g. the layer of concept references)
     sha = model_sha256(model)
     want = (sha, settings_hash(settings))

@@ -417,7 +417,21 @@ class Explanation:
         start_case = start_relevance(logits, mask, cls, getattr(target, "against", None))
         return self._run.retarget(target, start_case).explanation(dict(self.filters))
 
-    def lesions(self, tau_r: float = 0.5, tau_x: float = 0.1):
+    def lesion_runs(self):
+        """Every lesion of the prediction and of the ground truth (:meth:`components`) explained alone.
+
+        Yields
+        ------
+        tuple
+            (the lesion's row of :meth:`components`, its target spec ``component:K`` / ``gt-component:K``, its
+            Explanation from the kept forward pass).
+        """
+        for _i, r in self.components().iterrows():
+            spec = f"{'component' if r.source == 'prediction' else 'gt-component'}:{int(r.component)}"
+            yield r, spec, self.for_target(spec)
+
+    def lesions(self, tau_r: float = 0.5, tau_x: float = 0.1, faithfulness: bool = False,
+                perturbation_options: dict | None = None):
         """Lesion-wise measures, as the BraTS and ISLES challenges report lesion-wise metrics.
 
         Every lesion of the prediction and of the ground truth (:meth:`components`) is explained alone
@@ -427,24 +441,32 @@ class Explanation:
         ----------
         tau_r, tau_x : float
             The thresholds of the inclusivities (see :meth:`coefficients`).
+        faithfulness : bool
+            Add each lesion's MoRF and LeRF AUC: its own map's blocks flipped, scored on the lesion.
+        perturbation_options : dict, optional
+            As :meth:`perturbation` (n_blocks, steps, fill, ...; default 300 blocks, 6 steps).
 
         Returns
         -------
         pandas.DataFrame
             The rows of :meth:`components` with each lesion's start relevance and the mean coefficients of its
-            own map (input and ground-truth inclusivity, mu, mean power).
+            own map (input and ground-truth inclusivity, mu, mean power), and morf_auc, lerf_auc when asked.
         """
-        table = self.components()
         rows = []
-        for _i, r in table.iterrows():
-            spec = f"{'component' if r.source == 'prediction' else 'gt-component'}:{int(r.component)}"
-            lesion = self.for_target(spec)
+        table = None
+        for r, spec, lesion in self.lesion_runs():
             c = lesion.coefficients(tau_r, tau_x)
             mean = c[c.channel == "mean"].iloc[0]
-            rows.append({"target": spec, "start_relevance": lesion.ledger.start,
-                         **{k: float(mean[k]) for k in ("input_inclusivity", "groundtruth_inclusivity", "mu",
-                                                         "mean_power")}})
-        return pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1) if rows else table
+            row = {"target": spec, "start_relevance": lesion.ledger.start,
+                   **{k: float(mean[k]) for k in ("input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power")}}
+            if faithfulness:
+                curves = lesion.faithfulness(**{"n_blocks": 300, "steps": 6, **(perturbation_options or {})})
+                row["morf_auc"], row["lerf_auc"] = curves["morf"].auc, curves["lerf"].auc
+            rows.append(row)
+            table = r.to_frame().T if table is None else pd.concat([table, r.to_frame().T])
+        if not rows:
+            return self.components()
+        return pd.concat([table.reset_index(drop=True).infer_objects(), pd.DataFrame(rows)], axis=1)
 
     def target_region(self) -> np.ndarray | None:
         """The run's target region on the case grid.

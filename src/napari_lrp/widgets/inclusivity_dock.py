@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton, Table
 from qtpy.QtCore import QTimer
 
 from ..analysis.sweep import sweep
@@ -43,8 +43,8 @@ class InclusivityWidget(DockPanel):
         self._build_view_controls()
         self._build_actions()
         self.add(self.kind, self.alpha, self.percentile, self.tau_r, self.tau_x, self.table, self.mp_table,
-                 self.sweep_placement, self.sweep_button, self.faithfulness_button, self.chart, self.csv_path,
-                 self.export_button,
+                 self.sweep_placement, self.sweep_lesions, self.sweep_button, self.faithfulness_button, self.chart,
+                 self.csv_path, self.export_button,
                  self.save_dir, self.save_button, self.status)
         self.charts = ThemedCanvas(napari_viewer, figsize=(5, 6), min_height=340,
                                    placeholder="Sweep draws the paper's charts here")
@@ -94,6 +94,10 @@ class InclusivityWidget(DockPanel):
                                                 "after every block of the network (one backward pass each).")
         self.sweep_button = PushButton(text="Sweep", tooltip="Run the authors' filter grids and draw the paper's "
                                                              "charts (Fig. 4 and 5).")
+        self.sweep_lesions = CheckBox(label="per lesion", value=False,
+                                      tooltip="Also sweep every lesion of the prediction and of the ground truth "
+                                              "explained alone (lesion-wise rows in the exported table: target, "
+                                              "size, detected / missed); the charts show the run's own target.")
         self.chart = ComboBox(label="chart", choices=("Fig. 4: inclusivity", "Fig. 5: signal distribution",
                                                       "faithfulness"),
                               value="Fig. 4: inclusivity",
@@ -243,7 +247,7 @@ class InclusivityWidget(DockPanel):
         placement, tau_r, tau_x = self.sweep_placement.value, self.tau_r.value, self.tau_x.value
         progress = self.progress_callback(RuntimeError)
         worker = create_worker(sweep, exp, placement=placement, tau_r=tau_r, tau_x=tau_x, progress=progress,
-                               _ignore_errors=True)
+                               lesions=self.sweep_lesions.value, _ignore_errors=True)
         self.start(worker, self._swept, busy="sweeping ...")
         self.sweep_worker = worker
 
@@ -279,7 +283,8 @@ class InclusivityWidget(DockPanel):
             return
         self.sweep_table = table
         self.draw_chart()
-        self.set_status(f"sweep: {table.setting.nunique()} settings; Export CSV writes the table")
+        lesions = f", {table.target.nunique() - 1} lesions" if "target" in table else ""
+        self.set_status(f"sweep: {table.setting.nunique()} settings{lesions}; Export CSV writes the table")
 
     def draw_chart(self):
         """Draw the chosen chart (of the last sweep, or the faithfulness curves) into the dock's canvas, in the
@@ -292,7 +297,8 @@ class InclusivityWidget(DockPanel):
         if self.sweep_table is None:
             return
         draw = inclusivity_figure if self.chart.value.startswith("Fig. 4") else signal_figure
-        draw(self.sweep_table, fig=self.figure)
+        table = self.sweep_table
+        draw(table[table.target == "run"] if "target" in table else table, fig=self.figure)
         self.charts.themed()
 
     def export_csv(self, path: str) -> Path:
