@@ -14,7 +14,7 @@ import numpy as np
 
 from .io import Case
 
-__all__ = ["ABS_NAME", "CASE", "CASE_ROLES", "CONCEPT_NAME", "DERIVED_ROLES", "GROUND_TRUTH_NAME",
+__all__ = ["ABS_NAME", "CASE", "CASE_ROLES", "CONCEPT_NAME", "DERIVED_ROLES", "ERROR_LAYERS", "GROUND_TRUTH_NAME",
            "PREDICTION_NAME", "ROLE", "SUM_NAME", "UNCERTAINTY_LAYERS", "case_from_layers", "case_layer_data",
            "comparison_name", "layer_kind", "relevance_name"]
 
@@ -23,7 +23,7 @@ ROLE = "napari_lrp_role"
 #: metadata key: the key of the case the layer belongs to (``Case.key``)
 CASE = "napari_lrp_case"
 CASE_ROLES = ("image", "label")
-DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty", "comparison", "concept")
+DERIVED_ROLES = ("prediction", "relevance", "inspector", "uncertainty", "comparison", "concept", "errors")
 
 SUM_NAME = "R sum"
 ABS_NAME = "|R| sum (3D)"
@@ -33,6 +33,8 @@ PREDICTION_NAME = "prediction"
 UNCERTAINTY_LAYERS = {"R sd (sum)": "magma", "predictive entropy": "green", "mutual information": "hot"}
 #: the one layer the Concepts dock draws a conditional heatmap into (replaced in place)
 CONCEPT_NAME = "R · concept"
+#: the outline of an error target's region when a run explains it: target kind -> (layer name, colour)
+ERROR_LAYERS = {"false-negative": ("false negatives", "orange"), "false-positive": ("false positives", "magenta")}
 #: the name of the label layer; the file's own token (OT, seg, ...) stays in the layer's metadata
 GROUND_TRUTH_NAME = "ground truth"
 

@@ -363,3 +363,48 @@ def test_an_nnunet_results_folder_in_the_model_field_explains_on_the_case_grid(p
     assert "Dice" in rel.status.value
     dice = float(rel.status.value.split("Dice")[1].split()[0].strip(":= ,"))
     assert dice > 0.85, rel.status.value  # the sample folds' ensemble segments the lesion (held-out 0.94-0.96)
+
+
+def test_alt_click_on_a_lesion_picks_it_and_error_targets_are_outlined(plugin_viewer, qtbot):
+    """The target picker lists the classes by name and, after a run, every lesion with its size and status; an
+    Alt-click on a predicted lesion picks it and Run explains it alone; a false-positive target is drawn as an
+    outline of its own colour, gone again with the next target."""
+    from types import SimpleNamespace
+
+    from napari_lrp.layerdata import ERROR_LAYERS
+    from napari_lrp.metrics.components import label_components
+
+    viewer, rel, _inc = plugin_viewer
+    exp = _load_and_run(qtbot, rel)
+    assert [c[0] if isinstance(c, tuple) else c for c in rel.target_class.choices] == [0, 1]
+    assert rel.target_class.native.itemText(1) == "1 lesion"
+    lesion_labels = [c for c in rel.target.choices if "lesion 1 (" in c]
+    assert any(c.startswith("predicted lesion 1 (") and "true positive" in c for c in lesion_labels)
+    assert any(c.startswith("ground-truth lesion 1 (") and "detected" in c for c in lesion_labels)
+    labels, _n = label_components(exp.predicted_region())
+    voxel = np.argwhere(labels == 1)[len(np.argwhere(labels == 1)) // 2]
+    kw = exp.case.grid.layer_kwargs()
+    world = voxel * np.asarray(kw["scale"]) + np.asarray(kw["translate"])
+    rel._on_canvas_click(viewer, SimpleNamespace(type="mouse_press", modifiers=("Alt",), position=tuple(world)))
+    assert rel.target.value.startswith("predicted lesion 1 (") and "picked" in rel.status.value
+    rel._on_canvas_click(viewer, SimpleNamespace(type="mouse_press", modifiers=(), position=(0.0, 0.0, 0.0)))
+    assert rel.target.value.startswith("predicted lesion 1 (")  # a plain click picks nothing
+    rel.run()
+    _wait(qtbot, rel)
+    picked = rel.session.explanation
+    assert picked.settings()["target"] == "component:1" and (picked.target_region() == (labels == 1)).all()
+    rel.target.value = "false positives"
+    rel.run()
+    _wait(qtbot, rel)
+    added = rel.session.explanation
+    name, colour = ERROR_LAYERS["false-positive"]
+    if added.target_region() is not None and added.target_region().any():
+        layer = viewer.layers[name]
+        assert layer.contour == 2 and (layer.data.astype(bool) == added.target_region()).all()
+        assert np.allclose(layer.colormap.map(1)[:3], [1.0, 0.0, 1.0], atol=0.01)  # magenta
+        rel.target.value = "predicted region"
+        rel.run()
+        _wait(qtbot, rel)
+        assert name not in viewer.layers
+    else:  # the sample model adds nothing: refused by name
+        assert "false-positive" in rel.status.value

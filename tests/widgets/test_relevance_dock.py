@@ -139,3 +139,34 @@ def test_layer_inspector_shows_intermediate_relevance(viewer_and_widget, qtbot):
     n = len(viewer.layers)
     w.show_layer_relevance("encoders.2")
     assert len(viewer.layers) == n
+
+
+def test_a_region_model_shows_every_regions_dice_and_its_label_map(viewer_and_widget, qtbot, tmp_path):
+    """A card of three sigmoid regions: Load shows the label map painted region over region and the status gives
+    each region's Dice against its own ground truth (the card's label values)."""
+    import torch
+
+    from napari_lrp.metrics.measures import dice
+    from napari_lrp.models import UNet3D
+    from napari_lrp.pipeline import predict_case
+
+    viewer, w = viewer_and_widget
+    torch.manual_seed(4)
+    card = {"name": "regions", "architecture": {"class": "napari_lrp.models.UNet3D",
+                                                "kwargs": {"in_channels": 6, "out_channels": 3, "width": 4}},
+            "modalities": ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"],
+            "input": {"spatial_size": None, "intensity": "zscore", "divisible": 8},
+            "classes": ["whole", "core", "enhancing"], "target_class": 0, "output_activation": "sigmoid",
+            "regions": {"whole": [1], "core": [1], "enhancing": [2]}}
+    path = nl.save_model(UNet3D(6, 3, width=4).eval(), card, tmp_path / "regions")
+    w.model_path.value = str(path)
+    w.load()
+    _wait(qtbot, w)
+    model, case = nl.load_model(path), nl.load_case(sample_case_path(1))
+    pred, _logits, _ = predict_case(model, case)
+    expected = [dice(pred, model.card.class_ground_truth(case, k), k, multilabel=True) for k in range(3)]
+    text = w.status.value
+    for name, d in zip(card["classes"], expected):
+        assert f"{name} {'n/a' if np.isnan(d) else f'{d:.3f}'}" in text, text
+    np.testing.assert_array_equal(viewer.layers["prediction"].data, model.card.label_map(pred))
+    assert [c[1] if isinstance(c, tuple) else c for c in w.target_class.choices] == [0, 1, 2]

@@ -117,6 +117,23 @@ class Grid:
         ijk = np.asarray(index_zyx, dtype=float)[..., ::-1]
         return ijk @ self.canonical_affine[:3, :3].T + self.canonical_affine[:3, 3]
 
+    def viewer_to_index(self, position) -> np.ndarray:
+        """The voxel index (Z, Y, X, float) of a point of the napari viewer's world (the layers' scale and
+        translate from :meth:`layer_kwargs`).
+
+        Parameters
+        ----------
+        position : sequence of float
+            (Z, Y, X) in the viewer's world (mm).
+
+        Returns
+        -------
+        numpy.ndarray
+            (Z, Y, X) fractional index; round it for the voxel.
+        """
+        return (np.asarray(position, dtype=float) - np.asarray(self.translate, dtype=float)) / np.asarray(
+            self.spacing, dtype=float)
+
     def layer_kwargs(self) -> dict:
         """Keyword arguments for a napari layer on this grid.
 

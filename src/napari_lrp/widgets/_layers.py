@@ -20,6 +20,7 @@ from ..layerdata import (
     CASE_ROLES,
     CONCEPT_NAME,
     DERIVED_ROLES,
+    ERROR_LAYERS,
     PREDICTION_NAME,
     ROLE,
     SUM_NAME,
@@ -307,6 +308,39 @@ def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = 
     return layers
 
 
+def show_errors(viewer, exp) -> object | None:
+    """The region of an error target (the voxels missed, or added) as an outline of its own colour, when the run
+    explains one; any earlier error outline is removed otherwise.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    exp : Explanation
+        The run just shown.
+
+    Returns
+    -------
+    napari.layers.Labels or None
+        The outline layer, or None when the run's target is no error region.
+    """
+    spec = str(getattr(exp.target, "name", exp.target) if not isinstance(exp.target, np.ndarray) else "mask")
+    kind = spec.partition(":")[0]
+    keep = ERROR_LAYERS[kind][0] if kind in ERROR_LAYERS else None
+    for name, _colour in ERROR_LAYERS.values():
+        if name != keep and name in viewer.layers:
+            viewer.layers.remove(name)
+    if keep is None:
+        return None
+    kw = exp.case.grid.layer_kwargs()
+    region = exp.target_region().astype(np.uint8)
+    layer = upsert(viewer, keep, region, "labels", scale=kw["scale"], translate=kw["translate"], units=kw["units"],
+                   metadata=_derived_meta(exp.case, "errors", kw, target=spec), opacity=1.0)
+    outline(layer, ERROR_LAYERS[kind][1], 2)
+    outlines_on_top(viewer)
+    return layer
+
+
 def show_concept(viewer, exp, relevance: np.ndarray, what: str, percentile: float = DEFAULT_PERCENTILE):
     """The channel sum of a conditional heatmap (C, Z, Y, X) of ``exp`` as the layer 'R · concept', with the R
     layers' colour map and symmetric limits; ``what`` (layer and channels) is in its metadata and status."""
@@ -353,7 +387,7 @@ def show_comparison(viewer, results: dict, percentile: float = DEFAULT_PERCENTIL
 
 def outlines_on_top(viewer) -> None:
     """The prediction and ground-truth outlines above the relevance overlays, so both stay visible."""
-    for role in ("label", "prediction"):
+    for role in ("label", "prediction", "errors"):
         for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == role]:
             viewer.layers.move(viewer.layers.index(ly), len(viewer.layers))
 

@@ -19,6 +19,7 @@ from ..lrp.engine import Cancelled
 from ..lrp.filters import FILTER_KINDS, Filter, make_filter
 from ..lrp.presets import PRESETS
 from ..metrics import dice, layer_mean_power
+from ..metrics.components import label_components
 from ..models import available_devices, load_model
 from ..pipeline import explain, predict_case
 from ..samples import sample_case_path, sample_model_path
@@ -33,6 +34,7 @@ from ._layers import (
     relevance_colormap,
     show_3d,
     show_case,
+    show_errors,
     show_explanation,
     show_prediction,
     show_uncertainty,
@@ -244,10 +246,11 @@ class RelevanceWidget(DockPanel):
                                tooltip="What is explained: the predicted region of the class, the ground-truth "
                                        "region, the whole output, the voxels the model missed (ground truth not "
                                        "predicted) or added (predicted, not ground truth), a 2 mm band around the "
-                                       "predicted surface, the largest predicted or ground-truth lesion, or a "
-                                       "labels layer you drew.")
-        self.target_class = SpinBox(label="class", value=1, min=0, max=20,
-                                    tooltip="The output channel explained (0 is the background).")
+                                       "predicted surface, the largest predicted or ground-truth lesion, after a "
+                                       "run every lesion by size and status (Alt-click a lesion on the canvas to "
+                                       "pick it), or a labels layer you drew.")
+        self.target_class = ComboBox(label="class", choices=self._class_choices, value=1,
+                                     tooltip="The class (or region) explained, by name: the model's output channel.")
         self.scope = ComboBox(label="normalise per", choices=("sample", "channel"), value="sample",
                               tooltip="Filters compare |relevance| with its maximum: over the whole case "
                                       "(sample) or per modality channel (channel).")
@@ -318,6 +321,7 @@ class RelevanceWidget(DockPanel):
         self.view_3d.changed.connect(self._toggle_3d)
         self.orientation.changed.connect(self._set_orientation)
         self.session.case_changed.connect(self._on_case)
+        napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
         napari_viewer.layers.events.inserted.connect(lambda e: self.target.reset_choices())
         napari_viewer.layers.events.removed.connect(lambda e: self.target.reset_choices())
         guard_one_case(napari_viewer)
@@ -329,11 +333,68 @@ class RelevanceWidget(DockPanel):
             self.set_status("a new case is on screen: Run explains it")
 
     # ---- parameters ------------------------------------------------------------------------
+    def _class_choices(self, _widget=None):
+        model = getattr(getattr(self, "session", None), "model", None)
+        names = model.card.classes if model is not None else ["background", "foreground"]
+        return [(f"{i} {name}", i) for i, name in enumerate(names)]
+
+    def _lesion_choices(self) -> dict:
+        """{picker label: target spec} for every lesion of the last run's class and of the ground truth."""
+        exp = getattr(getattr(self, "session", None), "explanation", None)
+        if exp is None:
+            return {}
+        choices = {}
+        for _i, r in exp.components().iterrows():
+            predicted = r.source == "prediction"
+            status = f", {r.status}" if r.status else ""
+            label = (f"{'predicted' if predicted else 'ground-truth'} lesion {int(r.component)} "
+                     f"({r.volume_ml:.2f} ml{status})")
+            choices[label] = f"{'component' if predicted else 'gt-component'}:{int(r.component)}"
+        return choices
+
     def _target_choices(self, _widget=None):
         viewer = getattr(self, "_viewer", None)
         labels = [f"labels: {ly.name}" for ly in viewer.layers if is_kind(ly, "labels")
-                  and ly.metadata.get(ROLE) not in ("label", "prediction")] if viewer is not None else []
-        return list(TARGETS) + labels
+                  and ly.metadata.get(ROLE) not in ("label", "prediction", "errors")] if viewer is not None else []
+        return list(TARGETS) + list(self._lesion_choices()) + labels
+
+    def pick_lesion(self, world_position) -> str | None:
+        """Choose in the target picker the lesion under a point of the canvas (a predicted lesion of the run's
+        class first, else a ground-truth lesion).
+
+        Parameters
+        ----------
+        world_position : sequence of float
+            The point in napari world coordinates (mm, Z/Y/X; a 2D click's position in the displayed slice).
+
+        Returns
+        -------
+        str or None
+            The target spec chosen (``component:K`` / ``gt-component:K``), or None when no lesion is there.
+        """
+        exp = self.session.explanation
+        if exp is None:
+            self.set_status("Run first: the lesions of a run can be picked on the canvas")
+            return None
+        index = np.round(exp.case.grid.viewer_to_index(np.asarray(world_position, dtype=float)[-3:])).astype(int)
+        if np.any(index < 0) or np.any(index >= np.asarray(exp.case.shape)):
+            return None
+        for kind, mask in (("component", exp.predicted_region()), ("gt-component", exp.ground_truth)):
+            if mask is None or not mask[tuple(index)]:
+                continue
+            labels, _n = label_components(mask)
+            spec = f"{kind}:{int(labels[tuple(index)])}"
+            label = next(k for k, v in self._lesion_choices().items() if v == spec)
+            self.target.reset_choices()
+            self.target.value = label
+            self.set_status(f"picked {label}: Run explains it")
+            return spec
+        return None
+
+    def _on_canvas_click(self, _viewer, event):
+        """Alt-click on a lesion picks it as the target."""
+        if event.type == "mouse_press" and "Alt" in {str(getattr(m, "name", m)) for m in event.modifiers}:
+            self.pick_lesion(event.position)
 
     def target_value(self):
         """explain's target for the picker's entry.
@@ -346,6 +407,9 @@ class RelevanceWidget(DockPanel):
         t = self.target.value
         if t in TARGET_LABELS:
             return TARGET_LABELS[t]
+        lesions = self._lesion_choices()
+        if t in lesions:
+            return lesions[t]
         name = t.split(": ", 1)[1]
         return np.asarray(self._viewer.layers[name].data) > 0
 
@@ -483,7 +547,7 @@ class RelevanceWidget(DockPanel):
         self.session.set_model(model, mpath, device)
         show_prediction(self._viewer, model.card.label_map(pred), case)
         self.table.set_layers(model.network, shapes)
-        self.target_class.max = max(len(model.card.classes) - 1, 1)
+        self.target_class.reset_choices()
         self.target_class.value = model.card.target_class
         self._show_dice(pred, case, f"{model.card.name} on {model.device}")
 
@@ -555,6 +619,8 @@ class RelevanceWidget(DockPanel):
         if not self.session.set_explanation(exp):  # no Inclusivity widget drew the relevance
             show_explanation(self._viewer, exp, add_case=False, lazy=True)
         show_uncertainty(self._viewer, exp, sum_sd)
+        show_errors(self._viewer, exp)
+        self.target.reset_choices()
         self.inspect.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
         self._show_dice(exp.prediction, exp.case, describe_run(exp, seconds))
