@@ -53,6 +53,8 @@ def main(argv=None):
     ap.add_argument("--overlap", type=float, default=None, help="default: explain's (0.125 for window='auto')")
     ap.add_argument("--max-memory-gb", type=float, default=1.0)
     ap.add_argument("--skip-whole", action="store_true")
+    ap.add_argument("--no-budget", action="store_true", help="also window='auto' with no max_memory (the default "
+                                                              "budget, pipeline.tiling.AUTO_BUDGET)")
     a = ap.parse_args(argv)
     size = [int(v) for v in a.size.split(",")]
     rows = []
@@ -61,6 +63,9 @@ def main(argv=None):
     tiled = run({"size": size, "window": "auto", "overlap": a.overlap, "max_memory": a.max_memory_gb * 2**30})
     ov = tiled["tiling"]["overlap"] if tiled["tiling"] else a.overlap
     rows.append((f"window auto, budget {a.max_memory_gb} GB, overlap {ov}", tiled))
+    if a.no_budget:
+        free = run({"size": size, "window": "auto", "overlap": a.overlap, "max_memory": None})
+        rows.append(("window auto, no budget given (default)", free))
     print(f"UNet3D width 8, {size} (C, Z, Y, X), paper preset, CPU")
     print("| run | seconds | peak RSS GB | windows |")
     print("|---|---:|---:|---|")

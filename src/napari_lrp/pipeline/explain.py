@@ -127,7 +127,8 @@ def explain(model, case: Case, preset: str = "paper", filters: Mapping[str, Filt
     blend : str
         'gaussian', 'constant' or 'trimmed'.
     max_memory : float, optional
-        Budget in bytes for a whole-volume or "auto" run (default half the free memory).
+        Budget in bytes for a whole-volume or "auto" run (default half the free memory; for "auto" at most
+        2 GiB, ``pipeline.tiling.AUTO_BUDGET``).
     **method_options
         Options of ``method``.
 
