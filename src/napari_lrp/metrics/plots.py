@@ -202,7 +202,8 @@ def normalised_ranks(table: pd.DataFrame) -> pd.DataFrame:
     better = table.drop_duplicates("metric").set_index("metric")["better"]
     out = pd.DataFrame(index=wide.index, columns=wide.columns, dtype=float)
     for family, metric in wide.columns:
-        v = wide[(family, metric)]
+        # equal to 10 significant digits is a tie (a cohort mean differs from its equal twin in the last bits)
+        v = wide[(family, metric)].map(lambda t: float(f"{t:.10g}"))
         if better[metric] == "nearer zero":  # e.g. the ledger's unaccounted share, signed
             v = v.abs()
         ranks = v.rank(ascending=better[metric] != "higher", method="average")  # rank 1 = best
@@ -211,7 +212,7 @@ def normalised_ranks(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def scorecard_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
+def scorecard_figure(table: pd.DataFrame, fig: Figure | None = None, tall: bool = False) -> Figure:
     """The scorecard as two heat maps: mean normalised rank per metric family, and every metric's.
 
     Parameters
@@ -220,6 +221,8 @@ def scorecard_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
         A scorecard or its cohort summary (see :func:`normalised_ranks`).
     fig : matplotlib.figure.Figure, optional
         Drawn into (cleared); default a new figure.
+    tall : bool
+        The two maps one above the other with the metrics as rows (a narrow dock), instead of side by side.
 
     Returns
     -------
@@ -230,27 +233,35 @@ def scorecard_figure(table: pd.DataFrame, fig: Figure | None = None) -> Figure:
     raw = _wide(table)
     families = ranks.T.groupby(level=0, sort=False).mean().T
     methods = list(ranks.index)
-    fig = _cleared(fig, (max(8.0, 0.55 * ranks.shape[1] + 3), 1.6 + 0.9 * len(methods)))
-    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [max(1, families.shape[1]), ranks.shape[1]]})
+    panels = [(families, list(families.columns), "{:.2f}", "mean rank per family (0 best)"),
+              (raw, [m for _f, m in ranks.columns], "{:.3g}", "every metric: values, coloured by rank")]
+    if tall:  # metrics down the page, methods across
+        fig = _cleared(fig, (max(5.0, 1.2 * len(methods) + 3), 1.5 + 0.3 * (families.shape[1] + ranks.shape[1])))
+        axes = fig.subplots(2, 1, gridspec_kw={"height_ratios": [max(1, families.shape[1]), ranks.shape[1]]})
+    else:
+        fig = _cleared(fig, (max(8.0, 0.55 * ranks.shape[1] + 3), 1.6 + 0.9 * len(methods)))
+        axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [max(1, families.shape[1]), ranks.shape[1]]})
     from matplotlib import colormaps
 
     cmap = colormaps["RdYlGn_r"].with_extremes(bad="#888888")
-    for ax, data, labels in ((ax1, families, list(families.columns)),
-                             (ax2, ranks, [m for _f, m in ranks.columns])):
-        shown = np.ma.masked_invalid(data.to_numpy(dtype=float))
-        image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(np.arange(len(labels)), labels, rotation=60, ha="right", rotation_mode="anchor",
-                      fontsize="x-small")
-        ax.set_yticks(np.arange(len(methods)), methods if ax is ax1 else [""] * len(methods), fontsize="small")
-    for i in range(len(methods)):
-        for j in range(families.shape[1]):
-            value = families.iat[i, j]
-            ax1.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize="x-small")
-        for j in range(ranks.shape[1]):
-            value = raw.iat[i, j]
-            ax2.text(j, i, "-" if np.isnan(value) else f"{value:.3g}", ha="center", va="center", fontsize="xx-small")
-    ax1.set_title("mean normalised rank per family (0 best)", fontsize="small")
-    ax2.set_title("every metric: values, coloured by rank", fontsize="small")
-    fig.colorbar(image, ax=ax2, fraction=0.03, label="normalised rank (0 best, 1 worst)")
+    for k, (ax, (values, labels, fmt, title)) in enumerate(zip(axes, panels)):
+        colour = (families if k == 0 else ranks).to_numpy(dtype=float)
+        text = values.to_numpy(dtype=float)
+        if tall:
+            colour, text = colour.T, text.T
+        image = ax.imshow(np.ma.masked_invalid(colour), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+        rows, cols = (labels, methods) if tall else (methods, labels)
+        shown_cols = cols if (not tall or k == 0) else [""] * len(cols)
+        ax.set_xticks(np.arange(len(cols)), shown_cols, rotation=0 if tall else 60, ha="center" if tall else "right",
+                      rotation_mode="anchor", fontsize="x-small")
+        if tall:
+            ax.xaxis.tick_top()
+        ax.set_yticks(np.arange(len(rows)), rows if (tall or k == 0) else [""] * len(rows), fontsize="x-small")
+        for i in range(text.shape[0]):
+            for j in range(text.shape[1]):
+                ax.text(j, i, "-" if np.isnan(text[i, j]) else fmt.format(text[i, j]), ha="center", va="center",
+                        fontsize="x-small" if k == 0 else "xx-small")
+        ax.set_title(title, fontsize="small", pad=14 if tall and k == 0 else 6)
+    fig.colorbar(image, ax=axes[1], fraction=0.03, label="normalised rank (0 best, 1 worst)")
     fig.tight_layout()
     return fig
