@@ -166,7 +166,7 @@ def test_bad_target_specs_are_refused_by_name(two_lesions, spec, match):
 
 
 def test_a_target_needing_a_label_on_a_case_without_one_is_refused():
-    target, _cls = resolve_target("false-negative", ["background", "lesion"], 1, lambda: None, (1.0, 1.0, 1.0))
+    target, _cls = resolve_target("false-negative", ["background", "lesion"], 1, lambda cls: None, (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="needs a case with a ground-truth label"):
         target.region(np.zeros((2, 2, 2), np.uint8))
 
