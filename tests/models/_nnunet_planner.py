@@ -51,15 +51,17 @@ def case_files(folder: Path) -> list[str]:
     return [str(folder / f"{folder.name}_{suffix}.nii.gz") for suffix in BRATS_SUFFIXES]
 
 
-def planned_results_folder(root: Path, planner: str = "ExperimentPlanner", dataset_id: int = 3) -> Path:
-    """A results folder ``Dataset00N_BraTSLike/nnUNetTrainer__<plans>__3d_fullres`` with fold_0.
+def planned_results_folders(root: Path, planners=("ExperimentPlanner", "nnUNetPlannerResEncM"),
+                            dataset_id: int = 3) -> dict[str, Path]:
+    """Results folders ``Dataset00N_BraTSLike/nnUNetTrainer__<plans>__3d_fullres`` with fold_0, one per planner,
+    from one fingerprint of one cohort.
 
     Parameters
     ----------
     root : Path
         Where nnUNet_raw, nnUNet_preprocessed and nnUNet_results are made.
-    planner : str
-        'ExperimentPlanner' (nnU-Net's default) or 'nnUNetPlannerResEncM'.
+    planners : sequence of str
+        'ExperimentPlanner' (nnU-Net's default) and/or 'nnUNetPlannerResEncM'.
     dataset_id : int
         The dataset's number.
     """
@@ -71,8 +73,6 @@ def planned_results_folder(root: Path, planner: str = "ExperimentPlanner", datas
         extract_fingerprint_dataset,
         plan_experiment_dataset,
     )
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     paths = {key: root / key for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     saved = {key: os.environ.get(key) for key in paths}
@@ -92,30 +92,41 @@ def planned_results_folder(root: Path, planner: str = "ExperimentPlanner", datas
                    "regions_class_order": [1, 2], "numTraining": 3, "file_ending": ".nii.gz"}
         (raw / "dataset.json").write_text(json.dumps(dataset))
         extract_fingerprint_dataset(dataset_id, num_processes=1, verbose=False, show_progress_bar=False)
-        planner_class = {"ExperimentPlanner": ExperimentPlanner, "nnUNetPlannerResEncM": nnUNetPlannerResEncM}[planner]
-        plans, identifier = plan_experiment_dataset(dataset_id, planner_class)
-        pre = paths["nnUNet_preprocessed"] / name
-        out = paths["nnUNet_results"] / name / f"nnUNetTrainer__{identifier}__3d_fullres"
-        (out / "fold_0").mkdir(parents=True)
-        plans = json.loads((pre / f"{identifier}.json").read_text())
-        shutil.copy(pre / f"{identifier}.json", out / "plans.json")
-        shutil.copy(raw / "dataset.json", out / "dataset.json")
-        shutil.copy(pre / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
-        cm = PlansManager(plans).get_configuration("3d_fullres")
-        torch.manual_seed(0)
-        net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                     cm.network_arch_init_kwargs_req_import, len(CHANNELS), 2, allow_init=True,
-                                     deep_supervision=True)
-        # as nnUNetTrainer.save_checkpoint writes it
-        torch.save({"network_weights": net.state_dict(), "optimizer_state": {}, "grad_scaler_state": None,
-                    "logging": {}, "_best_ema": None, "current_epoch": 1,
-                    "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset},
-                    "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2)},
-                   out / "fold_0" / "checkpoint_final.pth")
-        return out
+        classes = {"ExperimentPlanner": ExperimentPlanner, "nnUNetPlannerResEncM": nnUNetPlannerResEncM}
+        folders = {}
+        for planner in planners:
+            _plans, identifier = plan_experiment_dataset(dataset_id, classes[planner])
+            folders[planner] = _results_folder(paths, name, identifier, dataset)
+        return folders
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _results_folder(paths: dict, name: str, identifier: str, dataset: dict) -> Path:
+    """The results folder of one plans file: plans, dataset, fingerprint and a trainer-written fold_0."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pre = paths["nnUNet_preprocessed"] / name
+    out = paths["nnUNet_results"] / name / f"nnUNetTrainer__{identifier}__3d_fullres"
+    (out / "fold_0").mkdir(parents=True)
+    plans = json.loads((pre / f"{identifier}.json").read_text())
+    shutil.copy(pre / f"{identifier}.json", out / "plans.json")
+    shutil.copy(paths["nnUNet_raw"] / name / "dataset.json", out / "dataset.json")
+    shutil.copy(pre / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
+    cm = PlansManager(plans).get_configuration("3d_fullres")
+    torch.manual_seed(0)
+    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                 cm.network_arch_init_kwargs_req_import, len(CHANNELS), 2, allow_init=True,
+                                 deep_supervision=True)
+    # as nnUNetTrainer.save_checkpoint writes it
+    torch.save({"network_weights": net.state_dict(), "optimizer_state": {}, "grad_scaler_state": None,
+                "logging": {}, "_best_ema": None, "current_epoch": 1,
+                "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset},
+                "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2)},
+               out / "fold_0" / "checkpoint_final.pth")
+    return out

@@ -11,7 +11,7 @@ import torch
 
 import napari_lrp as nl
 from napari_lrp.models import ModelError
-from napari_lrp.models.nnunet import FoldEnsemble, nnunet_steps, to_nnunet_order
+from napari_lrp.models.nnunet import FoldEnsemble, from_nnunet_order, nnunet_steps, to_nnunet_order
 from napari_lrp.models.resampling import resampling
 from napari_lrp.pipeline import predict_case
 from napari_lrp.samples import load_sample_case, sample_case_path, sample_nnunet_path
@@ -322,11 +322,11 @@ def planned(tmp_path_factory):
     """Results folders from nnU-Net's own fingerprint extraction and planners on a generated BraTS-like cohort
     (four channels, two nested regions), made once: the default planner and ResEnc M; and a case as BraTS 2021
     names its files."""
-    from tests.models._nnunet_planner import planned_results_folder, write_case_folder
+    from tests.models._nnunet_planner import planned_results_folders, write_case_folder
 
     root = tmp_path_factory.mktemp("planned")
-    return {"default": planned_results_folder(root / "default", "ExperimentPlanner", 3),
-            "resenc": planned_results_folder(root / "resenc", "nnUNetPlannerResEncM", 4),
+    folders = planned_results_folders(root)
+    return {"default": folders["ExperimentPlanner"], "resenc": folders["nnUNetPlannerResEncM"],
             "case": write_case_folder(root / "cases" / "BraTSLike_100")}
 
 
@@ -358,7 +358,14 @@ def test_planner_made_region_folders_equal_nnunets_predictor_and_explain_each_re
     if mirroring or which == "resenc":
         return
     label = case.label
+    from napari_lrp.metrics.measures import dice
+
     for k, values in enumerate(([1, 2], [2])):
+        # Dice per region: ours from the region bits, nnU-Net's from its own probabilities > 0.5
+        truth = np.isin(label, values)
+        theirs = from_nnunet_order(probs[k:k + 1] > 0.5, case.grid)[0]
+        expected = 2 * (theirs & truth).sum() / (theirs.sum() + truth.sum())
+        assert dice(pred, truth, k, multilabel=True) == pytest.approx(expected, abs=1e-3)
         exp = nl.explain(model, case, target_class=k)
         assert exp.target_region().any() and abs(exp.ledger.unaccounted) <= 1e-5, exp.ledger.unaccounted
         assert np.array_equal(exp.ground_truth, np.isin(label, values))

@@ -48,6 +48,9 @@ def scorecard_of_case(model, case, methods: Sequence[str], target="region", metr
     pandas.DataFrame
         The scorecard, the methods labelled by their specs.
     """
+    selected_metrics(metrics)  # an unknown metric is refused before any method runs
+    for spec in methods:
+        parse_method(spec)
     runs = {}
     for spec in methods:
         name, method_options = parse_method(spec)
