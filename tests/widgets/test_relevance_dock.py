@@ -170,3 +170,22 @@ def test_a_region_model_shows_every_regions_dice_and_its_label_map(viewer_and_wi
         assert f"{name} {'n/a' if np.isnan(d) else f'{d:.3f}'}" in text, text
     np.testing.assert_array_equal(viewer.layers["prediction"].data, model.card.label_map(pred))
     assert [c[1] if isinstance(c, tuple) else c for c in w.target_class.choices] == [0, 1, 2]
+
+
+def test_edits_after_a_run_mark_it_changed_until_the_next_run(viewer_and_widget, qtbot):
+    viewer, w = viewer_and_widget
+    w.run()
+    _wait(qtbot, w)
+    assert w.run_button.text == "Run"
+    w.preset.value = "lrp0"
+    assert w.run_button.text == "Run (changed since the last run)" and "other settings" in w.run_button.tooltip
+    w.preset.value = "paper"  # back to what the run used
+    assert w.run_button.text == "Run"
+    w.table.set_row("encoders.1", "clamp", 0.0, 0.3)  # a layer's filter in the table
+    assert w.run_button.text == "Run (changed since the last run)"
+    w.input_filter.kind.value = "pass"
+    w.run()
+    _wait(qtbot, w)
+    assert w.run_button.text == "Run" and "encoders.1" in w.session.explanation.filters
+    w.target_class.value = 0
+    assert w.run_button.text == "Run (changed since the last run)"

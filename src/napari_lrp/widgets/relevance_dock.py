@@ -52,6 +52,9 @@ PRESET_TIPS = {name: factory(None).description for name, factory in PRESETS.item
 INSPECTOR_NAME = "R @ layer"
 
 
+RUN_TIP = "Explain the case on screen (a new case folder is loaded first). Runs in the background; Cancel stops it."
+
+
 class FilterRow(Container):
     """kind + alpha1 + alpha2 (A for amplify) in one row."""
 
@@ -90,6 +93,8 @@ class LayerFilterTable(QTableWidget):
 
     def __init__(self):
         super().__init__(0, len(self.COLUMNS))
+        #: called (no arguments) when a row's filter is edited
+        self.on_edit = None
         self.setHorizontalHeaderLabels(self.COLUMNS)
         self.setMinimumHeight(220)
         self.setToolTip("One filter per layer, applied to the relevance that layer hands to its inputs "
@@ -116,13 +121,19 @@ class LayerFilterTable(QTableWidget):
                 self.setItem(r, c, item)
             kind = QComboBox()
             kind.addItems(FILTER_KINDS)
+            kind.currentTextChanged.connect(self._edited)
             self.setCellWidget(r, 3, kind)
             for c, (v, hi) in zip((4, 5), ((0.0, 1.0), (1.0, 10.0))):
                 sb = QDoubleSpinBox()
                 sb.setRange(0, hi)
                 sb.setSingleStep(0.01)
                 sb.setValue(v)
+                sb.valueChanged.connect(self._edited)
                 self.setCellWidget(r, c, sb)
+
+    def _edited(self, *_):
+        if self.on_edit is not None:
+            self.on_edit()
 
     def show_filters(self, filters: dict) -> None:
         """Show a run's filters in the rows; rows without one show 'none'.
@@ -299,8 +310,7 @@ class RelevanceWidget(DockPanel):
         self.inspect_button = PushButton(text="Show layer relevance",
                                          tooltip="Show the relevance at the chosen layer's output over the case "
                                                  "(one layer, 'R @ layer', replaced each time).")
-        self.run_button = PushButton(text="Run", tooltip="Explain the case on screen (a new case folder is loaded "
-                                                         "first). Runs in the background; Cancel stops it.")
+        self.run_button = PushButton(text="Run", tooltip=RUN_TIP)
         self.cancel_button = PushButton(text="Cancel", enabled=False,
                                         tooltip="Stop the running Load or Run; the layers stay as they were.")
         self.view_3d = PushButton(text="3D view", tooltip="Switch to a 3D view of |relevance| (maximum intensity), "
@@ -320,6 +330,11 @@ class RelevanceWidget(DockPanel):
         self.bulk_clear.changed.connect(lambda: self._bulk(None))
         self.view_3d.changed.connect(self._toggle_3d)
         self.orientation.changed.connect(self._set_orientation)
+        self._ran_with = None  # what the last finished run explained (request())
+        for w in (self.preset, self.target, self.target_class, self.uncertainty, self.draws, self.dropout_p, self.seed,
+                  self.scope, self.signs, *self.output_filter, *self.input_filter):
+            w.changed.connect(self._mark_changed)
+        self.table.on_edit = self._mark_changed
         self.session.case_changed.connect(self._on_case)
         napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
         napari_viewer.layers.events.inserted.connect(lambda e: self.target.reset_choices())
@@ -468,6 +483,27 @@ class RelevanceWidget(DockPanel):
         if mode == "flips (TTA)":
             return {"tta": "flips", "seed": self.seed.value}
         return {}
+
+    def request(self) -> tuple:
+        """What Run would explain now, in a comparable form: rules, target, class, draws and every filter.
+
+        Returns
+        -------
+        tuple
+            Equal to the last run's exactly when nothing that changes the relevance was edited since.
+        """
+        filters = tuple(sorted((name, repr(f)) for name, f in self.filters().items()))
+        return (self.preset.value, self.target.value, self.target_class.value, tuple(sorted(self.sampling().items())),
+                filters)
+
+    def _mark_changed(self, *_):
+        """The Run button says when the settings differ from the run on screen (until the next Run)."""
+        if self._ran_with is None:
+            return
+        changed = self.request() != self._ran_with
+        self.run_button.text = "Run (changed since the last run)" if changed else "Run"
+        self.run_button.tooltip = ("The relevance on screen was made with other settings: Run explains with these. "
+                                   if changed else "") + RUN_TIP
 
     def filters(self) -> dict[str, Filter]:
         """The output, input and per-layer filters the dock describes, as ``explain``'s ``filters``.
@@ -624,6 +660,8 @@ class RelevanceWidget(DockPanel):
         self.inspect.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
         self._show_dice(exp.prediction, exp.case, describe_run(exp, seconds))
+        self._ran_with = self.request()
+        self._mark_changed()
         ledger = exp.ledger
         if ledger.unhandled or abs(ledger.unaccounted) > 1e-5:
             ops = ", ".join(ledger.unhandled) or "none named"
