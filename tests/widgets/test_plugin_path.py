@@ -408,3 +408,24 @@ def test_alt_click_on_a_lesion_picks_it_and_error_targets_are_outlined(plugin_vi
         assert name not in viewer.layers
     else:  # the sample model adds nothing: refused by name
         assert "false-positive" in rel.status.value
+
+
+def test_the_methods_are_picked_with_check_boxes_and_option_fields(plugin_viewer):
+    from napari_lrp.analysis.compare import parse_method, split_methods
+    from napari_lrp.widgets.compare_dock import DEFAULT_METHODS
+
+    viewer, _rel, _inc = plugin_viewer
+    cmp = _dock(viewer, "Compare methods")
+    assert cmp.picker.spec() == cmp.methods.value == DEFAULT_METHODS
+    boxes = cmp.picker.rows
+    boxes["ig"][1].value = 8
+    boxes["gradcam"][0].value = False
+    boxes["lrp"][1].value = "epsilon-gamma-box"
+    boxes["occlusion"][0].value = True
+    boxes["occlusion"][1].value = "6x4x8x8"
+    assert cmp.methods.value == "lrp:epsilon-gamma-box,gradient,gxi,ig:8,occlusion:6x4x8x8"
+    parsed = [parse_method(s) for s in split_methods(cmp.methods.value)]  # what Compare will run
+    assert parsed[0] == ("lrp", {"preset": "epsilon-gamma-box"})
+    assert parsed[3] == ("integrated_gradients", {"n_steps": 8})
+    assert parsed[4] == ("occlusion", {"sliding_window_shapes": (6, 4, 8, 8)})
+    assert all(box.tooltip for box, _option in boxes.values())

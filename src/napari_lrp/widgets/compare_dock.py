@@ -12,19 +12,79 @@ progress and Cancel.
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, LineEdit, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton, SpinBox, Table
 
 from ..analysis.compare import compare, split_methods
 from ..analysis.scorecard import FAMILIES, METRICS, evaluate, selected_metrics
 from ..analysis.search import lrp_search
 from ..layerdata import case_from_layers
 from ..lrp.engine import Cancelled
+from ..lrp.presets import PRESETS
 from ..metrics.plots import plot_search, scorecard_figure
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
 from ._session import TARGET_LABELS, case_key
 
-DEFAULT_METHODS = "lrp:paper,lrp:epsilon-gamma-box,gradient,gxi,ig:16,gradcam:encoders.3"
+DEFAULT_METHODS = "lrp:paper,gradient,gxi,ig:16,gradcam:encoders.3"
+
+
+class MethodPicker(Container):
+    """One row per method: a check box and the method's option as a field; ``spec()`` is compare's spec text."""
+
+    def __init__(self):
+        self.rows = {
+            "lrp": (CheckBox(label="LRP", value=True), ComboBox(label="rules", choices=list(PRESETS), value="paper")),
+            "gradient": (CheckBox(label="gradient", value=True), None),
+            "gxi": (CheckBox(label="gradient x input", value=True), None),
+            "ig": (CheckBox(label="integrated gradients", value=True), SpinBox(label="steps", value=16, min=2,
+                                                                             max=512)),
+            "sg": (CheckBox(label="SmoothGrad", value=False), SpinBox(label="samples", value=8, min=2, max=512)),
+            "gbp": (CheckBox(label="guided backprop", value=False), None),
+            "gradcam": (CheckBox(label="Grad-CAM", value=True), LineEdit(label="layer", value="encoders.3")),
+            "occlusion": (CheckBox(label="occlusion", value=False), LineEdit(label="window CxZxYxX", value="")),
+        }
+        tips = {"lrp": "LRP with the chosen rules", "gradient": "the input gradient (saliency)",
+                "gxi": "gradient x input", "ig": "integrated gradients with this many steps",
+                "sg": "SmoothGrad with this many noisy samples", "gbp": "guided backpropagation (ReLU networks)",
+                "gradcam": "Grad-CAM at this module of the network", "occlusion": "occlusion with this window "
+                                                                                   "(empty: the method's default)"}
+        lines = []
+        for key, (box, option) in self.rows.items():
+            box.tooltip = tips[key]
+            widgets = [box] + ([option] if option is not None else [])
+            if option is not None:
+                option.tooltip = tips[key]
+            line = Container(widgets=widgets, layout="horizontal", labels=False)
+            line.margins = (0, 0, 0, 0)
+            lines.append(line)
+        super().__init__(widgets=lines, labels=False, label="pick")
+        self.margins = (0, 0, 0, 0)
+        self.tooltip = "Tick the methods to compare, each with its option beside it; the specs below follow."
+
+    def spec(self) -> str:
+        """The checked methods as compare's spec text.
+
+        Returns
+        -------
+        str
+            Comma-separated specs, e.g. 'lrp:paper,gxi,ig:16'.
+        """
+        out = []
+        for key, (box, option) in self.rows.items():
+            if not box.value:
+                continue
+            value = "" if option is None else str(option.value).strip()
+            out.append(f"{key}:{value}" if value else key)
+        return ",".join(out)
+
+    def widgets_to_watch(self) -> list:
+        """Every check box and option field (connect their ``changed`` to follow the picks).
+
+        Returns
+        -------
+        list
+        """
+        return [w for box, option in self.rows.values() for w in (box, option) if w is not None]
 COLUMNS = ("seconds", "input_inclusivity", "groundtruth_inclusivity", "morf_auc", "lerf_auc")
 
 
@@ -33,11 +93,15 @@ class CompareWidget(DockPanel):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
+        self.picker = MethodPicker()
         self.methods = LineEdit(label="methods", value=DEFAULT_METHODS,
-                                tooltip="Comma-separated: lrp:PRESET, gradient, gxi (gradient x input), ig[:STEPS] "
+                                tooltip="The picks above as specs (edit for more, e.g. two LRP presets): "
+                                        "comma-separated lrp:PRESET, gradient, gxi (gradient x input), ig[:STEPS] "
                                         "(integrated gradients), sg[:SAMPLES] (SmoothGrad), gbp (guided "
                                         "backpropagation, ReLU networks), gradcam:LAYER, occlusion[:CxZxYxX], or "
                                         "NAME:key=value,key=value.")
+        for w in self.picker.widgets_to_watch():
+            w.changed.connect(lambda *_: setattr(self.methods, "value", self.picker.spec()))
         self.target = ComboBox(label="target", choices=tuple(TARGET_LABELS), value="predicted region",
                                tooltip="What every method explains: the predicted region of the class, the "
                                        "ground-truth region or the whole output.")
@@ -73,8 +137,8 @@ class CompareWidget(DockPanel):
         self.scorecard_table.tooltip = ("One row per metric, one column per method; a cell's tooltip says what the "
                                         "metric measures, which direction is better and how it was measured")
         self.scorecard_table.native.setMinimumHeight(200)
-        self.add(self.methods, self.target, self.faithfulness, self.run_button, self.cancel_button, self.table,
-                 self.families, self.score_button, self.scorecard_table, self.gammas, self.search_button,
+        self.add(self.picker, self.methods, self.target, self.faithfulness, self.run_button, self.cancel_button,
+                 self.table, self.families, self.score_button, self.scorecard_table, self.gammas, self.search_button,
                  self.apply_button, self.status)
         self.charts = ThemedCanvas(napari_viewer, figsize=(9, 3.4), min_height=260,
                                    placeholder="Search gammas draws the contours here, Scorecard its figure")
