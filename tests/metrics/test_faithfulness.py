@@ -5,17 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_lrp.metrics.faithfulness import block_relevance, faithfulness_correlation
+from napari_lrp.metrics.faithfulness import faithfulness_correlation
 from tests.metrics._quantus import QuantusModel, import_quantus
-
-
-def test_block_relevance_sums_channels_and_blocks():
-    R = torch.arange(2 * 2 * 3 * 3, dtype=torch.float64).reshape(2, 2, 3, 3)
-    sums, grid = block_relevance(R, (2, 2, 2))
-    assert grid == (1, 2, 2)
-    total = R.sum(0)
-    assert float(sums[0]) == float(total[:, :2, :2].sum()) and float(sums[3]) == float(total[:, 2:, 2:].sum())
-    assert float(sums.sum()) == float(R.sum())
 
 
 def test_a_linear_score_explained_exactly_correlates_one():

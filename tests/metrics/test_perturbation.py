@@ -7,6 +7,7 @@ from torch import nn
 
 from napari_lrp.lrp import propagate
 from napari_lrp.metrics import region_perturbation
+from napari_lrp.metrics.perturbation import block_relevance
 from napari_lrp.metrics.plots import perturbation_figure
 
 
@@ -78,3 +79,12 @@ def test_batching_does_not_change_the_curve(trained):
     np.testing.assert_allclose(c.scores, a.scores, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown order"):
         region_perturbation(net, x, R, label == 1, order="sideways")
+
+
+def test_block_relevance_sums_channels_and_blocks():
+    R = torch.arange(2 * 2 * 3 * 3, dtype=torch.float64).reshape(2, 2, 3, 3)
+    sums, grid = block_relevance(R, (2, 2, 2))
+    assert grid == (1, 2, 2)
+    total = R.sum(0)
+    assert float(sums[0]) == float(total[:, :2, :2].sum()) and float(sums[3]) == float(total[:, 2:, 2:].sum())
+    assert float(sums.sum()) == float(R.sum())

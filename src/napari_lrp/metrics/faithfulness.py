@@ -13,36 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .perturbation import block_shape, fill_values
+from .perturbation import block_relevance, block_shape, fill_values, voxel_blocks
 
-__all__ = ["block_relevance", "faithfulness_correlation"]
-
-
-def block_relevance(relevance: torch.Tensor, block) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """The relevance summed over channels and over each block of a regular grid of blocks.
-
-    Parameters
-    ----------
-    relevance : torch.Tensor
-        (C, Z, Y, X).
-    block : tuple of int
-        The block's size (voxels) per axis; the last block of an axis may be cut by the volume's edge.
-
-    Returns
-    -------
-    tuple
-        (sums, flattened over the grid in C order, float64; the grid's shape in blocks).
-    """
-    spatial = relevance.shape[1:]
-    grid = tuple(-(-s // b) for s, b in zip(spatial, block))
-    pads = []
-    for s, b, g in reversed(list(zip(spatial, block, grid))):
-        pads += [0, g * b - s]
-    Rs = F.pad(relevance.double().sum(dim=0)[None, None], pads)[0, 0]
-    sums = Rs.reshape(grid[0], block[0], grid[1], block[1], grid[2], block[2]).sum(dim=(1, 3, 5)).flatten()
-    return sums, grid
+__all__ = ["faithfulness_correlation"]
 
 
 @torch.no_grad()
@@ -102,10 +76,7 @@ def faithfulness_correlation(score: Callable[[torch.Tensor], torch.Tensor], x, r
     n_runs = len(subsets)
     fg = None if foreground is None else torch.as_tensor(np.asarray(foreground)).to(x.device).bool()[None, None]
     filled = fill_values(x, fill, fg)
-    block_of = torch.arange(nb, device=x.device).reshape(grid)
-    for axis, b in enumerate(bs):
-        block_of = block_of.repeat_interleave(b, axis)
-    block_of = block_of[: spatial[0], : spatial[1], : spatial[2]]
+    block_of = voxel_blocks(torch.arange(nb, device=x.device), grid, bs, spatial)
     base = float(torch.as_tensor(score(x)).double().reshape(-1)[0])
     drops = []
     for start in range(0, n_runs, batch):

@@ -11,7 +11,8 @@ from torch import nn
 
 from .imputation import noisy_linear_imputation
 
-__all__ = ["FILLS", "region_perturbation", "PerturbationCurve", "block_shape", "fill_values", "imputed"]
+__all__ = ["FILLS", "region_perturbation", "PerturbationCurve", "block_relevance", "block_shape", "fill_values",
+           "imputed", "voxel_blocks"]
 
 #: the fills of flipped blocks, named in every table (``noisy_linear`` is ROAD's imputation)
 FILLS = ("mean", "zero", "black", "noise", "blur", "noisy_linear")
@@ -47,6 +48,52 @@ def block_shape(shape, n_blocks: int = 1000) -> tuple[int, ...]:
     """
     edge = max(1, int(round((float(np.prod(shape)) / n_blocks) ** (1.0 / len(shape)))))
     return tuple(min(edge, s) for s in shape)
+
+
+def block_relevance(relevance: torch.Tensor, block) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """The relevance summed over channels and over each block of a regular grid of blocks.
+
+    Parameters
+    ----------
+    relevance : torch.Tensor
+        (C, Z, Y, X).
+    block : tuple of int
+        The block's size (voxels) per axis; the last block of an axis may be cut by the volume's edge.
+
+    Returns
+    -------
+    tuple
+        (sums, flattened over the grid in C order, float64; the grid's shape in blocks).
+    """
+    spatial = relevance.shape[1:]
+    grid = tuple(-(-s // b) for s, b in zip(spatial, block))
+    pads = []
+    for s, b, g in reversed(list(zip(spatial, block, grid))):
+        pads += [0, g * b - s]
+    Rs = F.pad(relevance.double().sum(dim=0)[None, None], pads)[0, 0]
+    sums = Rs.reshape(grid[0], block[0], grid[1], block[1], grid[2], block[2]).sum(dim=(1, 3, 5)).flatten()
+    return sums, grid
+
+
+def voxel_blocks(per_block: torch.Tensor, grid, block, spatial) -> torch.Tensor:
+    """A value per block (flat, C order of the grid) spread over the block's voxels.
+
+    Parameters
+    ----------
+    per_block : torch.Tensor
+        (number of blocks,).
+    grid, block, spatial : tuple of int
+        The grid's shape in blocks, the block's size and the volume's shape (Z, Y, X).
+
+    Returns
+    -------
+    torch.Tensor
+        (Z, Y, X).
+    """
+    out = per_block.reshape(grid)
+    for axis, b in enumerate(block):
+        out = out.repeat_interleave(b, axis)
+    return out[: spatial[0], : spatial[1], : spatial[2]]
 
 
 def fill_values(x: torch.Tensor, fill: str, foreground: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
@@ -179,13 +226,7 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
     mask = torch.as_tensor(np.asarray(target_mask)).to(dev).bool()
     spatial = x.shape[2:]
     bs = tuple(block) if block is not None else block_shape(spatial, n_blocks)
-    grid = tuple(-(-s // b) for s, b in zip(spatial, bs))
-    padded = [g * b for g, b in zip(grid, bs)]
-    pads = []
-    for s, P in reversed(list(zip(spatial, padded))):
-        pads += [0, P - s]
-    Rs = F.pad(R.sum(dim=0)[None, None], pads)[0, 0]
-    block_scores = Rs.reshape(grid[0], bs[0], grid[1], bs[1], grid[2], bs[2]).sum(dim=(1, 3, 5)).flatten()
+    block_scores, grid = block_relevance(R, bs)
     nb = block_scores.numel()
     if order == "morf":
         idx = torch.argsort(block_scores, descending=True, stable=True)
@@ -202,8 +243,7 @@ def region_perturbation(model, x, relevance, target_mask, target_class: int = 1,
     filled = None if fill == "noisy_linear" else fill_values(x, fill, fg, seed)
     rank = torch.empty(nb, dtype=torch.long, device=dev)
     rank[idx] = torch.arange(nb, device=dev)
-    rank_vox = rank.reshape(grid).repeat_interleave(bs[0], 0).repeat_interleave(bs[1], 1).repeat_interleave(bs[2], 2)
-    rank_vox = rank_vox[: spatial[0], : spatial[1], : spatial[2]]
+    rank_vox = voxel_blocks(rank, grid, bs, spatial)
 
     def score(out):
         return (out[:, target_class] * mask).sum(dim=tuple(range(1, out.ndim - 1))).double()
