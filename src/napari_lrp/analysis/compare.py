@@ -24,7 +24,7 @@ from ..io.case import Case
 from ..models.card import Model
 from ..pipeline import Explanation, explain
 from ..pipeline.attribution import METHODS
-from .sanity import map_similarity, randomised
+from .sanity import map_similarity, randomised, weighted_layers
 
 __all__ = ["ALIASES", "compare", "parse_method", "save_comparison", "split_methods"]
 
@@ -152,8 +152,7 @@ def compare(model, case: Case, methods: Sequence[str], target="region", perturba
             if random_auc is None:
                 random_auc = curves["random"].auc
         if sanity:
-            names = [n for n, m in exp.model.network.named_modules() if n and not list(m.children())
-                     and hasattr(m, "reset_parameters")]
+            names = weighted_layers(exp.model.network)
             untrained = Model(network=randomised(exp.model.network, names).eval(), card=exp.model.card,
                               device=exp.model.device)
             region = exp.target_region()

@@ -24,7 +24,7 @@ from ..metrics.similarity import map_similarity
 from ..models.card import Model
 from ..pipeline import Explanation, explain
 
-__all__ = ["map_similarity", "randomisation_steps", "randomised", "sanity_check"]
+__all__ = ["map_similarity", "randomisation_steps", "randomised", "sanity_check", "weighted_layers"]
 
 
 def randomisation_steps(network: nn.Module) -> list[str]:
@@ -44,6 +44,22 @@ def randomisation_steps(network: nn.Module) -> list[str]:
     loose = loose_layers(network)
     # the loose layers in reverse definition order (the head is defined last), then the blocks from the top
     return list(reversed(loose)) + list(reversed(blocks))
+
+
+def weighted_layers(network: nn.Module) -> list[str]:
+    """The leaf layers with weights a re-initialisation resets (a fully untrained copy resets all of them).
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    list of str
+        Module names, in definition order.
+    """
+    return [n for n, m in network.named_modules() if n and not list(m.children()) and hasattr(m, "reset_parameters")]
 
 
 def randomised(network: nn.Module, names: list[str], seed: int = 0) -> nn.Module:
@@ -108,8 +124,7 @@ def sanity_check(model: Model, case: Case, method: str = "lrp", mode: str = "cas
     options = {k: v for k, v in explain_options.items() if k != "target"}
     steps = randomisation_steps(model.network)
     rows = [{"step": 0, "randomised": "none", **map_similarity(base.relevance, base.relevance)}]
-    everything = [n for n, m in model.network.named_modules() if n and not list(m.children())
-                  and hasattr(m, "reset_parameters")]
+    everything = weighted_layers(model.network)
     plan = [(steps[: i + 1] if mode == "cascading" else [name], name) for i, name in enumerate(steps)]
     plan.append((everything, "all"))
     for i, (names, label) in enumerate(plan, start=1):

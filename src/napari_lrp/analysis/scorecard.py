@@ -37,7 +37,7 @@ from ..metrics.robustness import sensitivity
 from ..metrics.similarity import repeatability, spearman
 from ..models.card import Model
 from ..pipeline import Explanation, explain_again
-from .sanity import randomised
+from .sanity import randomised, weighted_layers
 
 __all__ = ["FAMILIES", "METRICS", "Metric", "evaluate", "method_label", "selected_metrics", "summarise"]
 
@@ -189,10 +189,10 @@ class _Options:
 
 
 def _localisation(exp: Explanation, o: _Options) -> dict:
-    if exp.case.ground_truth is None:
+    g = exp.ground_truth  # of the run's class (a region model's region)
+    if g is None:
         return {name: (np.nan, "no ground truth in the case") for name in METRICS
                 if METRICS[name].family == "localisation"}
-    g = exp.case.ground_truth
     R = exp.relevance
     k = min(o.top_k, g.size)
     return {
@@ -206,25 +206,22 @@ def _localisation(exp: Explanation, o: _Options) -> dict:
 
 
 def _faithfulness(exp: Explanation, o: _Options, chosen: list[str]) -> dict:
-    out = {}
-    curve_kw = {"n_blocks": o.n_blocks, "steps": o.steps, "seed": o.seed}
-    try:
-        for prefix, fill in (("", "mean"), ("road_", "noisy_linear")):
-            orders = [order for order in ("morf", "lerf") if f"{prefix}{order}_auc" in chosen]
-            if orders:
-                curves = exp.faithfulness(orders, fill=fill, cache={}, **curve_kw)
-                for order, curve in curves.items():
-                    out[f"{prefix}{order}_auc"] = (curve.auc, f"imputation={fill}, blocks of {curve.block}, "
-                                                              f"{len(curve.fractions)} points")
-        if "faithfulness_correlation" in chosen:
-            value = exp.faithfulness_correlation(n_runs=o.n_runs, subset=o.subset, n_blocks=o.n_blocks, rng=o.seed)
-            out["faithfulness_correlation"] = (value, f"imputation=mean, {o.n_runs} subsets of {o.subset:g} of "
-                                                      f"about {o.n_blocks} blocks")
-    except ValueError as exc:
-        if "not available" not in str(exc):
-            raise
+    if exp.model.pipeline is not None:  # perturbations run on the model's input grid
         return {name: (np.nan, "runs on the model grid: not for a model with its own pipeline") for name in chosen
                 if METRICS[name].family == "faithfulness"}
+    out = {}
+    curve_kw = {"n_blocks": o.n_blocks, "steps": o.steps, "seed": o.seed}
+    for prefix, fill in (("", "mean"), ("road_", "noisy_linear")):
+        orders = [order for order in ("morf", "lerf") if f"{prefix}{order}_auc" in chosen]
+        if orders:
+            curves = exp.faithfulness(orders, fill=fill, cache={}, **curve_kw)
+            for order, curve in curves.items():
+                out[f"{prefix}{order}_auc"] = (curve.auc, f"imputation={fill}, blocks of {curve.block}, "
+                                                          f"{len(curve.fractions)} points")
+    if "faithfulness_correlation" in chosen:
+        value = exp.faithfulness_correlation(n_runs=o.n_runs, subset=o.subset, n_blocks=o.n_blocks, rng=o.seed)
+        out["faithfulness_correlation"] = (value, f"imputation=mean, {o.n_runs} subsets of {o.subset:g} of "
+                                                  f"about {o.n_blocks} blocks")
     return out
 
 
@@ -250,8 +247,7 @@ def _randomisation(exp: Explanation, o: _Options, chosen: list[str], progress) -
         progress()
     if "model_randomisation" in chosen:
         net = exp.model.network
-        everything = [n for n, m in net.named_modules() if n and not list(m.children())
-                      and hasattr(m, "reset_parameters")]
+        everything = weighted_layers(net)
         untrained = Model(network=randomised(net, everything, o.seed).eval(), card=exp.model.card,
                           device=exp.model.device, pipeline=exp.model.pipeline)
         other = explain_again(exp, model=untrained, target=target)
