@@ -358,6 +358,9 @@ class RelevanceWidget(DockPanel):
         exp = getattr(getattr(self, "session", None), "explanation", None)
         if exp is None:
             return {}
+        cached = getattr(self, "_lesions", None)
+        if cached is not None and cached[0] is exp:  # the picker asks on every layer change: label once per run
+            return cached[1]
         choices = {}
         for _i, r in exp.components().iterrows():
             predicted = r.source == "prediction"
@@ -365,6 +368,7 @@ class RelevanceWidget(DockPanel):
             label = (f"{'predicted' if predicted else 'ground-truth'} lesion {int(r.component)} "
                      f"({r.volume_ml:.2f} ml{status})")
             choices[label] = f"{'component' if predicted else 'gt-component'}:{int(r.component)}"
+        self._lesions = (exp, choices)
         return choices
 
     def _target_choices(self, _widget=None):
