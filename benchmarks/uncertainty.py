@@ -4,7 +4,8 @@ predictive entropy sits (lesion border vs lesion interior vs the rest of the bra
 MC dropout runs the sample model fine-tuned with dropout 0.1 (``sample_dropout_model_path()``, its own
 Dropout modules) and, for comparison, the plain sample model with dropout of rate p inserted after every
 activation (``dropout=p``; an approximation: it was not trained with it); the flips need no dropout.
-Run: python benchmarks/uncertainty.py [--draws 20] [--p 0.1] [--case 1]
+Run: python benchmarks/uncertainty.py [--draws 20] [--p 0.1] [--case 1] [--device cpu|cuda]
+(on a GPU the draws run in batches sized from its free memory; the table gives the batches.)
 """
 
 from __future__ import annotations
@@ -48,25 +49,28 @@ def main(argv=None):
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--p", type=float, default=0.1)
     ap.add_argument("--case", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    model = nl.load_model(sample_model_path())
+    model = nl.load_model(sample_model_path(), device=args.device)
     case = nl.load_case(sample_case_path(args.case))
     nl.explain(model, case, preset="paper")  # warm-up
     t_one, _ = timed(lambda: nl.explain(model, case, preset="paper"))
-    dropout_model = nl.load_model(sample_dropout_model_path())
+    dropout_model = nl.load_model(sample_dropout_model_path(), device=args.device)
     t_mc, mc = timed(lambda: nl.explain(dropout_model, case, preset="paper", mc_samples=args.draws, seed=0),
                      repeats=1)
     t_ins, ins = timed(lambda: nl.explain(model, case, preset="paper", mc_samples=args.draws, dropout=args.p,
                                           seed=0), repeats=1)
     t_tta, tta = timed(lambda: nl.explain(model, case, preset="paper", tta="flips"), repeats=1)
-    print(f"sample case {args.case} {case.shape}, sample model, CPU threads as torch sets them")
-    print("| run | s | x one LRP run | target |")
-    print("|---|---:|---:|---:|")
-    print(f"| one LRP run (paper) | {t_one:.2f} | 1.00 | |")
-    print(f"| MC dropout T = {args.draws}, dropout model (p = 0.1) | {t_mc:.2f} | {t_mc / t_one:.2f} | <= 8 |")
+    print(f"sample case {args.case} {case.shape}, sample model, {args.device}"
+          + (", CPU threads as torch sets them" if args.device == "cpu" else ""))
+    print("| run | s | x one LRP run | target | batches |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| one LRP run (paper) | {t_one:.2f} | 1.00 | | |")
+    print(f"| MC dropout T = {args.draws}, dropout model (p = 0.1) | {t_mc:.2f} | {t_mc / t_one:.2f} | <= 8 "
+          f"| {len(mc._run.batches)} |")
     print(f"| MC dropout T = {args.draws}, sample model + inserted p = {args.p} | {t_ins:.2f} "
-          f"| {t_ins / t_one:.2f} | |")
-    print(f"| flips (8 draws) | {t_tta:.2f} | {t_tta / t_one:.2f} | |")
+          f"| {t_ins / t_one:.2f} | | {len(ins._run.batches)} |")
+    print(f"| flips (8 draws) | {t_tta:.2f} | {t_tta / t_one:.2f} | | {len(tta._run.batches)} |")
     masks = regions(case)
     print()
     print("| run | " + " | ".join(f"entropy {k} (nats)" for k in masks) + " | border > interior and brain |")

@@ -33,3 +33,18 @@ def test_auto_device_is_what_exists():
     model = nl.load_model(sample_model_path(), device="auto")
     want = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     assert model.device.type == want
+
+
+def test_available_bytes_reads_the_memory_where_tensors_live(monkeypatch):
+    """A CUDA device's free memory bounds what runs there (the host's RAM may be larger or smaller); the CPU
+    and MPS read the host's available memory."""
+    import psutil
+
+    from napari_lrp.models.devices import available_bytes
+
+    real = psutil.virtual_memory()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=7 * 2**30))
+    assert available_bytes("cpu") == available_bytes(None) == 7 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (3 * 2**30, 80 * 2**30))
+    assert available_bytes("cuda:0") == 3 * 2**30
+    assert available_bytes(torch.device("cuda", 1)) == 3 * 2**30

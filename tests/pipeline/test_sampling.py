@@ -144,12 +144,12 @@ def test_refusals_name_the_option(tmp_path):
     with pytest.raises(MemoryError, match="lower mc_samples"):
         from napari_lrp.pipeline import sampling as uncertainty
 
-        old = uncertainty._available_bytes
-        uncertainty._available_bytes = lambda: 1000
+        old = uncertainty.available_bytes
+        uncertainty.available_bytes = lambda device: 1000
         try:
             nl.explain(nn.Sequential(nn.Conv3d(2, 2, 1), nn.Dropout(0.5)), case, mc_samples=3)
         finally:
-            uncertainty._available_bytes = old
+            uncertainty.available_bytes = old
 
 
 def test_inserted_dropout_refilter_reuses_the_passes_and_save_writes_the_spread(tmp_path):

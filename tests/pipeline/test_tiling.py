@@ -121,13 +121,11 @@ def test_window_auto_without_a_budget_plans_within_the_auto_default(monkeypatch)
     """window='auto' with no max_memory plans within AUTO_BUDGET even when half the free memory is more (a
     BraTS-size case then stays near 2 GB: benchmarks/tiling_memory.py --no-budget); a whole-volume run's memory
     plan keeps half the free memory; a given budget is used as given."""
-    from types import SimpleNamespace
-
     import napari_lrp.pipeline.tiling as tiling
 
-    monkeypatch.setattr(tiling.psutil, "virtual_memory", lambda: SimpleNamespace(available=64 * 2**30))
+    monkeypatch.setattr(tiling, "available_bytes", lambda device=None: 64 * 2**30)
     assert tiling.budget(None, auto=True) == tiling.AUTO_BUDGET == 2 * 2**30
     assert tiling.budget(None) == 32 * 2**30
     assert tiling.budget(5e9, auto=True) == 5e9
-    monkeypatch.setattr(tiling.psutil, "virtual_memory", lambda: SimpleNamespace(available=2 * 2**30))
+    monkeypatch.setattr(tiling, "available_bytes", lambda device=None: 2 * 2**30)
     assert tiling.budget(None, auto=True) == 2**30  # less free memory than the default: half of it

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
+import psutil
 import torch
 
 from .card import ModelError
 
-__all__ = ["available_devices", "mps_available", "resolve_device"]
+__all__ = ["available_bytes", "available_devices", "mps_available", "resolve_device"]
 
 
 def mps_available() -> bool:
@@ -75,3 +76,23 @@ def available_devices() -> list[str]:
     if mps_available():
         out.append("mps")
     return out
+
+
+def available_bytes(device: str | torch.device | None = None) -> int:
+    """Memory free for tensors on ``device``: a CUDA GPU's free memory, else the host's available memory.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        Where the tensors will live; None or a CPU device: host memory. MPS shares the host's memory.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        return int(free)
+    return int(psutil.virtual_memory().available)

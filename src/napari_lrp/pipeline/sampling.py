@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import psutil
 import torch
 from torch import nn
 
@@ -35,6 +34,7 @@ from ..lrp.names import matches
 from ..lrp.targets import class_view, is_multilabel, needs_ground_truth, predict, region_mask, start_relevance
 from ..lrp.types import ACTIVATION_TYPES, DROPOUT_TYPES
 from ..models.card import Model
+from ..models.devices import available_bytes
 from ..models.preprocess import PreparedInput
 from .runs import RunRecord, RunSpec
 
@@ -227,10 +227,6 @@ def _flip(t: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
     return t.flip([a - 3 for a in axes]) if axes else t
 
 
-def _available_bytes() -> int:
-    return int(psutil.virtual_memory().available)
-
-
 def _pass_bytes(prop: Propagation) -> int:
     """Estimate of one draw's kept forward pass: three tensors (input, output, rule state) per module output."""
     item = prop.output.element_size()
@@ -355,7 +351,7 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, s
                 progress(i, len(draws))
             if len(batches) == 1:
                 per = _pass_bytes(prop)
-                free = _available_bytes()
+                free = available_bytes(prop.output.device)
                 if per * (len(draws) - 1) > free:
                     raise MemoryError(
                         f"{len(draws)} draws keep {len(draws)} forward passes of about {per / 2**30:.2f} GiB each "

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import psutil
 import torch
 
 from ..io.case import Case
@@ -38,6 +37,7 @@ from ..lrp.rules import divide_stabilised
 from ..lrp.targets import start_relevance, target_of
 from ..metrics.concepts import channel_table, layer_conditions
 from ..models.card import Model
+from ..models.devices import available_bytes
 from ..models.nnunet import nnunet_gaussian, nnunet_steps
 from ..models.preprocess import PreparedInput
 from .result import Explanation
@@ -250,15 +250,18 @@ def auto_window(net, x: torch.Tensor, divisible: int, budget_bytes: float, spec:
 AUTO_BUDGET = 2 * 2**30
 
 
-def budget(max_memory: float | None, auto: bool = False) -> float:
+def budget(max_memory: float | None, auto: bool = False, device: torch.device | None = None) -> float:
     """The memory budget in bytes.
 
     Parameters
     ----------
     max_memory : float or None
-        Bytes; None: half the free memory (for ``window="auto"``: at most ``AUTO_BUDGET``).
+        Bytes; None: half the free memory where the network runs (for ``window="auto"``: at most
+        ``AUTO_BUDGET``).
     auto : bool
         For ``window="auto"``, which asks for windows that fit a modest budget.
+    device : torch.device or None
+        Where the network runs: a CUDA GPU's free memory bounds its windows, else the host's.
 
     Returns
     -------
@@ -266,7 +269,7 @@ def budget(max_memory: float | None, auto: bool = False) -> float:
     """
     if max_memory:
         return float(max_memory)
-    half = 0.5 * psutil.virtual_memory().available
+    half = 0.5 * available_bytes(device)
     return min(half, AUTO_BUDGET) if auto else half
 
 
@@ -504,7 +507,8 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, window, 
     if isinstance(window, str):
         if window != "auto":
             raise ValueError(f"window must be (Z, Y, X), 'auto' or None, not {window!r}")
-        window = auto_window(prep.network, x, divisible, budget(max_memory, auto=True), spec, prep.bounds)
+        limit = budget(max_memory, auto=True, device=x.device)
+        window = auto_window(prep.network, x, divisible, limit, spec, prep.bounds)
         if window is None:
             return None
     window = tuple(int(v) for v in window)
@@ -559,7 +563,7 @@ def memory_plan(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, max_me
     tuple of int or None
         The window (Z, Y, X); None when the whole volume fits.
     """
-    limit = budget(max_memory)
+    limit = budget(max_memory, device=prep.x.device)
     divisible = int(getattr(m.card.input, "divisible", 1) or 1)
     per = _bytes_per_voxel(prep.network, prep.x, divisible, spec, prep.bounds)
     need = per * prep.x[0, 0].numel()
@@ -567,6 +571,6 @@ def memory_plan(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, max_me
         return None
     window = auto_window(prep.network, prep.x, divisible, limit, spec, prep.bounds, per_voxel=per)
     warnings.warn(f"{case.name}: a whole-volume LRP run needs about {need / 2**30:.1f} GiB, over the budget of "
-                  f"{limit / 2**30:.1f} GiB (max_memory= or half the free memory); tiling with window {window} "
-                  "(pass window= to choose, or a larger max_memory)", stacklevel=3)
+                  f"{limit / 2**30:.1f} GiB (max_memory= or half the free memory on {prep.x.device}); tiling with "
+                  f"window {window} (pass window= to choose, or a larger max_memory)", stacklevel=3)
     return window
