@@ -34,9 +34,11 @@ def regions(case, tau_x: float = 0.1):
     return {"lesion border": border, "lesion interior": ero, "brain": brain}
 
 
-def timed(fn, repeats: int = 3):
+def timed(fn, repeats: int = 3, warm: bool = False):
+    """Median seconds of ``repeats`` calls and the last result; ``warm``: one untimed call first (on a GPU the
+    first batch of a new size picks its kernels)."""
     times = []
-    out = None
+    out = fn() if warm else None
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
@@ -56,11 +58,12 @@ def main(argv=None):
     nl.explain(model, case, preset="paper")  # warm-up
     t_one, _ = timed(lambda: nl.explain(model, case, preset="paper"))
     dropout_model = nl.load_model(sample_dropout_model_path(), device=args.device)
+    gpu = args.device != "cpu"
     t_mc, mc = timed(lambda: nl.explain(dropout_model, case, preset="paper", mc_samples=args.draws, seed=0),
-                     repeats=1)
+                     repeats=1 + 2 * gpu, warm=gpu)
     t_ins, ins = timed(lambda: nl.explain(model, case, preset="paper", mc_samples=args.draws, dropout=args.p,
-                                          seed=0), repeats=1)
-    t_tta, tta = timed(lambda: nl.explain(model, case, preset="paper", tta="flips"), repeats=1)
+                                          seed=0), repeats=1 + 2 * gpu, warm=gpu)
+    t_tta, tta = timed(lambda: nl.explain(model, case, preset="paper", tta="flips"), repeats=1 + 2 * gpu, warm=gpu)
     print(f"sample case {args.case} {case.shape}, sample model, {args.device}"
           + (", CPU threads as torch sets them" if args.device == "cpu" else ""))
     print("| run | s | x one LRP run | target | batches |")

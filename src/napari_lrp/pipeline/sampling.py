@@ -266,28 +266,36 @@ class SampledRun(RunRecord):
                 progress(done + d, total)
 
         crop = self.prepared.crop
-        unfiltered, filtered, kept, ledgers = [], [], {}, []
+        unfiltered, kept, ledgers = [], {}, []
         n_draws = sum(len(b.flips) for b in self.batches)
+        # mean and spread accumulate where the network ran, in float64 (Welford's update: no stack of draws,
+        # no cancellation), so a GPU run ships two volumes to the host instead of every draw twice
+        mean = m2 = mean_unfiltered = None
+        n = 0
         for batch in self.batches:
             res = batch.propagation.propagate(batch.start, filters=filters, keep=keep, progress=batch_progress)
             done += batch.propagation.n_rules
             ledgers.append(res.ledger)
             for i, axes in enumerate(batch.flips):
-                rel = crop(_flip(res.relevance[i:i + 1], axes))[0].float().cpu().numpy()
-                unf = rel if res.unfiltered is res.relevance else \
-                    crop(_flip(res.unfiltered[i:i + 1], axes))[0].float().cpu().numpy()
-                filtered.append(rel)
-                unfiltered.append(unf)
+                rel = crop(_flip(res.relevance[i:i + 1], axes))[0].double()
+                unf = rel if res.unfiltered is res.relevance else crop(_flip(res.unfiltered[i:i + 1], axes))[0].double()
+                n += 1
+                if mean is None:
+                    mean, m2, mean_unfiltered = rel.clone(), torch.zeros_like(rel), unf.clone()
+                else:
+                    delta = rel - mean
+                    mean += delta / n
+                    m2 += delta * (rel - mean)
+                    mean_unfiltered += (unf - mean_unfiltered) / n
+                unfiltered.append(unf.float().cpu().numpy())
             for name, R in res.kept.items():
                 s = sum(_flip(R[i:i + 1], axes).double() for i, axes in enumerate(batch.flips)) / n_draws
                 kept[name] = s if name not in kept else kept[name] + s
         samples = np.stack(unfiltered)
-        stack = np.stack(filtered).astype(np.float64)
-        mean = stack.mean(0)
-        std = stack.std(0)
+        std = (m2 / n).sqrt()
         return self.explanation_of(
-            mean, samples.astype(np.float64).mean(0), filters, _merge(ledgers),
-            kept={k: v.float() for k, v in kept.items()}, relevance_std=std.astype(np.float32),
+            mean.cpu().numpy(), mean_unfiltered.cpu().numpy(), filters, _merge(ledgers),
+            kept={k: v.float() for k, v in kept.items()}, relevance_std=std.float().cpu().numpy(),
             predictive_entropy=self.predictive_entropy, mutual_information=self.mutual_information,
             mean_probability=self.mean_probability, samples=samples, sample_input_filter=filters.get("input"),
             sampling=self.sampling.settings())
