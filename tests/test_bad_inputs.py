@@ -330,7 +330,7 @@ def weights_keys_differ(t):
 
 
 def bundle_no_config(t):
-    return _model(_bundle(t, None, write_config=False)), "bundle", "configs/inference.json is missing"
+    return _model(_bundle(t, None, write_config=False)), "bundle", "configs/ holds none of inference.json"
 
 
 def bundle_invalid_json(t):
@@ -338,8 +338,8 @@ def bundle_invalid_json(t):
 
 
 def bundle_expression(t):
-    cfg = {"network_def": {"_target_": "UNet", "spatial_dims": "$1+2"}}
-    return _model(_bundle(t, cfg)), "inference.json", "Python expression"
+    cfg = {"network_def": {"_target_": "UNet", "spatial_dims": "$int(open('/etc/hostname').read())"}}
+    return _model(_bundle(t, cfg)), "inference.json", "network_def#spatial_dims: the expression .* a call of .open"
 
 
 def bundle_self_reference(t):

@@ -143,15 +143,15 @@ def test_relevance_on_the_case_grid_with_resampling_balances(tmp_path):
 
 @pytest.mark.parametrize("change,message", [
     ({"preprocessing": {"_target_": "Compose", "transforms": [
-        {"_target_": "Spacingd", "keys": "image", "pixdim": "$[2.0, 2.0, 4.0]"}]}},
-     r"preprocessing.transforms\[0\].pixdim holds a Python expression"),
+        {"_target_": "Spacingd", "keys": "image", "pixdim": "$__import__('os').getcwd()"}]}},
+     r"preprocessing#transforms#0#pixdim: the expression .* uses a call of .__import__"),
     ({"preprocessing": {"_target_": "Compose", "transforms": [
         {"_target_": "mymodule.SkullStripd", "keys": "image"}]}}, "outside monai.transforms"),
     ({"preprocessing": {"_target_": "Compose", "transforms": [
         {"_target_": "RandFlipd", "keys": "image", "prob": 0.5}]}}, "RandFlipd is not supported"),
-    ({"preprocessing": "$monai.transforms.Compose([])"}, "Python expression"),
-    ({"inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi"}, "roi": "$[32, 32, 16]"},
-     "Python expression"),
+    ({"preprocessing": "$monai.transforms.Compose([])"}, "a call of 'monai.transforms.Compose'"),
+    ({"inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi"}, "roi": "$open('roi.txt').read()"},
+     r"roi: the expression .* uses a call of"),
     ({"inferer": {"_target_": "my.Inferer"}}, "outside monai.inferers"),
 ])
 def test_code_and_unknown_transforms_are_refused(tmp_path, change, message):

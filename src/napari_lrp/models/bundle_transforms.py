@@ -2,8 +2,9 @@
 
 ``configs/inference.json``'s ``preprocessing`` (a ``Compose`` of dictionary transforms of
 ``monai.transforms``) and ``inferer`` (``SlidingWindowInferer`` roi_size / overlap / mode, or
-``SimpleInferer``) are honoured; ``$`` expressions are refused (napari-lrp evaluates no code from bundles),
-as is any transform outside ``monai.transforms`` or outside the three kinds below, named with the fix.
+``SimpleInferer``) are honoured; the configuration is read by :mod:`napari_lrp.models.bundle_config` (no code
+runs); any transform outside ``monai.transforms`` or outside the three kinds below is refused, named with the
+fix.
 
 The case enters as ``LoadImaged`` + ``EnsureChannelFirstd`` would give it (the files' voxel order, channels
 first, the file's affine), so the transforms see what they see in MONAI. Kinds:
@@ -47,20 +48,6 @@ INTENSITY = frozenset({"ScaleIntensityRanged", "NormalizeIntensityd", "ScaleInte
 LOADING = frozenset({"LoadImaged", "EnsureChannelFirstd", "EnsureTyped", "ToTensord", "CastToTyped", "Identityd",
                      "AddChanneld", "ToDeviced", "SqueezeDimd"})
 SUPPORTED = ROUTING | RESAMPLING | INTENSITY | LOADING
-
-
-def _refuse_code(value, source: str, where: str):
-    if isinstance(value, str) and value.startswith("$"):
-        raise ModelError(f"{source}: {where} holds a Python expression {value!r}; napari-lrp does not evaluate code "
-                         "from bundles. Replace it by a literal value")
-    if isinstance(value, str) and value.startswith("%"):
-        raise ModelError(f"{source}: {where} refers to another file ({value!r}); put the value in inference.json")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _refuse_code(v, source, f"{where}.{k}")
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            _refuse_code(v, source, f"{where}[{i}]")
 
 
 def _short(target, source: str, where: str, prefix: str) -> str:
@@ -253,33 +240,39 @@ class BundleInput(PreparedInput):
         return self._napari(g)
 
 
-def bundle_pipeline(config: dict, source: str, resolve) -> BundlePipeline | None:
-    """The pipeline of an inference.json.
+def bundle_pipeline(config) -> BundlePipeline | None:
+    """The pipeline of a bundle's inference configuration.
+
+    Only what napari-lrp runs is resolved: the transforms it applies (loading and typing transforms and
+    ``_disabled_`` ones are never evaluated) and the inferer.
 
     Parameters
     ----------
-    config : dict
-        inference.json.
-    source : str
-        Named in refusals.
-    resolve : callable
-        Resolves its ``@`` references.
+    config : BundleConfig
+        The inference configuration (:mod:`napari_lrp.models.bundle_config`).
 
     Returns
     -------
     BundlePipeline or None
         None when it has no ``preprocessing``.
     """
-    pre = config.get("preprocessing")
-    if pre is None:
+    source = config.source
+    if not config.has("preprocessing"):
         return None
-    _refuse_code(pre, source, "preprocessing")
-    pre = resolve(pre)
-    _refuse_code(pre, source, "preprocessing")
+    pre = config.raw("preprocessing")
+    base = "preprocessing"
+    if isinstance(pre, str):  # '@transforms' or '$@a + @b': the list they name
+        pre = config.resolve(pre, "preprocessing")
+        base = None
     if isinstance(pre, dict) and "_target_" in pre:
-        if _short(pre["_target_"], source, "preprocessing", "monai.transforms.") != "Compose":
-            raise ModelError(f"{source}: preprocessing must be a Compose of transforms, not {pre['_target_']!r}")
+        target = config.resolve(pre["_target_"], "preprocessing#_target_")
+        if _short(target, source, "preprocessing", "monai.transforms.") != "Compose":
+            raise ModelError(f"{source}: preprocessing must be a Compose of transforms, not {target!r}")
         items = pre.get("transforms") or []
+        if isinstance(items, str):
+            items, base = config.resolve(items, "preprocessing#transforms"), None
+        elif base:
+            base = "preprocessing#transforms"
     elif isinstance(pre, list):
         items = pre
     else:
@@ -287,21 +280,30 @@ def bundle_pipeline(config: dict, source: str, resolve) -> BundlePipeline | None
     specs, kinds, key = [], [], None
     for i, item in enumerate(items):
         where = f"preprocessing.transforms[{i}]"
+        if isinstance(item, str) and base:
+            item = config.resolve(item, f"{base}#{i}")
         if not isinstance(item, dict) or "_target_" not in item:
             raise ModelError(f"{source}: {where} is not a transform ({{'_target_': ..., ...}})")
-        if item.get("_disabled_") is True:
+        at = f"{base}#{i}" if base else where
+        disabled = config.resolve(item.get("_disabled_", False), f"{at}#_disabled_")
+        if disabled is True or (isinstance(disabled, str) and disabled.lower() == "true"):
             continue
-        name = _short(item["_target_"], source, where, "monai.transforms.")
+        name = _short(config.resolve(item["_target_"], f"{at}#_target_"), source, where, "monai.transforms.")
         if name not in SUPPORTED:
             raise ModelError(f"{source}: {where} {name} is not supported: napari-lrp maps relevance back through "
                              f"{', '.join(sorted(ROUTING | RESAMPLING))} and passes {', '.join(sorted(INTENSITY))}; "
                              "remove it from preprocessing or ask for it")
+        if name in LOADING:  # the case is loaded already: these are never evaluated
+            keys = item.get("keys")
+            keys = [keys] if isinstance(keys, str) else keys if isinstance(keys, list) else []
+            if key is None and keys and all(isinstance(k, str) and not k.startswith(("$", "@")) for k in keys):
+                key = "image" if "image" in keys else keys[0]
+            continue
+        item = config.resolve(item, at)
         keys = item.get("keys")
         keys = [keys] if isinstance(keys, str) else list(keys or [])
         if key is None and keys:
             key = "image" if "image" in keys else keys[0]
-        if name in LOADING:
-            continue
         if key not in keys:
             raise ModelError(f"{source}: {where} {name} does not act on the image key {key!r} (keys {keys})")
         spec = {k: v for k, v in item.items() if not k.startswith("_")}
@@ -317,12 +319,19 @@ def bundle_pipeline(config: dict, source: str, resolve) -> BundlePipeline | None
         specs.append(spec)
         kinds.append(name)
     key = key or "image"
+    window, overlap, mode = _inferer_settings(config)
+    return BundlePipeline(source=source, key=key, specs=specs, window=window, overlap=overlap, mode=mode, kinds=kinds)
+
+
+def _inferer_settings(config) -> tuple[tuple[int, int, int] | None, float, str]:
+    """(window, overlap, mode) of the configuration's inferer; (None, 0.25, 'constant') for none or a
+    SimpleInferer."""
+    source = config.source
     inferer = config.get("inferer")
     window, overlap, mode = None, 0.25, "constant"
     if inferer is not None:
-        _refuse_code(inferer, source, "inferer")
-        inferer = resolve(inferer)
-        _refuse_code(inferer, source, "inferer")
+        if not isinstance(inferer, dict):
+            raise ModelError(f"{source}: inferer must be an inferer ({{'_target_': ..., ...}}), not {inferer!r:.60}")
         name = _short(inferer.get("_target_"), source, "inferer", "monai.inferers.")
         if name == "SlidingWindowInferer":
             roi = inferer.get("roi_size")
@@ -339,4 +348,4 @@ def bundle_pipeline(config: dict, source: str, resolve) -> BundlePipeline | None
                 raise ModelError(f"{source}: inferer padding other than constant 0 is not supported yet")
         elif name != "SimpleInferer":
             raise ModelError(f"{source}: inferer {name!r} is not supported (SlidingWindowInferer, SimpleInferer)")
-    return BundlePipeline(source=source, key=key, specs=specs, window=window, overlap=overlap, mode=mode, kinds=kinds)
+    return window, overlap, mode

@@ -1,67 +1,37 @@
-"""MONAI bundles (configs/inference.json, configs/metadata.json, models/model.pt) read as model cards.
+"""MONAI bundles (configs/inference.json or .yaml, configs/metadata.json, the checkpoint loader's weights) read as
+model cards.
 
-Only literal values and ``@`` references are read; ``$`` expressions (Python code) are refused.
+The configuration is read by :mod:`napari_lrp.models.bundle_config`: references and restricted expressions
+only, no code is run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .bundle_config import BundleConfig
 from .bundle_transforms import bundle_pipeline
 from .card import ModelCard, ModelError, check_channel_names, read_json
 
-__all__ = ["card_from_bundle", "pipeline_from_bundle"]
+__all__ = ["bundle_weights", "card_from_bundle", "pipeline_from_bundle"]
 
 
-#: values a config's ``@`` references may expand to (a small file can fan out without bound)
-MAX_RESOLVED_VALUES = 100_000
-MAX_REFERENCE_DEPTH = 64
-
-
-def _resolve_refs(value, config: dict, source: str, chain: tuple[str, ...] = (), budget: list | None = None):
-    budget = [MAX_RESOLVED_VALUES] if budget is None else budget
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ModelError(f"{source}: the references under {'@' + chain[0] if chain else 'the network definition'} "
-                         f"expand to more than {MAX_RESOLVED_VALUES:,} values; a bundle's configuration is not that "
-                         "large: check the '@' references")
-    if isinstance(value, str) and value.startswith("@"):
-        key = value[1:]
-        if key not in config:
-            raise ModelError(f"{source}: reference {value!r} not found in the config")
-        if key in chain:
-            raise ModelError(f"{source}: reference {value!r} refers to itself "
-                             f"({' -> '.join('@' + k for k in (*chain, key))}); replace it by a value")
-        if len(chain) >= MAX_REFERENCE_DEPTH:
-            raise ModelError(f"{source}: reference {value!r} is more than {MAX_REFERENCE_DEPTH} references deep "
-                             f"({' -> '.join('@' + k for k in chain[:4])} ...)")
-        return _resolve_refs(config[key], config, source, (*chain, key), budget)
-    if isinstance(value, str) and value.startswith("$"):
-        raise ModelError(f"{source}: the {'network definition' if not chain else '@' + chain[-1]} holds a Python "
-                         f"expression {value!r}; napari-lrp does not evaluate code from bundles. Replace it by a "
-                         "literal value")
-    if isinstance(value, dict):
-        return {k: _resolve_refs(v, config, source, chain, budget) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_refs(v, config, source, chain, budget) for v in value]
-    return value
-
-
-def _sigmoid_postprocessing(config: dict) -> bool:
+def _sigmoid_postprocessing(config: BundleConfig) -> bool:
     """Whether the bundle's ``postprocessing`` applies a sigmoid (``Activationsd``/``Activations`` with
     sigmoid true): its output channels are then independent labels, not classes."""
-    post = config.get("postprocessing")
+    post = config.raw("postprocessing") if config.has("postprocessing") else None
+    if isinstance(post, str):
+        post = config.get("postprocessing")
     items = post.get("transforms", []) if isinstance(post, dict) else post if isinstance(post, list) else []
-    return any(isinstance(t, dict) and str(t.get("_target_", "")).rsplit(".", 1)[-1] in ("Activationsd", "Activations")
-               and t.get("sigmoid") is True for t in items)
+    for i, t in enumerate(items):
+        if isinstance(t, dict) and str(t.get("_target_", "")).rsplit(".", 1)[-1] in ("Activationsd", "Activations"):
+            if config.resolve(t.get("sigmoid", False), f"postprocessing#transforms#{i}#sigmoid") is True:
+                return True
+    return False
 
 
-def _config(folder: Path) -> tuple[dict, Path]:
-    cfg_path = folder / "configs" / "inference.json"
-    if not cfg_path.exists():
-        raise ModelError(f"{folder}: not a MONAI bundle: configs/inference.json is missing (YAML configs are not read)")
-    config = read_json(cfg_path, whole=" (the bundle's configuration)")
-    return config, cfg_path
+def _config(folder: Path) -> BundleConfig:
+    return BundleConfig.read(folder)
 
 
 def pipeline_from_bundle(folder: Path):
@@ -75,10 +45,50 @@ def pipeline_from_bundle(folder: Path):
     Returns
     -------
     BundlePipeline or None
-        None when inference.json has no ``preprocessing`` (then the card's intensity rule applies).
+        None when the configuration has no ``preprocessing`` (then the card's intensity rule applies).
     """
-    config, cfg_path = _config(Path(folder))
-    return bundle_pipeline(config, str(cfg_path), lambda v: _resolve_refs(v, config, str(cfg_path)))
+    return bundle_pipeline(_config(Path(folder)))
+
+
+def bundle_weights(config: BundleConfig) -> Path:
+    """The weights file the bundle's ``CheckpointLoader`` reads (``load_path``), else models/model.pt.
+
+    Parameters
+    ----------
+    config : BundleConfig
+        The inference configuration.
+
+    Returns
+    -------
+    Path
+        Inside the bundle's folder.
+    """
+    for where, loader in _checkpoint_loaders(config.data, ""):
+        disabled = config.resolve(loader.get("_disabled_", False), f"{where}#_disabled_")
+        if disabled is True or (isinstance(disabled, str) and disabled.lower() == "true"):
+            continue
+        path = config.resolve(loader.get("load_path"), f"{where}#load_path")
+        if not isinstance(path, str) or not path:
+            raise ModelError(f"{config.source}: {where}#load_path must be a file path, not {path!r}")
+        p = Path(path)
+        p = (p if p.is_absolute() else config.folder / p).resolve()
+        if not p.is_relative_to(config.folder.resolve()):
+            raise ModelError(f"{config.source}: {where}#load_path {path!r} is outside the bundle; napari-lrp reads "
+                             "the bundle's own weights")
+        return p
+    return config.folder / "models" / "model.pt"
+
+
+def _checkpoint_loaders(value, where: str):
+    """(key path, dict) of every CheckpointLoader in the configuration, as written (nothing resolved)."""
+    if isinstance(value, dict):
+        if str(value.get("_target_", "")).rsplit(".", 1)[-1] == "CheckpointLoader":
+            yield where, value
+        for k, v in value.items():
+            yield from _checkpoint_loaders(v, f"{where}#{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _checkpoint_loaders(v, f"{where}#{i}")
 
 
 #: channels a bundle's metadata may declare (inputs or outputs)
@@ -129,13 +139,14 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     tuple
         (ModelCard, the weights file).
     """
-    config, cfg_path = _config(folder)
+    config = _config(folder)
+    cfg_path = config.source
+    if not config.has("network_def"):
+        raise ModelError(f"{cfg_path}: no network_def")
     net_def = config.get("network_def")
-    if isinstance(net_def, str) and net_def.startswith("@"):
-        net_def = _resolve_refs(net_def, config, str(cfg_path))
     if not isinstance(net_def, dict) or "_target_" not in net_def:
         raise ModelError(f"{cfg_path}: no network_def with a _target_")
-    kwargs = _resolve_refs({k: v for k, v in net_def.items() if k != "_target_"}, config, str(cfg_path))
+    kwargs = {k: v for k, v in net_def.items() if not k.startswith("_")}
     target = net_def["_target_"]
     cls_name = target if "." in target else f"monai.networks.nets.{target}"
     meta_path = folder / "configs" / "metadata.json"
@@ -154,11 +165,11 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]
     card = ModelCard(
         name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},
-        weights=str(Path("..") / "models" / "model.pt"), modalities=modalities,
+        weights=str(Path("..") / bundle_weights(config).relative_to(folder.resolve())), modalities=modalities,
         input={"spatial_size": None,
-               "intensity": "none" if "preprocessing" in config else meta.get("napari_lrp_intensity", "zscore"),
+               "intensity": "none" if config.has("preprocessing") else meta.get("napari_lrp_intensity", "zscore"),
                "divisible": int(meta.get("napari_lrp_divisible", 16))},
         classes=classes, target_class=min(1, n_out - 1),
         output_activation="sigmoid" if n_out == 1 or _sigmoid_postprocessing(config) else "softmax",
     )
-    return card, folder / "models" / "model.pt"
+    return card, bundle_weights(config)
