@@ -6,15 +6,25 @@ from outside the allow-list.
 
 from __future__ import annotations
 
+import inspect
+import warnings
+
 from torch import nn
 
 from .card import ModelCard, ModelError
 from .network_guard import check_size, no_network, refuse_download_arguments
 from .unet3d import UNet3D
 
-__all__ = ["ALLOWED_PREFIXES", "allowed_class", "build_network", "class_path", "first_in_channels"]
+__all__ = ["ALLOWED_PREFIXES", "DEPRECATED_ARGUMENTS", "allowed_class", "build_network", "class_path",
+           "current_arguments", "first_in_channels"]
 
 ALLOWED_PREFIXES = ("napari_lrp.models.", "monai.networks.nets.")
+
+#: {class name: {argument: why it can go}}: arguments older MONAI releases took and the installed one may not
+#: (published bundles still write them); dropped with a warning only where the installed class lacks them
+DEPRECATED_ARGUMENTS: dict[str, dict[str, str]] = {
+    "SwinUNETR": {"img_size": "MONAI 1.5 removed it: SwinUNETR takes any input whose size is divisible by 32"},
+}
 
 
 def allowed_class(name: str, source: str) -> type:
@@ -94,7 +104,7 @@ def build_network(card: ModelCard, source: str = "card") -> nn.Module:
     torch.nn.Module
     """
     cls = allowed_class(card.architecture["class"], source)
-    kwargs = card.architecture.get("kwargs") or {}
+    kwargs = current_arguments(cls, card.architecture.get("kwargs") or {}, source)
     refuse_download_arguments(kwargs, source)
     check_size(cls, kwargs, source)
     try:
@@ -105,6 +115,37 @@ def build_network(card: ModelCard, source: str = "card") -> nn.Module:
             raise
         raise ModelError(f"{source}: cannot build {cls.__name__} with {kwargs}: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def current_arguments(cls: type, kwargs: dict, source: str) -> dict:
+    """``kwargs`` without the :data:`DEPRECATED_ARGUMENTS` the installed ``cls`` no longer takes, each named in
+    a warning.
+
+    Parameters
+    ----------
+    cls : type
+        The network class.
+    kwargs : dict
+        The arguments as the card or bundle writes them.
+    source : str
+        Named in the warning.
+
+    Returns
+    -------
+    dict
+        The arguments to build with.
+    """
+    known = DEPRECATED_ARGUMENTS.get(cls.__name__, {})
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return dict(kwargs)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    dropped = [k for k in kwargs if k in known and k not in params and not takes_any]
+    for k in dropped:
+        warnings.warn(f"{source}: {cls.__name__} argument {k}={kwargs[k]!r} is dropped: {known[k]}",
+                      UserWarning, stacklevel=3)
+    return {k: v for k, v in kwargs.items() if k not in dropped}
 
 
 def first_in_channels(net: nn.Module) -> int | None:

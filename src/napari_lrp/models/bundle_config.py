@@ -44,6 +44,7 @@ CONSTANTS: dict[str, Any] = {
                                                   "long", "int")},
     **{f"{np_}.{n}": n for np_ in ("np", "numpy") for n in ("float16", "float32", "float64", "int8", "int16",
                                                              "int32", "int64", "uint8", "bool_")},
+    **{f"monai.utils.CommonKeys.{k}": k.lower() for k in ("IMAGE", "LABEL", "PRED", "LOSS", "METADATA")},
     "math.pi": math.pi, "math.e": math.e, "True": True, "False": False, "None": None,
 }
 

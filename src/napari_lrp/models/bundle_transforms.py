@@ -37,7 +37,8 @@ from .network_guard import check_allocation
 from .pipeline import ModelPipeline
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 
-__all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "RESAMPLING", "ROUTING", "bundle_pipeline"]
+__all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "PADDING_MODES", "RESAMPLING", "ROUTING",
+           "bundle_pipeline"]
 
 ROUTING = frozenset({"Orientationd", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "BorderPadd",
                      "CenterSpatialCropd", "SpatialCropd", "ResizeWithPadOrCropd", "Flipd", "Rotate90d"})
@@ -85,6 +86,9 @@ class BundlePipeline(ModelPipeline):
     window: tuple[int, int, int] | None  # roi_size; None: SimpleInferer (the whole volume)
     overlap: float = 0.25
     mode: str = "constant"
+    #: how the sliding window pads a volume smaller than roi_size (torch.nn.functional.pad's modes, as MONAI)
+    padding_mode: str = "constant"
+    cval: float = 0.0
     kinds: list[str] = field(default_factory=list)
 
     @property
@@ -175,7 +179,7 @@ class BundlePipeline(ModelPipeline):
         shape = tuple(x.shape[1:])
         window = self.window or shape
         pads = window_padding(shape, window)
-        xp = pad_spatial(x[None], pads)
+        xp = _pad(x[None], pads, self.padding_mode, self.cval)
         return BundleInput(x=xp.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=None,
                            network=network, pipeline=self, grid=case.grid, leaf=leaf, transformed=out,
                            transforms=transforms)
@@ -234,10 +238,35 @@ class BundleInput(PreparedInput):
         return self.pad(g.double()[None]).to(blended.device), 0.0
 
     def relevance_to_case(self, total: torch.Tensor) -> torch.Tensor:
-        """Input relevance (1, C, padded model grid) -> the case grid by the transpose of the transforms."""
-        r = self.crop(total)[0].to(self.leaf.dtype).cpu()
+        """Input relevance (1, C, padded model grid) -> the case grid by the transpose of the transforms (and
+        of the inferer's padding: a replicated or reflected voxel's relevance returns to the voxel it copies;
+        constant padding is not the case's and keeps its share, which the ledger books as absorbed)."""
+        mode = self.pipeline.padding_mode if self.pipeline is not None else "constant"
+        if mode == "constant" or not any(b or a for b, a in self.pads):
+            r = self.crop(total)[0]
+        else:
+            inner = torch.zeros_like(self.crop(total), dtype=total.dtype, requires_grad=True)
+            with torch.enable_grad():
+                (r,) = torch.autograd.grad(_pad(inner, self.pads, mode, 0.0), inner, grad_outputs=total)
+            r = r[0]
+        r = r.to(self.leaf.dtype).cpu()
         (g,) = torch.autograd.grad(self.transformed.as_tensor(), self.leaf, grad_outputs=r, retain_graph=True)
         return self._napari(g)
+
+
+#: the sliding window's padding modes (torch.nn.functional.pad's, which MONAI's sliding_window_inference uses)
+PADDING_MODES = ("constant", "replicate", "reflect", "circular")
+
+
+def _pad(t: torch.Tensor, pads, mode: str, cval: float) -> torch.Tensor:
+    """Pad the last three axes as MONAI's sliding window does (``pads``: (before, after) per axis)."""
+    if mode == "constant" and not cval:
+        return pad_spatial(t, pads)
+    flat = [v for b, a in reversed(pads) for v in (b, a)]
+    if not any(flat):
+        return t
+    return torch.nn.functional.pad(t, flat, mode=mode, value=cval) if mode == "constant" else \
+        torch.nn.functional.pad(t, flat, mode=mode)
 
 
 def bundle_pipeline(config) -> BundlePipeline | None:
@@ -319,16 +348,14 @@ def bundle_pipeline(config) -> BundlePipeline | None:
         specs.append(spec)
         kinds.append(name)
     key = key or "image"
-    window, overlap, mode = _inferer_settings(config)
-    return BundlePipeline(source=source, key=key, specs=specs, window=window, overlap=overlap, mode=mode, kinds=kinds)
+    return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, **_inferer_settings(config))
 
 
-def _inferer_settings(config) -> tuple[tuple[int, int, int] | None, float, str]:
-    """(window, overlap, mode) of the configuration's inferer; (None, 0.25, 'constant') for none or a
-    SimpleInferer."""
+def _inferer_settings(config) -> dict:
+    """The BundlePipeline fields of the configuration's inferer (window None: a SimpleInferer or none)."""
     source = config.source
     inferer = config.get("inferer")
-    window, overlap, mode = None, 0.25, "constant"
+    window, overlap, mode, padding_mode, cval = None, 0.25, "constant", "constant", 0.0
     if inferer is not None:
         if not isinstance(inferer, dict):
             raise ModelError(f"{source}: inferer must be an inferer ({{'_target_': ..., ...}}), not {inferer!r:.60}")
@@ -344,8 +371,11 @@ def _inferer_settings(config) -> tuple[tuple[int, int, int] | None, float, str]:
                 raise ModelError(f"{source}: inferer.mode {mode!r} is not 'constant' or 'gaussian'")
             if float(inferer.get("sigma_scale", 0.125)) != 0.125:
                 raise ModelError(f"{source}: inferer.sigma_scale other than 0.125 is not supported yet")
-            if inferer.get("padding_mode", "constant") != "constant" or float(inferer.get("cval", 0.0)) != 0.0:
-                raise ModelError(f"{source}: inferer padding other than constant 0 is not supported yet")
+            padding_mode = str(inferer.get("padding_mode", "constant"))
+            if padding_mode not in PADDING_MODES:
+                raise ModelError(f"{source}: inferer.padding_mode {padding_mode!r} is not one of "
+                                 f"{', '.join(PADDING_MODES)}")
+            cval = float(inferer.get("cval", 0.0))
         elif name != "SimpleInferer":
             raise ModelError(f"{source}: inferer {name!r} is not supported (SlidingWindowInferer, SimpleInferer)")
-    return window, overlap, mode
+    return {"window": window, "overlap": overlap, "mode": mode, "padding_mode": padding_mode, "cval": cval}

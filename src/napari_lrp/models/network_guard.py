@@ -11,6 +11,7 @@ allocates (:data:`MAX_PARAMETERS`).
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import socket
 import threading
@@ -196,6 +197,23 @@ def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
     float or None
         None when the network cannot run on the meta device.
     """
+    total = _output_elements(cls, kwargs, input_shape, "meta")
+    if total is None:
+        # an operation without a meta kernel (shifted windows, rolls): count on a real forward pass of a
+        # smaller input and scale by the voxels (module outputs grow with the voxels in these networks)
+        spatial = input_shape[2:]
+        for num, den in ((1, 4), (1, 3), (1, 2), (2, 3)):
+            small = tuple(s * num // den for s in spatial)
+            if all(s * num % den == 0 and t >= 16 for s, t in zip(spatial, small)):
+                counted = _output_elements(cls, kwargs, (*input_shape[:2], *small), "cpu")
+                if counted is not None:
+                    total = counted * math.prod(spatial) / math.prod(small)
+                    break
+    return None if total is None else 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
+
+
+def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -> int | None:
+    """The elements of every leaf module's output in one forward pass (None where the pass fails)."""
     total = 0
 
     def count(_module, _args, out):
@@ -203,19 +221,21 @@ def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
         if isinstance(out, torch.Tensor):
             total += out.numel()
 
+    handles = []
     try:
-        with torch.device("meta"), no_network():
-            net = cls(**kwargs)
+        with torch.device(device), no_network():
+            net = cls(**kwargs).eval()
             handles = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
             with torch.no_grad():
-                net(torch.empty(input_shape))
+                net(torch.zeros(input_shape))
     except NetworkBlocked:
         raise
-    except Exception:  # noqa: BLE001 - an operation without a meta kernel: the size is then not known
+    except Exception:  # noqa: BLE001 - an operation without a kernel there, or a size the network refuses
         return None
-    for h in handles:
-        h.remove()
-    return 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 def check_allocation(nbytes: float, what: str, source: str, fix: str) -> None:

@@ -1,0 +1,2 @@
+def test():
+    print("Test Function PRINTS")
