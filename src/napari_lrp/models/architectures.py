@@ -117,7 +117,7 @@ def build_network(card: ModelCard, source: str = "card") -> nn.Module:
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
 
-def current_arguments(cls: type, kwargs: dict, source: str) -> dict:
+def current_arguments(cls: type, kwargs: dict, source: str, warn: bool = True) -> dict:
     """``kwargs`` without the :data:`DEPRECATED_ARGUMENTS` the installed ``cls`` no longer takes, each named in
     a warning.
 
@@ -129,6 +129,8 @@ def current_arguments(cls: type, kwargs: dict, source: str) -> dict:
         The arguments as the card or bundle writes them.
     source : str
         Named in the warning.
+    warn : bool
+        Warn about each dropped argument (once per model: when it is built).
 
     Returns
     -------
@@ -142,7 +144,7 @@ def current_arguments(cls: type, kwargs: dict, source: str) -> dict:
         return dict(kwargs)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     dropped = [k for k in kwargs if k in known and k not in params and not takes_any]
-    for k in dropped:
+    for k in dropped if warn else ():
         warnings.warn(f"{source}: {cls.__name__} argument {k}={kwargs[k]!r} is dropped: {known[k]}",
                       UserWarning, stacklevel=3)
     return {k: v for k, v in kwargs.items() if k not in dropped}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..io.atomic import replacing, write_text
-from .architectures import allowed_class, build_network, class_path, first_in_channels
+from .architectures import allowed_class, build_network, class_path, current_arguments, first_in_channels
 from .bundles import card_from_bundle, pipeline_from_bundle
 from .card import Model, ModelCard, ModelError, read_card
 from .devices import resolve_device
@@ -156,7 +156,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
         model.pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
         window = getattr(model.pipeline, "window", None)
         if window is not None:  # the inferer's roi_size is the bundle's own window: its LRP must fit
-            need = window_bytes(allowed_class(card.architecture["class"], source), card.architecture["kwargs"],
+            cls = allowed_class(card.architecture["class"], source)
+            need = window_bytes(cls, current_arguments(cls, card.architecture["kwargs"], source, warn=False),
                                 (1, len(card.modalities), *window))
             if need is not None:
                 check_allocation(need, f"the LRP of one window (inferer.roi_size {tuple(window)})", source,
