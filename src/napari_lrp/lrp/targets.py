@@ -206,7 +206,7 @@ def needs_ground_truth(target) -> bool:
 
 
 def target_of(logits: torch.Tensor, activation: str, target, target_class: int, ground_truth=None,
-              name: str = "case") -> tuple[np.ndarray, np.ndarray | None]:
+              name: str = "case", prediction: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The prediction and the target's mask from logits on the case grid.
 
     Refuses a class the model does not have; warns when the target region is empty.
@@ -225,6 +225,8 @@ def target_of(logits: torch.Tensor, activation: str, target, target_class: int, 
         Gives the ground-truth region of the class (asked only for that target).
     name : str
         The case's name, for messages.
+    prediction : numpy.ndarray, optional
+        The model's own label (Z, Y, X) uint8 (a bundle's postprocessing); default: from the logits.
 
     Returns
     -------
@@ -236,7 +238,8 @@ def target_of(logits: torch.Tensor, activation: str, target, target_class: int, 
     if not 0 <= target_class < logits.shape[1]:
         raise ValueError(f"target class {target_class} does not exist; the model has {logits.shape[1]} output "
                          "channels")
-    prediction = predict(logits, activation)[0].cpu().numpy()
+    if prediction is None:
+        prediction = predict(logits, activation)[0].cpu().numpy()
     truth = ground_truth() if needs_ground_truth(target) and ground_truth is not None else None
     view = class_view(prediction, target_class, is_multilabel(activation, logits.shape[1]))
     mask = region_mask(target, view, truth, target_class)

@@ -137,6 +137,7 @@ def current_arguments(cls: type, kwargs: dict, source: str, warn: bool = True) -
     dict
         The arguments to build with.
     """
+    kwargs = {k: _component(v, f"{source}: {cls.__name__}.{k}") for k, v in kwargs.items()}
     known = DEPRECATED_ARGUMENTS.get(cls.__name__, {})
     try:
         params = inspect.signature(cls.__init__).parameters
@@ -148,6 +149,22 @@ def current_arguments(cls: type, kwargs: dict, source: str, warn: bool = True) -
         warnings.warn(f"{source}: {cls.__name__} argument {k}={kwargs[k]!r} is dropped: {known[k]}",
                       UserWarning, stacklevel=3)
     return {k: v for k, v in kwargs.items() if k not in dropped}
+
+
+def _component(value, where: str):
+    """A network argument that is itself an allow-listed object (``{"_target_": ..., ...}``: DiNTS's search
+    space, a TopologyInstance) built from its arguments; other values as they are."""
+    if isinstance(value, dict) and "_target_" in value:
+        cls = allowed_class(str(value["_target_"]), where)
+        args = {k: _component(v, f"{where}.{k}") for k, v in value.items() if not k.startswith("_")}
+        refuse_download_arguments(args, where)
+        try:
+            with no_network(where):
+                return cls(**args)
+        except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError) as exc:
+            raise ModelError(f"{where}: cannot build {cls.__name__}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return value
 
 
 def first_in_channels(net: nn.Module) -> int | None:

@@ -89,6 +89,9 @@ class BundlePipeline(ModelPipeline):
     #: how the sliding window pads a volume smaller than roi_size (torch.nn.functional.pad's modes, as MONAI)
     padding_mode: str = "constant"
     cval: float = 0.0
+    #: the bundle's postprocessing steps that make its label ({"_target_": short name, **kwargs}), in order;
+    #: None: the label is the argmax (or thresholds) of the logits on the case grid
+    post: list[dict] | None = None
     kinds: list[str] = field(default_factory=list)
 
     @property
@@ -254,6 +257,64 @@ class BundleInput(PreparedInput):
         return self._napari(g)
 
 
+    def label_on_case(self, blended: torch.Tensor) -> np.ndarray | None:
+        """The label the bundle's own postprocessing makes of the blended logits, on the case grid.
+
+        Activations, thresholds or argmax, connected components and the inversion run in the bundle's order
+        and with its options (``Invertd(nearest_interp=True)`` inverts with nearest-neighbour interpolation);
+        several binary channels become bit k of the label, as napari-lrp writes region models.
+
+        Parameters
+        ----------
+        blended : torch.Tensor
+            (1, K, padded model grid) logits.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            uint8 (Z, Y, X); None when the bundle's postprocessing does not make a label napari-lrp reproduces.
+        """
+        import monai.transforms as mt
+        from monai.data import MetaTensor
+        from monai.transforms.utils import convert_applied_interp_mode
+
+        steps = self.pipeline.post if self.pipeline is not None else None
+        if not steps:
+            return None
+        pred = MetaTensor(self.crop(blended)[0].detach().float().cpu(), affine=self.transformed.affine,
+                          meta=copy.deepcopy(self.transformed.meta))
+        inverted = False
+        for step in steps:
+            name, kw = step["_target_"], {k: v for k, v in step.items() if k != "_target_"}
+            if name == "Invertd":
+                ops = self.transformed.applied_operations
+                pred.applied_operations = copy.deepcopy(
+                    convert_applied_interp_mode(ops, mode="nearest", align_corners=None) if kw.get("nearest_interp")
+                    else ops)
+                pred = self._invert(pred)
+                inverted = True
+            else:
+                pred = getattr(mt, name[:-1])(**kw)(pred)
+        if not inverted:  # the label is on the model grid: it goes to the case grid as a label does
+            pred.applied_operations = copy.deepcopy(convert_applied_interp_mode(
+                self.transformed.applied_operations, mode="nearest", align_corners=None))
+            pred = self._invert(pred)
+        label = torch.as_tensor(pred).round()
+        if label.shape[0] > 1:  # binary channels (sigmoid and threshold): bit k is channel k
+            weights = (2 ** torch.arange(label.shape[0], dtype=torch.float64)).view(-1, 1, 1, 1)
+            label = (label.double() * weights).sum(0, keepdim=True)
+        return self._napari(label.double())[0, 0].numpy().astype(np.uint8)
+
+    def _invert(self, pred):
+        """``pred`` (a MetaTensor with the applied operations to undo) through the transforms' inverse."""
+        import monai.transforms as mt
+
+        data = {self.pipeline.key: pred}
+        for t in reversed([t for t in self.transforms if isinstance(t, mt.InvertibleTransform)]):
+            data = t.inverse(data)
+        return data[self.pipeline.key]
+
+
 #: the sliding window's padding modes (torch.nn.functional.pad's, which MONAI's sliding_window_inference uses)
 PADDING_MODES = ("constant", "replicate", "reflect", "circular")
 
@@ -348,7 +409,48 @@ def bundle_pipeline(config) -> BundlePipeline | None:
         specs.append(spec)
         kinds.append(name)
     key = key or "image"
-    return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, **_inferer_settings(config))
+    return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, post=_postprocessing(config, key),
+                          **_inferer_settings(config))
+
+
+#: postprocessing transforms that make the bundle's label (the rest, saving and typing, change no value)
+LABEL_STEPS = frozenset({"Activationsd", "AsDiscreted", "Invertd", "KeepLargestConnectedComponentd"})
+NO_VALUE_STEPS = frozenset({"SaveImaged", "EnsureTyped", "ToTensord", "ToDeviced", "CopyItemsd", "DeleteItemsd",
+                            "CastToTyped", "ToNumpyd", "Identityd"})
+
+
+def _postprocessing(config, key: str) -> list[dict] | None:
+    """The label-making steps of the bundle's postprocessing (see :data:`LABEL_STEPS`), or None (with a warning
+    naming the step) when a step napari-lrp does not reproduce changes the label."""
+    import warnings
+
+    if not config.has("postprocessing"):
+        return None
+    post = config.raw("postprocessing")
+    base = "postprocessing#transforms"
+    if isinstance(post, dict):
+        post = post.get("transforms") or []
+    if isinstance(post, str):
+        post, base = config.resolve(post, "postprocessing"), None
+    steps = []
+    for i, item in enumerate(post if isinstance(post, list) else []):
+        at = f"{base}#{i}" if base else f"postprocessing.transforms[{i}]"
+        target = item.get("_target_") if isinstance(item, dict) else None
+        name = str(target).rsplit(".", 1)[-1]
+        if name in NO_VALUE_STEPS:
+            continue
+        if name not in LABEL_STEPS or ("." in str(target) and not str(target).startswith("monai.transforms.")):
+            warnings.warn(f"{config.source}: {at} {target} is not reproduced by napari-lrp; the prediction is the "
+                          "argmax (or thresholds) of the logits on the case grid instead of the bundle's own label",
+                          UserWarning, stacklevel=2)
+            return None
+        spec = config.resolve({k: v for k, v in item.items() if k not in ("keys", "_target_")}, at)
+        if name == "Invertd":
+            spec = {"nearest_interp": bool(spec.get("nearest_interp", True))}
+        else:
+            spec = {k: v for k, v in spec.items() if k not in ("allow_missing_keys", "dtype")}
+        steps.append({"_target_": name, **spec})
+    return steps or None
 
 
 def _inferer_settings(config) -> dict:

@@ -150,24 +150,29 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
         raise ModelError(f"{path}: {', '.join(given)} are options of nnU-Net results folders; this model is a card "
                          "or a bundle, which has one network and no test-time mirroring")
     card, weights, source = locate_model(path)
-    model = _finish(card, weights, dev, trust, source)
     folder = bundle_folder_of(Path(path))
+    pipeline = None
     if folder.is_dir() and (folder / "configs").is_dir() and not (folder / "card.json").exists():
-        model.pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
-        window = getattr(model.pipeline, "window", None)
-        if window is not None:  # the inferer's roi_size is the bundle's own window: its LRP must fit
+        pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
+        window = getattr(pipeline, "window", None)
+        if window is not None:  # the inferer's roi_size is the bundle's own window: its LRP must fit (estimated
+            # before the network is built or its weights are read)
             cls = allowed_class(card.architecture["class"], source)
             need = window_bytes(cls, current_arguments(cls, card.architecture["kwargs"], source, warn=False),
                                 (1, len(card.modalities), *window))
             if need is not None:
                 check_allocation(need, f"the LRP of one window (inferer.roi_size {tuple(window)})", source,
                                  "the bundle cannot be explained on this machine at this roi_size")
+    model = _finish(card, weights, dev, trust, source)
+    model.pipeline = pipeline
     return model
 
 
 def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, source: str) -> Model:
     net = build_network(card, source)
-    n_in = first_in_channels(net)
+    declared = (card.architecture.get("kwargs") or {}).get("in_channels")
+    # the declared argument where there is one: modules register in any order (DiNTS's cells come before its stem)
+    n_in = declared if isinstance(declared, int) and not isinstance(declared, bool) else first_in_channels(net)
     if n_in is not None and n_in != len(card.modalities):
         raise ModelError(f"{source}: the network takes {n_in} input channels but the card lists "
                          f"{len(card.modalities)} modalities ({', '.join(card.modalities)})")

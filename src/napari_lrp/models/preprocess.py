@@ -233,6 +233,22 @@ class PreparedInput:
         """
         return self.crop(blended)
 
+    def label_on_case(self, blended: torch.Tensor) -> np.ndarray | None:
+        """The label the model's own postprocessing makes (a bundle's); None: napari-lrp's prediction from the
+        logits on the case grid.
+
+        Parameters
+        ----------
+        blended : torch.Tensor
+            (1, K, model grid) outputs.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            uint8 (Z, Y, X).
+        """
+        return None
+
     def start_to_model(self, start: torch.Tensor, blended: torch.Tensor):
         """Start relevance from the case grid to the model grid.
 

@@ -352,7 +352,9 @@ def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.n
         prep = pipeline_input(m, case)
         blended, _den = tiled_prediction(prep.network, prep.x, *pipeline_windows(m, prep), output_index)
         logits = prep.outputs_to_case(blended)
-        pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
+        pred = prep.label_on_case(blended)
+        if pred is None:
+            pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
         return pred, logits[0].float().cpu().numpy(), {}
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
     shapes: dict[str, tuple] = {}

@@ -523,7 +523,8 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, window, 
     blended, den = tiled_prediction(prep.network, x, window, overlap, blend, spec.output_index, progress, shapes)
     logits = prep.outputs_to_case(blended).float()
     prediction, mask = target_of(logits, m.card.output_activation, spec.target, spec.target_class,
-                                 lambda: m.card.class_ground_truth(case, spec.target_class), case.name)
+                                 lambda: m.card.class_ground_truth(case, spec.target_class), case.name,
+                                 prep.label_on_case(blended))
     start_case = start_relevance(logits, mask, spec.target_class, getattr(spec.target, "against", None))
     start, outside = prep.start_to_model(start_case, blended)
     return TiledRun(prepared=prep, case=case, model=m, spec=spec, window=window, overlap=float(overlap),
