@@ -205,3 +205,38 @@ def test_a_bundle_of_three_sigmoid_regions_predicts_as_monai_and_explains_each_r
         assert abs(exp.ledger.unaccounted) <= 1e-5, (k, exp.ledger.unaccounted)
         start = float(exp.logits[k][region].sum(dtype=np.float64))
         assert abs(exp.ledger.start - start) <= 1e-4 * abs(start)
+
+
+def test_normalise_first_and_replicate_padding_equal_monai_and_conserve(tmp_path):
+    """The zoo's BraTS and whole-body bundles: NormalizeIntensityd(nonzero, channel_wise) as the first
+    transform (it writes into its input) and a sliding window that pads by replicating the border (wholeBody's
+    padding_mode). Logits equal MONAI's own run; replicated voxels give their relevance back to the voxels they
+    copy (nothing is left on the padding), constant padding keeps its share."""
+    pre = {"_target_": "Compose", "transforms": [
+        {"_target_": "LoadImaged", "keys": "image"}, {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True}]}
+    inferer = {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 24], "overlap": 0.25,
+               "padding_mode": "replicate"}
+    bundle = make_bundle(tmp_path, preprocessing=pre, inferer=inferer)
+    model = nl.load_model(bundle)
+    case = nl.load_case(sample_case_path(1))  # (64, 76, 19) in the files' order: the window pads the last axis
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg.pop("device")
+    parser = ConfigParser(cfg)
+    data = parser.get_parsed_content("preprocessing")({"image": _files(sample_case_path(1))})
+    with torch.no_grad():
+        theirs = parser.get_parsed_content("inferer")(data["image"][None].float(), model.network)[0].numpy()
+    _pred, logits, _ = predict_case(model, case)
+    ours = np.moveaxis(case.grid.from_napari(logits), -1, 0)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
+    prep = model.pipeline.prepare(case, model.card.modalities, model.network, model.device)
+    assert prep.pads[2] == (2, 3)
+    total = torch.rand(prep.x.shape, dtype=torch.float64)
+    back = prep.relevance_to_case(total)
+    assert abs(float(back.sum()) - float(total.sum())) <= 1e-9 * float(total.sum())
+    model.pipeline.padding_mode = "constant"
+    kept = float(prep.crop(total).sum())
+    assert abs(float(prep.relevance_to_case(total).sum()) - kept) <= 1e-9 * kept < float(total.sum())
+    model.pipeline.padding_mode = "replicate"
+    exp = nl.explain(model, case, preset="epsilon-gamma-box")
+    assert abs(exp.ledger.unaccounted) <= 1e-5 * abs(exp.ledger.start)

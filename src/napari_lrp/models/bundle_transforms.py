@@ -70,7 +70,10 @@ class _StraightThrough:
 
     def __call__(self, data):
         x = data[self.key]
-        out = self.transform(dict(data))
+        # MONAI's value on a detached copy: several intensity transforms write into their input (per channel,
+        # per non-zero mask), which autograd refuses on the views of a tensor that requires gradients
+        with torch.no_grad():
+            out = self.transform({**data, self.key: x.detach().clone()})
         y = out[self.key]
         out[self.key] = y.detach() + (x - x.detach())  # y's values exactly; d/dx = identity
         return out
