@@ -108,3 +108,42 @@ def test_explain_an_nnunet_folder_by_fold(tmp_path, capsys):
     np.testing.assert_array_equal(case.grid.to_napari(np.asarray(img.dataobj)), exp.relevance[0])
     settings = json.loads((tmp_path / "settings.json").read_text())
     assert settings["model"]["nnunet"] == {"configuration": "3d_fullres", "folds": ["fold_1"], "mirroring": False}
+
+
+TINY_NET = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+'''
+
+
+def test_explain_runs_a_bundles_own_network_only_with_trust(tmp_path, capsys):
+    """A bundle whose network_def names its scripts/ code: refused naming the file, explained with --trust."""
+    import torch
+
+    from tests.models.test_bundle_transforms import MODS, make_bundle
+
+    namespace: dict = {}
+    exec(compile(TINY_NET, "tiny.py", "exec"), namespace)
+    net = namespace["Tiny"](6, 2)
+    bundle = make_bundle(tmp_path, resample=False, network=(net, {"_target_": "scripts.tiny.Tiny", "in_channels": 6,
+                                                                  "out_channels": 2}))
+    (bundle / "scripts").mkdir()
+    (bundle / "scripts" / "__init__.py").write_text("")
+    (bundle / "scripts" / "tiny.py").write_text(TINY_NET)
+    args = ["explain", str(sample_case_path(1)), "--model", str(bundle), "--preset", "lrp0", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) != 0
+    err = capsys.readouterr().err
+    assert "scripts/tiny.py" in err and "--trust" in err and not (tmp_path / "refused" / "settings.json").exists()
+    assert main([*args, "--trust", "--out", str(tmp_path / "out")]) == 0
+    exp_net = nl.load_model(bundle, trust=True, device="cpu").network
+    assert type(exp_net).__name__ == "Tiny" and torch.equal(exp_net.conv.weight, net.conv.weight)
+    assert (tmp_path / "out" / f"relevance_{MODS[0]}.nii.gz").exists()

@@ -63,7 +63,8 @@ def _run_explain(args) -> int:
     check_outside_inputs(args.out, [args.case], "the case")
     case = load_case(args.case, nonfinite=args.nonfinite, label_values=args.label_value or None,
                      modalities=_modalities(args))
-    model = load_model(args.model, device=args.device, fold=_fold(args.fold), mirroring=args.mirroring)
+    model = load_model(args.model, device=args.device, fold=_fold(args.fold), mirroring=args.mirroring,
+                       trust=args.trust)
     exp = explain(model, case, preset=args.preset, filters=filters_from_specs(args.filter), target=args.target,
                   mc_samples=args.mc_samples, dropout=args.dropout, seed=args.seed, tta=args.tta)
     out = Path(args.out)
@@ -238,6 +239,8 @@ def _explain_parser(sub) -> None:
     e.add_argument("--fold", default=None, help="nnU-Net folder: fold N, N,M (their ensemble) or all "
                                                 "(default: every fold_N, averaged)")
     e.add_argument("--mirroring", action="store_true", help="nnU-Net folder: its test-time mirroring")
+    e.add_argument("--trust", action="store_true", help="run the model's own code (a bundle's scripts/ network, a "
+                                                        "pickled model) after you have read it")
     e.add_argument("--preset", default="paper", choices=list(PRESETS),
                    help="rule preset (default paper)")
     e.add_argument("--filter", action="append", default=[], help="filter spec, repeatable (see below)")

@@ -36,14 +36,19 @@ OUTCOME = {
     "pediatric_abdominal_ct_segmentation": None,
     "prostate_mri_anatomy": None,
     "renalStructures_CECT_segmentation": r"transforms\[4\]._target_ 'scripts.my_transforms.ConcatImages' is outside",
-    "renalStructures_UNEST_segmentation": r"'scripts.networks.unest.UNesT' is not on the allow-list",
+    "renalStructures_UNEST_segmentation": r"'scripts.networks.unest.UNesT' is the bundle's own code .*"
+                                          r"scripts/networks/unest.py.* trust=True",
     "segmentation_template": None,
     "spleen_ct_segmentation": None,
     "spleen_deepedit_annotation": r"'scripts.transforms.OrientationGuidanceMultipleLabelDeepEditd' is outside",
     "swin_unetr_btcv_segmentation": r"LRP of one window \(inferer.roi_size \(96, 96, 96\)\) needs about 2\d\.\d+ GB",
     "wholeBody_ct_segmentation": None,
-    "wholeBrainSeg_Large_UNEST_segmentation": r"'scripts.networks.unest_base_patch_4.UNesT' is not on the allow-list",
+    "wholeBrainSeg_Large_UNEST_segmentation": r"'scripts.networks.unest_base_patch_4.UNesT' is the bundle's own code",
 }
+
+#: bundles whose network is their own code (scripts/): refused above, loaded with trust=True (their relevance at
+#: the published size, 31 s a window here, is measured by benchmarks/zoo_bundles.py --trust)
+TRUSTED = ("renalStructures_UNEST_segmentation", "wholeBrainSeg_Large_UNEST_segmentation")
 
 #: network widths reduced ({entry#key: value}) for the suite's time and memory (benchmarks/zoo_bundles.py
 #: measures the published widths); the configuration's pipeline, inferer and postprocessing stay as published
@@ -66,7 +71,7 @@ def test_every_published_3d_bundle_is_covered():
     assert BUNDLES == sorted(OUTCOME) and len(BUNDLES) == 13
 
 
-def _bundle(tmp: Path, name: str, reduce: bool = False) -> Path:
+def _bundle(tmp: Path, name: str, reduce: bool = False, trusted: bool = False) -> Path:
     """A copy of the published bundle with random weights where its checkpoint loader reads them."""
     folder = tmp / name
     shutil.copytree(ZOO / name, folder)
@@ -74,14 +79,14 @@ def _bundle(tmp: Path, name: str, reduce: bool = False) -> Path:
         _edit_network(folder, REDUCED[name])
     if "search_code_18590" in next((folder / "configs").glob("inference.*")).read_text():
         _search_code(folder / "models" / "search_code_18590.pt")
-    if OUTCOME[name] is not None and not reduce:
+    if OUTCOME[name] is not None and not reduce and not trusted:
         return folder  # refused before the network is built or any weights are read
     try:
         card, weights = card_from_bundle(folder)
         torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = build_network(card, name)
+            net = build_network(card, name, trusted, folder)
     except ModelError:
         return folder  # refused before any weights are read
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +156,19 @@ def test_each_published_bundle_loads_or_is_refused_by_name(tmp_path, name, publi
         else:
             with pytest.raises(ModelError, match=OUTCOME[name]):
                 nl.load_model(folder, device="cpu")
+
+
+@pytest.mark.parametrize("name", TRUSTED)
+def test_a_bundles_own_network_loads_when_trusted(tmp_path, name, published_memory):
+    import sys
+
+    folder = _bundle(tmp_path, name, trusted=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = nl.load_model(folder, device="cpu", trust=True)
+    assert type(model.network).__name__ == "UNesT" and model.pipeline.window == (96, 96, 96)
+    assert type(model.network).__module__ == "scripts.networks." + OUTCOME[name].split("scripts.networks.")[1].split(
+        ".UNesT")[0] and not any(k == "scripts" or k.startswith("scripts.") for k in sys.modules)
 
 
 def test_a_deprecated_network_argument_is_dropped_and_named(tmp_path):

@@ -11,6 +11,7 @@ import warnings
 
 from torch import nn
 
+from .bundle_code import BUNDLE_CODE_PREFIX, bundle_class
 from .card import ModelCard, ModelError
 from .network_guard import check_size, no_network, refuse_download_arguments
 from .unet3d import UNet3D
@@ -27,7 +28,7 @@ DEPRECATED_ARGUMENTS: dict[str, dict[str, str]] = {
 }
 
 
-def allowed_class(name: str, source: str) -> type:
+def allowed_class(name: str, source: str, trust: bool = False, code_root=None) -> type:
     """The class a card names, from the allow-list only.
 
     Parameters
@@ -36,6 +37,10 @@ def allowed_class(name: str, source: str) -> type:
         'UNet3D', a dotted ``monai.networks.nets`` name or a bare MONAI class name.
     source : str
         The card, named in the refusal.
+    trust : bool
+        Whether a bundle's own code (``scripts.*`` in its folder) may run.
+    code_root : Path, optional
+        The bundle's folder, for ``scripts.*`` classes.
 
     Returns
     -------
@@ -47,6 +52,8 @@ def allowed_class(name: str, source: str) -> type:
         For a class outside the allow-list.
     """
     short = name.rsplit(".", 1)[-1]
+    if name.startswith(BUNDLE_CODE_PREFIX) and code_root is not None:
+        return bundle_class(name, code_root, source, trust)
     if name in ("UNet3D", "napari_lrp.models.UNet3D", "napari_lrp.models.unet3d.UNet3D"):
         return UNet3D
     if name.startswith("monai.networks.nets.") or "." not in name:
@@ -86,7 +93,7 @@ def class_path(module: nn.Module) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
-def build_network(card: ModelCard, source: str = "card") -> nn.Module:
+def build_network(card: ModelCard, source: str = "card", trust: bool = False, code_root=None) -> nn.Module:
     """Instantiate the card's architecture (allow-listed) with its keyword arguments.
 
     Download arguments are refused, the size is checked on the meta device first, and no network is reachable
@@ -98,12 +105,14 @@ def build_network(card: ModelCard, source: str = "card") -> nn.Module:
         The card.
     source : str
         Named in refusals.
+    trust, code_root
+        As for :func:`allowed_class` (a bundle's own network class).
 
     Returns
     -------
     torch.nn.Module
     """
-    cls = allowed_class(card.architecture["class"], source)
+    cls = allowed_class(card.architecture["class"], source, trust, code_root)
     kwargs = current_arguments(cls, card.architecture.get("kwargs") or {}, source)
     refuse_download_arguments(kwargs, source)
     check_size(cls, kwargs, source)

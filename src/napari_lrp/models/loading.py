@@ -152,24 +152,26 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
     card, weights, source = locate_model(path)
     folder = bundle_folder_of(Path(path))
     pipeline = None
-    if folder.is_dir() and (folder / "configs").is_dir() and not (folder / "card.json").exists():
+    bundle = folder if folder.is_dir() and (folder / "configs").is_dir() and not (folder / "card.json").exists() \
+        else None
+    if bundle is not None:
         pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
         window = getattr(pipeline, "window", None)
         if window is not None:  # the inferer's roi_size is the bundle's own window: its LRP must fit (estimated
             # before the network is built or its weights are read)
-            cls = allowed_class(card.architecture["class"], source)
+            cls = allowed_class(card.architecture["class"], source, trust, folder)
             need = window_bytes(cls, current_arguments(cls, card.architecture["kwargs"], source, warn=False),
                                 (1, len(card.modalities), *window))
             if need is not None:
                 check_allocation(need, f"the LRP of one window (inferer.roi_size {tuple(window)})", source,
                                  "the bundle cannot be explained on this machine at this roi_size")
-    model = _finish(card, weights, dev, trust, source)
+    model = _finish(card, weights, dev, trust, source, bundle)
     model.pipeline = pipeline
     return model
 
 
-def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, source: str) -> Model:
-    net = build_network(card, source)
+def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, source: str, code_root=None) -> Model:
+    net = build_network(card, source, trust, code_root)
     declared = (card.architecture.get("kwargs") or {}).get("in_channels")
     # the declared argument where there is one: modules register in any order (DiNTS's cells come before its stem)
     n_in = declared if isinstance(declared, int) and not isinstance(declared, bool) else first_in_channels(net)
