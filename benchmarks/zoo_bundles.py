@@ -2,7 +2,8 @@
 bundle that runs, the window's LRP memory estimated before the run against the peak resident memory measured,
 and the time of one explanation; for each refused bundle, the reason. Each bundle in a fresh process.
 
-    python benchmarks/zoo_bundles.py [--bundles a,b] [--shape 60,60,30]
+    python benchmarks/zoo_bundles.py [--bundles a,b] [--shape 60,60,30] [--trust]
+(--trust runs the bundles whose network is their own scripts/ code.)
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from napari_lrp.models import ModelError
 from napari_lrp.models.architectures import allowed_class, current_arguments
 from napari_lrp.models.network_guard import window_bytes
 from test_zoo_bundles import CASE_SHAPE, _bundle, _ct_case
-name, shape = sys.argv[1], json.loads(sys.argv[3])
+name, shape, trust = sys.argv[1], json.loads(sys.argv[3]), sys.argv[4] == "1"
 tmp = Path(tempfile.mkdtemp())
-folder = _bundle(tmp, name)
+folder = _bundle(tmp, name, trusted=trust)
 try:
-    model = nl.load_model(folder, device="cpu")
+    model = nl.load_model(folder, device="cpu", trust=trust)
 except ModelError as exc:
     print(json.dumps({"refused": str(exc).split(": ", 1)[-1][:160]}))
     sys.exit(0)
 card = model.card
-cls = allowed_class(card.architecture["class"], name)
+cls = allowed_class(card.architecture["class"], name, trust, folder)
 est = window_bytes(cls, current_arguments(cls, card.architecture["kwargs"], name, warn=False),
                    (1, len(card.modalities), *model.pipeline.window)) if model.pipeline.window else None
 case = nl.load_case(_ct_case(tmp / "case", tuple(shape or CASE_SHAPE.get(name, (60, 60, 30)))),
@@ -56,12 +57,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundles", default=",".join(BUNDLES))
     ap.add_argument("--shape", default=None, help="the synthetic CT's voxels i,j,k (default: one window)")
+    ap.add_argument("--trust", action="store_true", help="run a bundle's own scripts/ network")
     a = ap.parse_args(argv)
     shape = [int(v) for v in a.shape.split(",")] if a.shape else None
     print("| bundle | seconds | peak RSS GB | window LRP estimate GB | windows | unaccounted | refused |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name in a.bundles.split(","):
-        res = subprocess.run([sys.executable, "-c", CHILD, name, str(ROOT / "tests" / "models"), json.dumps(shape)],
+        res = subprocess.run([sys.executable, "-c", CHILD, name, str(ROOT / "tests" / "models"), json.dumps(shape),
+                              "1" if a.trust else "0"],
                              capture_output=True, text=True, cwd=ROOT)
         if res.returncode != 0:
             print(f"| {name} | | | | | | failed: {res.stderr.strip().splitlines()[-1][:120]} |", flush=True)
