@@ -13,7 +13,7 @@ from torch import nn
 
 from .bundle_code import BUNDLE_CODE_PREFIX, bundle_class
 from .card import ModelCard, ModelError
-from .network_guard import check_size, no_network, refuse_download_arguments
+from .network_guard import check_size, construct, refuse_download_arguments
 from .unet3d import UNet3D
 
 __all__ = ["ALLOWED_PREFIXES", "DEPRECATED_ARGUMENTS", "allowed_class", "build_network", "class_path",
@@ -116,14 +116,7 @@ def build_network(card: ModelCard, source: str = "card", trust: bool = False, co
     kwargs = current_arguments(cls, card.architecture.get("kwargs") or {}, source)
     refuse_download_arguments(kwargs, source)
     check_size(cls, kwargs, source)
-    try:
-        with no_network(source):
-            return cls(**kwargs)
-    except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError) as exc:
-        if isinstance(exc, ModelError):
-            raise
-        raise ModelError(f"{source}: cannot build {cls.__name__} with {kwargs}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return construct(cls, kwargs, source, f"with {kwargs}")
 
 
 def current_arguments(cls: type, kwargs: dict, source: str, warn: bool = True) -> dict:
@@ -167,12 +160,7 @@ def _component(value, where: str):
         cls = allowed_class(str(value["_target_"]), where)
         args = {k: _component(v, f"{where}.{k}") for k, v in value.items() if not k.startswith("_")}
         refuse_download_arguments(args, where)
-        try:
-            with no_network(where):
-                return cls(**args)
-        except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError) as exc:
-            raise ModelError(f"{where}: cannot build {cls.__name__}: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        return construct(cls, args, where)
     return value
 
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from .card import ModelError
 
-__all__ = ["check_allocation", "check_size", "MAX_PARAMETERS", "NetworkBlocked", "no_network", "parameter_count",
-           "refuse_download_arguments", "window_bytes"]
+__all__ = ["check_allocation", "check_size", "construct", "MAX_PARAMETERS", "NetworkBlocked", "no_network",
+           "parameter_count", "refuse_download_arguments", "window_bytes"]
 
 #: the largest network a card may ask for (parameters; 2 GB of float32 weights); larger ones are refused
 MAX_PARAMETERS = 500_000_000
@@ -147,6 +147,39 @@ def parameter_count(cls: type, kwargs: dict) -> int | None:
     if not isinstance(net, nn.Module):
         return None
     return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
+
+
+#: what a network's constructor raises on arguments it cannot take
+BUILD_ERRORS = (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError)
+
+
+def construct(cls: type, kwargs: dict, source: str, what: str = ""):
+    """``cls(**kwargs)`` built with no network reachable; a failure refused as a ModelError.
+
+    Parameters
+    ----------
+    cls : type
+        The class (already allow-listed).
+    kwargs : dict
+        Its arguments.
+    source : str
+        The model, named in the refusal.
+    what : str
+        Where the arguments come from, for the refusal ('with {...}', 'from plans.json').
+
+    Returns
+    -------
+    object
+        The instance.
+    """
+    try:
+        with no_network(source):
+            return cls(**kwargs)
+    except ModelError:
+        raise
+    except BUILD_ERRORS as exc:
+        raise ModelError(f"{source}: cannot build {cls.__name__}{' ' + what if what else ''}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
 
 def check_size(cls: type, kwargs: dict, source: str) -> None:

@@ -36,7 +36,7 @@ from scipy.ndimage import binary_fill_holes
 from torch import nn
 
 from .card import Model, ModelCard, ModelError, check_channel_names, read_json
-from .network_guard import check_allocation, check_size, no_network, refuse_download_arguments, window_bytes
+from .network_guard import check_allocation, check_size, construct, refuse_download_arguments, window_bytes
 from .pipeline import ModelPipeline
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 from .resampling import Resampling, resampling
@@ -696,12 +696,7 @@ def build_nnunet_network(cfg: dict, n_in: int, n_out: int, source: str, sized: b
     cls, full = nnunet_network_spec(cfg, n_in, n_out, source)
     if not sized:
         check_size(cls, full, source)
-    try:
-        with no_network(source):
-            return cls(**full)
-    except (TypeError, ValueError, AssertionError, RuntimeError, IndexError, KeyError, AttributeError) as exc:
-        raise ModelError(f"{source}: cannot build {cls.__name__} from plans.json ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    return construct(cls, full, source, "from plans.json")
 
 
 def _region_labels(labels: dict, source: str) -> tuple[list[str], str, dict]:

@@ -1,2 +1,0 @@
-def test():
-    print("Test Function PRINTS")
