@@ -2,7 +2,7 @@
 
 A bundle may name a class of its own (``scripts.networks.unest.UNesT``) where the allow-list has none. Running
 it runs the bundle's Python files, so napari-lrp refuses it, naming the file, unless ``trust=True`` is given
-(``load_model(path, trust=True)``, ``--trust`` on the command line). Trusted code is imported from inside the
+(``load_model(path, trust=True)``, ``napari-lrp explain --trust``). Trusted code is imported from inside the
 bundle's folder only, with no network reachable, under the bundle's own ``scripts`` package name, which is
 removed from ``sys.modules`` afterwards so two bundles' ``scripts`` never mix.
 """
@@ -52,7 +52,8 @@ def bundle_class(name: str, root: Path, source: str, trust: bool) -> type:
         file = package
     if not trust:
         raise ModelError(f"{source}: architecture {name!r} is the bundle's own code ({file}); napari-lrp runs a "
-                         "bundle's code only when asked: load_model(..., trust=True) or --trust, after reading it")
+                         "bundle's code only when asked, after you have read it: load_model(..., trust=True) or "
+                         "napari-lrp explain --trust")
     ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "scripts" or k.startswith("scripts.")}
     sys.path.insert(0, str(root))
     try:
