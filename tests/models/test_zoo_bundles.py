@@ -171,6 +171,16 @@ def test_a_bundles_own_network_loads_when_trusted(tmp_path, name, published_memo
         ".UNesT")[0] and not any(k == "scripts" or k.startswith("scripts.") for k in sys.modules)
 
 
+def test_a_file_picked_inside_a_yaml_bundle_loads_the_bundle(tmp_path):
+    """What a file dialog picks (the YAML configuration, the weights the checkpoint loader names)."""
+    folder = _bundle(tmp_path, "pediatric_abdominal_ct_segmentation")
+    for picked in (folder / "configs" / "inference.yaml", folder / "models" / "dynunet_FT.pt"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = nl.load_model(picked, device="cpu")
+        assert model.pipeline is not None and model.path == str((folder / "models" / "dynunet_FT.pt").resolve())
+
+
 def test_a_deprecated_network_argument_is_dropped_and_named(tmp_path):
     """SwinUNETR's img_size (MONAI 1.5 removed it; the zoo's bundle still writes it)."""
     card, _weights = card_from_bundle(_bundle(tmp_path, "swin_unetr_btcv_segmentation"))

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..io.atomic import replacing, write_text
 from .architectures import allowed_class, build_network, class_path, current_arguments, first_in_channels
+from .bundle_config import CONFIG_NAMES
 from .bundles import card_from_bundle, pipeline_from_bundle
 from .card import Model, ModelCard, ModelError, read_card
 from .devices import resolve_device
@@ -72,14 +73,15 @@ def bundle_folder_of(path: Path) -> Path:
     Parameters
     ----------
     path : Path
-        configs/inference.json, configs/metadata.json or models/model.pt (what a file dialog picks), or any path.
+        configs/inference.json (or .yaml), configs/metadata.json or a file in models/ (what a file dialog picks),
+        or any path.
 
     Returns
     -------
     Path
     """
     if path.is_file() and path.parent.name in ("configs", "models") and \
-            (path.parent.parent / "configs" / "inference.json").is_file() and \
+            any((path.parent.parent / "configs" / name).is_file() for name in CONFIG_NAMES) and \
             not (path.parent / "card.json").exists() and path.name != "card.json":
         return path.parent.parent
     return path
