@@ -312,6 +312,61 @@ class BundleConfig:
             return default
         return self.resolve(self.raw(ref), ref)
 
+    def compose(self, ref: str) -> tuple[object, list[tuple[str, str, object]] | None]:
+        """A Compose entry (``preprocessing``, ``postprocessing``): its target and its transforms, each
+        resolved only as far as naming it needs.
+
+        Parameters
+        ----------
+        ref : str
+            The entry's id.
+
+        Returns
+        -------
+        tuple
+            (the Compose's ``_target_``, None for a plain list; [(id, name for messages, item)]). An item the
+            file writes in place comes unresolved under its id; an item a reference or an expression made comes
+            resolved. The list is None when the entry is neither a Compose nor a list.
+        """
+        value, base = self.raw(ref), ref
+        if isinstance(value, str):  # '@transforms' or '$@a + @b': the list they name
+            value, base = self.resolve(value, ref), None
+        target = None
+        if isinstance(value, dict) and "_target_" in value:
+            target = self.resolve(value["_target_"], f"{ref}#_target_") if base else value["_target_"]
+            items = value.get("transforms") or []
+            if isinstance(items, str) and base:
+                items, base = self.resolve(items, f"{ref}#transforms"), None
+            elif base:
+                base = f"{ref}#transforms"
+        elif isinstance(value, list):
+            items = value
+        else:
+            return target, None
+        out = []
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            where = f"{ref}.transforms[{i}]"
+            at = f"{base}#{i}" if base else where
+            out.append((at, where, self.resolve(item, at) if base and isinstance(item, str) else item))
+        return target, out
+
+    def disabled(self, item: dict, at: str) -> bool:
+        """Whether a component is switched off (``_disabled_``, a value or an expression).
+
+        Parameters
+        ----------
+        item : dict
+            The component as written.
+        at : str
+            Its id.
+
+        Returns
+        -------
+        bool
+        """
+        value = self.resolve(item.get("_disabled_", False), f"{at}#_disabled_")
+        return value is True or (isinstance(value, str) and value.lower() == "true")
+
     def resolve(self, value, where: str, chain: tuple[str, ...] = ()):
         """``value`` with its references, macros and expressions resolved.
 

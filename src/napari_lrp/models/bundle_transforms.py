@@ -26,6 +26,7 @@ through the inverse transforms.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -352,34 +353,16 @@ def bundle_pipeline(config) -> BundlePipeline | None:
     source = config.source
     if not config.has("preprocessing"):
         return None
-    pre = config.raw("preprocessing")
-    base = "preprocessing"
-    if isinstance(pre, str):  # '@transforms' or '$@a + @b': the list they name
-        pre = config.resolve(pre, "preprocessing")
-        base = None
-    if isinstance(pre, dict) and "_target_" in pre:
-        target = config.resolve(pre["_target_"], "preprocessing#_target_")
-        if _short(target, source, "preprocessing", "monai.transforms.") != "Compose":
-            raise ModelError(f"{source}: preprocessing must be a Compose of transforms, not {target!r}")
-        items = pre.get("transforms") or []
-        if isinstance(items, str):
-            items, base = config.resolve(items, "preprocessing#transforms"), None
-        elif base:
-            base = "preprocessing#transforms"
-    elif isinstance(pre, list):
-        items = pre
-    else:
+    target, items = config.compose("preprocessing")
+    if items is None:
         raise ModelError(f"{source}: preprocessing must be a Compose ({{'_target_': 'Compose', 'transforms': [...]}})")
+    if target is not None and _short(target, source, "preprocessing", "monai.transforms.") != "Compose":
+        raise ModelError(f"{source}: preprocessing must be a Compose of transforms, not {target!r}")
     specs, kinds, key = [], [], None
-    for i, item in enumerate(items):
-        where = f"preprocessing.transforms[{i}]"
-        if isinstance(item, str) and base:
-            item = config.resolve(item, f"{base}#{i}")
+    for at, where, item in items:
         if not isinstance(item, dict) or "_target_" not in item:
             raise ModelError(f"{source}: {where} is not a transform ({{'_target_': ..., ...}})")
-        at = f"{base}#{i}" if base else where
-        disabled = config.resolve(item.get("_disabled_", False), f"{at}#_disabled_")
-        if disabled is True or (isinstance(disabled, str) and disabled.lower() == "true"):
+        if config.disabled(item, at):
             continue
         name = _short(config.resolve(item["_target_"], f"{at}#_target_"), source, where, "monai.transforms.")
         if name not in SUPPORTED:
@@ -412,7 +395,7 @@ def bundle_pipeline(config) -> BundlePipeline | None:
         specs.append(spec)
         kinds.append(name)
     key = key or "image"
-    return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, post=_postprocessing(config, key),
+    return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, post=_postprocessing(config),
                           **_inferer_settings(config))
 
 
@@ -422,22 +405,13 @@ NO_VALUE_STEPS = frozenset({"SaveImaged", "EnsureTyped", "ToTensord", "ToDeviced
                             "CastToTyped", "ToNumpyd", "Identityd"})
 
 
-def _postprocessing(config, key: str) -> list[dict] | None:
+def _postprocessing(config) -> list[dict] | None:
     """The label-making steps of the bundle's postprocessing (see :data:`LABEL_STEPS`), or None (with a warning
     naming the step) when a step napari-lrp does not reproduce changes the label."""
-    import warnings
-
     if not config.has("postprocessing"):
         return None
-    post = config.raw("postprocessing")
-    base = "postprocessing#transforms"
-    if isinstance(post, dict):
-        post = post.get("transforms") or []
-    if isinstance(post, str):
-        post, base = config.resolve(post, "postprocessing"), None
     steps = []
-    for i, item in enumerate(post if isinstance(post, list) else []):
-        at = f"{base}#{i}" if base else f"postprocessing.transforms[{i}]"
+    for at, _where, item in config.compose("postprocessing")[1] or []:
         target = item.get("_target_") if isinstance(item, dict) else None
         name = str(target).rsplit(".", 1)[-1]
         if name in NO_VALUE_STEPS:

@@ -19,19 +19,13 @@ __all__ = ["bundle_weights", "card_from_bundle", "pipeline_from_bundle"]
 def _sigmoid_postprocessing(config: BundleConfig) -> bool:
     """Whether the bundle's ``postprocessing`` applies a sigmoid (``Activationsd``/``Activations`` with
     sigmoid true): its output channels are then independent labels, not classes."""
-    post = config.raw("postprocessing") if config.has("postprocessing") else None
-    if isinstance(post, str):
-        post = config.get("postprocessing")
-    items = post.get("transforms", []) if isinstance(post, dict) else post if isinstance(post, list) else []
-    for i, t in enumerate(items):
+    if not config.has("postprocessing"):
+        return False
+    for at, _where, t in config.compose("postprocessing")[1] or []:
         if isinstance(t, dict) and str(t.get("_target_", "")).rsplit(".", 1)[-1] in ("Activationsd", "Activations"):
-            if config.resolve(t.get("sigmoid", False), f"postprocessing#transforms#{i}#sigmoid") is True:
+            if config.resolve(t.get("sigmoid", False), f"{at}#sigmoid") is True:
                 return True
     return False
-
-
-def _config(folder: Path) -> BundleConfig:
-    return BundleConfig.read(folder)
 
 
 def pipeline_from_bundle(folder: Path):
@@ -47,7 +41,7 @@ def pipeline_from_bundle(folder: Path):
     BundlePipeline or None
         None when the configuration has no ``preprocessing`` (then the card's intensity rule applies).
     """
-    return bundle_pipeline(_config(Path(folder)))
+    return bundle_pipeline(BundleConfig.read(Path(folder)))
 
 
 def bundle_weights(config: BundleConfig) -> Path:
@@ -64,8 +58,7 @@ def bundle_weights(config: BundleConfig) -> Path:
         Inside the bundle's folder.
     """
     for where, loader in _checkpoint_loaders(config.data, ""):
-        disabled = config.resolve(loader.get("_disabled_", False), f"{where}#_disabled_")
-        if disabled is True or (isinstance(disabled, str) and disabled.lower() == "true"):
+        if config.disabled(loader, where):
             continue
         path = config.resolve(loader.get("load_path"), f"{where}#load_path")
         if not isinstance(path, str) or not path:
@@ -139,7 +132,7 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     tuple
         (ModelCard, the weights file).
     """
-    config = _config(folder)
+    config = BundleConfig.read(folder)
     cfg_path = config.source
     if not config.has("network_def"):
         raise ModelError(f"{cfg_path}: no network_def")
@@ -163,13 +156,14 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
             raise ModelError(f"{meta_path}: field 'network_data_format.{side}.*.num_channels' is {n}, but the "
                              f"network_def builds {kwargs[arg]} ({arg}); make them agree")
     classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]
+    weights = bundle_weights(config)
     card = ModelCard(
         name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},
-        weights=str(Path("..") / bundle_weights(config).relative_to(folder.resolve())), modalities=modalities,
+        weights=str(Path("..") / weights.resolve().relative_to(folder.resolve())), modalities=modalities,
         input={"spatial_size": None,
                "intensity": "none" if config.has("preprocessing") else meta.get("napari_lrp_intensity", "zscore"),
                "divisible": int(meta.get("napari_lrp_divisible", 16))},
         classes=classes, target_class=min(1, n_out - 1),
         output_activation="sigmoid" if n_out == 1 or _sigmoid_postprocessing(config) else "softmax",
     )
-    return card, bundle_weights(config)
+    return card, weights
