@@ -48,3 +48,9 @@ def test_available_bytes_reads_the_memory_where_tensors_live(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (3 * 2**30, 80 * 2**30))
     assert available_bytes("cuda:0") == 3 * 2**30
     assert available_bytes(torch.device("cuda", 1)) == 3 * 2**30
+    # a window's LRP that fits the host but not the GPU it would run on is refused with the GPU's figures
+    from napari_lrp.models.network_guard import check_allocation
+
+    check_allocation(2 * 2**30, "one window", "model", "fix")
+    with pytest.raises(ModelError, match=r"one window needs about 2.15 GB, .*\(3.22 GB free\)"):
+        check_allocation(2 * 2**30, "one window", "model", "fix", torch.device("cuda"))

@@ -171,7 +171,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
                               "forward pass); it is not checked before the run", UserWarning, stacklevel=2)
             else:
                 check_allocation(need, f"the LRP of one window (inferer.roi_size {tuple(window)})", source,
-                                 "the bundle cannot be explained on this machine at this roi_size")
+                                 "the bundle cannot be explained on this machine at this roi_size", dev)
     model = _finish(card, weights, dev, trust, source, bundle)
     model.pipeline = pipeline
     return model

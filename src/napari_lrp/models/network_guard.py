@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .card import ModelError
+from .devices import available_bytes
 
 __all__ = ["check_allocation", "check_size", "construct", "MAX_PARAMETERS", "NetworkBlocked", "no_network",
            "parameter_count", "refuse_download_arguments", "window_bytes"]
@@ -275,7 +276,7 @@ def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -
     return total
 
 
-def check_allocation(nbytes: float, what: str, source: str, fix: str) -> None:
+def check_allocation(nbytes: float, what: str, source: str, fix: str, device=None) -> None:
     """Refuse an allocation estimated before it is made when it exceeds half the free memory.
 
     Parameters
@@ -288,10 +289,10 @@ def check_allocation(nbytes: float, what: str, source: str, fix: str) -> None:
         The model, named in the refusal.
     fix : str
         What to do instead.
+    device : torch.device, optional
+        Where it would be allocated (a CUDA GPU's free memory); None: the host's.
     """
-    import psutil
-
-    free = psutil.virtual_memory().available
+    free = available_bytes(device)
     if nbytes > free / 2:
         raise ModelError(f"{source}: {what} needs about {nbytes / 1e9:.2f} GB, more than half the free memory "
                          f"({free / 1e9:.2f} GB free); {fix}")

@@ -629,9 +629,9 @@ def fold_folders(folder: Path, fold) -> list[Path]:
     return chosen
 
 
-def _check_sizes(cfg: dict, name: str, n_in: int, n_out: int, plans_path: Path) -> None:
+def _check_sizes(cfg: dict, name: str, n_in: int, n_out: int, plans_path: Path, device=None) -> None:
     """The configuration's patch size and spacing are whole, positive and the LRP of one window fits the
-    memory (estimated on the meta device before anything is built)."""
+    memory where the network runs (estimated on the meta device before anything is built)."""
     patch, spacing = cfg["patch_size"], cfg["spacing"]
     if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in patch):
         raise ModelError(f"{plans_path}: configuration {name!r} patch_size {patch!r} must be three whole sizes >= 1")
@@ -645,7 +645,7 @@ def _check_sizes(cfg: dict, name: str, n_in: int, n_out: int, plans_path: Path) 
     if need is not None:
         check_allocation(need, f"the LRP of one window of configuration {name!r} (patch {tuple(patch)})",
                          str(plans_path), "this configuration cannot be explained on this machine (nnU-Net's "
-                         "windows are its patch size)")
+                         "windows are its patch size)", device)
 
 
 def nnunet_network_spec(cfg: dict, n_in: int, n_out: int, source: str) -> tuple[type, dict]:
@@ -853,7 +853,7 @@ def load_nnunet(folder: str | os.PathLike, device: torch.device, fold=None, chec
     n_out = len(classes)
     _check_stage(cfg, name, folder / "plans.json")
     _check_configuration(cfg, name, len(modalities), folder / "plans.json")
-    _check_sizes(cfg, name, len(modalities), n_out, folder / "plans.json")
+    _check_sizes(cfg, name, len(modalities), n_out, folder / "plans.json", device)
     nets = [_fold_network(cfg, len(modalities), n_out, source, path, ckpt) for path, ckpt in zip(paths, ckpts)]
     mirror_axes = ckpts[0].get("inference_allowed_mirroring_axes")
     plan = NnUNetPlan(
