@@ -13,9 +13,12 @@ def test_show_adds_and_updates_the_same_layers(make_napari_viewer):
     exp = nl.explain(load_sample_model("cpu"), load_sample_case(1), preset="lrp0")
     nl.show(viewer, exp)
     names = [ly.name for ly in viewer.layers]
-    assert names[:6] == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
-    assert names[-2:] == ["ground truth", "prediction"]  # the outlines above the relevance overlays
-    assert {"prediction", SUM_NAME, ABS_NAME} | {relevance_name(m) for m in exp.modalities} <= set(names)
+    assert names == ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP", SUM_NAME, "prediction", "ground truth"]
+    nl.show(viewer, exp, per_modality=True)  # one layer per modality on request; |R| once 3D is asked for
+    names = [ly.name for ly in viewer.layers]
+    assert names[-2:] == ["prediction", "ground truth"]  # the outlines above the relevance overlays
+    assert {"prediction", SUM_NAME} | {relevance_name(m) for m in exp.modalities} <= set(names)
+    assert ABS_NAME not in names
     layer = viewer.layers[relevance_name("Tmax")]
     np.testing.assert_array_equal(layer.data, exp.relevance[exp.modalities.index("Tmax")])
     np.testing.assert_allclose(layer.scale, exp.case.spacing)

@@ -40,7 +40,7 @@ def _assert_case_on_screen(viewer, case_dir):
         np.testing.assert_array_equal(layer.data, case.channel(m))
         np.testing.assert_allclose(layer.scale, case.spacing)
     gt = viewer.layers[GROUND_TRUTH_NAME]
-    assert isinstance(gt, Labels) and gt.contour == 2
+    assert isinstance(gt, Labels) and gt.contour == 1  # a thin outline
     np.testing.assert_array_equal(gt.data, case.label)
     assert gt.metadata["label_file"].startswith("VSD.Brain.XX.O.OT")
     for ly in viewer.layers:
@@ -74,8 +74,11 @@ def test_load_and_two_runs_draw_relevance_in_colour_at_the_case_spacing(plugin_v
     assert type(rel._viewer).__name__ == "PublicOnlyProxy"  # what the Plugins menu hands a widget
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _load_and_run(qtbot, rel)
-        first = {m: viewer.layers[relevance_name(m)] for m in MODS}
+        before = {ly.name for ly in viewer.layers}
+        exp = _load_and_run(qtbot, rel)
+        added = [ly.name for ly in viewer.layers if ly.name not in before]
+        assert sorted(added) == sorted([SUM_NAME, PREDICTION_NAME]), added  # few layers: no 8 relevance layers
+        first = viewer.layers[SUM_NAME]
         rel.table.set_row("encoders.3", "clamp", 0.0, 0.2)
         rel.run()
         _wait(qtbot, rel)
@@ -83,22 +86,43 @@ def test_load_and_two_runs_draw_relevance_in_colour_at_the_case_spacing(plugin_v
         inc.update_now()
     assert not [w for w in caught if "Inconsistent units" in str(w.message)]
     case = _assert_case_on_screen(viewer, sample_case_path(1))
-    for name in [relevance_name(m) for m in MODS] + [SUM_NAME, ABS_NAME]:
-        layer = viewer.layers[name]
-        assert isinstance(layer, Image)
-        np.testing.assert_allclose(layer.scale, case.spacing)
-        if name != ABS_NAME:
-            assert layer.colormap.name == "lrp bwr" and layer.opacity == pytest.approx(0.7)
-            lo, hi = layer.contrast_limits
-            assert lo == -hi
-    assert all(viewer.layers[relevance_name(m)] is first[m] for m in MODS)  # updated in place
-    assert not viewer.layers[relevance_name("MTT")].visible and viewer.layers[SUM_NAME].visible
-    assert viewer.layers[SUM_NAME].colorbar.visible
+    layer = viewer.layers[SUM_NAME]
+    assert layer is first  # updated in place
+    assert isinstance(layer, Image) and layer.colormap.name == "lrp bwr" and layer.opacity == pytest.approx(0.7)
+    np.testing.assert_allclose(layer.scale, case.spacing)
+    lo, hi = layer.contrast_limits
+    assert lo == -hi
+    assert layer.colorbar.visible and "colour bar: R sum [logit]" in viewer.canvas.overlays["text"].text
     assert isinstance(viewer.layers[PREDICTION_NAME], Labels) and viewer.layers[PREDICTION_NAME].contour == 1
     assert viewer.dims.nsteps[0] == case.shape[0]  # the slice slider has the case's slices
     assert rel.status.value.startswith("case_01: ") and "Dice" in rel.status.value
     assert inc.status.value.startswith("case_01: heatmap")
     assert inc.coefficients is not None
+    # one modality in the same layer, renamed; then one layer per modality on request, the sum kept
+    shown = inc.filtered_relevance()
+    rel.shown.value = "MTT"
+    assert SUM_NAME not in viewer.layers and viewer.layers[relevance_name("MTT")] is layer
+    np.testing.assert_array_equal(layer.data, shown[MODS.index("MTT")])
+    rel.per_modality.value = True
+    assert viewer.layers[SUM_NAME] is layer and not rel.shown.enabled
+    for m in MODS:
+        viewer.layers[relevance_name(m)].visible = True  # a hidden layer is updated when shown
+        np.testing.assert_array_equal(viewer.layers[relevance_name(m)].data, shown[MODS.index(m)])
+    np.testing.assert_allclose(layer.data, shown.sum(0), rtol=1e-6)
+    bars = [ly.name for ly in viewer.layers if getattr(ly, "colorbar", None) is not None and ly.colorbar.visible]
+    assert bars == [relevance_name("TTP")]  # the top visible relevance layer owns the one colour bar
+    rel.per_modality.value = False
+    assert not any(relevance_name(m) in viewer.layers for m in MODS) and rel.shown.enabled
+    # |R| for 3D only when 3D is asked for, an oblique camera, the 3D legend and its colour bar
+    assert ABS_NAME not in viewer.layers
+    rel._toggle_3d()
+    assert viewer.dims.ndisplay == 3 and viewer.layers[ABS_NAME].visible and viewer.camera.angles[1] == -60
+    np.testing.assert_allclose(viewer.layers[ABS_NAME].data, np.abs(shown.sum(0)), rtol=1e-6)
+    legend = viewer.canvas.overlays["text"].text
+    assert legend.startswith("3D:") and "|R| sum [logit]" in legend
+    assert viewer.layers[ABS_NAME].colorbar.visible and not layer.colorbar.visible
+    rel._toggle_3d()
+    assert exp is rel.session.explanation or rel.session.explanation is not None
 
 
 def test_a_second_case_by_folder_replaces_everything(plugin_viewer, qtbot):
@@ -168,19 +192,29 @@ def test_radiological_view_by_default_on_every_path(plugin_viewer, qtbot):
     assert viewer.dims.ndisplay == 2
 
 
-def test_both_docks_fit_a_1600x1000_screen(make_napari_viewer, qtbot):
+def test_the_docks_share_one_tabbed_place_and_run_is_visible_at_1600x1000(make_napari_viewer, qtbot):
+    """The four docks from the Plugins menu join one tab group (napari would stack them, leaving each a sliver);
+    at 1600x1000 the Relevance tab shows Run without scrolling."""
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-lrp", "stroke_case_1")
-    rel = _dock(viewer, "Relevance")
-    _dock(viewer, "Inclusivity and sweeps")
-    rel.set_status("error: " + "a very long message that names a file deep in a folder tree " * 12)
-    qtbot.wait(50)
     window = viewer.window._qt_window
+    window.resize(1600, 1000)
+    names = ["Relevance", "Inclusivity and sweeps", "Compare methods", "Concepts"]
+    docks = [viewer.window.add_plugin_dock_widget("napari-lrp", n) for n in names]
+    rel = docks[0][1]
+    rel.set_status("error: " + "a very long message that names a file deep in a folder tree " * 12)
+    qtbot.wait(100)
+    first = docks[0][0]
+    assert {d.windowTitle() for d in window.tabifiedDockWidgets(first)} == {f"{n} (napari-lrp)" for n in names[1:]}
     hint = window.minimumSizeHint()
     assert hint.width() <= 1600 and hint.height() <= 1000, (hint.width(), hint.height())
-    window.resize(1600, 1000)
-    qtbot.wait(50)
     assert window.width() <= 1600 and window.height() <= 1000
+    first.raise_()
+    qtbot.wait(50)
+    button = rel.run_button.native
+    bottom = button.mapTo(rel.viewport(), button.rect().bottomLeft()).y()
+    assert 0 < bottom <= rel.viewport().height(), (bottom, rel.viewport().height())  # Run without scrolling
+    assert rel.verticalScrollBar().value() == 0
 
 
 def _controls(container):
@@ -236,8 +270,12 @@ def test_mc_dropout_run_shows_the_spread_layers_and_mean_plus_minus_sd(plugin_vi
     assert "mean of 3 draws" in rel.status.value
     for name, cmap in UNCERTAINTY_LAYERS.items():
         layer = viewer.layers[name]
-        assert isinstance(layer, Image) and layer.colormap.name == cmap and layer.colorbar.visible
+        assert isinstance(layer, Image) and layer.colormap.name == cmap
         assert float(np.max(layer.data)) > 0, name
+    viewer.layers["predictive entropy"].visible = True  # shown: its colour bar, titled with its unit
+    assert [ly.name for ly in viewer.layers if getattr(ly, "colorbar", None) is not None and ly.colorbar.visible] \
+        == ["predictive entropy"]
+    assert "colour bar: predictive entropy [nats]" in viewer.canvas.overlays["text"].text
     np.testing.assert_allclose(viewer.layers["predictive entropy"].data, exp.predictive_entropy)
     np.testing.assert_allclose(viewer.layers[SUM_NAME].data, exp.relevance.sum(0), rtol=1e-6, atol=1e-7)
     inc.alpha.value = 0.3

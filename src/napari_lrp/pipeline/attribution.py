@@ -77,12 +77,14 @@ class SegmentationTarget(nn.Module):
 @dataclass(frozen=True)
 class Method:
     """A registered method: ``run(target, x, **options)`` -> attribution like x; ``passes(x, options)`` the
-    number of samples it scores (for progress); ``description`` for menus and help."""
+    number of samples it scores (for progress); ``description`` for menus and help; ``unit`` the unit of its
+    values (what a colour bar says): the target score's ('logit') where the map sums or scales to it."""
 
     name: str
     run: Callable
     passes: Callable
     description: str
+    unit: str = "logit"
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -208,16 +210,19 @@ def _occlusion_passes(x, options):
     return 1 + math.prod((d - w) // s + 1 for d, w, s in zip(dims, win, strides))
 
 
-register_method(Method("gradient", _gradient, lambda x, o: 1, "the input gradient of the target (saliency)"))
+register_method(Method("gradient", _gradient, lambda x, o: 1, "the input gradient of the target (saliency)",
+                       "logit per intensity unit"))
 register_method(Method("gradient_x_input", _gradient_x_input, lambda x, o: 1,
                        "gradient x input (equals LRP-0 on bias-free ReLU networks)"))
 register_method(Method("integrated_gradients", _integrated_gradients, lambda x, o: int(o.get("n_steps", 32)),
                        "integrated gradients from a baseline (zero or blurred), n_steps"))
 register_method(Method("smoothgrad", _smoothgrad, lambda x, o: int(o.get("nt_samples", 10)),
-                       "the gradient averaged over noisy copies (nt_samples, stdevs of the input range)"))
+                       "the gradient averaged over noisy copies (nt_samples, stdevs of the input range)",
+                       "logit per intensity unit"))
 register_method(Method("guided_backprop", _guided_backprop, lambda x, o: 1,
-                       "guided backpropagation (networks with nn.ReLU activations)"))
-register_method(Method("gradcam", _gradcam, lambda x, o: 1, "Grad-CAM at a layer (layer=<module name>), upsampled"))
+                       "guided backpropagation (networks with nn.ReLU activations)", "a.u."))
+register_method(Method("gradcam", _gradcam, lambda x, o: 1, "Grad-CAM at a layer (layer=<module name>), upsampled",
+                       "a.u."))
 register_method(Method("occlusion", _occlusion, _occlusion_passes,
                        "the target's drop when 3D patches are occluded (sliding_window_shapes, strides)"))
 

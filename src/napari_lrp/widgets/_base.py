@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from magicgui.widgets import Container, Label
-from qtpy.QtCore import QObject, Qt, Signal
-from qtpy.QtWidgets import QProgressBar, QScrollArea, QSizePolicy
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtWidgets import QDockWidget, QMainWindow, QProgressBar, QScrollArea, QSizePolicy
 
 from ._session import session_for
 
@@ -24,6 +24,8 @@ class DockPanel(QScrollArea):
 
     Subclasses add controls with :meth:`add` (magicgui widgets) and :meth:`add_native` (Qt widgets) and
     run background work with :meth:`start`; ``status`` is the one status line."""
+
+    _count = 0  # docks made so far: the first of a viewer's docks anchors their tab group
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -54,6 +56,49 @@ class DockPanel(QScrollArea):
         self._cancel = False
         self.worker = None
         self._busy_controls: list = []
+        # once napari has put the panel in its dock: share one tabbed place with the other napari-lrp docks
+        DockPanel._count += 1
+        self.created = DockPanel._count
+        self._tabified = False
+        QTimer.singleShot(0, self.tabify_with_siblings)
+
+    def own_dock(self):
+        """The dock widget napari put this panel in (None before it is docked).
+
+        Returns
+        -------
+        QDockWidget or None
+        """
+        w = self.parentWidget()
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parentWidget()
+        return w
+
+    def tabify_with_siblings(self) -> bool:
+        """Put this dock in one tabbed group with napari-lrp's other docks in the same area (napari stacks
+        docks one below the other, leaving each a sliver at 1600x1000) and bring it to the front.
+
+        Returns
+        -------
+        bool
+            Whether it joined another napari-lrp dock.
+        """
+        mine = self.own_dock()
+        window = mine.parentWidget() if mine is not None else None
+        if not isinstance(window, QMainWindow):
+            return False
+        area = window.dockWidgetArea(mine)
+        older = [(panel.created, other) for other in window.findChildren(QDockWidget)
+                 if other is not mine and not other.isFloating() and window.dockWidgetArea(other) == area
+                 for panel in other.findChildren(QScrollArea)
+                 if isinstance(panel, DockPanel) and panel.created < self.created]
+        if not older or self._tabified:
+            return self._tabified
+        window.tabifyDockWidget(min(older, key=lambda item: item[0])[1], mine)  # the group's first dock
+        self._tabified = True
+        mine.show()
+        mine.raise_()
+        return True
 
     def minimumSizeHint(self):  # noqa: N802 - Qt's name; the contents scroll, so only the width is fixed
         hint = super().minimumSizeHint()

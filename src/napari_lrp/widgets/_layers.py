@@ -29,11 +29,18 @@ from ..layerdata import (
     comparison_name,
     relevance_name,
 )
+from ..pipeline.attribution import METHODS
+from ._overlays import OBLIQUE_ANGLES, apply_orientation, show_colour_bar, watch_colour_bars
 from ._session import case_key, session_for
 
 UNITS = ("mm", "mm", "mm")
-LEGEND = ("outlines: yellow = prediction, cyan (wide) = ground truth\n"
-          "relevance: red = for the class, blue = against, transparent = none")
+
+
+#: the unit of each spread layer of a sampled run
+UNCERTAINTY_UNITS = {"R sd (sum)": "logit", "predictive entropy": "nats", "mutual information": "nats"}
+def method_unit(method: str) -> str:
+    """The unit of a method's map ('logit' for LRP, the registry's ``Method.unit`` otherwise)."""
+    return METHODS[method].unit if method in METHODS else "logit"
 
 
 def relevance_colormap():
@@ -46,9 +53,14 @@ def relevance_colormap():
     return Colormap(colors=colors, controls=[0.0, 0.3, 0.5, 0.7, 1.0], name="lrp bwr")
 
 
+#: the ground truth's outline in voxels: thin, so a small lesion's relevance stays visible (0 fills it)
+GROUND_TRUTH_CONTOUR = 1
+
+
 def outline(layer, color: str, thickness: int = 1) -> None:
-    """Show a binary Labels layer as a coloured outline, so the relevance underneath stays visible (the
-    ground truth is drawn 2 px wide under the 1 px prediction, so both show where they coincide)."""
+    """Show a binary Labels layer as a coloured outline ``thickness`` voxels wide, so the relevance underneath
+    stays visible (the ground truth is drawn one voxel wide above the prediction's; where they coincide, the
+    ground truth's colour shows; napari's contour control sets 0 to fill it)."""
     from napari.utils.colormaps import DirectLabelColormap
 
     layer.contour = thickness
@@ -124,22 +136,6 @@ def upsert(viewer, name: str, data: np.ndarray, kind: str, lazy: bool = False, *
 
 
 # ---- one case on screen -------------------------------------------------------------------------------
-def apply_orientation(viewer, radiological: bool | None = None) -> None:
-    """Anterior up; radiological (patient's right on the screen's left, as ITK-SNAP and 3D Slicer) or
-    neurological; the convention is written on the canvas."""
-    state = session_for(viewer).layers
-    if radiological is not None:
-        state.radiological = radiological
-    viewer.camera.orientation2d = ("up", "left" if state.radiological else "right")
-    text = viewer.canvas.overlays["text"]
-    side = "R | L  (radiological: patient's right on the left)" if state.radiological else \
-        "L | R  (neurological: patient's right on the right)"
-    text.text = f"A (up)   {side}\n{LEGEND}"
-    text.position = "top_left"
-    text.font_size = 9
-    text.visible = True
-
-
 def case_key_on_screen(viewer) -> str | None:
     """The key of the case shown in the viewer (its newest modality layer's), or None when none is shown."""
     keys = [ly.metadata.get(CASE) for ly in viewer.layers if ly.metadata.get(ROLE) == "image"
@@ -170,10 +166,12 @@ def keep_one_case(viewer) -> None:
         base = _base_name(ly.name)
         if ly.metadata.get(CASE) == newest and base != ly.name and base not in viewer.layers:
             ly.name = base
-        if ly.metadata.get(ROLE) == "label" and ly.contour != 2:
-            outline(ly, "cyan", 2)
+        if ly.metadata.get(ROLE) == "label" and id(ly) not in state.outlined:  # once: the user may fill it
+            outline(ly, "cyan", GROUND_TRUTH_CONTOUR)
+            state.outlined.add(id(ly))
     if newest != state.case_key:
         state.case_key = newest
+        state.drawn = None
         session_for(viewer).screen_case_changed(newest)
     apply_orientation(viewer)
 
@@ -186,6 +184,7 @@ def guard_one_case(viewer) -> None:
     if state.guarded:
         return
     state.guarded = True
+    watch_colour_bars(viewer)
     from qtpy.QtCore import QTimer
 
     def inserted(event):
@@ -213,8 +212,11 @@ def show_case(viewer, case) -> list:
             viewer.layers.remove(layer)
         layer = viewer.add_image(data, **meta) if kind == "image" else viewer.add_labels(data, **meta)
         if kind == "labels":
-            outline(layer, "cyan", 2)
+            outline(layer, "cyan", GROUND_TRUTH_CONTOUR)
+            state.outlined.add(id(layer))
         out.append(layer)
+    if state.case_key != key:
+        state.drawn = None
     state.case_key = key
     apply_orientation(viewer)
     return out
@@ -235,45 +237,147 @@ def show_prediction(viewer, prediction: np.ndarray, case):
     return layer
 
 
+def _relevance_common(case) -> dict:
+    kw = case.grid.layer_kwargs()
+    return {"opacity": 0.7, "blending": "translucent", "colormap": relevance_colormap(), "scale": kw["scale"],
+            "translate": kw["translate"], "units": kw["units"]}
+
+
+def _main_relevance_layer(viewer):
+    return next((ly for ly in viewer.layers if ly.metadata.get(ROLE) == "relevance"
+                 and ly.metadata.get("relevance_main")), None)
+
+
 def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, lazy: bool = False,
                    percentile: float = DEFAULT_PERCENTILE) -> list:
-    """One layer per modality plus the channel sum (bwr, symmetric limits at ``percentile`` of |R|,
-    translucent, with its colour bar) and |R| for 3D. lazy=True: hidden relevance layers are updated when
-    they are shown (the heatmap slider uses it)."""
+    """The relevance as few layers: one 2D layer showing the channel sum or one modality (the viewer's
+    ``LayerState.shown``; named 'R sum' or 'R <modality>'; bwr, symmetric limits at ``percentile`` of |R|,
+    translucent, with its colour bar), one layer per modality only when asked for (``per_modality``), and |R|
+    for 3D only once the 3D view was opened. lazy=True: hidden layers are updated when they are shown.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    relevance : numpy.ndarray
+        (C, Z, Y, X), one channel per modality.
+    modalities : list of str
+        The channels' names.
+    case : Case
+        The case the relevance belongs to.
+    lazy : bool
+        Defer updates of hidden layers.
+    percentile : float
+        The colour limit's percentile of |R|.
+
+    Returns
+    -------
+    list of napari.layers.Image
+        The relevance layers now in the viewer.
+    """
+    state = session_for(viewer).layers
+    state.drawn = (relevance, list(modalities), case, percentile)
+    before = {ly.name for ly in viewer.layers}
     kw = case.grid.layer_kwargs()
-    common = {"scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
-    layers = []
     total = relevance.sum(axis=0)
+    layers = []
 
     def limits(R):
         m = symmetric_limit(R, percentile)
         return (-m, m)
 
     for c, mod in enumerate(modalities):
-        meta = _derived_meta(case, "relevance", kw, relevance_of=mod)
-        exists = relevance_name(mod) in viewer.layers
-        extra = {} if exists else {"visible": False, "opacity": 0.7, "blending": "translucent",
-                                   "colormap": relevance_colormap(), **common}
-        layers.append(upsert(viewer, relevance_name(mod), relevance[c], "image", lazy=lazy,
-                              contrast_limits=lambda R=relevance[c]: limits(R), metadata=meta, **extra))
-    exists = SUM_NAME in viewer.layers
-    extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": relevance_colormap(), **common}
-    sum_layer = upsert(viewer, SUM_NAME, total, "image", contrast_limits=limits(total),
-                        metadata=_derived_meta(case, "relevance", kw, relevance_of="sum"), **extra)
+        name = relevance_name(mod)
+        if not state.per_modality:
+            continue
+        meta = _derived_meta(case, "relevance", kw, relevance_of=mod, quantity=f"R {mod} [logit]")
+        extra = {} if name in viewer.layers else {"visible": False, **_relevance_common(case)}
+        layers.append(upsert(viewer, name, relevance[c], "image", lazy=lazy,
+                             contrast_limits=lambda R=relevance[c]: limits(R), metadata=meta, **extra))
+    shown = state.shown if state.shown in modalities and not state.per_modality else "sum"
+    data = total if shown == "sum" else relevance[list(modalities).index(shown)]
+    name = SUM_NAME if shown == "sum" else relevance_name(shown)
+    main = _main_relevance_layer(viewer)
+    if main is not None and main.name != name and name not in viewer.layers:
+        main.name = name
+    exists = name in viewer.layers
+    meta = _derived_meta(case, "relevance", kw, relevance_of=shown, relevance_main=True, quantity=f"{name} [logit]")
+    layer = upsert(viewer, name, data, "image", contrast_limits=limits(data), metadata=meta,
+                   **({} if exists else _relevance_common(case)))
+    layers.insert(0, layer)
+    if ABS_NAME in viewer.layers or viewer.dims.ndisplay == 3:
+        layers.append(show_relevance_3d(viewer, total, case, percentile, lazy))
+    if any(ly.name not in before for ly in layers):
+        outlines_on_top(viewer)
     if not exists:
-        sum_layer.colorbar.visible = True
-    layers.append(sum_layer)
+        viewer.layers.selection.active = layer  # its controls (contrast, opacity) in the layer panel
+    show_colour_bar(viewer)
+    return layers
+
+
+def show_relevance_3d(viewer, total: np.ndarray, case, percentile: float = DEFAULT_PERCENTILE, lazy: bool = False):
+    """|R| of the channel sum as a maximum-intensity volume for the 3D view (magma, additive), added on the
+    first visit to 3D and updated in place after.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    total : numpy.ndarray
+        The channel sum of the relevance, (Z, Y, X).
+    case : Case
+        The case it belongs to.
+    percentile : float
+        The upper colour limit's percentile of |R|.
+    lazy : bool
+        Defer the update while the layer is hidden.
+
+    Returns
+    -------
+    napari.layers.Image
+    """
+    kw = case.grid.layer_kwargs()
     exists = ABS_NAME in viewer.layers
     extra = {} if exists else {"visible": viewer.dims.ndisplay == 3, "blending": "additive", "colormap": "magma",
-                               "rendering": "mip", **common}
+                               "rendering": "mip", "scale": kw["scale"], "translate": kw["translate"],
+                               "units": kw["units"]}
     a = np.abs(total)
-    layers.append(upsert(viewer, ABS_NAME, a, "image", lazy=lazy,
-                          contrast_limits=lambda: (0, symmetric_limit(a, percentile)),
-                          metadata=_derived_meta(case, "relevance", kw, relevance_of="abs sum"), **extra))
-    if not exists:
-        outlines_on_top(viewer)
-        viewer.layers.selection.active = sum_layer  # its controls (contrast, opacity) in the layer panel
-    return layers
+    meta = _derived_meta(case, "relevance", kw, relevance_of="abs sum", quantity="|R| sum [logit]")
+    return upsert(viewer, ABS_NAME, a, "image", lazy=lazy, contrast_limits=lambda: (0, symmetric_limit(a, percentile)),
+                  metadata=meta, **extra)
+
+
+def show_relevance_as(viewer, shown: str | None = None, per_modality: bool | None = None) -> list:
+    """Change what the relevance layers show (the dock's selector): ``shown`` 'sum' or a modality in the one 2D
+    layer; ``per_modality`` adds (True) or removes (False) one layer per modality. Redraws the last relevance.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    shown : str, optional
+        'sum' or a modality's name.
+    per_modality : bool, optional
+        One layer per modality as well.
+
+    Returns
+    -------
+    list of napari.layers.Image
+        The relevance layers now in the viewer (empty when nothing was drawn yet).
+    """
+    state = session_for(viewer).layers
+    if shown is not None:
+        state.shown = shown
+    if per_modality is not None:
+        state.per_modality = per_modality
+    if not state.per_modality:
+        for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == "relevance"
+                   and not ly.metadata.get("relevance_main") and ly.name != ABS_NAME]:
+            viewer.layers.remove(ly)
+    if state.drawn is None or state.drawn[2] is None or case_key(state.drawn[2]) != state.case_key:
+        return []
+    relevance, modalities, case, percentile = state.drawn
+    return show_relevance(viewer, relevance, modalities, case, percentile=percentile)
 
 
 def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = None) -> list:
@@ -300,11 +404,11 @@ def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = 
         extra = {} if exists else {"visible": False, "opacity": 0.8, "blending": "additive", "colormap": cmap,
                                    "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
         layer = upsert(viewer, name, d, "image", contrast_limits=(0.0, hi),
-                        metadata=_derived_meta(case, "uncertainty", kw, uncertainty_of=name), **extra)
-        if not exists:
-            layer.colorbar.visible = True
+                        metadata=_derived_meta(case, "uncertainty", kw, uncertainty_of=name,
+                                               quantity=f"{name} [{UNCERTAINTY_UNITS[name]}]"), **extra)
         layers.append(layer)
     outlines_on_top(viewer)
+    show_colour_bar(viewer)
     return layers
 
 
@@ -353,9 +457,11 @@ def show_concept(viewer, exp, relevance: np.ndarray, what: str, percentile: floa
     extra = {} if exists else {"opacity": 0.7, "blending": "translucent", "colormap": relevance_colormap(),
                                "scale": kw["scale"], "translate": kw["translate"], "units": kw["units"]}
     layer = upsert(viewer, CONCEPT_NAME, total, "image", contrast_limits=(-m, m),
-                    metadata=_derived_meta(exp.case, "concept", kw, concept=what), **extra)
+                    metadata=_derived_meta(exp.case, "concept", kw, concept=what,
+                                           quantity=f"conditional R, {what} [logit]"), **extra)
     layer.visible = True
     outlines_on_top(viewer)
+    show_colour_bar(viewer)
     return layer
 
 
@@ -377,26 +483,32 @@ def show_comparison(viewer, results: dict, percentile: float = DEFAULT_PERCENTIL
                                    "colormap": relevance_colormap(), "scale": kw["scale"],
                                    "translate": kw["translate"], "units": kw["units"]}
         layer = upsert(viewer, name, total, "image", contrast_limits=(-m, m),
-                        metadata=_derived_meta(exp.case, "comparison", kw, method=spec), **extra)
+                        metadata=_derived_meta(exp.case, "comparison", kw, method=spec,
+                                               quantity=f"{spec}, channel sum [{method_unit(exp.method)}]"),
+                        **extra)
         layers.append(layer)
     if layers:
         layers[0].visible = True
         outlines_on_top(viewer)
+    show_colour_bar(viewer)
     return layers
 
 
 def outlines_on_top(viewer) -> None:
     """The prediction and ground-truth outlines above the relevance overlays, so both stay visible."""
-    for role in ("label", "prediction", "errors"):
+    for role in ("prediction", "label", "errors"):
         for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == role]:
             viewer.layers.move(viewer.layers.index(ly), len(viewer.layers))
 
 
 def show_explanation(viewer, explanation, relevance: np.ndarray | None = None, add_case: bool = True,
-                     lazy: bool = False, with_relevance: bool = True) -> list:
+                     lazy: bool = False, with_relevance: bool = True, per_modality: bool | None = None) -> list:
     """The layers the widgets add: anatomy and ground truth, prediction, relevance (optionally filtered;
-    lazy=True updates hidden relevance layers when they are shown)."""
+    lazy=True updates hidden relevance layers when they are shown; ``per_modality`` True adds one relevance
+    layer per modality, False removes them, None keeps the viewer's choice)."""
     layers = show_case(viewer, explanation.case) if add_case else []
+    if per_modality is not None:
+        show_relevance_as(viewer, per_modality=per_modality)
     layers.append(show_prediction(viewer, explanation.model.card.label_map(explanation.prediction), explanation.case))
     if with_relevance:
         R = explanation.relevance if relevance is None else relevance
@@ -409,22 +521,28 @@ def show_3d(viewer, on: bool = True) -> None:
     the 2D overlays hidden; ``on=False`` goes back to 2D."""
     if not on:
         viewer.dims.ndisplay = 2  # before the outlines' contours return (napari draws none in 3D)
+    drawn = session_for(viewer).layers.drawn
+    if on and ABS_NAME not in viewer.layers and drawn is not None and case_key(drawn[2]) == \
+            session_for(viewer).layers.case_key:
+        relevance, _mods, case, percentile = drawn
+        show_relevance_3d(viewer, relevance.sum(axis=0), case, percentile)
     for ly in viewer.layers:
         role = ly.metadata.get(ROLE)
         if ly.name == ABS_NAME:
             ly.visible = on
         elif role in ("label", "prediction"):
             ly.visible = not on
-            ly.contour = 0 if on else (2 if role == "label" else 1)  # napari draws no contours in 3D
-        elif role == "relevance" and ly.name == SUM_NAME:
+            ly.contour = 0 if on else (GROUND_TRUTH_CONTOUR if role == "label" else 1)  # napari: none in 3D
+        elif role == "relevance" and ly.metadata.get("relevance_main"):
             ly.visible = not on
         elif role == "image" and ly is _first_image(viewer):
             ly.opacity = 0.25 if on else 1.0
             ly.visible = True
     if on:
         viewer.dims.ndisplay = 3
-        viewer.camera.angles = (0, -60, 90)
-    viewer.reset_view()
+        viewer.camera.angles = OBLIQUE_ANGLES
+    viewer.reset_view(reset_camera_angle=False)  # napari's default would undo the oblique preset
+    show_colour_bar(viewer)
 
 
 def _first_image(viewer):

@@ -65,6 +65,14 @@ class LayerState:
     case_key: str | None = None
     radiological: bool = True
     guarded: bool = False
+    #: what the one 2D relevance layer shows: 'sum' or a modality's name
+    shown: str = "sum"
+    #: one relevance layer per modality as well (on request; the selector then shows the sum)
+    per_modality: bool = False
+    #: the relevance last drawn: (R (C, Z, Y, X), modalities, case, percentile), for the selector and 3D
+    drawn: tuple | None = None
+    #: ids of the ground-truth layers outlined once (a later fill by the user stays)
+    outlined: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidgetItem
 
 from ..io import load_case
@@ -37,6 +37,7 @@ from ._layers import (
     show_errors,
     show_explanation,
     show_prediction,
+    show_relevance_as,
     show_uncertainty,
     symmetric_limit,
     upsert,
@@ -228,6 +229,7 @@ class RelevanceWidget(DockPanel):
         self.add_native(self.table)
         run_row = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
         self.add(run_row, self.status, Container(widgets=[self.orientation, self.view_3d], layout="horizontal"),
+                 Container(widgets=[self.shown, self.per_modality], layout="horizontal"),
                  self.inspect, self.inspect_button)
         self.place_native_before(self.table, run_row)  # the filter table above Run, after the bulk buttons
         self._busy_controls = [self.run_button, self.load_button]
@@ -315,6 +317,12 @@ class RelevanceWidget(DockPanel):
                                         tooltip="Stop the running Load or Run; the layers stay as they were.")
         self.view_3d = PushButton(text="3D view", tooltip="Switch to a 3D view of |relevance| (maximum intensity), "
                                                           "the anatomy faint; press again for 2D.")
+        self.shown = ComboBox(label="show R of", choices=self._shown_choices,
+                              tooltip="What the relevance layer shows: the sum over the modalities, or one "
+                                      "modality's relevance (the same layer, renamed 'R <modality>').")
+        self.per_modality = CheckBox(text="a layer per modality", value=False,
+                                     tooltip="Also add one relevance layer per modality ('R <modality>', hidden "
+                                             "until shown); the relevance layer then shows the sum.")
         self.orientation = ComboBox(label="view", choices=("radiological", "neurological"), value="radiological",
                                     tooltip="radiological: the patient's right on the screen's left (as ITK-SNAP "
                                             "and 3D Slicer); neurological: the patient's right on the right.")
@@ -330,6 +338,8 @@ class RelevanceWidget(DockPanel):
         self.bulk_clear.changed.connect(lambda: self._bulk(None))
         self.view_3d.changed.connect(self._toggle_3d)
         self.orientation.changed.connect(self._set_orientation)
+        self.shown.changed.connect(lambda value: show_relevance_as(self._viewer, shown=value))
+        self.per_modality.changed.connect(self._per_modality)
         self._ran_with = None  # what the last finished run explained (request())
         for w in (self.preset, self.target, self.target_class, self.uncertainty, self.draws, self.dropout_p, self.seed,
                   self.scope, self.signs, *self.output_filter, *self.input_filter):
@@ -344,6 +354,7 @@ class RelevanceWidget(DockPanel):
     def _on_case(self, case):
         """Another case is on screen: the status and the layer inspector no longer describe it."""
         self.inspect.reset_choices()
+        self.shown.reset_choices()
         if case is None:
             self.set_status("a new case is on screen: Run explains it")
 
@@ -541,6 +552,17 @@ class RelevanceWidget(DockPanel):
         show_3d(self._viewer, on)
         self.view_3d.text = "2D view" if on else "3D view"
 
+    def _shown_choices(self, _widget=None):
+        exp = self.session.explanation
+        case = exp.case if exp is not None else self.session.case
+        return ["sum", *(case.modalities if case is not None else ())]
+
+    def _per_modality(self, on: bool) -> None:
+        if on:
+            self.shown.value = "sum"
+        self.shown.enabled = not on
+        show_relevance_as(self._viewer, per_modality=on)
+
     def _set_orientation(self, value):
         apply_orientation(self._viewer, value == "radiological")
 
@@ -662,6 +684,7 @@ class RelevanceWidget(DockPanel):
         show_errors(self._viewer, exp)
         self.target.reset_choices()
         self.inspect.reset_choices()
+        self.shown.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
         self._show_dice(exp.prediction, exp.case, describe_run(exp, seconds))
         self._ran_with = self.request()
