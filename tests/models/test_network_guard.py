@@ -11,11 +11,13 @@ import torch
 import napari_lrp as nl
 from napari_lrp.models import ModelError
 from napari_lrp.models.network_guard import (
+    LRP_BYTES_PER_OUTPUT_BYTE,
     MAX_PARAMETERS,
     NetworkBlocked,
     no_network,
     parameter_count,
     refuse_download_arguments,
+    window_bytes,
 )
 
 
@@ -123,3 +125,37 @@ def test_a_huge_network_is_refused_before_it_allocates(tmp_path):
                                  capture_output=True, text=True).stdout.split()[-1])
     assert peak_kb * 1024 < 1.5e9, peak_kb
     assert MAX_PARAMETERS == 500_000_000
+
+
+class _MismatchedSizes(torch.nn.Module):
+    """A network whose forward fails for its own reason (as a fuzzed nnU-Net plan with a 3000-voxel kernel)."""
+
+    calls: list = []
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        _MismatchedSizes.calls.append(x.device.type)
+        return torch.cat([self.conv(x), x[..., :-1]], dim=1)
+
+
+class _NoMetaKernel(_MismatchedSizes):
+    """A network whose forward needs a value the meta device does not have (as SwinUNETR's masks)."""
+
+    def forward(self, x):
+        _MismatchedSizes.calls.append(x.device.type)
+        if x.device.type == "meta":
+            raise RuntimeError("Tensor.item() cannot be called on meta tensors")
+        return self.conv(x)
+
+
+def test_a_network_that_fails_on_its_own_sizes_is_not_run_again_on_the_cpu_to_estimate():
+    _MismatchedSizes.calls.clear()
+    assert window_bytes(_MismatchedSizes, {}, (1, 1, 32, 32, 32)) is None
+    assert _MismatchedSizes.calls == ["meta"]  # no real forward pass that would fail the same way (slowly)
+    _MismatchedSizes.calls.clear()
+    got = window_bytes(_NoMetaKernel, {}, (1, 1, 32, 32, 32))
+    assert _MismatchedSizes.calls == ["meta", "cpu"]  # counted on a half-size input, scaled by the voxels
+    assert got == pytest.approx(4.0 * 2 * 32**3 * LRP_BYTES_PER_OUTPUT_BYTE)

@@ -25,15 +25,16 @@ def test_saved_nifti_and_json_reproduce_the_relevance(make_napari_viewer, qtbot,
     inc.kind.value, inc.alpha.value = "clamp", 0.4
     inc.update_now()
     files = inc.save(str(tmp_path / "out"))
-    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    folder = inc.last_saved
+    settings = json.loads((folder / "settings.json").read_text())
     assert settings["preset"] == "epsilon-gamma-box" and settings["filters"][-1] == "clamp:0.0:0.4@input"
     exp = rel.session.explanation
     again = nl.explain(nl.load_model(settings["model"]["path"].replace("model.pt", "card.json")),
-                       nl.load_case(exp.case.files[0].rsplit("/", 2)[0]), settings=tmp_path / "out" / "settings.json")
+                       nl.load_case(exp.case.files[0].rsplit("/", 2)[0]), settings=folder / "settings.json")
     import nibabel as nib
 
     for c, m in enumerate(again.modalities):
-        written = np.asarray(nib.load(str(tmp_path / "out" / f"relevance_{m}.nii.gz")).dataobj)
+        written = np.asarray(nib.load(str(folder / f"relevance_{m}.nii.gz")).dataobj)
         assert np.abs(exp.case.grid.to_napari(written) - again.relevance[c]).max() <= 1e-6
     assert len(files) == 10  # 6 modalities, sum, prediction, coefficients.csv (Explanation.save), settings
     np.testing.assert_allclose(viewer.layers['R sum'].data, again.relevance.sum(0), rtol=1e-5, atol=1e-6)
@@ -123,7 +124,7 @@ def test_live_table_equals_the_sweep_row_for_the_same_filter(make_napari_viewer,
     inc.kind.value, inc.alpha.value = "clamp", 0.2
     inc.update_now()
     inc.save(str(tmp_path / "out"))
-    saved = pd.read_csv(tmp_path / "out" / "coefficients.csv")
+    saved = pd.read_csv(inc.last_saved / "coefficients.csv")
     np.testing.assert_allclose(saved[cols].to_numpy(float), inc.coefficients[cols].to_numpy(float), rtol=1e-5,
                                equal_nan=True)
     assert checked == 3

@@ -284,7 +284,7 @@ def test_mc_dropout_run_shows_the_spread_layers_and_mean_plus_minus_sd(plugin_vi
     written = inc.save(str(tmp_path / "out"))
     assert {"predictive_entropy.nii.gz", "mutual_information.nii.gz", "relevance_std_ADC.nii.gz"} <= \
         {p.name for p in written}
-    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    settings = json.loads((inc.last_saved / "settings.json").read_text())
     assert settings["sampling"]["mc_samples"] == 3 and settings["sampling"]["dropout"] == 0.2 and \
         settings["sampling"]["seed"] == 5
     rel.uncertainty.value = "none"

@@ -29,8 +29,12 @@ def _switch_to_case_2(viewer, qtbot):
 def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tmp_path):
     viewer, rel, inc, cmp = three_docks
     first = _load_and_run(qtbot, rel)
-    inc.save(str(tmp_path / "case1"))
-    assert json.loads((tmp_path / "case1" / "settings.json").read_text())["case"]["name"] == first.case.name
+    out = tmp_path / "out"
+    inc.save(str(out))
+    first_folder = inc.last_saved
+    # <output>/<case>/<run>: the run as shown (the dock's heatmap filter in place of the run's input filter)
+    assert first_folder.parent == out / first.case.name and first_folder.name.startswith("paper_region_class1_")
+    assert json.loads((first_folder / "settings.json").read_text())["case"]["name"] == first.case.name
     _switch_to_case_2(viewer, qtbot)
     key2 = case_key_on_screen(viewer)
     assert key2 != first.case.key
@@ -40,13 +44,14 @@ def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tm
     assert "new case" in rel.status.value and "new case" in inc.status.value
     assert not [ly.name for ly in viewer.layers if ly.metadata.get(CASE) not in (None, key2)]
     # Save, Export, Sweep and Faithfulness refuse (by the case), writing nothing
+    inc.save_dir.value = str(out)
     inc.save_button.changed.emit(True)
-    assert "no run" in inc.status.value and not (tmp_path / "case2").exists()
+    assert "no run" in inc.status.value and sorted(p.name for p in out.iterdir()) == [first.case.name]
     with pytest.raises(RuntimeError, match="case on screen has no run"):
-        inc.save(str(tmp_path / "case2"))
+        inc.save(str(out))
     with pytest.raises(RuntimeError, match="case on screen has no run"):
         inc.export_csv(str(tmp_path / "t.csv"))
-    assert not (tmp_path / "case2").exists() and not (tmp_path / "t.csv").exists()
+    assert sorted(p.name for p in out.iterdir()) == [first.case.name] and not (tmp_path / "t.csv").exists()
     inc.run_sweep()
     inc.run_faithfulness()
     assert inc.worker is None and inc.sweep_table is None and inc.curves is None
@@ -64,12 +69,22 @@ def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tm
     # a Run on the new case, then Save (in the background): the new case's files, only
     second = _load_and_run(qtbot, rel)
     assert second.case.key == key2
-    inc.save_in_background(str(tmp_path / "case1"))
+    inc.save_in_background(str(out))
     _wait(qtbot, inc)
-    settings = json.loads((tmp_path / "case1" / "settings.json").read_text())
-    assert settings["case"]["name"] == second.case.name
-    on_disk = sorted(p.name for p in (tmp_path / "case1").iterdir() if not p.name.startswith("."))
-    assert on_disk == sorted(settings["outputs"])
+    folders = {inc.last_saved}
+    inc.kind.value, inc.alpha.value = "clamp", 0.3  # another run as shown: its own folder, the first kept whole
+    inc.update_now()
+    inc.save_button.changed.emit(True)
+    _wait(qtbot, inc)
+    folders.add(inc.last_saved)
+    assert sorted(p.name for p in out.iterdir()) == sorted([first.case.name, second.case.name])
+    assert len(folders) == 2 and all(f.parent == out / second.case.name for f in folders)
+    for folder in [first_folder, *folders]:  # each folder holds exactly the files its settings list, of its case
+        settings = json.loads((folder / "settings.json").read_text())
+        assert settings["case"]["name"] == folder.parent.name
+        on_disk = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        assert on_disk == sorted(settings["outputs"])
+    assert "clamp:0.0:0.3@input" in json.loads((inc.last_saved / "settings.json").read_text())["filters"]
 
 
 def test_a_comparison_finished_after_a_switch_is_dropped(three_docks, qtbot):

@@ -231,7 +231,9 @@ def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
     float or None
         None when the network cannot run on the meta device.
     """
-    total = _output_elements(cls, kwargs, input_shape, "meta")
+    total, error = _output_elements(cls, kwargs, input_shape, "meta")
+    if total is None and not _meta_only(error):
+        return None  # the pass fails for a reason of its own (mismatched sizes): a real pass would fail the same way
     if total is None:
         # an operation without a meta kernel (shifted windows, rolls): count on a real forward pass of a
         # smaller input and scale by the voxels (module outputs grow with the voxels in these networks)
@@ -239,19 +241,24 @@ def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
         for num, den in ((1, 4), (1, 3), (1, 2), (2, 3)):
             small = tuple(s * num // den for s in spatial)
             if all(s * num % den == 0 and t >= 16 for s, t in zip(spatial, small)):
-                counted = _output_elements(cls, kwargs, (*input_shape[:2], *small), "cpu")
+                counted, _error = _output_elements(cls, kwargs, (*input_shape[:2], *small), "cpu")
                 if counted is not None:
                     total = counted * math.prod(spatial) / math.prod(small)
                     break
     if total is None:
         # a network that takes only its own input size (UNesT): count at that size; without gradients each
         # output is freed as the pass moves on, so the count costs a fraction of what it estimates
-        total = _output_elements(cls, kwargs, input_shape, "cpu")
+        total, _error = _output_elements(cls, kwargs, input_shape, "cpu")
     return None if total is None else 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
 
 
-def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -> int | None:
-    """The elements of every leaf module's output in one forward pass (None where the pass fails)."""
+def _meta_only(error: Exception | None) -> bool:
+    """Whether a pass on the meta device failed only because the meta device lacks a kernel or a value."""
+    return isinstance(error, NotImplementedError) or "meta" in str(error).lower()
+
+
+def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -> tuple[int | None, Exception | None]:
+    """The elements of every leaf module's output in one forward pass, or (None, the error) where it fails."""
     total = 0
 
     def count(_module, _args, out):
@@ -268,12 +275,12 @@ def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -
                 net(torch.zeros(input_shape))
     except NetworkBlocked:
         raise
-    except Exception:  # noqa: BLE001 - an operation without a kernel there, or a size the network refuses
-        return None
+    except Exception as exc:  # noqa: BLE001 - an operation without a kernel there, or a size the network refuses
+        return None, exc
     finally:
         for h in handles:
             h.remove()
-    return total
+    return total, None
 
 
 def check_allocation(nbytes: float, what: str, source: str, fix: str, device=None) -> None:

@@ -301,6 +301,26 @@ class Explanation:
                          "nibabel": nibabel.__version__, "numpy": np.__version__},
         }
 
+    @property
+    def run_name(self) -> str:
+        """A folder name for this run's outputs: what explained what, and a digest of every setting, so the same
+        run saved again lands in the same folder and another run in another.
+
+        Returns
+        -------
+        str
+            For example 'paper_region_class1_3fa2b1c0' (method or preset, target, class, 8 hex digits).
+        """
+        import hashlib
+        import re
+
+        settings = self.settings()
+        recorded = {k: v for k, v in settings.items() if k not in ("ledger", "versions", "case")}
+        digest = hashlib.sha1(json.dumps(recorded, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        what = self.preset if self.method == "lrp" else self.method
+        target = re.sub(r"[^A-Za-z0-9.-]+", "-", str(settings["target"])).strip("-") or "target"
+        return f"{what}_{target}_class{self.target_class}_{digest}"
+
     def coefficients(self, tau_r: float = 0.5, tau_x: float = 0.1):
         """Inclusivities, signal distribution and mean power per channel and their mean.
 

@@ -58,6 +58,7 @@ class InclusivityWidget(DockPanel):
         self._truth_of, self._truth = None, None
         self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button]
         self.curves = None  # the last faithfulness curves
+        self.last_saved: Path | None = None  # the run folder the last Save wrote
         self._connect()
 
     def _build_view_controls(self) -> None:
@@ -115,9 +116,11 @@ class InclusivityWidget(DockPanel):
                                          "coefficient table).")
         self.export_button = PushButton(text="Export CSV", tooltip="Write the sweep table (before a sweep: the "
                                                                       "coefficient table) to the CSV file above.")
-        self.save_dir = FileEdit(label="save folder", mode="d", value=str(DEFAULT_OUTPUT / "case"),
-                                 tooltip="Relevance NIfTIs, prediction, coefficients and settings are written "
-                                         "here as one unit.")
+        self.save_dir = FileEdit(label="output folder", mode="d", value=str(DEFAULT_OUTPUT),
+                                 tooltip="Save writes each run into its own folder here, <case>/<run>/ (the run: "
+                                         "rules or method, target, class and a digest of every setting): relevance "
+                                         "NIfTIs, prediction, coefficients and settings as one unit; saving the "
+                                         "same run again replaces that folder, another run gets its own.")
         self.save_button = PushButton(text="Save relevance NIfTI + settings",
                                       tooltip="Write the relevance maps as shown (per modality and their sum), the "
                                               "prediction, the coefficients and the settings JSON that reproduces "
@@ -332,42 +335,67 @@ class InclusivityWidget(DockPanel):
             exp = exp.refilter({**exp.filters, "input": f})
         return exp, self.tau_r.value, self.tau_x.value
 
-    def save(self, folder: str) -> list[Path]:
-        """Every output of the run as shown (``Explanation.save``), the heatmap filter in place of the run's own.
+    def run_folder(self, output: str, exp=None) -> Path:
+        """The folder a run's outputs go to: ``<output>/<case>/<run name>``.
+
+        Parameters
+        ----------
+        output : str
+            The output folder.
+        exp : Explanation, optional
+            The run as saved (default the run as shown).
+
+        Returns
+        -------
+        Path
+        """
+        exp = self._to_save()[0] if exp is None else exp
+        return Path(output).expanduser() / exp.case.name / exp.run_name
+
+    def save(self, output: str) -> list[Path]:
+        """Every output of the run as shown (``Explanation.save``), the heatmap filter in place of the run's own,
+        into the run's own folder :meth:`run_folder` (replaced as one unit; other runs' folders untouched).
 
         Relevance NIfTIs (per modality and sum) and prediction on the input grid, the coefficients at the dock's
         thresholds and the settings JSON.
 
         Parameters
         ----------
-        folder : str
-            The output folder (replaced as one unit).
+        output : str
+            The output folder.
 
         Returns
         -------
         list of Path
         """
         exp, tau_r, tau_x = self._to_save()
-        folder = Path(folder).expanduser()
+        folder = self.run_folder(output, exp)
         written = exp.save(folder, tau_r=tau_r, tau_x=tau_x)
+        self.last_saved = folder
         self.set_status(f"wrote {len(written)} files of {exp.case.name} to {folder.resolve()}")
         return written
 
-    def save_in_background(self, folder: str) -> None:
+    def save_in_background(self, output: str) -> None:
         """:meth:`save` in a worker (the window stays responsive); the status says what was written.
 
         Parameters
         ----------
-        folder : str
+        output : str
             The output folder.
         """
         from napari.qt.threading import create_worker
 
-        exp, tau_r, tau_x = self._to_save()
-        folder = Path(folder).expanduser()
+        shown = self.current("save")
+        f, tau_r, tau_x = self.current_filter(), self.tau_r.value, self.tau_x.value
 
-        def done(written):
-            self.set_status(f"wrote {len(written)} files of {exp.case.name} to {folder.resolve()}")
+        def work():  # the refiltered run, its folder name (its settings' digest) and the files: off the main thread
+            exp = shown.refilter({**shown.filters, "input": f}) if f is not None else shown
+            folder = self.run_folder(output, exp)
+            return folder, exp.save(folder, tau_r=tau_r, tau_x=tau_x)
 
-        self.start(create_worker(exp.save, folder, tau_r=tau_r, tau_x=tau_x, _ignore_errors=True), done,
-                   busy=f"saving {exp.case.name} ...")
+        def done(result):
+            folder, written = result
+            self.last_saved = folder
+            self.set_status(f"wrote {len(written)} files of {shown.case.name} to {folder.resolve()}")
+
+        self.start(create_worker(work, _ignore_errors=True), done, busy=f"saving {shown.case.name} ...")
