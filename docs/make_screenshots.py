@@ -1,5 +1,6 @@
-"""The screenshots in README.md, taken on the path users take: File > Open Sample > Stroke case 1, both
-widgets docked from the Plugins menu (``add_plugin_dock_widget``), Run, a sweep, the 3D view.
+"""The screenshots in README.md, taken on the path users take: File > Open Sample > Stroke case 1, the
+Relevance and Inclusivity docks from the Plugins menu (``add_plugin_dock_widget``; they share one tab group),
+Run, a sweep, the 3D view.
 
     .venv/bin/python docs/make_screenshots.py        (starts Xvfb when there is no display)
 
@@ -34,10 +35,11 @@ def _dock_of(widget):
     return w
 
 
-def _share(window, docks, heights) -> None:
-    from qtpy.QtCore import Qt
-
-    window.resizeDocks(docks, heights, Qt.Orientation.Vertical)
+def _front(widget) -> None:
+    """Bring a dock's tab to the front."""
+    dock = _dock_of(widget)
+    dock.show()
+    dock.raise_()
 
 
 def main() -> int:
@@ -68,17 +70,17 @@ def main() -> int:
             if ly.metadata.get("napari_lrp_role") == "image":
                 ly.visible = ly.name == "ADC"
         focus_on_lesion(viewer, exp)
+        _front(rel)
         _settle(app)
         viewer.screenshot(str(HERE / "screenshot.png"), canvas_only=False)
         inc.run_sweep()
         wait_for(inc)
-        window = viewer.window._qt_window
-        _share(window, [_dock_of(rel), _dock_of(inc)], [150, 850])  # give the charts the height
+        _front(inc)
         _settle(app)
         inc.ensureWidgetVisible(inc.canvas)
         _settle(app)
         viewer.screenshot(str(HERE / "screenshot_sweep.png"), canvas_only=False)
-        _share(window, [_dock_of(rel), _dock_of(inc)], [700, 300])
+        _front(rel)
         rel._toggle_3d()
         _settle(app, 1.0)
         viewer.screenshot(str(HERE / "screenshot_3d.png"), canvas_only=False)

@@ -10,6 +10,7 @@ from napari.layers import Image, Labels
 import napari_lrp as nl
 from napari_lrp.layerdata import ABS_NAME, GROUND_TRUTH_NAME, PREDICTION_NAME, SUM_NAME, relevance_name
 from napari_lrp.samples import sample_case_path
+from napari_lrp.widgets._tables import format_number
 
 MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
 
@@ -361,7 +362,7 @@ def test_the_scorecard_scores_the_compared_methods_with_tooltips_and_a_figure(pl
     assert table.column_headers == ("lrp:paper", "gxi") and len(table.row_headers) == 7
     expected = nl.evaluate(cmp.results, metrics=["localisation", "complexity"])
     rma = expected[(expected.metric == "relevance_mass_accuracy") & (expected.method == "gxi")].value.iloc[0]
-    assert table.data[0][1] == f"{rma:.3g}"
+    assert table.data[0][1] == format_number(rma)  # three significant digits, as every table of the docks
     tip = table.native.item(0, 1).toolTip()
     assert "Higher is better" in tip and "Arras" in tip and "positive relevance" in tip
     assert len(cmp.charts.figure.axes) == 3
@@ -375,7 +376,9 @@ def test_gamma_search_draws_contours_and_applies_the_best_point(plugin_viewer, q
     cmp = _dock(viewer, "Compare methods")
     rel.load()
     _wait(qtbot, rel)
-    cmp.gammas.value = "0,1"
+    assert cmp.gammas.value == "0,0.25,1"
+    cmp.gamma_picker.boxes[0.25].value = False  # the grid picked with check boxes; the line follows
+    assert cmp.gammas.value == "0,1"
     cmp.search_button.changed.emit(True)
     _wait(qtbot, cmp)
     assert cmp.search is not None and len(cmp.search.table) == 4, cmp.status.value

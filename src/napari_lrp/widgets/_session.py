@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from psygnal import Signal
 
+from ..metrics import input_mask, measure
+
 
 def case_key(case) -> str:
     """Identity of a case on screen (``Case.key``), stored in every layer it owns."""
@@ -54,6 +56,55 @@ def describe_run(exp, seconds: float | None = None) -> str:
     if exp.sampling:
         parts.append(f"mean of {exp.sampling['draws']} draws")
     return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class ShownView:
+    """How a run's relevance is shown and scored (the Inclusivity dock edits it): the heatmap filter in place of
+    the run's input filter, the inclusivities' thresholds and the colour limit's percentile of |R|."""
+
+    filter: object = None
+    tau_r: float = 0.5
+    tau_x: float = 0.1
+    percentile: float = 99.9
+
+
+def shown_coefficients(exp, relevance, view: ShownView, image_mask=None):
+    """The coefficient table of a run as shown: the mean and sd over the draws of a sampled run, else the
+    measures of ``relevance`` (the heatmap as shown) per channel and their mean.
+
+    Parameters
+    ----------
+    exp : Explanation
+        The run.
+    relevance : numpy.ndarray
+        (C, Z, Y, X), the run's relevance with the view's heatmap filter.
+    view : ShownView
+        The filter and thresholds.
+    image_mask : numpy.ndarray, optional
+        ``input_mask(exp.input_image, view.tau_x)`` when already at hand.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per channel and the mean; columns as :func:`napari_lrp.metrics.measure` (plus ``*_sd`` for draws).
+    """
+    spread = exp.coefficient_spread(view.filter, view.tau_r, view.tau_x)
+    if spread is not None:
+        return spread
+    mask = input_mask(exp.input_image, view.tau_x) if image_mask is None else image_mask
+    return measure(relevance, exp.input_image, exp.case.ground_truth, exp.modalities, view.tau_r, view.tau_x,
+                   image_mask=mask)
+
+
+@dataclass(frozen=True)
+class ShownRun:
+    """A run's relevance and coefficient table as shown under a view, computed with the run off the main thread."""
+
+    explanation: object
+    view: ShownView
+    relevance: object
+    table: object
 
 
 @dataclass
@@ -102,6 +153,10 @@ class Session:
         self.layer_power: dict | None = None
         #: the latest result of each other kind for the case held ('comparison', 'search'): cleared with it
         self.results: dict = {}
+        #: how the relevance is shown and scored; None until a dock shows the coefficients
+        self.view: ShownView | None = None
+        #: the current run as shown under ``view``, computed in the run's worker
+        self.shown: ShownRun | None = None
         self.layers = LayerState()
 
     # ---- decisions -------------------------------------------------------------------------
@@ -154,6 +209,7 @@ class Session:
     def _forget_results(self) -> None:
         self.explanation = None
         self.layer_power = None
+        self.shown = None
         self.results.clear()
 
     def screen_case_changed(self, key: str | None) -> None:

@@ -11,8 +11,7 @@ progress and Cancel.
 
 from __future__ import annotations
 
-import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton, SpinBox, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton, SpinBox
 
 from ..analysis.compare import compare, split_methods
 from ..analysis.scorecard import FAMILIES, METRICS, evaluate, selected_metrics
@@ -24,6 +23,7 @@ from ..metrics.plots import plot_search, scorecard_figure
 from ._base import DockPanel, ThemedCanvas
 from ._layers import case_key_on_screen, show_comparison, show_explanation
 from ._session import TARGET_LABELS, case_key
+from ._tables import NumberTable
 
 DEFAULT_METHODS = "lrp:paper,gradient,gxi,ig:16,gradcam:encoders.3"
 
@@ -85,6 +85,31 @@ class MethodPicker(Container):
         list
         """
         return [w for box, option in self.rows.values() for w in (box, option) if w is not None]
+class GammaPicker(Container):
+    """The gamma grid of the LRP search as check boxes (the common values); ``spec()`` is the grid's text."""
+
+    #: the values offered, and those ticked at first
+    VALUES = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
+    TICKED = (0.0, 0.25, 1.0)
+
+    def __init__(self):
+        self.boxes = {g: CheckBox(label=f"{g:g}", value=g in self.TICKED,
+                                  tooltip=f"Try gamma = {g:g} for the encoder blocks and, independently, the decoder "
+                                          "blocks.") for g in self.VALUES}
+        super().__init__(widgets=list(self.boxes.values()), layout="horizontal", labels=False, label="gamma grid")
+        self.margins = (0, 0, 0, 0)
+        self.tooltip = "Tick the gamma values to search; the grid line below follows (and takes other values)."
+
+    def spec(self) -> str:
+        """The ticked values, comma-separated (e.g. '0,0.25,1').
+
+        Returns
+        -------
+        str
+        """
+        return ",".join(f"{g:g}" for g, box in self.boxes.items() if box.value)
+
+
 COLUMNS = ("seconds", "input_inclusivity", "groundtruth_inclusivity", "morf_auc", "lerf_auc")
 
 
@@ -111,12 +136,15 @@ class CompareWidget(DockPanel):
         self.run_button = PushButton(text="Compare", tooltip="Run the methods on the case on screen with the model "
                                                              "the Relevance dock loaded (in the background).")
         self.cancel_button = PushButton(text="Cancel", enabled=False, tooltip="Stop the comparison; the layers stay.")
-        self.table = Table(value={"data": [], "index": [], "columns": []}, label="methods")
-        self.table.tooltip = ("seconds: run time; input / GT D: input and ground-truth inclusivity (mean over "
-                              "channels); MoRF / LeRF AUC: area under the score when the most / least relevant "
-                              "blocks are flipped first (lower MoRF, higher LeRF: more faithful)")
+        self.table = NumberTable("methods", "time [s]: run time; D_x / D_GT: input and ground-truth inclusivity (mean "
+                                            "over channels); MoRF / LeRF AUC: area under the score when the most / "
+                                            "least relevant blocks are flipped first (lower MoRF, higher LeRF: more "
+                                            "faithful); hover a header for its meaning")
         self.table.native.setMinimumHeight(220)
-        self.gammas = LineEdit(label="gammas", value="0,0.25,1",
+        self.gamma_picker = GammaPicker()
+        for box in self.gamma_picker.boxes.values():
+            box.changed.connect(lambda *_: setattr(self.gammas, "value", self.gamma_picker.spec()))
+        self.gammas = LineEdit(label="gammas", value=self.gamma_picker.spec(),
                                tooltip="LRP hyper-parameter search: the gamma values tried for the encoder blocks "
                                        "and, independently, the decoder blocks (epsilon-gamma-box, z-box first).")
         self.search_button = PushButton(text="Search gammas",
@@ -133,12 +161,13 @@ class CompareWidget(DockPanel):
         self.score_button = PushButton(text="Scorecard", tooltip="Score the compared methods on the chosen metrics "
                                                                  "(in the background): table below, figure of "
                                                                  "normalised ranks in the chart.")
-        self.scorecard_table = Table(value={"data": [], "index": [], "columns": []}, label="scorecard")
-        self.scorecard_table.tooltip = ("One row per metric, one column per method; a cell's tooltip says what the "
-                                        "metric measures, which direction is better and how it was measured")
+        self.scorecard_table = NumberTable("scorecard", "One row per metric, one column per method; a cell's "
+                                                        "tooltip says what the metric measures, which direction is "
+                                                        "better and how it was measured")
         self.scorecard_table.native.setMinimumHeight(200)
         self.add(self.picker, self.methods, self.target, self.faithfulness, self.run_button, self.cancel_button,
-                 self.table, self.families, self.score_button, self.scorecard_table, self.gammas, self.search_button,
+                 self.table, self.families, self.score_button, self.scorecard_table, self.gamma_picker, self.gammas,
+                 self.search_button,
                  self.apply_button, self.status)
         self.charts = ThemedCanvas(napari_viewer, figsize=(9, 3.4), min_height=260,
                                    placeholder="Search gammas draws the contours here, Scorecard its figure")
@@ -159,8 +188,8 @@ class CompareWidget(DockPanel):
     def _on_case(self, _case):
         """Another case is on screen: the table, the contours and the best point belong to the old one."""
         self.results = self.compared = self.search = self.scorecard = None
-        self.table.value = {"data": [], "index": [], "columns": []}
-        self.scorecard_table.value = {"data": [], "index": [], "columns": []}
+        self.table.clear_rows()
+        self.scorecard_table.clear_rows()
         self.apply_button.enabled = False
         self.charts.clear()
         self.set_status("a new case is on screen: Compare or Search gammas explain it")
@@ -278,8 +307,7 @@ class CompareWidget(DockPanel):
         wide = table.pivot(index="metric", columns="method", values="value")
         metrics, methods = list(dict.fromkeys(table.metric)), list(dict.fromkeys(table.method))
         wide = wide.reindex(index=metrics, columns=methods)
-        data = [["" if np.isnan(v) else f"{v:.3g}" for v in row] for row in wide.values]
-        self.scorecard_table.value = {"data": data, "index": metrics, "columns": methods}
+        self.scorecard_table.show(wide.values.tolist(), metrics, methods)
         settings = table.set_index(["metric", "method"])["settings"]
         for i, metric in enumerate(metrics):
             spec = METRICS[metric]
@@ -301,9 +329,7 @@ class CompareWidget(DockPanel):
         self.compared, self.results = table, results
         show_comparison(self._viewer, results)
         cols = [c for c in COLUMNS if c in table.columns]
-        data = [["" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}" for v in row]
-                for row in table[cols].values]
-        self.table.value = {"data": data, "index": list(table.method), "columns": cols}
+        self.table.show(table[cols].values.tolist(), list(table.method), cols)
         first = next(iter(results.values()))
         self.set_status(f"{len(results)} methods on {first.case.name} with {first.model.card.name} "
                         f"({first.model.path}); layers 'R sum · ...'")

@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton, Table
-from qtpy.QtCore import QTimer
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, FloatSpinBox, PushButton
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..analysis.sweep import sweep
 from ..io.atomic import replacing
 from ..lrp.filters import Filter, describe_filter, heatmap_filter
-from ..metrics import input_mask, layer_mean_power, measure
+from ..metrics import input_mask, layer_mean_power
 from ..metrics.plots import inclusivity_figure, perturbation_figure, signal_figure
 from ._base import DockPanel, ThemedCanvas
 from ._layers import DEFAULT_PERCENTILE, case_key_on_screen, show_relevance
+from ._session import ShownView, shown_coefficients
+from ._tables import COEFFICIENTS, NumberTable, format_spread
 
 THROTTLE_MS = 30
+#: the live table's columns (the measures' names; the table shows their symbols)
+COEFFICIENT_COLUMNS = ("input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power")
 #: where results go by default: a folder in the user's home, never the process's working directory
 DEFAULT_OUTPUT = Path.home() / "napari-lrp-output"
-COLUMN_TIPS = {
-    "input D": "input inclusivity: the share of the strongly relevant voxels (|R| >= tau_R of the maximum) "
-               "that lie where the image itself is bright (> tau_x of its maximum)",
-    "GT D": "ground-truth inclusivity: the share of the strongly relevant voxels that lie inside the lesion",
-    "mu": "signal distribution: the mean of the relevance divided by its maximum |R| (positive: mostly "
-          "evidence for the class)",
-    "MP": "mean power: how much the strongest 20 % of the relevance stand out from the rest (1 = not at all)",
-}
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{float(v):.3f}"
+class _TableBridge(QObject):
+    ready = Signal(object)
 
 
 class InclusivityWidget(DockPanel):
@@ -55,11 +50,11 @@ class InclusivityWidget(DockPanel):
         self.sweep_table = None
         self.updates = 0  # how many times the table was recomputed
         self._mask_key, self._mask = None, None
-        self._truth_of, self._truth = None, None
         self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button]
         self.curves = None  # the last faithfulness curves
         self.last_saved: Path | None = None  # the run folder the last Save wrote
         self._connect()
+        self.session.view = self.view()  # the next Run computes the heatmap as shown in its worker
 
     def _build_view_controls(self) -> None:
         """The heatmap filter, colour limit, thresholds and the two tables."""
@@ -81,11 +76,10 @@ class InclusivityWidget(DockPanel):
                                "maximum |R|."),
                 ("tau_x", 0.1, "tau_x: a voxel counts as image signal when |x| > tau_x times the channel's "
                                "maximum.")))
-        self.table = Table(value={"data": [], "index": [], "columns": []}, label="coefficients")
-        self.table.tooltip = "; ".join(f"{k}: {v}" for k, v in COLUMN_TIPS.items())
+        self.table = NumberTable("coefficients", "; ".join(f"{symbol}: {meaning}" for symbol, meaning in (
+            COEFFICIENTS[c] for c in COEFFICIENT_COLUMNS)))
         self.table.native.setMinimumHeight(250)
-        self.mp_table = Table(value={"data": [], "index": [], "columns": []}, label="mean power per layer")
-        self.mp_table.tooltip = COLUMN_TIPS["MP"]
+        self.mp_table = NumberTable("mean power per layer", "MP: " + COEFFICIENTS["mean_power"][1])
         self.mp_table.native.setMinimumHeight(220)
 
     def _build_actions(self) -> None:
@@ -131,7 +125,11 @@ class InclusivityWidget(DockPanel):
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(THROTTLE_MS)
-        self._timer.timeout.connect(self.update_now)
+        self._timer.timeout.connect(lambda: self.update_now(background=True))
+        self._table_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-lrp table")
+        self._table_token = None
+        self._table_bridge = _TableBridge()
+        self._table_bridge.ready.connect(self._table_ready)
         for w in (self.kind, self.alpha, self.tau_r, self.tau_x, self.percentile):
             w.changed.connect(lambda *_: self._timer.start())
         self.sweep_button.changed.connect(self.run_sweep)
@@ -197,48 +195,87 @@ class InclusivityWidget(DockPanel):
         self.coefficients = None
         self.sweep_table = None
         self.curves = None
-        self.table.value = {"data": [], "index": [], "columns": []}
-        self.mp_table.value = {"data": [], "index": [], "columns": []}
+        self.table.clear_rows()
+        self.mp_table.clear_rows()
         self.charts.clear()
         self.set_status("a new case is on screen: run the Relevance widget")
 
     def _on_explanation(self, exp):
         mp = self.session.layer_power if self.session.layer_power is not None else (
             layer_mean_power(exp) if exp.kept else {})
-        self.mp_table.value = {"data": [[_fmt(v)] for v in mp.values()], "index": list(mp),
-                               "columns": ["mean power"]}
+        self.mp_table.show([[v] for v in mp.values()], list(mp), ["mean_power"])
         self.sweep_table = None
         self.charts.clear()
         self.update_now()
 
-    def update_now(self):
-        """Apply the heatmap filter, update the relevance layers in place and recompute the table."""
+    def view(self) -> ShownView:
+        """How the dock shows and scores the relevance (also the session's, read by the next Run's worker).
+
+        Returns
+        -------
+        ShownView
+        """
+        return ShownView(self.current_filter(), self.tau_r.value, self.tau_x.value, self.percentile.value)
+
+    def update_now(self, background: bool = False):
+        """Apply the heatmap filter, update the relevance layers in place and recompute the table (a run's first
+        showing uses what its worker computed under the same view).
+
+        Parameters
+        ----------
+        background : bool
+            Compute the table in a thread and show it when done (the slider: the layer is drawn at once); a
+            later move supersedes a table still being computed.
+        """
+        view = self.session.view = self.view()  # also what the next Run's worker computes
         exp = self._guarded(self.current, "score")
         if exp is None:
             return
-        R = self.filtered_relevance()
-        show_relevance(self._viewer, R, exp.modalities, exp.case, lazy=True, percentile=self.percentile.value)
+        shown = self.session.shown
+        table = None
+        if shown is not None and shown.explanation is exp and shown.view == view:
+            R, table = shown.relevance, shown.table
+        else:
+            R = exp.heatmap(view.filter)
+        show_relevance(self._viewer, R, exp.modalities, exp.case, lazy=True, percentile=view.percentile)
         self.session.relevance_shown = True
         self.updates += 1
-        key = (exp.case, tuple(exp.modalities), self.tau_x.value)
-        # the image mask changes with the case and tau_x, not with the filter
-        if self._mask_key is None or self._mask_key[0] is not exp.case or self._mask_key[1:] != key[1:]:
-            self._mask_key, self._mask = key, input_mask(exp.input_image, self.tau_x.value)
-        if self._truth_of is not exp.case:  # the ground truth changes with the case, not with the filter
-            self._truth_of, self._truth = exp.case, exp.case.ground_truth
-        cols = ["input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power"]
-        spread = exp.coefficient_spread(self.current_filter(), self.tau_r.value, self.tau_x.value)
-        if spread is None:
-            t = measure(R, exp.input_image, self._truth, exp.modalities, self.tau_r.value, self.tau_x.value,
-                        image_mask=self._mask)
-            data = [[_fmt(v) for v in row] for row in t[cols].values]
+        self._table_token = token = object()
+        if table is not None:
+            self._show_table(exp, view, table)
+        elif background:
+            job = self._table_pool.submit(self._coefficients, exp, R, view)
+            job.add_done_callback(lambda done: self._table_bridge.ready.emit((token, exp, view, done)))
+        else:
+            self._show_table(exp, view, self._coefficients(exp, R, view))
+
+    def _coefficients(self, exp, R, view: ShownView):
+        key = (id(exp.case), tuple(exp.modalities), view.tau_x)
+        if self._mask_key != key:  # the image mask changes with the case and tau_x, not with the filter
+            self._mask_key, self._mask = key, input_mask(exp.input_image, view.tau_x)
+        return shown_coefficients(exp, R, view, image_mask=self._mask)
+
+    def _table_ready(self, item) -> None:
+        token, exp, view, done = item
+        if token is not self._table_token or exp is not self.session.explanation:
+            return  # a later move (or another run, or case) superseded it
+        try:
+            table = done.result()
+        except Exception as exc:  # noqa: BLE001 - shown in the status and a notification
+            self.show_error(exc)
+            return
+        self._show_table(exp, view, table)
+
+    def _show_table(self, exp, view: ShownView, t) -> None:
+        cols = list(COEFFICIENT_COLUMNS)
+        if "mean_power_sd" not in t:
+            data = [list(row) for row in t[cols].values]
         else:  # a sampled run: mean +- sd over the draws of each coefficient
-            t = spread
-            data = [[f"{_fmt(m)} ± {_fmt(sd)}" for m, sd in zip(row[:len(cols)], row[len(cols):])]
+            data = [[format_spread(m, sd) for m, sd in zip(row[:len(cols)], row[len(cols):])]
                     for row in t[cols + [f"{c}_sd" for c in cols]].values]
         self.coefficients = t
-        self.table.value = {"data": data, "index": list(t.channel), "columns": list(COLUMN_TIPS)}
-        self.set_status(f"{exp.case.name}: {describe_filter(self.current_filter())}")
+        self.table.show(data, list(t.channel), cols)
+        self.set_status(f"{exp.case.name}: {describe_filter(view.filter)}")
 
     def run_sweep(self):
         """Sweep the authors' filter grids on the run (in a worker); the chart shows Fig. 4 or 5."""
@@ -382,6 +419,11 @@ class InclusivityWidget(DockPanel):
         ----------
         output : str
             The output folder.
+
+        Returns
+        -------
+        None
+            The files are written by a worker; ``last_saved`` and the status name the folder when it is done.
         """
         from napari.qt.threading import create_worker
 

@@ -42,7 +42,7 @@ from ._layers import (
     symmetric_limit,
     upsert,
 )
-from ._session import TARGET_LABELS, case_key, describe_run
+from ._session import TARGET_LABELS, ShownRun, case_key, describe_run, shown_coefficients
 
 TARGETS = tuple(TARGET_LABELS)
 UNCERTAINTY = ("none", "MC dropout", "flips (TTA)")
@@ -647,6 +647,7 @@ class RelevanceWidget(DockPanel):
         kw = dict(preset=self.preset.value, filters=self.filters(), target=self.target_value(),
                   target_class=self.target_class.value, keep=True, **self.sampling())
         progress = self.progress_callback(Cancelled)
+        view = self.session.view
 
         def work():
             t0 = time.perf_counter()
@@ -655,24 +656,29 @@ class RelevanceWidget(DockPanel):
             exp = explain(m, c, progress=progress, **kw)
             seconds = time.perf_counter() - t0
             sd = None if exp.samples is None else exp.sample_heatmaps(None).sum(axis=1).std(axis=0)
-            # measures and the spread off the main thread
-            return exp, layer_mean_power(exp) if exp.kept else {}, path, mpath, device, sd, seconds
+            # measures, the spread and the heatmap as shown off the main thread
+            shown = None
+            if view is not None:
+                R = exp.heatmap(view.filter)
+                shown = ShownRun(exp, view, R, shown_coefficients(exp, R, view))
+            return exp, layer_mean_power(exp) if exp.kept else {}, path, mpath, device, sd, seconds, shown
 
         self.start(create_worker(work, _ignore_errors=True), self._finished)
 
     def _finished(self, result):
-        exp, power, path, mpath, device, sum_sd, seconds = result
+        exp, power, path, mpath, device, sum_sd, seconds, shown = result
         on_screen = case_key_on_screen(self._viewer)
         if path is None and on_screen is not None and on_screen != case_key(exp.case):
             self.set_status(f"the case on screen changed while {exp.case.name} was explained; that run was "
                             "dropped: Run explains the case on screen")
             return
-        self.session.layer_power = power
         new_model = self.session.model is not exp.model
         if path is not None:
             self._show_case(exp.case, path)
         else:
             self.session.set_case(exp.case)
+        self.session.layer_power = power  # after the case: a new case forgets the old results
+        self.session.shown = shown
         self.session.set_model(exp.model, mpath, device)
         if new_model or self.table.rowCount() == 0:
             self.table.set_layers(exp.model.network)
