@@ -20,6 +20,8 @@ from ._session import ShownView, shown_coefficients
 from ._tables import COEFFICIENTS, NumberTable, format_spread
 
 THROTTLE_MS = 30
+#: the slider's table is computed this long after the layer is updated, once the canvas has drawn it
+TABLE_AFTER_MS = 40
 #: the live table's columns (the measures' names; the table shows their symbols)
 COEFFICIENT_COLUMNS = ("input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power")
 #: where results go by default: a folder in the user's home, never the process's working directory
@@ -243,11 +245,16 @@ class InclusivityWidget(DockPanel):
         self._table_token = token = object()
         if table is not None:
             self._show_table(exp, view, table)
-        elif background:
-            job = self._table_pool.submit(self._coefficients, exp, R, view)
-            job.add_done_callback(lambda done: self._table_bridge.ready.emit((token, exp, view, done)))
+        elif background:  # after the canvas has drawn the layer: the table's thread would hold up the draw
+            QTimer.singleShot(TABLE_AFTER_MS, lambda: self._table_in_thread(token, exp, R, view))
         else:
             self._show_table(exp, view, self._coefficients(exp, R, view))
+
+    def _table_in_thread(self, token, exp, R, view: ShownView) -> None:
+        if token is not self._table_token:
+            return  # a later move superseded it before it started
+        job = self._table_pool.submit(self._coefficients, exp, R, view)
+        job.add_done_callback(lambda done: self._table_bridge.ready.emit((token, exp, view, done)))
 
     def _coefficients(self, exp, R, view: ShownView):
         key = (id(exp.case), tuple(exp.modalities), view.tau_x)
