@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from napari_lrp.layerdata import CASE, ROLE
-from napari_lrp.samples import sample_dropout_model_path
+from napari_lrp.samples import sample_case_path, sample_dropout_model_path
+from napari_lrp.widgets import compare_dock
 from napari_lrp.widgets._layers import case_key_on_screen
 from tests.widgets.test_plugin_path import _dock, _load_and_run, _settle, _wait, plugin_viewer  # noqa: F401
 
@@ -21,12 +22,15 @@ def three_docks(plugin_viewer, qtbot):
     return viewer, rel, inc, cmp
 
 
-def _switch_to_case_2(viewer, qtbot):
-    viewer.open_sample("napari-lrp", "stroke_case_2")
+def _switch_to_case_2(viewer, qtbot, drop: bool = False):
+    if drop:  # a case folder dropped on the window: napari opens it with the plugin's reader
+        viewer.open(str(sample_case_path(2)), plugin="napari-lrp")
+    else:
+        viewer.open_sample("napari-lrp", "stroke_case_2")
     _settle(qtbot)
 
 
-def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tmp_path):
+def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tmp_path, monkeypatch):
     viewer, rel, inc, cmp = three_docks
     first = _load_and_run(qtbot, rel)
     out = tmp_path / "out"
@@ -35,7 +39,7 @@ def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tm
     # <output>/<case>/<run>: the run as shown (the dock's heatmap filter in place of the run's input filter)
     assert first_folder.parent == out / first.case.name and first_folder.name.startswith("paper_region_class1_")
     assert json.loads((first_folder / "settings.json").read_text())["case"]["name"] == first.case.name
-    _switch_to_case_2(viewer, qtbot)
+    _switch_to_case_2(viewer, qtbot, drop=True)
     key2 = case_key_on_screen(viewer)
     assert key2 != first.case.key
     # every result of the old case is gone from every dock and from the session
@@ -47,6 +51,7 @@ def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tm
     inc.save_dir.value = str(out)
     inc.save_button.changed.emit(True)
     assert "no run" in inc.status.value and sorted(p.name for p in out.iterdir()) == [first.case.name]
+    assert "to save" in rel.status.value and "press Run" in rel.status.value  # the Relevance tab offers its Run
     with pytest.raises(RuntimeError, match="case on screen has no run"):
         inc.save(str(out))
     with pytest.raises(RuntimeError, match="case on screen has no run"):
@@ -66,6 +71,17 @@ def test_after_a_case_switch_nothing_acts_on_the_old_case(three_docks, qtbot, tm
     layers = [ly for ly in viewer.layers if ly.metadata.get(ROLE) == "comparison"]
     assert layers and all(ly.metadata.get(CASE) == key2 for ly in layers)
     assert exp.model.card.name in cmp.status.value
+    # Search gammas explains the case on screen too (the search itself is tested in the plugin-path tests)
+    searched = []
+
+    def search(model, case, **kw):
+        searched.append(case.key)
+        raise RuntimeError("the search stops here")
+
+    monkeypatch.setattr(compare_dock, "lrp_search", search)
+    cmp.run_search()
+    _wait(qtbot, cmp)
+    assert searched == [key2] and "the search stops here" in cmp.status.value
     # a Run on the new case, then Save (in the background): the new case's files, only
     second = _load_and_run(qtbot, rel)
     assert second.case.key == key2

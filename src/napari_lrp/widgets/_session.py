@@ -141,6 +141,8 @@ class Session:
 
     explanation_changed = Signal(object)
     case_changed = Signal(object)
+    #: a dock needs a run of the case on screen (the action's name): the Relevance dock offers its Run
+    run_requested = Signal(str)
 
     def __init__(self):
         self.case = None

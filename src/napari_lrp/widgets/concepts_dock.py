@@ -66,6 +66,8 @@ class ConceptsWidget(DockPanel):
     def _current(self):
         exp = self.session.current_explanation(case_key_on_screen(self._viewer))
         if exp is None or exp.method != "lrp" or exp.samples is not None:
+            if exp is None:
+                self.session.run_requested.emit("rank concepts")
             self.set_status("no LRP run of the case on screen: Run in the Relevance dock (concepts need an LRP "
                             "run without Monte Carlo draws)")
             return None

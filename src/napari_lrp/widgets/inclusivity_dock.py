@@ -170,6 +170,7 @@ class InclusivityWidget(DockPanel):
         """
         exp = self.session.current_explanation(case_key_on_screen(self._viewer))
         if exp is None:
+            self.session.run_requested.emit(action)
             raise RuntimeError(f"nothing to {action} yet: the case on screen has no run; Run the Relevance widget")
         return exp
 

@@ -346,6 +346,7 @@ class RelevanceWidget(DockPanel):
             w.changed.connect(self._mark_changed)
         self.table.on_edit = self._mark_changed
         self.session.case_changed.connect(self._on_case)
+        self.session.run_requested.connect(self.offer_run)
         napari_viewer.mouse_drag_callbacks.append(self._on_canvas_click)
         napari_viewer.layers.events.inserted.connect(lambda e: self.target.reset_choices())
         napari_viewer.layers.events.removed.connect(lambda e: self.target.reset_choices())
@@ -357,6 +358,24 @@ class RelevanceWidget(DockPanel):
         self.shown.reset_choices()
         if case is None:
             self.set_status("a new case is on screen: Run explains it")
+
+    def offer_run(self, action: str) -> None:
+        """Another dock needs a run of the case on screen: bring this tab to the front with Run focused, and say so.
+
+        Parameters
+        ----------
+        action : str
+            What the other dock was asked to do.
+        """
+        if self.worker is not None:
+            return
+        dock = self.own_dock()
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        self.run_button.native.setFocus()
+        case = self.session.case.name if self.session.case is not None else "the case on screen"
+        self.set_status(f"to {action}, {case} needs a run: press Run (Enter) to explain it")
 
     # ---- parameters ------------------------------------------------------------------------
     def _class_choices(self, _widget=None):
