@@ -2,6 +2,8 @@
 per-case relevance equals the API's, the ranking is by it, the crops sit where the channel's relevance peaks,
 and a rerun reuses every case unless the layer changes."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -29,6 +31,8 @@ def test_reference_cases_on_the_sample_cohort(tmp_path):
     np.testing.assert_allclose(per_case.relevance, want.relevance, rtol=1e-6)
     n_channels = len(want)
     assert len(refs) == n_channels * min(2, n_cases) and list(refs.columns)[:3] == ["channel", "rank", "case"]
+    assert (refs.layer == LAYER).all()
+    assert {Path(f).name for f in refs.case_folder} <= {p.name for p in cohort.iterdir()}
     for c, rows in refs.groupby("channel"):
         assert list(rows["rank"]) == list(range(1, len(rows) + 1))
         assert rows.relevance.is_monotonic_decreasing

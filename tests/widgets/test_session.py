@@ -156,8 +156,10 @@ def test_the_target_picker_explains_a_lesion_and_the_misses(three_docks, qtbot):
         assert "false-negative" in rel.status.value and "empty" in rel.status.value
 
 
-def test_concepts_dock_ranks_channels_and_a_clicked_bar_draws_its_map(three_docks, qtbot):
+def test_concepts_dock_ranks_channels_and_a_clicked_bar_draws_its_map(three_docks, qtbot, tmp_path):
     from types import SimpleNamespace
+
+    import pandas as pd
 
     from napari_lrp.layerdata import CONCEPT_NAME
 
@@ -184,8 +186,37 @@ def test_concepts_dock_ranks_channels_and_a_clicked_bar_draws_its_map(three_dock
     _wait(qtbot, con)
     joint = exp.conditional("decoders.1", [bars[0].channel, bars[1].channel]).sum(axis=0)
     np.testing.assert_allclose(viewer.layers[CONCEPT_NAME].data, joint, rtol=1e-6, atol=1e-12)
-    _switch_to_case_2(viewer, qtbot)  # the map belongs to the old case: it goes with it
-    assert CONCEPT_NAME not in viewer.layers and con.table is None
+    # the chart's channels scored by their conditional maps, sorted by D_GT; a row's click shows its map
+    con.top.value = 4
+    con.measure_button.changed.emit(True)
+    _wait(qtbot, con)
+    m = con.measures
+    assert m is not None and len(m) == 4, con.status.value
+    assert m.groundtruth_inclusivity.is_monotonic_decreasing and con.measures_table.column_headers[2] == "D_GT"
+    first = int(m.channel.iloc[0])
+    want = exp.concept_measures("decoders.1", [first])
+    assert m.groundtruth_inclusivity.iloc[0] == pytest.approx(float(want.groundtruth_inclusivity.iloc[0]))
+    con.sort_by.value = "D_x"
+    assert con.measures.input_inclusivity.is_monotonic_decreasing
+    con._measure_clicked(1, 0)
+    _wait(qtbot, con)
+    assert con.shown == ("decoders.1", (int(con.measures.channel.iloc[1]),))
+    # reference cases of the shown channel from a cohort's references.csv, one opened at its peak
+    channel = con.shown[1][0]
+    refs = tmp_path / "references.csv"
+    pd.DataFrame({"channel": [channel, channel, channel + 1], "rank": [2, 1, 1], "case": ["case_01", "case_02", "x"],
+                  "relevance": [0.5, 0.9, 1.0], "abs_share": [0.1, 0.2, 0.3], "location_z_mm": [3.0, 9.0, 0.0],
+                  "location_y_mm": [10.0, 20.0, 0.0], "location_x_mm": [5.0, 6.0, 0.0], "crop": ["", "", ""],
+                  "layer": "decoders.1", "case_folder": [str(sample_case_path(1)), str(sample_case_path(2)), ""]}
+                 ).to_csv(refs, index=False)
+    con.references_path.value = str(refs)
+    con.references_button.changed.emit(True)
+    assert list(con.references.case) == ["case_02", "case_01"], con.status.value  # by rank
+    con.open_reference_button.changed.emit(True)  # the first (rank 1): case 2 replaces case 1, at its peak
+    _settle(qtbot)
+    assert case_key_on_screen(viewer) != exp.case.key
+    assert abs(viewer.dims.point[0] - 9.0) <= viewer.layers["ADC"].scale[0] / 2  # the slice nearest the peak
+    assert CONCEPT_NAME not in viewer.layers and con.table is None and con.measures is None
 
 
 def test_progress_shows_in_the_dock_and_no_activity_entry_is_left(plugin_viewer, qtbot, tmp_path):

@@ -126,7 +126,7 @@ def concept_references(cohort, model, out, layer: str, top: int = 5, preset: str
     -------
     DataFrame
         references.csv: channel, rank (1 = most relevance), case, relevance, abs_share, location_z/y/x_mm (napari
-        world mm), crop (the file under crops/).
+        world mm), crop (the file under crops/), layer, case_folder (the case's folder, for opening it).
     """
     if int(top) < 1 or int(crop) < 1:
         raise ValueError(f"top={top!r} and crop={crop!r} must be whole numbers >= 1")
@@ -153,8 +153,10 @@ def concept_references(cohort, model, out, layer: str, top: int = 5, preset: str
             _write_crop(exp, layer, int(r.channel), (int(r.voxel_z), int(r.voxel_y), int(r.voxel_x)), crop, path)
             crops.append((r.name, str(path.relative_to(out))))
     refs["crop"] = pd.Series(dict(crops))
+    refs["layer"] = layer
+    refs["case_folder"] = [str(Path(folders[c]).resolve()) for c in refs.case]
     cols = ["channel", "rank", "case", "relevance", "abs_share", "location_z_mm", "location_y_mm", "location_x_mm",
-            "crop"]
+            "crop", "layer", "case_folder"]
     refs = refs[cols].reset_index(drop=True)
     with replacing(out / "references.csv") as tmp:
         refs.to_csv(tmp, index=False)

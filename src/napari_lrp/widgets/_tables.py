@@ -25,6 +25,13 @@ COEFFICIENTS = {
                              "(lower: more faithful)"),
     "lerf_auc": ("LeRF AUC", "area under the target score as the least relevant blocks are flipped first "
                              "(higher: more faithful)"),
+    "abs_share": ("share of |R|", "the channel's share of the |relevance| arriving at its layer"),
+    "relevance": ("R at layer [logit]", "the relevance the channel receives at its layer"),
+    "rank": ("rank", "1: the case where the channel receives the most relevance"),
+    "case": ("case", "the case's name in the cohort"),
+    "location_z_mm": ("z [mm]", "where the channel's relevance peaks: napari's world z"),
+    "location_y_mm": ("y [mm]", "where the channel's relevance peaks: napari's world y"),
+    "location_x_mm": ("x [mm]", "where the channel's relevance peaks: napari's world x"),
 }
 #: the longest row name shown in full (characters); longer ones are elided in the middle
 ROW_NAME_CHARS = 26
