@@ -175,6 +175,25 @@ def test_a_tiled_run_conditions_every_window_and_adds_up():
     # the channels' relevance over the windows: at the first block every path crosses, it is the whole input's
     assert table.relevance.sum() == pytest.approx(float(exp.unfiltered_relevance.astype(np.float64).sum()),
                                                   rel=1e-5)  # the map on the case grid is float32
+    # the mean activations inside / outside the target over the windows' layer voxels: by hand from each window
+    act_in, act_out, n_in, n_out = 0.0, 0.0, 0, 0
+    region = torch.as_tensor(case.label > 0, dtype=torch.float64)
+    for start in (0, 4, 8):  # the three windows of 8 slices, half overlapping
+        part = case.image[None, :, start:start + 8].astype(np.float64)
+        out = {}
+
+        def keep(_module, _inputs, output, out=out):
+            out["a"] = output[0].detach()  # returning nothing: a hook's return value replaces the output
+
+        hook = net.encoders[0].register_forward_hook(keep)
+        net(torch.as_tensor(part))
+        hook.remove()
+        m = region[start:start + 8].numpy()  # encoders.0 keeps the window's grid here
+        a = out["a"].numpy()
+        act_in, act_out = act_in + a[:, m > 0].sum(1), act_out + a[:, m == 0].sum(1)
+        n_in, n_out = n_in + int((m > 0).sum()), n_out + int((m == 0).sum())
+    np.testing.assert_allclose(table.activation_in, act_in / n_in, rtol=1e-10)
+    np.testing.assert_allclose(table.activation_out, act_out / n_out, rtol=1e-10)
 
 
 def test_the_sample_nnunet_folder_conditions_on_the_case_grid():

@@ -14,8 +14,9 @@ channels of a layer carry the evidence for the run's target, and where each one'
   sort channels by what they look at (lesion or anatomy).
 
 Tiled runs and models with their own pipeline (nnU-Net folders, bundles) keep no forward pass: their channel
-relevance and conditional maps re-run the windows (one forward and relevance pass per window; activations are
-not reported for them), and the maps come back on the case grid. Sampled runs and other methods are refused.
+relevance and conditional maps re-run the windows (one forward and relevance pass per window; a tiled run's
+mean activations are over every window's layer voxels inside and outside the target), and the maps come back
+on the case grid. Sampled runs and other methods are refused.
 """
 
 from __future__ import annotations
@@ -155,25 +156,34 @@ def _conditions(exp, layer, channels) -> list[tuple[str, torch.Tensor]]:
 
 
 def channel_table(sums: dict[str, np.ndarray]) -> pd.DataFrame:
-    """The table of :func:`channel_relevance` from per-channel sums, without activations.
-
-    A tiled run keeps no forward pass to read the activations from.
+    """The table of :func:`channel_relevance` from per-channel sums (a tiled run's, over its windows).
 
     Parameters
     ----------
     sums : dict[str, numpy.ndarray]
-        'relevance', 'positive', 'negative', 'magnitude': (C',) sums over the layer's voxels.
+        'relevance', 'positive', 'negative', 'magnitude': (C',) sums over the layer's voxels; optionally
+        'activation_in', 'activation_out' (activation sums inside / outside the target region) and 'voxels_in',
+        'voxels_out' (how many layer voxels they summed).
 
     Returns
     -------
     pandas.DataFrame
+        As :func:`channel_relevance`; the mean activations are NaN without the sums (or with no voxel inside or
+        outside).
     """
     rel, mag = np.asarray(sums["relevance"]), np.asarray(sums["magnitude"])
     total, total_abs = float(rel.sum()), float(mag.sum())
+    means = {}
+    for where in ("in", "out"):
+        act, count = sums.get(f"activation_{where}"), sums.get(f"voxels_{where}")
+        means[where] = np.nan if act is None else np.divide(np.asarray(act, dtype=np.float64),
+                                                           np.asarray(count, dtype=np.float64),
+                                                           out=np.full(rel.size, np.nan),
+                                                           where=np.asarray(count) > 0)
     return pd.DataFrame({"channel": np.arange(rel.size), "relevance": rel, "positive": sums["positive"],
                          "negative": sums["negative"], "share": rel / total if total else np.nan,
                          "abs_share": mag / total_abs if total_abs else np.nan,
-                         "activation_in": np.nan, "activation_out": np.nan})
+                         "activation_in": means["in"], "activation_out": means["out"]})
 
 
 def conditional_relevance(exp, layer, channels=None, progress=None) -> np.ndarray:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from ..io.case import Case
 from ..lrp.engine import select_output
@@ -273,6 +274,15 @@ def budget(max_memory: float | None, auto: bool = False, device: torch.device | 
     return min(half, AUTO_BUDGET) if auto else half
 
 
+def _activation_sums(act: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A window's activation sums per channel inside and outside the region on the layer's grid (C', z, y, x)."""
+    inside = (F.adaptive_avg_pool3d(region, tuple(act.shape[1:]))[0, 0] >= 0.5).to(act.dtype)
+    flat, m = act.reshape(act.shape[0], -1), inside.reshape(-1)
+    n_in = m.sum()
+    return {"activation_in": flat @ m, "activation_out": flat.sum(1) - flat @ m,
+            "voxels_in": n_in.expand(act.shape[0]), "voxels_out": (m.numel() - n_in).expand(act.shape[0])}
+
+
 @dataclass
 class TiledRun(RunRecord):
     """A tiled run's inputs (``runs.LRPRun`` for windows); ``explanation`` re-runs the windows."""
@@ -299,7 +309,10 @@ class TiledRun(RunRecord):
                                    run_settings=dict(self.run_settings))
 
     def concepts(self, exp: Explanation, layer: str, progress=None) -> pd.DataFrame:
-        return channel_table(self.layer_relevance_sums(layer, exp.filters, progress))
+        region = exp.target_region()
+        if region is not None:  # on the model grid, as the windows see it
+            region = self.prepared.pad(torch.as_tensor(np.ascontiguousarray(region), dtype=torch.float64)[None, None])
+        return channel_table(self.layer_relevance_sums(layer, exp.filters, progress, region=region))
 
     def conditional(self, exp: Explanation, layer, channels=None, progress=None) -> np.ndarray:
         shapes = {n: int(s[1]) for n, s in self.shapes.items() if len(s) == 5}
@@ -352,8 +365,9 @@ class TiledRun(RunRecord):
                                    tiling={"window": list(self.window), "overlap": self.overlap, "blend": self.blend,
                                            "windows": n})
 
-    def layer_relevance_sums(self, layer: str, filters: dict, progress=None) -> dict[str, np.ndarray]:
-        """Per channel of a layer, the sums over every window of its relevance; one pass per window.
+    def layer_relevance_sums(self, layer: str, filters: dict, progress=None, region=None) -> dict[str, np.ndarray]:
+        """Per channel of a layer, the sums over every window of its relevance (and of its activation inside and
+        outside a region); one pass per window.
 
         Parameters
         ----------
@@ -363,22 +377,29 @@ class TiledRun(RunRecord):
             The run's filters ('input' and 'output' do not apply).
         progress : callable(done, total), optional
             Called per window.
+        region : torch.Tensor, optional
+            (1, 1, Z, Y, X) the target region on the model grid: the layer's activations are also summed inside
+            (the window's region area-averaged to the layer's voxels, at least half inside) and outside it.
 
         Returns
         -------
         dict[str, numpy.ndarray]
-            'relevance', 'positive', 'negative', 'magnitude': (C',) float64.
+            'relevance', 'positive', 'negative', 'magnitude': (C',) float64; with a region also 'activation_in',
+            'activation_out' (sums) and 'voxels_in', 'voxels_out' (layer voxels counted, over every window).
         """
         layer_filters = {k: v for k, v in filters.items() if k not in ("input", "output")}
         sums = None
-        for i, n, _sl, prop, Ri in self._windows():
+        for i, n, sl, prop, Ri in self._windows():
+            act = prop.outputs.get(layer) if region is not None else None  # before the pass lets go of them
             R = prop.propagate(Ri, filters=layer_filters, keep=[layer], retain=False).kept.get(layer)
-            prop.release()
             if R is not None:
                 R = R[0].double().reshape(R.shape[1], -1)
                 part = {"relevance": R.sum(1), "positive": R.clamp(min=0).sum(1), "negative": R.clamp(max=0).sum(1),
                         "magnitude": R.abs().sum(1)}
+                if act is not None:
+                    part.update(_activation_sums(act[0].detach().double(), region[sl].to(act.device)))
                 sums = part if sums is None else {k: sums[k] + v for k, v in part.items()}
+            prop.release()
             if progress is not None:
                 progress(i + 1, n)
         if sums is None:
