@@ -7,6 +7,9 @@
 3. 16 channels' conditional heatmaps (target in the issue: <= 6x one conditional heatmap in one batched pass;
    measured here as 16 passes, one per channel: the engine's rules change their buffers in place, which
    autograd's batched backward does not support, so the channels run one after the other).
+4. The floor of batching on this machine: the same network's plain vector-Jacobian product from that layer to
+   the input (torch's own backward, no rules), once, and for 16 different vectors in one batched pass
+   (``is_grads_batched``, torch's vmap) - what any batched implementation of the 16 maps could gain here.
 
     python benchmarks/concepts_speed.py [--case 1] [--repeats 3]
 """
@@ -56,6 +59,28 @@ def main(argv=None):
     print(f"| one conditional heatmap at {mid} ({n_ch} channels) | {one:.3f} | {one / run:.2f}x run | <= 0.6x |")
     print(f"| 16 conditional heatmaps at {mid}, one pass each | {sixteen:.3f} | {sixteen / one:.1f}x one "
           f"| <= 6x (batched) |")
+    vjp_one, vjp_batched = _vjp_floor(exp, mid, args.repeats)
+    print(f"| floor: torch's plain VJP {mid} -> input, one vector | {vjp_one:.3f} | 1.00x | |")
+    print(f"| floor: the same for 16 vectors in one batched pass (vmap) | {vjp_batched:.3f} | "
+          f"{vjp_batched / vjp_one:.1f}x one | |")
+
+
+def _vjp_floor(exp, layer: str, repeats: int) -> tuple[float, float]:
+    """Seconds of torch's own backward from ``layer``'s output to the input: one vector, then 16 batched."""
+    net = exp.network
+    x = exp.prepared_input.x.detach().clone().requires_grad_(True)
+    kept = {}
+    module = dict(net.named_modules())[layer]
+    hook = module.register_forward_hook(lambda _m, _i, out: kept.__setitem__("out", out) and None)
+    with torch.enable_grad():
+        net(x)
+    hook.remove()
+    out = kept["out"]
+    one_vector = torch.randn_like(out)
+    batch = torch.randn((16, *out.shape), dtype=out.dtype)
+    one, _ = _best(lambda: torch.autograd.grad(out, x, one_vector, retain_graph=True), repeats)
+    batched, _ = _best(lambda: torch.autograd.grad(out, x, batch, retain_graph=True, is_grads_batched=True), repeats)
+    return one, batched
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ LAYER = "decoders.2"
 def test_reference_cases_on_the_sample_cohort(tmp_path):
     cohort = sample_root() / "cohort"
     out = tmp_path / "refs"
-    # serial (workers=0): the dask path is the cohort's own, tested in tests/batch/test_cohort.py
+    # serial (workers=0) here; the CLI test below runs the same on a LocalCluster
     refs = concept_references(cohort, sample_model_path(), out, LAYER, top=2, workers=0, crop=8,
                               show_progress=False)
     n_cases = len(sample_case_paths())
@@ -63,10 +63,13 @@ def test_cli_concepts(tmp_path, capsys):
 
     for p in sample_case_paths()[:2]:
         shutil.copytree(p, cohort / p.name)
+    # on a LocalCluster of one worker process (the cohort's dask path), as a researcher runs it
     rc = main(["concepts", str(cohort), "--model", str(sample_model_path()), "--layer", LAYER, "--top", "1",
-               "--workers", "0", "--crop", "4", "--out", str(tmp_path / "o")])
+               "--workers", "1", "--crop", "4", "--out", str(tmp_path / "o")])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "o" / "references.csv").is_file() and any((tmp_path / "o" / "crops").iterdir())
+    assert sorted(p.name for p in (tmp_path / "o" / "cases").glob("*.csv")) == sorted(
+        f"{p.name}.csv" for p in cohort.iterdir())
     rc = main(["concepts", str(cohort), "--model", str(sample_model_path()), "--layer", "decoder.9",
                "--workers", "0", "--out", str(tmp_path / "o2")])
     err = capsys.readouterr().err

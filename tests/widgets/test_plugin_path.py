@@ -404,6 +404,11 @@ def test_an_nnunet_results_folder_in_the_model_field_explains_on_the_case_grid(p
     assert "Dice" in rel.status.value
     dice = float(rel.status.value.split("Dice")[1].split()[0].strip(":= ,"))
     assert dice > 0.85, rel.status.value  # the sample folds' ensemble segments the lesion (held-out 0.94-0.96)
+    # nnU-Net's long module names are shortened in the filter table, whole in the tooltip and in the filters
+    names = rel.table.names()
+    long = next(i for i, n in enumerate(names) if len(n) > 26)
+    item = rel.table.item(long, 0)
+    assert "…" in item.text() and item.toolTip() == names[long] and names[long] in dict(exp.network.named_modules())
 
 
 def test_alt_click_on_a_lesion_picks_it_and_error_targets_are_outlined(plugin_viewer, qtbot):

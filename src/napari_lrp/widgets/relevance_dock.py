@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QTableWidget, QTableWidgetItem
 
 from ..io import load_case
@@ -43,6 +44,7 @@ from ._layers import (
     upsert,
 )
 from ._session import TARGET_LABELS, ShownRun, case_key, describe_run, shown_coefficients
+from ._tables import elide
 
 TARGETS = tuple(TARGET_LABELS)
 UNCERTAINTY = ("none", "MC dropout", "flips (TTA)")
@@ -116,9 +118,13 @@ class LayerFilterTable(QTableWidget):
         types = dict(network.named_modules())
         for r, name in enumerate(names):
             shape = (shapes or {}).get(name)
-            for c, text in enumerate((name, type(types[name]).__name__, "" if shape is None else str(tuple(shape)))):
+            for c, text in enumerate((elide(name), type(types[name]).__name__,
+                                      "" if shape is None else str(tuple(shape)))):
                 item = QTableWidgetItem(text)
                 item.setFlags(item.flags() & ~item.flags().ItemIsEditable)
+                if c == 0:  # a long name shortened in the middle; the whole name in its tooltip and data
+                    item.setData(Qt.ItemDataRole.UserRole, name)
+                    item.setToolTip(name)
                 self.setItem(r, c, item)
             kind = QComboBox()
             kind.addItems(FILTER_KINDS)
@@ -160,8 +166,8 @@ class LayerFilterTable(QTableWidget):
         shapes : dict
             {layer name: output shape}.
         """
-        for r in range(self.rowCount()):
-            shape = shapes.get(self.item(r, 0).text())
+        for r, name in enumerate(self.names()):
+            shape = shapes.get(name)
             if shape is not None:
                 self.item(r, 2).setText(str(tuple(shape)))
 
@@ -172,7 +178,7 @@ class LayerFilterTable(QTableWidget):
         -------
         list of str
         """
-        return [self.item(r, 0).text() for r in range(self.rowCount())]
+        return [self.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in range(self.rowCount())]
 
     def set_row(self, name: str, kind: str, a1: float, a2: float):
         """Set one row's filter.
