@@ -60,6 +60,8 @@ class DockPanel(QScrollArea):
         DockPanel._count += 1
         self.created = DockPanel._count
         self._tabified = False
+        self._pending_steps = 0
+        self._done_deferred = False
         QTimer.singleShot(0, self.tabify_with_siblings)
 
     def own_dock(self):
@@ -181,6 +183,28 @@ class DockPanel(QScrollArea):
         self.progress_bar.show()
         worker.start()
 
+    def later(self, step) -> None:
+        """Run ``step`` on a later turn of the event loop (a long update split, so the window draws between its
+        parts); the dock stays busy (``worker`` set) until it has run.
+
+        Parameters
+        ----------
+        step : callable
+            Called with no arguments on the main thread.
+        """
+        self._pending_steps += 1
+
+        def run():
+            try:
+                step()
+            finally:
+                self._pending_steps -= 1
+                if self._pending_steps == 0 and self._done_deferred:
+                    self._done_deferred = False
+                    self._done()
+
+        QTimer.singleShot(0, run)
+
     def cancel(self) -> None:
         self._cancel = True
         if self.worker is not None:
@@ -222,6 +246,9 @@ class DockPanel(QScrollArea):
         self.show_error(exc)
 
     def _done(self) -> None:
+        if self._pending_steps:  # the job's result is still being shown in steps: busy until they ran
+            self._done_deferred = True
+            return
         if self._pbar is not None:  # napari's activity entry ends with the work, also on an error or a cancel
             self._pbar.close()
             self._pbar = None

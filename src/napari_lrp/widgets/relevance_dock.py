@@ -705,14 +705,21 @@ class RelevanceWidget(DockPanel):
         self.session.layer_power = power  # after the case: a new case forgets the old results
         self.session.shown = shown
         self.session.set_model(exp.model, mpath, device)
-        if new_model or self.table.rowCount() == 0:
-            self.table.set_layers(exp.model.network)
-        self.table.show_filters(exp.filters)  # what the run used, also after a model switch
         show_explanation(self._viewer, exp, add_case=path is not None, with_relevance=False)
         if not self.session.set_explanation(exp):  # no Inclusivity widget drew the relevance
             show_explanation(self._viewer, exp, add_case=False, lazy=True)
         show_uncertainty(self._viewer, exp, sum_sd)
         show_errors(self._viewer, exp)
+        # the dock's own tables on the next turn, so the window draws the layers in between
+        self.later(lambda: self._describe_run(exp, new_model, seconds))
+
+    def _describe_run(self, exp, new_model: bool, seconds: float) -> None:
+        """The filter table (the run's filters), the pickers and the status of a finished run."""
+        if self.session.explanation is not exp:
+            return
+        if new_model or self.table.rowCount() == 0:
+            self.table.set_layers(exp.model.network)
+        self.table.show_filters(exp.filters)  # what the run used, also after a model switch
         self.target.reset_choices()
         self.inspect.reset_choices()
         self.shown.reset_choices()
