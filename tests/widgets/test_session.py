@@ -253,6 +253,10 @@ def test_progress_shows_in_the_dock_and_no_activity_entry_is_left(plugin_viewer,
     rel.load()
     _wait(qtbot, rel)
     assert "not valid JSON" in rel.status.value and left() == 0
+    rel.status.value = ""
+    rel.run()  # a failed Run
+    _wait(qtbot, rel)
+    assert "not valid JSON" in rel.status.value and left() == 0
     assert rel.progress_bar.isHidden()
 
 
