@@ -44,13 +44,18 @@ def test_resampling_equals_nnunet_and_its_relevance_is_the_epsilon_rule(shape, s
                                         is_seg=False, order=order, order_z=0, force_separate_z=None)
     r = resampling(shape, spacing, target, order=order)
     np.testing.assert_allclose(r(torch.from_numpy(x)).float().numpy(), ref, rtol=0, atol=1e-6)
-    # relevance by hand with the dense operator (one channel; no clipping on this positive test input)
+    # relevance by hand with the dense operator (one channel): the epsilon rule inside the input's range, a
+    # clipped voxel's relevance to the input voxel holding that end of the range
     xs = torch.from_numpy(rng.random((1, *shape)) + 0.5)
     if r.separate_axis is None:
         A = np.kron(np.kron(r.matrices[0], r.matrices[1]), r.matrices[2])
-        z = A @ xs.numpy().ravel()
+        flat = xs.numpy().ravel()
+        z = A @ flat
         R_out = rng.random(z.size)
-        by_hand = xs.numpy().ravel() * (A.T @ (R_out / z))
+        above, below = z > flat.max(), z < flat.min()
+        by_hand = flat * (A.T @ (R_out * ~(above | below) / z))
+        by_hand[np.argmax(flat)] += R_out[above].sum()
+        by_hand[np.argmin(flat)] += R_out[below].sum()
         got = r.relevance(xs, torch.from_numpy(R_out.reshape(1, *r.shape_out))).numpy().ravel()
         np.testing.assert_allclose(got, by_hand, rtol=1e-10, atol=1e-12)
         assert got.sum() == pytest.approx(R_out.sum(), rel=1e-10)  # a linear map with z != 0 conserves
@@ -370,3 +375,29 @@ def test_planner_made_region_folders_equal_nnunets_predictor_and_explain_each_re
         assert exp.target_region().any() and abs(exp.ledger.unaccounted) <= 1e-5, exp.ledger.unaccounted
         assert np.array_equal(exp.ground_truth, np.isin(label, values))
         assert exp.for_target("groundtruth").target_region().sum() == np.isin(label, values).sum()
+
+
+@pytest.mark.parametrize("shape,spacing,target", [
+    ((13, 20, 17), (6.5, 2.8, 2.8), (5.0, 2.0, 2.0)),  # every axis at once, clipped per channel
+    ((13, 20, 17), (6.5, 2.8, 2.8), (8.0, 2.0, 2.0)),  # in-plane first (clipped per slice), then z
+])
+def test_lrp0_through_a_clipping_resampling_is_gradient_x_input(shape, spacing, target):
+    """A z-scored MRI with a sharp edge: the cubic spline overshoots the input's range and skimage clips it.
+    LRP-0 through the resampling equals gradient x input of the clipped resampling (autograd through the same
+    arrays, float64), clipped voxels included, and conserves. (The background carries a little noise: where a
+    voxel is interpolated exactly onto the range's end, the rule passes it the linear way while autograd
+    splits the gradient of max(z, end) between the two: both conserve, neither is the gradient.)"""
+    rng = np.random.default_rng(1)
+    x = -0.8 + 0.01 * rng.random((2, *shape))  # the background after z-scoring without a mask
+    x[:, 4:10, 5:15, 4:12] = rng.normal(1.5, 0.6, size=(2, 6, 10, 8))  # the head, with sharp edges
+    r = resampling(shape, spacing, target, order=3)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    y = r(xt)
+    inputs, outputs = r._forward(xt.detach())
+    clipped = outputs[0] != inputs[1]  # the first stage's output before and after skimage's clip
+    assert int(clipped.sum()) > 10, "the test input must overshoot the range somewhere"
+    g_out = torch.from_numpy(rng.normal(size=tuple(y.shape)))
+    (g_in,) = torch.autograd.grad(y, xt, g_out)
+    lrp0 = r.relevance(xt.detach(), g_out * y.detach(), epsilon=0.0)
+    np.testing.assert_allclose(lrp0.numpy(), (g_in * xt.detach()).numpy(), rtol=1e-9, atol=1e-12)
+    assert float(lrp0.sum()) == pytest.approx(float((g_out * y.detach()).sum()), rel=1e-10)

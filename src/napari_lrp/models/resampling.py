@@ -9,8 +9,10 @@ scipy call) and applies them with ``tensordot``: the same numbers as nnU-Net (te
 installed), and the transpose is at hand for relevance.
 
 Relevance through a resampling z = A x (then clipped) is the epsilon rule of a linear map,
-R_in = x * A^T (R_out / stab(A x)); a clipped voxel passes its relevance to its unclipped value (the clip is
-a pass-through, like an activation). Axis order is whatever the caller's arrays use (nnU-Net's own).
+R_in = x * A^T (R_out / stab(A x)) for the voxels inside the input's range. A clipped voxel's value is the
+range's end, which is an input voxel (the channel's or slice's maximum or minimum): its relevance goes to that
+voxel (split evenly between equal extremes), as the value does; with LRP-0 this is gradient x input of the
+clipped resampling exactly. Axis order is whatever the caller's arrays use (nnU-Net's own).
 """
 
 from __future__ import annotations
@@ -133,6 +135,10 @@ class Resampling:
         return [tuple(None if i == a else m for i, m in enumerate(self.matrices)),
                 tuple(m if i == a else None for i, m in enumerate(self.matrices))]
 
+    def _clip_dims(self) -> list[int]:
+        """The dims of a (C, *shape) array the clip's range is taken over (per channel, or per slice)."""
+        return [d for d in (1, 2, 3) if self.separate_axis is None or d != self.separate_axis + 1]
+
     def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(each stage's input, each stage's output before the clip), float64; the first stage's output is
         clipped as skimage clips it (to the channel's range, or the slice's when the axis is separate) before
@@ -143,7 +149,7 @@ class Resampling:
             z = self._apply(inputs[-1], mats)
             outputs.append(z)
             if i == 0 and self.clip:
-                dims = [d for d in (1, 2, 3) if self.separate_axis is None or d != self.separate_axis + 1]
+                dims = self._clip_dims()
                 z = torch.minimum(torch.maximum(z, x.amin(dim=dims, keepdim=True)), x.amax(dim=dims, keepdim=True))
             inputs.append(z)
         return inputs, outputs
@@ -157,8 +163,9 @@ class Resampling:
     def relevance(self, x: torch.Tensor, relevance_out: torch.Tensor, epsilon: float = 0.0) -> torch.Tensor:
         """The epsilon rule through the resampling.
 
-        Each linear stage z = A x hands R_in = x * A^T (R / stab(z)); a clip passes relevance unchanged. Where
-        z = 0 the relevance is absorbed (nothing to share it by).
+        Each linear stage z = A x hands R_in = x * A^T (R / stab(z)); where the first stage's output is clipped to
+        the input's range, the clipped voxel's relevance goes to the input voxel holding that end of the range
+        (split evenly between equal ones). Where z = 0 the relevance is absorbed (nothing to share it by).
 
         Parameters
         ----------
@@ -179,10 +186,29 @@ class Resampling:
 
         inputs, outputs = self._forward(x)
         r = relevance_out.double()
-        for mats, xin, z in zip(reversed(self._stages()), reversed(inputs[:-1]), reversed(outputs)):
+        stages = list(enumerate(self._stages()))
+        for (i, mats), xin, z in zip(reversed(stages), reversed(inputs[:-1]), reversed(outputs)):
+            to_ends = None
+            if i == 0 and self.clip:
+                r, to_ends = self._clipped_relevance(xin, z, r)
             s = divide_stabilised(r, z, epsilon)
             r = xin * self._apply(s, [None if m is None else m.T for m in mats])
+            if to_ends is not None:
+                r = r + to_ends
         return r
+
+    def _clipped_relevance(self, x: torch.Tensor, z: torch.Tensor, r: torch.Tensor):
+        """(the relevance of the voxels inside the range, the clipped voxels' relevance on the input voxels that
+        hold the ends of the range): the clip's part of the rule."""
+        dims = self._clip_dims()
+        lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+        above, below = z > hi, z < lo
+        to_ends = torch.zeros_like(x)
+        for clipped, end in ((above, hi), (below, lo)):
+            holders = (x == end).to(x.dtype)
+            share = (r * clipped).sum(dim=dims, keepdim=True) / holders.sum(dim=dims, keepdim=True)
+            to_ends = to_ends + holders * share
+        return r * ~(above | below), to_ends
 
 
 def resampling(shape_in, spacing, target_spacing, shape_out=None, order: int = 3, order_z: int = 0,
