@@ -15,6 +15,9 @@ from napari_lrp.models import ModelError
 from napari_lrp.pipeline import predict_case
 from napari_lrp.samples import sample_case_path
 
+#: our own code must not make MONAI warn on every bundle run (an affine given twice)
+pytestmark = pytest.mark.filterwarnings("error:Setting affine, but the applied meta contains an affine")
+
 MODS = ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"]
 NET = {"spatial_dims": 3, "in_channels": 6, "out_channels": 2, "channels": [4, 8, 16], "strides": [2, 2],
        "num_res_units": 1}

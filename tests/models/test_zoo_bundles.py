@@ -21,6 +21,10 @@ from napari_lrp.models.architectures import build_network
 from napari_lrp.models.bundles import card_from_bundle
 from napari_lrp.pipeline import predict_case
 
+#: our own code must not make MONAI warn on every bundle run (an affine given twice)
+pytestmark = pytest.mark.filterwarnings("error:Setting affine, but the applied meta contains an affine")
+
+
 ZOO = Path(__file__).resolve().parents[1] / "data" / "zoo"
 BUNDLES = sorted(p.name for p in ZOO.iterdir() if (p / "configs").is_dir())
 

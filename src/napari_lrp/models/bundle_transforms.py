@@ -215,14 +215,21 @@ class BundleInput(PreparedInput):
         arr = self.grid.from_napari(a[0].detach().double().cpu().numpy())
         return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))
 
+    def _like_transformed(self, t: torch.Tensor):
+        """``t`` as a MetaTensor with the transformed input's meta (its affine in it: given twice, MONAI warns)."""
+        from monai.data import MetaTensor
+
+        out = MetaTensor(t, meta=copy.deepcopy(self.transformed.meta))
+        out.affine = self.transformed.affine  # the MetaTensor's own, which its meta may hold stale
+        return out
+
     def outputs_to_case(self, blended: torch.Tensor) -> torch.Tensor:
         """Logits (1, K, padded model grid) -> the case grid by the transforms' inverse (as Invertd)."""
         import monai.transforms as mt
-        from monai.data import MetaTensor
 
         key = self.pipeline.key
         leaf = self.crop(blended)[0].detach().float().cpu().requires_grad_(True)
-        logits = MetaTensor(leaf, affine=self.transformed.affine, meta=copy.deepcopy(self.transformed.meta))
+        logits = self._like_transformed(leaf)
         logits.applied_operations = copy.deepcopy(self.transformed.applied_operations)
         invertible = [t for t in self.transforms if isinstance(t, mt.InvertibleTransform)]
         data = {key: logits}
@@ -279,14 +286,12 @@ class BundleInput(PreparedInput):
             uint8 (Z, Y, X); None when the bundle's postprocessing does not make a label napari-lrp reproduces.
         """
         import monai.transforms as mt
-        from monai.data import MetaTensor
         from monai.transforms.utils import convert_applied_interp_mode
 
         steps = self.pipeline.post if self.pipeline is not None else None
         if not steps:
             return None
-        pred = MetaTensor(self.crop(blended)[0].detach().float().cpu(), affine=self.transformed.affine,
-                          meta=copy.deepcopy(self.transformed.meta))
+        pred = self._like_transformed(self.crop(blended)[0].detach().float().cpu())
         inverted = False
         for step in steps:
             name, kw = step["_target_"], {k: v for k, v in step.items() if k != "_target_"}
