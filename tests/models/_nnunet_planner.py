@@ -36,13 +36,14 @@ def _cohort_case(rng: np.random.Generator):
     return images, label
 
 
-def write_case_folder(folder: Path, seed: int = 7) -> Path:
-    """One case as BraTS 2021 names its files (``<case>_t1.nii.gz``, ..., ``<case>_seg.nii.gz``)."""
+def write_case_folder(folder: Path, seed: int = 7, affine: np.ndarray = AFFINE) -> Path:
+    """One case as BraTS 2021 names its files (``<case>_t1.nii.gz``, ..., ``<case>_seg.nii.gz``); another
+    ``affine`` than the cohort's (another spacing) makes nnU-Net resample it to the plan's spacing."""
     images, label = _cohort_case(np.random.default_rng(seed))
     folder.mkdir(parents=True, exist_ok=True)
     for suffix, image in zip(BRATS_SUFFIXES, images):
-        nib.save(nib.Nifti1Image(image, AFFINE), folder / f"{folder.name}_{suffix}.nii.gz")
-    nib.save(nib.Nifti1Image(label, AFFINE), folder / f"{folder.name}_seg.nii.gz")
+        nib.save(nib.Nifti1Image(image, affine), folder / f"{folder.name}_{suffix}.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), folder / f"{folder.name}_seg.nii.gz")
     return folder
 
 

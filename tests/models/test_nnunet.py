@@ -325,30 +325,36 @@ def test_a_region_based_folder_predicts_as_nnunet_and_explains_each_region(regio
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """Results folders from nnU-Net's own fingerprint extraction and planners on a generated BraTS-like cohort
-    (four channels, two nested regions), made once: the default planner and ResEnc M; and a case as BraTS 2021
-    names its files."""
+    (four channels, two nested regions), made once: the default planner and ResEnc M; a case as BraTS 2021
+    names its files, and one scanned at another spacing than the cohort's (nnU-Net resamples it)."""
     from tests.models._nnunet_planner import planned_results_folders, write_case_folder
 
     root = tmp_path_factory.mktemp("planned")
     folders = planned_results_folders(root)
     return {"default": folders["ExperimentPlanner"], "resenc": folders["nnUNetPlannerResEncM"],
-            "case": write_case_folder(root / "cases" / "BraTSLike_100")}
+            "case": write_case_folder(root / "cases" / "BraTSLike_100"),
+            "resampled case": write_case_folder(root / "cases" / "BraTSLike_101", seed=8,
+                                                affine=np.diag([1.3, 0.8, 2.0, 1.0]))}
 
 
-@pytest.mark.parametrize("which,mirroring", [("default", False), ("default", True), ("resenc", False)])
+@pytest.mark.parametrize("which,mirroring", [("default", False), ("default", True), ("resenc", False),
+                                             ("resampled", False)])
 def test_planner_made_region_folders_equal_nnunets_predictor_and_explain_each_region(planned, which, mirroring,
                                                                                      monkeypatch):
     from tests.models._nnunet_planner import CHANNELS, case_files
 
-    folder = planned[which]
+    folder = planned["default" if which == "resampled" else which]
+    case_dir = planned["resampled case" if which == "resampled" else "case"]
     plans = json.loads((folder / "plans.json").read_text())
     assert plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"].endswith(
         "ResidualEncoderUNet" if which == "resenc" else "PlainConvUNet")
     model = nl.load_model(folder, fold=0, mirroring=mirroring)
     assert model.card.modalities == CHANNELS and model.card.classes == ["whole lesion", "lesion core"]
-    case = nl.load_case(planned["case"])  # BraTS file names: t1, t1ce, t2, flair mapped to the model's names
+    case = nl.load_case(case_dir)  # BraTS file names: t1, t1ce, t2, flair mapped to the model's names
     assert [m.lower() for m in case.modalities] == [c.lower() for c in CHANNELS]
-    data, props = SimpleITKIO().read_images(case_files(planned["case"]))
+    data, props = SimpleITKIO().read_images(case_files(case_dir))
+    target_spacing = plans["configurations"]["3d_fullres"]["spacing"]
+    assert (which == "resampled") == (not np.allclose(props["spacing"], target_spacing)), (props, target_spacing)
     oracle = _oracle(folder, mirroring=mirroring)
     monkeypatch.setattr(torch, "half", torch.float32)  # nnU-Net's window accumulation in float32
     seg, probs = oracle.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, True)
