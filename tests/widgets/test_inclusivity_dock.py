@@ -87,7 +87,7 @@ def test_canvas_screenshot_shows_red_and_blue_inside_the_brain(make_napari_viewe
     assert red[inside].sum() > 20 and blue[inside].sum() > 20
 
 
-def test_live_table_equals_the_sweep_row_for_the_same_filter(make_napari_viewer, tmp_path):
+def test_live_table_equals_the_sweep_row_for_the_same_filter(make_napari_viewer, qtbot, tmp_path):
     """The heatmap filter means one thing (it replaces the run's input filter): the live table, the
     sweep at 'input' started from the widget and the saved coefficients give identical numbers."""
     import pandas as pd
@@ -119,6 +119,12 @@ def test_live_table_equals_the_sweep_row_for_the_same_filter(make_napari_viewer,
     inc.kind.value = "none"
     inc.update_now()
     row = table[table.setting == "none"].reset_index(drop=True)[cols]
+    pd.testing.assert_frame_equal(inc.coefficients[cols], row)
+    # the slider's path: the layer at once, the table from its thread a moment later, the same numbers
+    before = inc.coefficients
+    inc.kind.value, inc.alpha.value = "clamp", 0.2  # both start the throttled update
+    qtbot.waitUntil(lambda: inc.coefficients is not before, timeout=10_000)
+    row = table[table.setting == "clamp:0.0:0.2"].reset_index(drop=True)[cols]
     pd.testing.assert_frame_equal(inc.coefficients[cols], row)
     # the saved coefficients are the live table's (heatmap filter clamp 0.2 in place of the run's pass)
     inc.kind.value, inc.alpha.value = "clamp", 0.2

@@ -129,6 +129,11 @@ class InclusivityWidget(DockPanel):
         self._timer.setInterval(THROTTLE_MS)
         self._timer.timeout.connect(lambda: self.update_now(background=True))
         self._table_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-lrp table")
+        self._table_timer = QTimer(self)  # the dock's own: it goes with the dock
+        self._table_timer.setSingleShot(True)
+        self._table_timer.setInterval(TABLE_AFTER_MS)
+        self._table_timer.timeout.connect(self._table_in_thread)
+        self._table_job = None
         self._table_token = None
         self._table_bridge = _TableBridge()
         self._table_bridge.ready.connect(self._table_ready)
@@ -247,11 +252,14 @@ class InclusivityWidget(DockPanel):
         if table is not None:
             self._show_table(exp, view, table)
         elif background:  # after the canvas has drawn the layer: the table's thread would hold up the draw
-            QTimer.singleShot(TABLE_AFTER_MS, lambda: self._table_in_thread(token, exp, R, view))
+            self._table_job = (token, exp, R, view)
+            self._table_timer.start()
         else:
             self._show_table(exp, view, self._coefficients(exp, R, view))
 
-    def _table_in_thread(self, token, exp, R, view: ShownView) -> None:
+    def _table_in_thread(self) -> None:
+        token, exp, R, view = self._table_job
+        self._table_job = None
         if token is not self._table_token:
             return  # a later move superseded it before it started
         job = self._table_pool.submit(self._coefficients, exp, R, view)
