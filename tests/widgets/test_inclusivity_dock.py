@@ -50,7 +50,11 @@ def test_sweep_and_csv_export(make_napari_viewer, qtbot, tmp_path):
     assert len(inc.figure.axes) == 2
     inc.chart.value = "Fig. 5: signal distribution"
     assert inc.figure.axes[0].get_ylabel().startswith("mu")
-    path = inc.export_csv(str(tmp_path / "table.csv"))
+    inc.csv_path.value = str(tmp_path / "table.csv")
+    inc.export_button.changed.emit(True)  # in a worker, as Save
+    _wait(qtbot, inc)
+    path = tmp_path / "table.csv"
+    assert str(path.resolve()) in inc.status.value
     table = pd.read_csv(path)
     assert len(table) == 18 * 7 and set(table.setting) >= {"none", "clamp:0.0:0.2"}
     # per lesion: the run's rows and each lesion's, the charts drawn from the run's own

@@ -26,6 +26,14 @@ TABLE_AFTER_MS = 40
 COEFFICIENT_COLUMNS = ("input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power")
 #: where results go by default: a folder in the user's home, never the process's working directory
 DEFAULT_OUTPUT = Path.home() / "napari-lrp-output"
+def _write_csv(table, path) -> Path:
+    """A table as CSV, atomically (the file replaced whole)."""
+    path = Path(path).expanduser()
+    with replacing(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
 class _TableBridge(QObject):
     ready = Signal(object)
 
@@ -52,7 +60,7 @@ class InclusivityWidget(DockPanel):
         self.sweep_table = None
         self.updates = 0  # how many times the table was recomputed
         self._mask_key, self._mask = None, None
-        self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button]
+        self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button, self.export_button]
         self.curves = None  # the last faithfulness curves
         self.last_saved: Path | None = None  # the run folder the last Save wrote
         self._connect()
@@ -142,7 +150,7 @@ class InclusivityWidget(DockPanel):
         self.sweep_button.changed.connect(self.run_sweep)
         self.faithfulness_button.changed.connect(self.run_faithfulness)
         self.chart.changed.connect(lambda *_: self.draw_chart())
-        self.export_button.changed.connect(lambda: self._guarded(self.export_csv, str(self.csv_path.value)))
+        self.export_button.changed.connect(lambda: self._guarded(self.export_in_background, str(self.csv_path.value)))
         self.save_button.changed.connect(lambda: self._guarded(self.save_in_background, str(self.save_dir.value)))
         self.session.explanation_changed.connect(self._on_explanation)
         self.session.case_changed.connect(self._on_case)
@@ -369,16 +377,37 @@ class InclusivityWidget(DockPanel):
         -------
         Path
         """
+        table, what = self._to_export()
+        path = _write_csv(table, path)
+        self.set_status(f"wrote the {what} to {path.resolve()}")
+        return path
+
+    def _to_export(self):
         self.current("export")
         table = self.sweep_table if self.sweep_table is not None else self.coefficients
         if table is None:
             raise RuntimeError("nothing to export yet: run the Relevance widget first")
-        path = Path(path).expanduser()
-        with replacing(path) as tmp:
-            table.to_csv(tmp, index=False)
-        what = "sweep table" if self.sweep_table is not None else "coefficient table"
-        self.set_status(f"wrote the {what} to {path.resolve()}")
-        return path
+        return table, "sweep table" if self.sweep_table is not None else "coefficient table"
+
+    def export_in_background(self, path: str) -> None:
+        """:meth:`export_csv` in a worker, as Save (a lesion-wise sweep's table can be long).
+
+        Parameters
+        ----------
+        path : str
+            The CSV file.
+
+        Returns
+        -------
+        None
+            The worker writes it; the status names the file when it is done.
+        """
+        from napari.qt.threading import create_worker
+
+        table, what = self._to_export()
+        self.start(create_worker(_write_csv, table, path, _ignore_errors=True),
+                   lambda written: self.set_status(f"wrote the {what} to {written.resolve()}"),
+                   busy=f"writing the {what} ...")
 
     def _to_save(self):
         """The run as shown (the heatmap filter in place of its 'input' filter) and the thresholds."""
