@@ -390,7 +390,9 @@ def test_planner_made_region_folders_equal_nnunets_predictor_and_explain_each_re
 def test_lrp0_through_a_clipping_resampling_is_gradient_x_input(shape, spacing, target):
     """A z-scored MRI with a sharp edge: the cubic spline overshoots the input's range and skimage clips it.
     LRP-0 through the resampling equals gradient x input of the clipped resampling (autograd through the same
-    arrays, float64), clipped voxels included, and conserves. (The background carries a little noise: where a
+    arrays, float64, itself checked by central differences), clipped voxels included, and conserves: a clipped
+    voxel takes the value of the input voxel holding that end of the range, so the function's derivative goes
+    there (the clip's derivative with respect to the interpolated value is 0 where it clips). (The background carries a little noise: where a
     voxel is interpolated exactly onto the range's end, the rule passes it the linear way while autograd
     splits the gradient of max(z, end) between the two: both conserve, neither is the gradient.)"""
     rng = np.random.default_rng(1)
@@ -404,6 +406,18 @@ def test_lrp0_through_a_clipping_resampling_is_gradient_x_input(shape, spacing, 
     assert int(clipped.sum()) > 10, "the test input must overshoot the range somewhere"
     g_out = torch.from_numpy(rng.normal(size=tuple(y.shape)))
     (g_in,) = torch.autograd.grad(y, xt, g_out)
+    # the gradient is the function's own: central differences at the voxels holding the range's ends (whose
+    # value the clipped voxels take) and at a few others
+    flat = x[0].ravel()
+    picks = [int(np.argmax(flat)), int(np.argmin(flat)), *rng.integers(0, flat.size, 3).tolist()]
+    for k in picks:
+        idx = (0, *np.unravel_index(k, x.shape[1:]))
+        h = 1e-6
+        up, down = x.copy(), x.copy()
+        up[idx] += h
+        down[idx] -= h
+        numeric = float(((r(torch.from_numpy(up)) - r(torch.from_numpy(down))) * g_out).sum()) / (2 * h)
+        assert numeric == pytest.approx(float(g_in[idx]), rel=1e-4, abs=1e-6), (k, numeric, float(g_in[idx]))
     lrp0 = r.relevance(xt.detach(), g_out * y.detach(), epsilon=0.0)
     np.testing.assert_allclose(lrp0.numpy(), (g_in * xt.detach()).numpy(), rtol=1e-9, atol=1e-12)
     assert float(lrp0.sum()) == pytest.approx(float((g_out * y.detach()).sum()), rel=1e-10)
