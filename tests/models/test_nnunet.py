@@ -392,9 +392,10 @@ def test_lrp0_through_a_clipping_resampling_is_gradient_x_input(shape, spacing, 
     LRP-0 through the resampling equals gradient x input of the clipped resampling (autograd through the same
     arrays, float64, itself checked by central differences), clipped voxels included, and conserves: a clipped
     voxel takes the value of the input voxel holding that end of the range, so the function's derivative goes
-    there (the clip's derivative with respect to the interpolated value is 0 where it clips). (The background carries a little noise: where a
-    voxel is interpolated exactly onto the range's end, the rule passes it the linear way while autograd
-    splits the gradient of max(z, end) between the two: both conserve, neither is the gradient.)"""
+    there (the clip's derivative with respect to the interpolated value is 0 where it clips). (The background
+    carries a little noise: where a voxel is interpolated exactly onto the range's end, the rule passes it the
+    linear way while autograd splits the gradient of max(z, end) between the two: both conserve, neither is the
+    gradient.)"""
     rng = np.random.default_rng(1)
     x = -0.8 + 0.01 * rng.random((2, *shape))  # the background after z-scoring without a mask
     x[:, 4:10, 5:15, 4:12] = rng.normal(1.5, 0.6, size=(2, 6, 10, 8))  # the head, with sharp edges

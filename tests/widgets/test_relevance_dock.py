@@ -170,6 +170,19 @@ def test_a_region_model_shows_every_regions_dice_and_its_label_map(viewer_and_wi
         assert f"{name} {'n/a' if np.isnan(d) else f'{d:.3f}'}" in text, text
     np.testing.assert_array_equal(viewer.layers["prediction"].data, model.card.label_map(pred))
     assert [c[1] if isinstance(c, tuple) else c for c in w.target_class.choices] == [0, 1, 2]
+    # a binary sigmoid model (one output channel, the card's two names): one Dice, of the foreground
+    binary = {**card, "name": "binary", "classes": ["background", "lesion"], "target_class": 1, "regions": None,
+              "architecture": {"class": "napari_lrp.models.UNet3D",
+                               "kwargs": {"in_channels": 6, "out_channels": 1, "width": 4}}}
+    path = nl.save_model(UNet3D(6, 1, width=4).eval(), binary, tmp_path / "binary")
+    w.model_path.value = str(path)
+    w.load()
+    _wait(qtbot, w)
+    pred, logits, _ = predict_case(nl.load_model(path), case)
+    assert logits.shape[0] == 1
+    d = dice(pred, case.ground_truth, 1)
+    assert w.status.value.endswith(f"Dice {'n/a (no ground truth)' if np.isnan(d) else f'{d:.3f}'}"), w.status.value
+    assert "background" not in w.status.value
 
 
 def test_edits_after_a_run_mark_it_changed_until_the_next_run(viewer_and_widget, qtbot):

@@ -620,14 +620,16 @@ class RelevanceWidget(DockPanel):
         def work():
             c = loader() if loader is not None else case
             m = get_model()
-            pred, _logits, shapes = predict_case(m, c)
-            return c, m, pred, shapes, path, mpath, device
+            pred, logits, shapes = predict_case(m, c)
+            # independent regions by the network's outputs: a one-channel sigmoid model is binary (two names)
+            regions = m.card.output_activation == "sigmoid" and int(logits.shape[0]) > 1
+            return c, m, pred, shapes, path, mpath, device, regions
 
         self._cancel = False
         self.start(create_worker(work, _ignore_errors=True), self._loaded, busy="loading ...")
 
     def _loaded(self, result):
-        case, model, pred, shapes, path, mpath, device = result
+        case, model, pred, shapes, path, mpath, device, regions = result
         if self._cancel:
             return
         self._show_case(case, path)
@@ -636,16 +638,18 @@ class RelevanceWidget(DockPanel):
         self.table.set_layers(model.network, shapes)
         self.target_class.reset_choices()
         self.target_class.value = model.card.target_class
-        self._show_dice(pred, case, f"{model.card.name} on {model.device}")
+        self._show_dice(pred, case, f"{model.card.name} on {model.device}", regions)
 
     def _show_case(self, case, path):
         show_case(self._viewer, case)
         self.session.set_case(case, loaded_path=path)
 
-    def _show_dice(self, pred, case, prefix):
+    def _show_dice(self, pred, case, prefix, regions: bool = False):
+        """The status after Load or Run: ``prefix`` and the Dice of the prediction (every region's when the
+        network's outputs are independent sigmoid regions, decided by their number, not by the card's names)."""
         cls = self.target_class.value
         card = self.session.model.card if self.session.model is not None else None
-        if card is not None and card.multilabel:  # independent regions: every region's Dice
+        if card is not None and regions:  # independent regions: every region's Dice
             scores = [dice(pred, card.class_ground_truth(case, k), k, multilabel=True)
                       for k in range(len(card.classes))]
             text = "Dice " + ", ".join(f"{name} {'n/a' if np.isnan(d) else f'{d:.3f}'}"
@@ -724,7 +728,7 @@ class RelevanceWidget(DockPanel):
         self.inspect.reset_choices()
         self.shown.reset_choices()
         self.table.set_shapes(exp.layer_shapes)
-        self._show_dice(exp.prediction, exp.case, describe_run(exp, seconds))
+        self._show_dice(exp.prediction, exp.case, describe_run(exp, seconds), exp.multilabel)
         self._ran_with = self.request()
         self._mark_changed()
         ledger = exp.ledger
