@@ -395,12 +395,12 @@ class InclusivityWidget(DockPanel):
         Parameters
         ----------
         path : str
-            The CSV file.
+            As for :meth:`export_csv`.
 
         Returns
         -------
         None
-            The worker writes it; the status names the file when it is done.
+            The worker writes the file; the status names it when it is done.
         """
         from napari.qt.threading import create_worker
 
