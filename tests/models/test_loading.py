@@ -214,3 +214,28 @@ def test_a_bundle_reference_to_itself_is_named(tmp_path):
         {"a": "@b", "b": "@a", "network_def": {"_target_": "UNet", "spatial_dims": 3, "in_channels": "@a"}}))
     with pytest.raises(ModelError, match=r"inference.json: reference '@a' refers to itself \(@a -> @b -> @a\)"):
         nl.load_model(bundle)
+
+
+def test_a_card_whose_class_names_do_not_match_the_outputs_is_refused_by_name(tmp_path):
+    """Three class names for a network of two outputs would put the names on the wrong channels: refused at the
+    first prediction, naming the card's field; a one-channel sigmoid model may name its background and foreground."""
+    from napari_lrp.pipeline import predict_case
+    from napari_lrp.samples import load_sample_case
+
+    case = load_sample_case(1)
+    base = {"architecture": {"class": "napari_lrp.models.UNet3D",
+                             "kwargs": {"in_channels": 6, "out_channels": 2, "width": 4}},
+            "modalities": ["ADC", "MTT", "rCBF", "rCBV", "Tmax", "TTP"],
+            "input": {"spatial_size": None, "intensity": "zscore", "divisible": 8}}
+    wrong = nl.load_model(nl.save_model(UNet3D(6, 2, width=4).eval(), {
+        **base, "name": "three names", "classes": ["background", "core", "edema"], "target_class": 1},
+        tmp_path / "wrong"))
+    with pytest.raises(ModelError, match=r"names 3 classes .* gives 2 output channels; field 'classes'"):
+        predict_case(wrong, case)
+    with pytest.raises(ModelError, match="field 'classes'"):
+        nl.explain(wrong, case)
+    binary = nl.load_model(nl.save_model(UNet3D(6, 1, width=4).eval(), {
+        **base, "name": "binary", "architecture": {"class": "napari_lrp.models.UNet3D",
+                                                   "kwargs": {"in_channels": 6, "out_channels": 1, "width": 4}},
+        "classes": ["background", "lesion"], "output_activation": "sigmoid"}, tmp_path / "binary"))
+    assert predict_case(binary, case)[1].shape[0] == 1  # one channel, two names: the binary convention

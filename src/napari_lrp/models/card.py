@@ -198,6 +198,30 @@ class ModelCard:
             out[((prediction >> k) & 1) > 0] = value
         return out
 
+    def check_outputs(self, n_outputs: int, source: str) -> None:
+        """Refuse a card whose class names do not match the network's output channels (the names would be shown
+        on the wrong channels).
+
+        Parameters
+        ----------
+        n_outputs : int
+            The network's output channels.
+        source : str
+            The model, named in the refusal.
+
+        Raises
+        ------
+        ModelError
+            Unless there is one name per output channel, or a one-channel sigmoid output has two names (the
+            background and the foreground it scores).
+        """
+        binary = self.output_activation == "sigmoid" and n_outputs == 1 and len(self.classes) == 2
+        if n_outputs != len(self.classes) and not binary:
+            raise ModelError(f"{source}: the card names {len(self.classes)} classes {self.classes} but the network "
+                             f"gives {n_outputs} output channel{'s' if n_outputs != 1 else ''}; field 'classes' needs "
+                             "one name per output channel (a one-channel sigmoid model may name two: the background "
+                             "and its foreground)")
+
     @property
     def multilabel(self) -> bool:
         """Several sigmoid classes: independent regions, one output channel each (BraTS' whole tumour, tumour
@@ -299,6 +323,18 @@ class Model:
     #: what runs around the network: an nnU-Net plan (models.nnunet) or a bundle's transforms and inferer
     #: (models.bundle_transforms); None: the card's own input rules
     pipeline: ModelPipeline | None = None
+
+    def check_outputs(self, n_outputs: int) -> None:
+        """:meth:`ModelCard.check_outputs` for a model loaded from a file, naming it; a bare network's card
+        names nothing of its own (its classes are the defaults), so it is not checked.
+
+        Parameters
+        ----------
+        n_outputs : int
+            The network's output channels.
+        """
+        if self.path is not None:
+            self.card.check_outputs(n_outputs, str(self.path))
 
     @property
     def modalities(self) -> list[str]:

@@ -353,6 +353,7 @@ def run_attribution(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, me
     with torch.no_grad(), onednn_convolutions():
         out = select_output(prep.network(x), spec.output_index, type(prep.network).__name__)
     logits = prep.crop(out)
+    m.check_outputs(int(logits.shape[1]))
     target, cls = spec.target, spec.target_class
     prediction, mask = target_of(logits, m.card.output_activation, target, cls,
                                  lambda: m.card.class_ground_truth(case, cls), case.name)

@@ -352,6 +352,7 @@ def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.n
         prep = pipeline_input(m, case)
         blended, _den = tiled_prediction(prep.network, prep.x, *pipeline_windows(m, prep), output_index)
         logits = prep.outputs_to_case(blended)
+        m.check_outputs(int(logits.shape[1]))
         pred = prep.label_on_case(blended)
         if pred is None:
             pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
@@ -361,5 +362,6 @@ def predict_case(model, case: Case, output_index=None) -> tuple[np.ndarray, np.n
     with record_shapes(m.network, shapes), torch.no_grad(), onednn_convolutions():
         out = prep.network(prep.x)
     logits = prep.crop(select_output(out, output_index, type(m.network).__name__))
+    m.check_outputs(int(logits.shape[1]))
     pred = predict(logits, m.card.output_activation)[0].cpu().numpy()
     return pred, logits[0].float().cpu().numpy(), shapes

@@ -360,6 +360,7 @@ def run_lrp(m: Model, case: Case, prep: PreparedInput, spec: RunSpec) -> LRPRun:
     """
     prop = spec.propagation(prep.network, prep.x, prep.bounds)
     logits = prep.crop(prop.output)
+    m.check_outputs(int(logits.shape[1]))
     prediction, mask = target_of(logits, m.card.output_activation, spec.target, spec.target_class,
                                  lambda: m.card.class_ground_truth(case, spec.target_class), case.name)
     start = prep.pad(start_relevance(logits, mask, spec.target_class, getattr(spec.target, "against", None)))

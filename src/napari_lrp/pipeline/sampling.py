@@ -349,6 +349,7 @@ def run_sampled(m: Model, case: Case, prep: PreparedInput, sampling: Sampling, s
             batches.append(_Batch(prop, list(flips)))
             for b, axes in enumerate(flips):
                 logits = crop(_flip(prop.output[b:b + 1], axes))[0].double()
+                m.check_outputs(int(logits.shape[0]))
                 p = probabilities(logits, activation)
                 h = entropy(p, independent=is_multilabel(activation, logits.shape[0]))
                 sum_p = p if sum_p is None else sum_p + p

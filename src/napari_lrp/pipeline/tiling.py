@@ -543,6 +543,7 @@ def run_tiled(m: Model, case: Case, prep: PreparedInput, spec: RunSpec, window, 
     shapes: dict = {}  # the layers' output shapes in one window
     blended, den = tiled_prediction(prep.network, x, window, overlap, blend, spec.output_index, progress, shapes)
     logits = prep.outputs_to_case(blended).float()
+    m.check_outputs(int(logits.shape[1]))
     prediction, mask = target_of(logits, m.card.output_activation, spec.target, spec.target_class,
                                  lambda: m.card.class_ground_truth(case, spec.target_class), case.name,
                                  prep.label_on_case(blended))
