@@ -124,6 +124,12 @@ def test_load_and_two_runs_draw_relevance_in_colour_at_the_case_spacing(plugin_v
     assert viewer.layers[ABS_NAME].colorbar.visible and not layer.colorbar.visible
     rel._toggle_3d()
     assert exp is rel.session.explanation or rel.session.explanation is not None
+    # the ground truth filled on request (napari's contour control) stays filled when case layers are looked at again
+    from napari_lrp.widgets._layers import keep_one_case
+
+    viewer.layers[GROUND_TRUTH_NAME].contour = 0
+    keep_one_case(viewer)
+    assert viewer.layers[GROUND_TRUTH_NAME].contour == 0
 
 
 def test_a_second_case_by_folder_replaces_everything(plugin_viewer, qtbot):

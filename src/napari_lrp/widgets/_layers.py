@@ -34,10 +34,10 @@ from ._overlays import OBLIQUE_ANGLES, apply_orientation, show_colour_bar, watch
 from ._session import case_key, session_for
 
 UNITS = ("mm", "mm", "mm")
-
-
-#: the unit of each spread layer of a sampled run
+#: the unit of each spread layer of a sampled run (the layers: ``layerdata.UNCERTAINTY_LAYERS``)
 UNCERTAINTY_UNITS = {"R sd (sum)": "logit", "predictive entropy": "nats", "mutual information": "nats"}
+
+
 def method_unit(method: str) -> str:
     """The unit of a method's map ('logit' for LRP, the registry's ``Method.unit`` otherwise)."""
     return METHODS[method].unit if method in METHODS else "logit"
@@ -55,6 +55,14 @@ def relevance_colormap():
 
 #: the ground truth's outline in voxels: thin, so a small lesion's relevance stays visible (0 fills it)
 GROUND_TRUTH_CONTOUR = 1
+
+
+def is_outlined(layer) -> bool:
+    """Whether :func:`outline` has drawn the Labels layer (its direct colour map; napari's default is cyclic),
+    whatever contour the user has set since."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return isinstance(layer.colormap, DirectLabelColormap)
 
 
 def outline(layer, color: str, thickness: int = 1) -> None:
@@ -166,9 +174,8 @@ def keep_one_case(viewer) -> None:
         base = _base_name(ly.name)
         if ly.metadata.get(CASE) == newest and base != ly.name and base not in viewer.layers:
             ly.name = base
-        if ly.metadata.get(ROLE) == "label" and id(ly) not in state.outlined:  # once: the user may fill it
+        if ly.metadata.get(ROLE) == "label" and not is_outlined(ly):  # once: the user may fill it after
             outline(ly, "cyan", GROUND_TRUTH_CONTOUR)
-            state.outlined.add(id(ly))
     if newest != state.case_key:
         state.case_key = newest
         state.drawn = None
@@ -213,7 +220,6 @@ def show_case(viewer, case) -> list:
         layer = viewer.add_image(data, **meta) if kind == "image" else viewer.add_labels(data, **meta)
         if kind == "labels":
             outline(layer, "cyan", GROUND_TRUTH_CONTOUR)
-            state.outlined.add(id(layer))
         out.append(layer)
     if state.case_key != key:
         state.drawn = None
@@ -286,10 +292,8 @@ def show_relevance(viewer, relevance: np.ndarray, modalities: list[str], case, l
         m = symmetric_limit(R, percentile)
         return (-m, m)
 
-    for c, mod in enumerate(modalities):
+    for c, mod in enumerate(modalities if state.per_modality else ()):
         name = relevance_name(mod)
-        if not state.per_modality:
-            continue
         meta = _derived_meta(case, "relevance", kw, relevance_of=mod, quantity=f"R {mod} [logit]")
         extra = {} if name in viewer.layers else {"visible": False, **_relevance_common(case)}
         layers.append(upsert(viewer, name, relevance[c], "image", lazy=lazy,
@@ -374,10 +378,17 @@ def show_relevance_as(viewer, shown: str | None = None, per_modality: bool | Non
         for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == "relevance"
                    and not ly.metadata.get("relevance_main") and ly.name != ABS_NAME]:
             viewer.layers.remove(ly)
-    if state.drawn is None or state.drawn[2] is None or case_key(state.drawn[2]) != state.case_key:
+    drawn = _drawn_on_screen(state)
+    if drawn is None:
         return []
-    relevance, modalities, case, percentile = state.drawn
+    relevance, modalities, case, percentile = drawn
     return show_relevance(viewer, relevance, modalities, case, percentile=percentile)
+
+
+def _drawn_on_screen(state):
+    """The relevance last drawn (``LayerState.drawn``) when it belongs to the case on screen, else None."""
+    drawn = state.drawn
+    return drawn if drawn is not None and case_key(drawn[2]) == state.case_key else None
 
 
 def show_uncertainty(viewer, explanation, relevance_sum_sd: np.ndarray | None = None) -> list:
@@ -521,9 +532,8 @@ def show_3d(viewer, on: bool = True) -> None:
     the 2D overlays hidden; ``on=False`` goes back to 2D."""
     if not on:
         viewer.dims.ndisplay = 2  # before the outlines' contours return (napari draws none in 3D)
-    drawn = session_for(viewer).layers.drawn
-    if on and ABS_NAME not in viewer.layers and drawn is not None and case_key(drawn[2]) == \
-            session_for(viewer).layers.case_key:
+    drawn = _drawn_on_screen(session_for(viewer).layers)
+    if on and ABS_NAME not in viewer.layers and drawn is not None:
         relevance, _mods, case, percentile = drawn
         show_relevance_3d(viewer, relevance.sum(axis=0), case, percentile)
     for ly in viewer.layers:

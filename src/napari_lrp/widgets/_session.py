@@ -122,8 +122,6 @@ class LayerState:
     per_modality: bool = False
     #: the relevance last drawn: (R (C, Z, Y, X), modalities, case, percentile), for the selector and 3D
     drawn: tuple | None = None
-    #: ids of the ground-truth layers outlined once (a later fill by the user stays)
-    outlined: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)

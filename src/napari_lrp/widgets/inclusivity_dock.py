@@ -26,6 +26,32 @@ TABLE_AFTER_MS = 40
 COEFFICIENT_COLUMNS = ("input_inclusivity", "groundtruth_inclusivity", "mu", "mean_power")
 #: where results go by default: a folder in the user's home, never the process's working directory
 DEFAULT_OUTPUT = Path.home() / "napari-lrp-output"
+def save_as_shown(exp, heatmap_filter, output, tau_r: float, tau_x: float) -> tuple[Path, list[Path]]:
+    """A run as the dock shows it (``heatmap_filter`` in place of its 'input' filter) saved into its own folder
+    ``<output>/<case>/<run name>`` (the name ends in a digest of every setting).
+
+    Parameters
+    ----------
+    exp : Explanation
+        The run.
+    heatmap_filter : Filter or None
+        The dock's heatmap filter (None: the run's own filters).
+    output : str or Path
+        The output folder.
+    tau_r, tau_x : float
+        The inclusivities' thresholds for the saved coefficients.
+
+    Returns
+    -------
+    tuple
+        (the run's folder, the files written).
+    """
+    if heatmap_filter is not None:
+        exp = exp.refilter({**exp.filters, "input": heatmap_filter})
+    folder = Path(output).expanduser() / exp.case.name / exp.run_name
+    return folder, exp.save(folder, tau_r=tau_r, tau_x=tau_x)
+
+
 def _write_csv(table, path) -> Path:
     """A table as CSV, atomically (the file replaced whole)."""
     path = Path(path).expanduser()
@@ -59,7 +85,7 @@ class InclusivityWidget(DockPanel):
         self.coefficients = None  # the DataFrame shown in the table
         self.sweep_table = None
         self.updates = 0  # how many times the table was recomputed
-        self._mask_key, self._mask = None, None
+        self._mask_cache: tuple | None = None  # (case, modalities, tau_x, its image mask)
         self._busy_controls = [self.sweep_button, self.faithfulness_button, self.save_button, self.export_button]
         self.curves = None  # the last faithfulness curves
         self.last_saved: Path | None = None  # the run folder the last Save wrote
@@ -274,10 +300,12 @@ class InclusivityWidget(DockPanel):
         job.add_done_callback(lambda done: self._table_bridge.ready.emit((token, exp, view, done)))
 
     def _coefficients(self, exp, R, view: ShownView):
-        key = (id(exp.case), tuple(exp.modalities), view.tau_x)
-        if self._mask_key != key:  # the image mask changes with the case and tau_x, not with the filter
-            self._mask_key, self._mask = key, input_mask(exp.input_image, view.tau_x)
-        return shown_coefficients(exp, R, view, image_mask=self._mask)
+        cached = self._mask_cache  # one tuple, replaced whole: the table's thread and the main thread share it
+        # the image mask changes with the case (held, so never mistaken for a new one) and tau_x, not the filter
+        if cached is None or cached[0] is not exp.case or cached[1:3] != (tuple(exp.modalities), view.tau_x):
+            cached = self._mask_cache = (exp.case, tuple(exp.modalities), view.tau_x,
+                                         input_mask(exp.input_image, view.tau_x))
+        return shown_coefficients(exp, R, view, image_mask=cached[3])
 
     def _table_ready(self, item) -> None:
         token, exp, view, done = item
@@ -409,34 +437,21 @@ class InclusivityWidget(DockPanel):
                    lambda written: self.set_status(f"wrote the {what} to {written.resolve()}"),
                    busy=f"writing the {what} ...")
 
-    def _to_save(self):
-        """The run as shown (the heatmap filter in place of its 'input' filter) and the thresholds."""
-        exp = self.current("save")
-        f = self.current_filter()
-        if f is not None:
-            exp = exp.refilter({**exp.filters, "input": f})
-        return exp, self.tau_r.value, self.tau_x.value
+    def _save_args(self, output: str) -> tuple:
+        """(the run on screen, the heatmap filter, the output folder, tau_R, tau_x): what :func:`save_as_shown`
+        takes, read on the main thread."""
+        return self.current("save"), self.current_filter(), output, self.tau_r.value, self.tau_x.value
 
-    def run_folder(self, output: str, exp=None) -> Path:
-        """The folder a run's outputs go to: ``<output>/<case>/<run name>``.
-
-        Parameters
-        ----------
-        output : str
-            The output folder.
-        exp : Explanation, optional
-            The run as saved (default the run as shown).
-
-        Returns
-        -------
-        Path
-        """
-        exp = self._to_save()[0] if exp is None else exp
-        return Path(output).expanduser() / exp.case.name / exp.run_name
+    def _saved(self, case_name: str, result) -> list[Path]:
+        folder, written = result
+        self.last_saved = folder
+        self.set_status(f"wrote {len(written)} files of {case_name} to {folder.resolve()}")
+        return written
 
     def save(self, output: str) -> list[Path]:
         """Every output of the run as shown (``Explanation.save``), the heatmap filter in place of the run's own,
-        into the run's own folder :meth:`run_folder` (replaced as one unit; other runs' folders untouched).
+        into the run's own folder ``<output>/<case>/<run name>`` (replaced as one unit; other runs' folders
+        untouched).
 
         Relevance NIfTIs (per modality and sum) and prediction on the input grid, the coefficients at the dock's
         thresholds and the settings JSON.
@@ -450,12 +465,8 @@ class InclusivityWidget(DockPanel):
         -------
         list of Path
         """
-        exp, tau_r, tau_x = self._to_save()
-        folder = self.run_folder(output, exp)
-        written = exp.save(folder, tau_r=tau_r, tau_x=tau_x)
-        self.last_saved = folder
-        self.set_status(f"wrote {len(written)} files of {exp.case.name} to {folder.resolve()}")
-        return written
+        args = self._save_args(output)
+        return self._saved(args[0].case.name, save_as_shown(*args))
 
     def save_in_background(self, output: str) -> None:
         """:meth:`save` in a worker (the window stays responsive); the status says what was written.
@@ -472,17 +483,7 @@ class InclusivityWidget(DockPanel):
         """
         from napari.qt.threading import create_worker
 
-        shown = self.current("save")
-        f, tau_r, tau_x = self.current_filter(), self.tau_r.value, self.tau_x.value
-
-        def work():  # the refiltered run, its folder name (its settings' digest) and the files: off the main thread
-            exp = shown.refilter({**shown.filters, "input": f}) if f is not None else shown
-            folder = self.run_folder(output, exp)
-            return folder, exp.save(folder, tau_r=tau_r, tau_x=tau_x)
-
-        def done(result):
-            folder, written = result
-            self.last_saved = folder
-            self.set_status(f"wrote {len(written)} files of {shown.case.name} to {folder.resolve()}")
-
-        self.start(create_worker(work, _ignore_errors=True), done, busy=f"saving {shown.case.name} ...")
+        args = self._save_args(output)
+        name = args[0].case.name
+        self.start(create_worker(save_as_shown, *args, _ignore_errors=True), lambda result: self._saved(name, result),
+                   busy=f"saving {name} ...")
