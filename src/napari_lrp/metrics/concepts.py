@@ -60,8 +60,26 @@ def _region_on(exp, shape) -> np.ndarray | None:
         return None
     prep = exp.prepared_input
     m = prep.pad(torch.as_tensor(np.ascontiguousarray(region), dtype=torch.float64)[None, None])
-    pooled = F.adaptive_avg_pool3d(m, tuple(int(s) for s in shape))
-    return (pooled[0, 0] >= 0.5).cpu().numpy()
+    return region_on_layer(m, shape).cpu().numpy()
+
+
+def region_on_layer(region: torch.Tensor, shape) -> torch.Tensor:
+    """A region on the model grid (1, 1, Z, Y, X) on a layer's spatial grid: area-averaged to the layer's
+    voxels, a voxel inside when at least half of it is.
+
+    Parameters
+    ----------
+    region : torch.Tensor
+        (1, 1, Z, Y, X) float, 1 inside.
+    shape : sequence of int
+        The layer's spatial shape (z, y, x).
+
+    Returns
+    -------
+    torch.Tensor
+        (z, y, x) bool.
+    """
+    return F.adaptive_avg_pool3d(region, tuple(int(s) for s in shape))[0, 0] >= 0.5
 
 
 def channel_relevance(exp, layer: str) -> pd.DataFrame:

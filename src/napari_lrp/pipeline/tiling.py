@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from ..io.case import Case
 from ..lrp.engine import select_output
@@ -36,7 +35,7 @@ from ..lrp.kernels import onednn_convolutions
 from ..lrp.ledger import Ledger
 from ..lrp.rules import divide_stabilised
 from ..lrp.targets import start_relevance, target_of
-from ..metrics.concepts import channel_table, layer_conditions
+from ..metrics.concepts import channel_table, layer_conditions, region_on_layer
 from ..models.card import Model
 from ..models.devices import available_bytes
 from ..models.nnunet import nnunet_gaussian, nnunet_steps
@@ -276,7 +275,7 @@ def budget(max_memory: float | None, auto: bool = False, device: torch.device | 
 
 def _activation_sums(act: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
     """A window's activation sums per channel inside and outside the region on the layer's grid (C', z, y, x)."""
-    inside = (F.adaptive_avg_pool3d(region, tuple(act.shape[1:]))[0, 0] >= 0.5).to(act.dtype)
+    inside = region_on_layer(region, act.shape[1:]).to(act.dtype)
     flat, m = act.reshape(act.shape[0], -1), inside.reshape(-1)
     n_in = m.sum()
     return {"activation_in": flat @ m, "activation_out": flat.sum(1) - flat @ m,
