@@ -81,6 +81,26 @@ def test_the_evaluator_refuses_what_is_not_data(expression, message):
         evaluate_expression(expression, where="inference.json: key")
 
 
+@pytest.mark.parametrize("expression,message", [
+    ("lambda x: x.numpy()", "a call of 'x.numpy'"), ("lambda x: x.__class__", "the name 'x.__class__'"),
+    ("lambda x: y", "the name 'y'"), ("lambda x, *rest: x", "starred"), ("lambda x=1: x", "defaults"),
+    ("lambda x: [v for v in x]", "ListComp"), ("lambda x: (lambda: open)()", "a call of"),
+])
+def test_a_lambda_is_refused_before_it_is_called_when_its_body_is_not_data(expression, message):
+    with pytest.raises(ModelError, match=message):
+        evaluate_expression(expression, where="inference.json: postprocessing#transforms#3#func")
+
+
+def test_a_lambda_over_tensors_computes_what_python_computes():
+    """BraTS' painting of its three region channels (tumour core, whole tumour, enhancing) into labels 1, 2, 4."""
+    text = "lambda x: torch.where(x[[2]] > 0, 4, torch.where(x[[0]] > 0, 1, torch.where(x[[1]] > 0, 2, 0)))"
+    ours = evaluate_expression(text, where="key")
+    x = torch.randn(3, 5, 4, 3)
+    theirs = eval(text, {"torch": torch})  # noqa: S307 - the oracle: Python's own evaluation of a known text
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+    assert evaluate_expression("lambda a, b: a * b + 1 if a > 0 else -b", where="key")(2, 3) == 7
+
+
 def test_references_outside_and_cycles(bundle):
     cfg = BundleConfig.read(bundle)
     with pytest.raises(ModelError, match=r"reference '@nothing#x' not found .*no 'nothing' under the top level"):

@@ -243,3 +243,47 @@ def test_normalise_first_and_replicate_padding_equal_monai_and_conserve(tmp_path
     model.pipeline.padding_mode = "replicate"
     exp = nl.explain(model, case, preset="epsilon-gamma-box")
     assert abs(exp.ledger.unaccounted) <= 1e-5 * abs(exp.ledger.start)
+
+
+def _painting_bundle(tmp_path, func: str, outputs=("tumour core", "whole tumour", "enhancing tumour")):
+    from monai.networks.nets import SegResNet
+
+    kwargs = {"spatial_dims": 3, "in_channels": 6, "out_channels": len(outputs), "init_filters": 8,
+              "blocks_down": [1, 1], "blocks_up": [1]}
+    post = {"_target_": "Compose", "transforms": [
+        {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+        {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
+        {"_target_": "Lambdad", "keys": "pred", "func": func},
+        {"_target_": "SaveImaged", "keys": "pred", "output_dir": "$@bundle_root + '/eval'"}]}
+    return make_bundle(tmp_path, resample=False, network=(SegResNet(**kwargs), {"_target_": "SegResNet", **kwargs}),
+                       outputs=outputs, postprocessing=post)
+
+
+def test_a_painting_lambda_gives_the_label_of_every_region_combination_and_the_regions_ground_truth(tmp_path):
+    """BraTS' bundle paints enhancing 4, else core 1, else whole tumour 2: by hand, over the eight combinations
+    (bit 0 core, bit 1 whole, bit 2 enhancing), and a label file painted that way gives each region back."""
+    func = "$lambda x: torch.where(x[[2]] > 0, 4, torch.where(x[[0]] > 0, 1, torch.where(x[[1]] > 0, 2, 0)))"
+    card = nl.load_model(_painting_bundle(tmp_path, func)).card
+    assert card.label_values == [0, 1, 2, 1, 4, 4, 4, 4]
+    assert card.regions == {"tumour core": [1, 4], "whole tumour": [1, 2, 4], "enhancing tumour": [4]}
+    bits = np.array([[[0, 1, 2, 3, 4, 5, 6, 7]]], np.uint8)
+    np.testing.assert_array_equal(card.label_map(bits), [[[0, 1, 2, 1, 4, 4, 4, 4]]])
+
+
+@pytest.mark.parametrize("func,message", [
+    ("$lambda x: x[[0]] * 0.5", "does not paint"), ("$lambda x: x", "does not paint"),
+    ("$lambda x: x.sum(0)", "a call of 'x.sum'"), ("$lambda x: x[[7]]", "fails on the 3 region channels"),
+])
+def test_a_painting_that_is_not_a_label_is_refused_naming_the_step(tmp_path, func, message):
+    with pytest.raises(ModelError, match=r"postprocessing#transforms#2#func.*" + message):
+        nl.load_model(_painting_bundle(tmp_path, func))
+
+
+def test_label_values_on_a_card_are_checked():
+    from napari_lrp.models.card import ModelCard
+
+    card = {"name": "c", "architecture": {"class": "monai.networks.nets.UNet"}, "modalities": ["t1"],
+            "classes": ["core", "whole"], "output_activation": "sigmoid"}
+    assert ModelCard.from_dict({**card, "label_values": [0, 1, 2, 3]}).label_values == [0, 1, 2, 3]
+    with pytest.raises(ModelError, match=r"label_values.*2\*\*2 = 4 values"):
+        ModelCard.from_dict({**card, "label_values": [0, 1, 2]})

@@ -10,7 +10,8 @@ References, as MONAI writes them: ``@id`` (``#`` separates nested keys and list 
 file must lie inside the bundle. ``$`` expressions go through :func:`evaluate_expression`: literals, arithmetic,
 comparisons, ``and``/``or``/``not``, conditionals, indexing and slicing, ``@`` references, the functions in
 :data:`FUNCTIONS` and the constants in :data:`CONSTANTS`. Anything else (an import, an attribute of a value, a
-call of another function, a comprehension, a lambda) is refused with the key path and the expression.
+call of another function, a comprehension) is refused with the key path and the expression. A ``lambda``
+(a postprocessing step's ``func``) is a function whose body follows the same rules, checked before it is called.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ FUNCTIONS: dict[str, Any] = {
     "bool": bool, "str": str, "list": list, "tuple": tuple, "sorted": sorted, "range": _range,
     "torch.device": _device, "torch.cuda.is_available": lambda: False, "torch.as_tensor": torch.as_tensor,
     "torch.tensor": torch.tensor, "torch.from_numpy": torch.as_tensor, "os.path.join": os.path.join,
-    "os.path.basename": os.path.basename, "os.path.dirname": os.path.dirname,
+    "os.path.basename": os.path.basename, "os.path.dirname": os.path.dirname, "torch.where": torch.where,
 }
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -120,6 +121,8 @@ class _Evaluator:
             return value
         if isinstance(node, ast.Compare):
             left = self(node.left)
+            if len(node.ops) == 1:  # its value as it is (a tensor of booleans in a lambda over images)
+                return _COMPARE[type(node.ops[0])](left, self(node.comparators[0]))
             for op, comp in zip(node.ops, node.comparators):
                 right = self(comp)
                 if not _COMPARE[type(op)](left, right):
@@ -142,6 +145,8 @@ class _Evaluator:
                 return CONSTANTS[name]
             self.refuse(f"the name {name or ast.unparse(node)!r} (readable: @ references and "
                         f"{', '.join(sorted(k for k in CONSTANTS if '.' in k))})")
+        if isinstance(node, ast.Lambda):
+            return self._lambda(node)
         if isinstance(node, ast.Call):
             name = _dotted(node.func)
             if name not in self.functions:
@@ -153,6 +158,45 @@ class _Evaluator:
                 self.refuse("'**' in a call")
             return self.functions[name](*args, **kwargs)
         self.refuse(f"{type(node).__name__} ({ast.unparse(node)!r})")
+
+
+    def _lambda(self, node: ast.Lambda):
+        """A function of plain arguments whose body is evaluated by the same rules (a postprocessing step's
+        ``func``): defaults, ``*args`` and keyword-only arguments are refused."""
+        a = node.args
+        if a.vararg or a.kwarg or a.kwonlyargs or a.defaults or a.posonlyargs:
+            self.refuse(f"a lambda with defaults or starred arguments ({ast.unparse(node)!r})")
+        params = [p.arg for p in a.args]
+
+        def call(*values):
+            if len(values) != len(params):
+                raise TypeError(f"the lambda takes {len(params)} arguments, got {len(values)}")
+            return _Evaluator({**self.names, **dict(zip(params, values))}, self.functions, self.refuse)(node.body)
+
+        _Evaluator({**self.names, **{p: None for p in params}}, self.functions, self.refuse).check(node.body)
+        return call
+
+    def check(self, node: ast.AST) -> None:
+        """Refuse, before any call, a lambda body that uses syntax or names outside the restricted set."""
+        # names: the callee of a call is checked as a function, the rest must be readable
+        callees = {id(n) for c in ast.walk(node) if isinstance(c, ast.Call) for n in ast.walk(c.func)}
+        outer = {id(n.value) for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+        for sub in ast.walk(node):
+            if isinstance(sub, (ast.Name, ast.Attribute)) and id(sub) not in callees | outer \
+                    and _dotted(sub) not in self.names and _dotted(sub) not in CONSTANTS:
+                self.refuse(f"the name {_dotted(sub) or ast.unparse(sub)!r} (readable: the lambda's arguments, "
+                            f"@ references and {', '.join(sorted(k for k in CONSTANTS if '.' in k))})")
+            if isinstance(sub, ast.Call) and _dotted(sub.func) not in self.functions:
+                self.refuse(f"a call of {_dotted(sub.func) or ast.unparse(sub.func)!r} (callable: "
+                            f"{', '.join(sorted(self.functions))})")
+            if isinstance(sub, (ast.Name, ast.Attribute)) and not isinstance(sub.ctx, ast.Load):
+                self.refuse(f"an assignment ({ast.unparse(sub)!r})")
+            allowed = (ast.expr, ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.keyword,
+                       ast.arguments, ast.arg)
+            if not isinstance(sub, allowed) or isinstance(sub, (ast.ListComp, ast.SetComp, ast.DictComp,
+                                                                 ast.GeneratorExp, ast.Await, ast.Yield,
+                                                                 ast.YieldFrom, ast.NamedExpr, ast.Starred)):
+                self.refuse(f"{type(sub).__name__} ({ast.unparse(sub)!r})")
 
 
 def evaluate_expression(expression: str, references: dict[str, Any] | None = None, where: str = "",

@@ -39,7 +39,7 @@ from .pipeline import ModelPipeline
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 
 __all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "PADDING_MODES", "RESAMPLING", "ROUTING",
-           "bundle_pipeline"]
+           "bundle_pipeline", "label_painting"]
 
 ROUTING = frozenset({"Orientationd", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "BorderPadd",
                      "CenterSpatialCropd", "SpatialCropd", "ResizeWithPadOrCropd", "Flipd", "Rotate90d"})
@@ -410,18 +410,34 @@ NO_VALUE_STEPS = frozenset({"SaveImaged", "EnsureTyped", "ToTensord", "ToDeviced
                             "CastToTyped", "ToNumpyd", "Identityd"})
 
 
-def _postprocessing(config) -> list[dict] | None:
-    """The label-making steps of the bundle's postprocessing (see :data:`LABEL_STEPS`), or None (with a warning
-    naming the step) when a step napari-lrp does not reproduce changes the label."""
-    if not config.has("postprocessing"):
-        return None
+def _value_steps(config) -> list[tuple[str, str, str, dict]]:
+    """(key path, short name, target, entry) of the postprocessing steps that change values, in order."""
     steps = []
     for at, _where, item in config.compose("postprocessing")[1] or []:
         target = item.get("_target_") if isinstance(item, dict) else None
         name = str(target).rsplit(".", 1)[-1]
-        if name in NO_VALUE_STEPS:
-            continue
-        if name not in LABEL_STEPS or ("." in str(target) and not str(target).startswith("monai.transforms.")):
+        if name not in NO_VALUE_STEPS:
+            steps.append((at, name, str(target), item if isinstance(item, dict) else {}))
+    return steps
+
+
+def _is_painting(steps, i: int) -> bool:
+    """Whether step ``i`` is a last ``Lambdad`` of MONAI's, which paints the label from the region channels."""
+    at, name, target, _item = steps[i]
+    return name == "Lambdad" and i == len(steps) - 1 and target in ("Lambdad", "monai.transforms.Lambdad")
+
+
+def _postprocessing(config) -> list[dict] | None:
+    """The label-making steps of the bundle's postprocessing (see :data:`LABEL_STEPS`), or None (with a warning
+    naming the step) when a step napari-lrp does not reproduce changes the label. A last ``Lambdad`` painting
+    the regions into one label is left to the card (:func:`label_painting`)."""
+    if not config.has("postprocessing"):
+        return None
+    steps, value_steps = [], _value_steps(config)
+    for i, (at, name, target, item) in enumerate(value_steps):
+        if _is_painting(value_steps, i):
+            break
+        if name not in LABEL_STEPS or ("." in target and not target.startswith("monai.transforms.")):
             warnings.warn(f"{config.source}: {at} {target} is not reproduced by napari-lrp; the prediction is the "
                           "argmax (or thresholds) of the logits on the case grid instead of the bundle's own label",
                           UserWarning, stacklevel=2)
@@ -433,6 +449,53 @@ def _postprocessing(config) -> list[dict] | None:
             spec = {k: v for k, v in spec.items() if k not in ("allow_missing_keys", "dtype")}
         steps.append({"_target_": name, **spec})
     return steps or None
+
+
+#: the most region channels whose combinations a painting is evaluated on (2**K label values)
+MAX_PAINTED_REGIONS = 8
+
+
+def label_painting(config, n_regions: int) -> list[int] | None:
+    """The label value a bundle's last ``Lambdad`` paints for every combination of its region channels.
+
+    BraTS' bundle paints ``torch.where(x[[2]] > 0, 4, torch.where(x[[0]] > 0, 1, ...))`` over its thresholded
+    channels; the function (a restricted lambda, :mod:`napari_lrp.models.bundle_config`) is evaluated once on
+    the 2**K combinations, so a prediction's region bits map to the bundle's label value by table.
+
+    Parameters
+    ----------
+    config : BundleConfig
+        The inference configuration.
+    n_regions : int
+        The network's output channels K.
+
+    Returns
+    -------
+    list of int or None
+        2**K values (entry b: the regions set in b); None when the postprocessing ends in no such step.
+    """
+    if not config.has("postprocessing") or n_regions < 2:
+        return None
+    steps = _value_steps(config)
+    if not steps or not _is_painting(steps, len(steps) - 1):
+        return None
+    at, _name, _target, item = steps[-1]
+    if n_regions > MAX_PAINTED_REGIONS:
+        raise ModelError(f"{config.source}: {at} paints {n_regions} region channels; napari-lrp reproduces a "
+                         f"painting of at most {MAX_PAINTED_REGIONS}")
+    func = config.resolve(item.get("func"), f"{at}#func")
+    bits = torch.arange(2 ** n_regions)
+    combos = torch.stack([(bits >> k) & 1 for k in range(n_regions)]).view(n_regions, -1, 1, 1).float()
+    try:
+        painted = torch.as_tensor(func(combos)) if callable(func) else None
+    except Exception as exc:  # noqa: BLE001 - the file's function fails on the combinations in its own ways
+        raise ModelError(f"{config.source}: {at}#func fails on the {n_regions} region channels: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    if painted is None or tuple(painted.shape) != (1, 2 ** n_regions, 1, 1) or painted.is_floating_point() and \
+            not torch.equal(painted, painted.round()) or not ((painted >= 0) & (painted <= 255)).all():
+        raise ModelError(f"{config.source}: {at}#func does not paint the {n_regions} region channels into one label "
+                         "of values 0 to 255; napari-lrp reproduces only such a painting")
+    return [int(v) for v in painted.flatten()]
 
 
 def _inferer_settings(config) -> dict:

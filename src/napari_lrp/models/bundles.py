@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundle_config import BundleConfig
-from .bundle_transforms import bundle_pipeline
+from .bundle_transforms import bundle_pipeline, label_painting
 from .card import ModelCard, ModelError, check_channel_names, read_json
 
-__all__ = ["bundle_weights", "card_from_bundle", "pipeline_from_bundle"]
+__all__ = ["bundle_weights", "card_from_bundle", "painted_regions", "pipeline_from_bundle"]
 
 
 def _sigmoid_postprocessing(config: BundleConfig) -> bool:
@@ -157,6 +157,8 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
                              f"network_def builds {kwargs[arg]} ({arg}); make them agree")
     classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]
     weights = bundle_weights(config)
+    sigmoid = n_out == 1 or _sigmoid_postprocessing(config)
+    painting = label_painting(config, n_out) if sigmoid else None
     card = ModelCard(
         name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},
         weights=str(Path("..") / weights.resolve().relative_to(folder.resolve())), modalities=modalities,
@@ -164,6 +166,33 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
                "intensity": "none" if config.has("preprocessing") else meta.get("napari_lrp_intensity", "zscore"),
                "divisible": int(meta.get("napari_lrp_divisible", 16))},
         classes=classes, target_class=min(1, n_out - 1),
-        output_activation="sigmoid" if n_out == 1 or _sigmoid_postprocessing(config) else "softmax",
+        output_activation="sigmoid" if sigmoid else "softmax",
+        label_values=painting, regions=None if painting is None else painted_regions(painting, classes),
     )
     return card, weights
+
+
+def painted_regions(painting: list[int], classes: list[str]) -> dict[str, list[int]]:
+    """The label values of each region under a painting: a value belongs to every region of the largest
+    combination painted with it (BraTS' 4 is painted where all three regions are: it is in each; 2 only where
+    the whole tumour alone is). A ground-truth file labelled the way the bundle paints then gives each region.
+
+    Parameters
+    ----------
+    painting : list of int
+        :func:`~napari_lrp.models.bundle_transforms.label_painting`'s table (2**K values).
+    classes : list of str
+        The K region names.
+
+    Returns
+    -------
+    dict
+        {region name: sorted label values}; regions no value belongs to are left out (their ground truth is
+        then the case's).
+    """
+    largest: dict[int, int] = {}
+    for combo, value in enumerate(painting):
+        if value and bin(combo).count("1") >= bin(largest.get(value, 0)).count("1"):
+            largest[value] = combo
+    regions = {name: sorted(v for v, combo in largest.items() if combo >> k & 1) for k, name in enumerate(classes)}
+    return {k: v for k, v in regions.items() if v}

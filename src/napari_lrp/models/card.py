@@ -74,6 +74,7 @@ class _CardSchema(_Strict):
     output_activation: Literal["softmax", "sigmoid", "none"] = "softmax"
     regions: dict[StrictStr, list[StrictInt]] | None = None
     regions_class_order: list[StrictInt] | None = None
+    label_values: list[StrictInt] | None = None
 
     @field_validator("regions")
     @classmethod
@@ -106,6 +107,10 @@ class _CardSchema(_Strict):
         if self.regions_class_order is not None and len(self.regions_class_order) != len(self.classes):
             raise ValueError(f"regions_class_order {self.regions_class_order} paints one label value per class: it "
                              f"needs {len(self.classes)} values (one for each of {self.classes})")
+        if self.label_values is not None and (len(self.label_values) != 2 ** len(self.classes)
+                                              or any(not 0 <= v <= 255 for v in self.label_values)):
+            raise ValueError(f"label_values gives the label value (0 to 255) of each combination of regions: it "
+                             f"needs 2**{len(self.classes)} = {2 ** len(self.classes)} values, got {self.label_values}")
         unknown = sorted(set(self.regions or {}) - set(self.classes))
         if unknown:
             raise ValueError(f"regions {unknown} are not among the classes {self.classes}; name each region by its "
@@ -162,7 +167,9 @@ class ModelCard:
     "intensity": "minmax" | "zscore" | "none", "divisible": int}; classes; target_class; output_activation;
     regions: {class name: label values} where a class's ground truth is a set of the label file's values (BraTS'
     whole tumour [1, 2, 3]); a class without an entry takes the case's ground truth; regions_class_order: the
-    label value each region paints into the label map, in region order (nnU-Net's field; default 1, 2, ...).
+    label value each region paints into the label map, in region order (nnU-Net's field; default 1, 2, ...);
+    label_values: instead, the label value of every combination of regions (entry b: the voxels whose regions are
+    the set bits of b; a bundle's painting ``Lambdad``).
     """
 
     name: str
@@ -175,6 +182,7 @@ class ModelCard:
     output_activation: str = "softmax"
     regions: dict | None = None
     regions_class_order: list | None = None
+    label_values: list | None = None
 
     def label_map(self, prediction: np.ndarray) -> np.ndarray:
         """The prediction as a label map: a class map as it is; region bits painted the way nnU-Net paints
@@ -192,6 +200,8 @@ class ModelCard:
         """
         if not self.multilabel:
             return prediction
+        if self.label_values:
+            return np.asarray(self.label_values, np.uint8)[prediction]
         values = self.regions_class_order or list(range(1, len(self.classes) + 1))
         out = np.zeros(prediction.shape, np.uint8)
         for k, value in enumerate(values):
@@ -287,7 +297,8 @@ class ModelCard:
                    classes=list(valid.classes), target_class=valid.target_class,
                    output_activation=valid.output_activation,
                    regions={k: list(v) for k, v in valid.regions.items()} if valid.regions else None,
-                   regions_class_order=list(valid.regions_class_order) if valid.regions_class_order else None)
+                   regions_class_order=list(valid.regions_class_order) if valid.regions_class_order else None,
+                   label_values=list(valid.label_values) if valid.label_values else None)
 
     def class_ground_truth(self, case, target_class: int):
         """The ground truth of one class or region on a case.
