@@ -287,3 +287,38 @@ def test_label_values_on_a_card_are_checked():
     assert ModelCard.from_dict({**card, "label_values": [0, 1, 2, 3]}).label_values == [0, 1, 2, 3]
     with pytest.raises(ModelError, match=r"label_values.*2\*\*2 = 4 values"):
         ModelCard.from_dict({**card, "label_values": [0, 1, 2]})
+
+
+def _bundle_with_own_transform(tmp_path, body: str):
+    ts = _transforms(False)
+    ts.insert(4, {"_target_": "scripts.own.Own", "keys": "image"})
+    bundle = make_bundle(tmp_path, resample=False, preprocessing={"_target_": "Compose", "transforms": ts})
+    (bundle / "scripts").mkdir()
+    (bundle / "scripts" / "__init__.py").write_text("")
+    (bundle / "scripts" / "own.py").write_text(
+        "import numpy as np\n\n\nclass Own:\n    def __init__(self, keys):\n        self.keys = keys\n\n"
+        f"    def __call__(self, data):\n        data = dict(data)\n        x = data['image']\n        {body}\n"
+        "        return data\n")
+    return bundle
+
+
+def test_a_bundles_own_transform_runs_only_trusted_and_only_where_it_moves_voxels(tmp_path):
+    """A transform that reverses the channels through numpy (the graph is lost there, the meta kept) passes
+    relevance back to the voxel each output voxel copies: channel c's relevance is that of channel C-1-c of
+    the same bundle without it, fed the case's channels reversed; a transform that changes values is refused
+    naming it."""
+    keep = "type(x)(np.ascontiguousarray(np.asarray(x)[::-1]), meta=x.meta, applied_operations=x.applied_operations)"
+    own = _bundle_with_own_transform(tmp_path / "own", f"data['image'] = {keep}")
+    with pytest.raises(ModelError, match=r"scripts.own.Own' is the bundle's own code .*trust=True"):
+        nl.load_model(own)
+    case = nl.load_case(sample_case_path(1))
+    ours = nl.explain(nl.load_model(own, trust=True), case, preset="epsilon-gamma-box")
+    plain = nl.load_model(make_bundle(tmp_path / "plain", resample=False))
+    plain.card.modalities = MODS[::-1]  # channel c of the network reads the case's channel C-1-c
+    theirs = nl.explain(plain, case, preset="epsilon-gamma-box")
+    assert abs(ours.ledger.unaccounted) <= 1e-5
+    np.testing.assert_allclose(ours.relevance, theirs.relevance[::-1], rtol=0,
+                               atol=1e-6 * np.abs(theirs.relevance).max())
+    scaled = _bundle_with_own_transform(tmp_path / "scaled", f"data['image'] = {keep.replace('[::-1]', '* 2.0')}")
+    with pytest.raises(ModelError, match=r"scripts.own.Own makes 'image' of values that are not voxels of its"):
+        nl.explain(nl.load_model(scaled, trust=True), case)

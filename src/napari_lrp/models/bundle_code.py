@@ -1,6 +1,8 @@
-"""Code from a MONAI bundle's own ``scripts/`` folder (its networks), imported only when the user trusts it.
+"""Code from a MONAI bundle's own ``scripts/`` folder (its networks and transforms), imported only when the user
+trusts it.
 
-A bundle may name a class of its own (``scripts.networks.unest.UNesT``) where the allow-list has none. Running
+A bundle may name a class of its own (``scripts.networks.unest.UNesT``, ``scripts.my_transforms.ConcatImages``)
+where the allow-list has none. Running
 it runs the bundle's Python files, so napari-lrp refuses it, naming the file, unless ``trust=True`` is given
 (``load_model(path, trust=True)``, ``napari-lrp explain --trust``). Trusted code is imported from inside the
 bundle's folder only, with no network reachable, under the bundle's own ``scripts`` package name, which is
@@ -24,8 +26,9 @@ __all__ = ["BUNDLE_CODE_PREFIX", "bundle_class"]
 BUNDLE_CODE_PREFIX = "scripts."
 
 
-def bundle_class(name: str, root: Path, source: str, trust: bool) -> type:
-    """The network class a bundle defines in its ``scripts/`` folder.
+def bundle_class(name: str, root: Path, source: str, trust: bool, base: type = nn.Module,
+                 what: str = "architecture") -> type:
+    """A class a bundle defines in its ``scripts/`` folder (a network, or a transform).
 
     Parameters
     ----------
@@ -37,21 +40,25 @@ def bundle_class(name: str, root: Path, source: str, trust: bool) -> type:
         Named in refusals.
     trust : bool
         Whether the user allows the bundle's code to run.
+    base : type
+        What the class must be (``torch.nn.Module`` for a network; ``object`` for a transform).
+    what : str
+        Where the configuration names it, for messages ("architecture", "preprocessing#transforms#4").
 
     Returns
     -------
     type
-        A ``torch.nn.Module`` subclass.
+        A subclass of ``base``.
     """
     module_name, _, cls_name = name.rpartition(".")
     file = Path(root) / (module_name.replace(".", "/") + ".py")
     if not file.is_file():
         package = Path(root) / module_name.replace(".", "/") / "__init__.py"
         if not package.is_file():
-            raise ModelError(f"{source}: architecture {name!r} names {file}, which does not exist in the bundle")
+            raise ModelError(f"{source}: {what} {name!r} names {file}, which does not exist in the bundle")
         file = package
     if not trust:
-        raise ModelError(f"{source}: architecture {name!r} is the bundle's own code ({file}); napari-lrp runs a "
+        raise ModelError(f"{source}: {what} {name!r} is the bundle's own code ({file}); napari-lrp runs a "
                          "bundle's code only when asked, after you have read it: load_model(..., trust=True) or "
                          "napari-lrp explain --trust")
     ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "scripts" or k.startswith("scripts.")}
@@ -67,6 +74,7 @@ def bundle_class(name: str, root: Path, source: str, trust: bool) -> type:
             del sys.modules[k]
         sys.modules.update(ours)
     cls = getattr(module, cls_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelError(f"{source}: {file} defines no network class {cls_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        kind = "network class" if base is nn.Module else "class"
+        raise ModelError(f"{source}: {file} defines no {kind} {cls_name!r}")
     return cls

@@ -33,13 +33,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from .bundle_code import BUNDLE_CODE_PREFIX, bundle_class
 from .card import ModelError
 from .network_guard import check_allocation
 from .pipeline import ModelPipeline
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 
 __all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "PADDING_MODES", "RESAMPLING", "ROUTING",
-           "bundle_pipeline", "label_painting"]
+           "bundle_pipeline", "input_keys", "label_painting"]
 
 ROUTING = frozenset({"Orientationd", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "BorderPadd",
                      "CenterSpatialCropd", "SpatialCropd", "ResizeWithPadOrCropd", "Flipd", "Rotate90d"})
@@ -65,19 +66,76 @@ class _StraightThrough:
     """An intensity transform whose values are MONAI's and whose vector-Jacobian product is the identity: the
     relevance passes it voxel by voxel."""
 
-    def __init__(self, transform, key: str):
+    def __init__(self, transform, keys):
         self.transform = transform
-        self.key = key
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
 
     def __call__(self, data):
-        x = data[self.key]
-        # MONAI's value on a detached copy: several intensity transforms write into their input (per channel,
+        here = [k for k in self.keys if k in data]
+        # MONAI's value on detached copies: several intensity transforms write into their input (per channel,
         # per non-zero mask), which autograd refuses on the views of a tensor that requires gradients
         with torch.no_grad():
-            out = self.transform({**data, self.key: x.detach().clone()})
-        y = out[self.key]
-        out[self.key] = y.detach() + (x - x.detach())  # y's values exactly; d/dx = identity
+            out = self.transform({**data, **{k: data[k].detach().clone() for k in here}})
+        for k in here:
+            x = data[k]
+            out[k] = out[k].detach() + (x - x.detach())  # y's values exactly; d/dx = identity
         return out
+
+
+class _Rearrangement:
+    """A bundle's own transform (trusted ``scripts/`` code) whose outputs are voxels of its inputs (ConcatImages
+    merging three phases into channels): run as written for the values, and traced once on voxel numbers to
+    find where each output voxel comes from, so the relevance returns to that voxel. An output that is not a
+    copy of input voxels is refused."""
+
+    def __init__(self, transform, name: str, source: str):
+        self.transform, self.name, self.source = transform, name, source
+
+    def __call__(self, data):
+        from monai.data import MetaTensor
+
+        arrays = [k for k, v in data.items() if isinstance(v, torch.Tensor)]
+        clones = {k: data[k].detach().clone() for k in arrays}
+        with torch.no_grad():
+            values = self.transform({**data, **clones})
+            numbered, offset = {}, 0
+            for k in arrays:
+                n = data[k].numel()
+                ids = torch.arange(offset, offset + n, dtype=torch.float64).reshape(data[k].shape)
+                numbered[k] = MetaTensor(ids, meta=copy.deepcopy(data[k].meta)) if isinstance(data[k], MetaTensor) \
+                    else ids
+                offset += n
+            traced = self.transform({**data, **numbered})
+        flat = torch.cat([_plain(data[k]).reshape(-1) for k in arrays]) if arrays else None
+        out = dict(values)
+        for k, v in values.items():
+            if k in clones and v is clones[k]:
+                out[k] = data[k]  # untouched: the graph is kept
+            elif isinstance(v, (torch.Tensor, np.ndarray)) and k in traced:
+                out[k] = self._gathered(k, v, traced[k], flat, offset)
+        return out
+
+    def _gathered(self, key: str, value, ids, flat, count: int):
+        from monai.data import MetaTensor
+
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.float64)
+        value_t = torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else _plain(value))
+        exact = flat is not None and ids.shape == value_t.shape and bool((ids == ids.round()).all()) and \
+            bool(((ids >= 0) & (ids < count)).all())
+        gathered = flat[ids.long()] if exact else None
+        if gathered is None or not torch.equal(gathered.detach().to(value_t.dtype), value_t):
+            raise ModelError(f"{self.source}: the bundle's own transform {self.name} makes {key!r} of values that "
+                             "are not voxels of its inputs; napari-lrp passes relevance through a bundle's own "
+                             "transform only where it moves or copies voxels (concatenation, crops, flips)")
+        if not isinstance(value, MetaTensor):
+            return gathered
+        return MetaTensor(gathered, meta=copy.deepcopy(value.meta),
+                          applied_operations=copy.deepcopy(value.applied_operations))
+
+
+def _plain(t):
+    """A MetaTensor's torch tensor (its graph kept); other tensors as they are."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
 @dataclass
@@ -97,6 +155,15 @@ class BundlePipeline(ModelPipeline):
     #: None: the label is the argmax (or thresholds) of the logits on the case grid
     post: list[dict] | None = None
     kinds: list[str] = field(default_factory=list)
+    #: the keys the case's channels enter as, in channel order ([key] unless a transform merges several files
+    #: into the network's input, as the CECT bundle's three phases)
+    inputs: list[str] = field(default_factory=list)
+    #: the key whose applied operations the postprocessing's Invertd undoes (its orig_keys)
+    invert_key: str = ""
+
+    def __post_init__(self):
+        self.inputs = self.inputs or [self.key]
+        self.invert_key = self.invert_key or self.key
 
     @property
     def blend(self) -> str:
@@ -118,14 +185,16 @@ class BundlePipeline(ModelPipeline):
 
         out = []
         for spec in self.specs:
-            cls = getattr(mt, spec["_target_"])
+            cls = spec.get("_class_") or getattr(mt, spec["_target_"])
             kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
             try:
                 t = cls(**kwargs)
             except Exception as exc:  # noqa: BLE001 - MONAI's constructors raise many kinds on bad arguments
                 raise ModelError(f"{self.source}: cannot build {spec['_target_']} with {kwargs} "
                                  f"({type(exc).__name__}: {exc})") from exc
-            out.append(_StraightThrough(t, self.key) if spec["_target_"] in INTENSITY else t)
+            if "_class_" in spec:
+                t = _Rearrangement(t, spec["_target_"], self.source)
+            out.append(_StraightThrough(t, self.inputs + [self.key]) if spec["_target_"] in INTENSITY else t)
         return out
 
     def _check_sizes(self, shape, grid, source: str) -> None:
@@ -167,12 +236,19 @@ class BundlePipeline(ModelPipeline):
         image = np.asarray(case.image[channels], dtype=np.float32)
         file_order = np.ascontiguousarray(np.moveaxis(case.grid.from_napari(image), -1, 0))  # (C, i, j, k)
         leaf = torch.from_numpy(file_order).requires_grad_(True)
-        img = MetaTensor(leaf, affine=torch.as_tensor(np.asarray(case.grid.affine), dtype=torch.float64),
-                         meta={"original_affine": np.asarray(case.grid.affine), "space": "RAS",
-                               "filename_or_obj": case.name})
+
+        def entered(t: torch.Tensor):
+            return MetaTensor(t, affine=torch.as_tensor(np.asarray(case.grid.affine), dtype=torch.float64),
+                              meta={"original_affine": np.asarray(case.grid.affine), "space": "RAS",
+                                    "filename_or_obj": case.name})
+
         self._check_sizes(file_order.shape, case.grid, source)
         transforms = self.transforms()
-        data = {self.key: img}
+        if len(self.inputs) == 1:
+            data = {self.key: entered(leaf)}
+        else:  # one file per key, as LoadImaged(image_only=False) gives them (with their meta dicts)
+            data = {k: entered(leaf[i:i + 1]) for i, k in enumerate(self.inputs)}
+            data.update({f"{k}_meta_dict": dict(data[k].meta) for k in self.inputs})
         with torch.enable_grad():
             for spec, t in zip(self.specs, transforms):
                 try:
@@ -181,15 +257,18 @@ class BundlePipeline(ModelPipeline):
                     raise ModelError(f"{self.source}: preprocessing transform {spec['_target_']} failed on case "
                                      f"{source} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
                                      "; check its arguments in inference.json") from exc
+        if self.key not in data or self.invert_key not in data:
+            raise ModelError(f"{self.source}: the preprocessing gives no {self.key!r} (the network's input) or no "
+                             f"{self.invert_key!r} (what Invertd inverts) for case {source}")
         out = data[self.key]
-        x = out.as_tensor().detach().float()
+        x = _plain(out).detach().float()
         shape = tuple(x.shape[1:])
         window = self.window or shape
         pads = window_padding(shape, window)
         xp = _pad(x[None], pads, self.padding_mode, self.cval)
         return BundleInput(x=xp.to(device=device, dtype=dtype), pads=pads, channels=channels, bounds=None,
                            network=network, pipeline=self, grid=case.grid, leaf=leaf, transformed=out,
-                           transforms=transforms)
+                           reference=data[self.invert_key], transforms=transforms)
 
 
 @dataclass
@@ -200,7 +279,8 @@ class BundleInput(PreparedInput):
     pipeline: BundlePipeline | None = None
     grid: object = None
     leaf: torch.Tensor | None = None  # the case (C, i, j, k), files' voxel order, requires grad
-    transformed: object = None  # the transforms' output (MetaTensor with its graph and applied operations)
+    transformed: object = None  # the network's input as the transforms give it (with its graph)
+    reference: object = None  # the MetaTensor whose applied operations Invertd undoes (orig_keys)
     transforms: list = field(default_factory=list)
     _inverted: object = None
     _logits_leaf: torch.Tensor | None = None
@@ -216,21 +296,21 @@ class BundleInput(PreparedInput):
         return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))
 
     def _like_transformed(self, t: torch.Tensor):
-        """``t`` as a MetaTensor with the transformed input's meta (its affine in it: given twice, MONAI warns)."""
+        """``t`` as a MetaTensor with the inverted key's meta (its affine in it: given twice, MONAI warns)."""
         from monai.data import MetaTensor
 
-        out = MetaTensor(t, meta=copy.deepcopy(self.transformed.meta))
-        out.affine = self.transformed.affine  # the MetaTensor's own, which its meta may hold stale
+        out = MetaTensor(t, meta=copy.deepcopy(self.reference.meta))
+        out.affine = self.reference.affine  # the MetaTensor's own, which its meta may hold stale
         return out
 
     def outputs_to_case(self, blended: torch.Tensor) -> torch.Tensor:
         """Logits (1, K, padded model grid) -> the case grid by the transforms' inverse (as Invertd)."""
         import monai.transforms as mt
 
-        key = self.pipeline.key
+        key = self.pipeline.invert_key
         leaf = self.crop(blended)[0].detach().float().cpu().requires_grad_(True)
         logits = self._like_transformed(leaf)
-        logits.applied_operations = copy.deepcopy(self.transformed.applied_operations)
+        logits.applied_operations = copy.deepcopy(self.reference.applied_operations)
         invertible = [t for t in self.transforms if isinstance(t, mt.InvertibleTransform)]
         data = {key: logits}
         with torch.enable_grad():
@@ -264,7 +344,7 @@ class BundleInput(PreparedInput):
                 (r,) = torch.autograd.grad(_pad(inner, self.pads, mode, 0.0), inner, grad_outputs=total)
             r = r[0]
         r = r.to(self.leaf.dtype).cpu()
-        (g,) = torch.autograd.grad(self.transformed.as_tensor(), self.leaf, grad_outputs=r, retain_graph=True)
+        (g,) = torch.autograd.grad(_plain(self.transformed), self.leaf, grad_outputs=r, retain_graph=True)
         return self._napari(g)
 
 
@@ -296,7 +376,7 @@ class BundleInput(PreparedInput):
         for step in steps:
             name, kw = step["_target_"], {k: v for k, v in step.items() if k != "_target_"}
             if name == "Invertd":
-                ops = self.transformed.applied_operations
+                ops = self.reference.applied_operations
                 pred.applied_operations = copy.deepcopy(
                     convert_applied_interp_mode(ops, mode="nearest", align_corners=None) if kw.get("nearest_interp")
                     else ops)
@@ -306,7 +386,7 @@ class BundleInput(PreparedInput):
                 pred = getattr(mt, name[:-1])(**kw)(pred)
         if not inverted:  # the label is on the model grid: it goes to the case grid as a label does
             pred.applied_operations = copy.deepcopy(convert_applied_interp_mode(
-                self.transformed.applied_operations, mode="nearest", align_corners=None))
+                self.reference.applied_operations, mode="nearest", align_corners=None))
             pred = self._invert(pred)
         label = torch.as_tensor(pred).round()
         if label.shape[0] > 1:  # binary channels (sigmoid and threshold): bit k is channel k
@@ -318,10 +398,11 @@ class BundleInput(PreparedInput):
         """``pred`` (a MetaTensor with the applied operations to undo) through the transforms' inverse."""
         import monai.transforms as mt
 
-        data = {self.pipeline.key: pred}
+        key = self.pipeline.invert_key
+        data = {key: pred}
         for t in reversed([t for t in self.transforms if isinstance(t, mt.InvertibleTransform)]):
             data = t.inverse(data)
-        return data[self.pipeline.key]
+        return data[key]
 
 
 #: the sliding window's padding modes (torch.nn.functional.pad's, which MONAI's sliding_window_inference uses)
@@ -339,16 +420,19 @@ def _pad(t: torch.Tensor, pads, mode: str, cval: float) -> torch.Tensor:
         torch.nn.functional.pad(t, flat, mode=mode)
 
 
-def bundle_pipeline(config) -> BundlePipeline | None:
+def bundle_pipeline(config, trust: bool = False) -> BundlePipeline | None:
     """The pipeline of a bundle's inference configuration.
 
     Only what napari-lrp runs is resolved: the transforms it applies (loading and typing transforms and
-    ``_disabled_`` ones are never evaluated) and the inferer.
+    ``_disabled_`` ones are never evaluated) and the inferer. A transform of the bundle's own ``scripts/`` runs
+    only with ``trust``, and only where its outputs are voxels of its inputs (:class:`_Rearrangement`).
 
     Parameters
     ----------
     config : BundleConfig
         The inference configuration (:mod:`napari_lrp.models.bundle_config`).
+    trust : bool
+        Whether the bundle's own code may run.
 
     Returns
     -------
@@ -358,50 +442,123 @@ def bundle_pipeline(config) -> BundlePipeline | None:
     source = config.source
     if not config.has("preprocessing"):
         return None
-    target, items = config.compose("preprocessing")
-    if items is None:
-        raise ModelError(f"{source}: preprocessing must be a Compose ({{'_target_': 'Compose', 'transforms': [...]}})")
-    if target is not None and _short(target, source, "preprocessing", "monai.transforms.") != "Compose":
-        raise ModelError(f"{source}: preprocessing must be a Compose of transforms, not {target!r}")
-    specs, kinds, key = [], [], None
-    for at, where, item in items:
-        if not isinstance(item, dict) or "_target_" not in item:
-            raise ModelError(f"{source}: {where} is not a transform ({{'_target_': ..., ...}})")
-        if config.disabled(item, at):
+    entries = _transform_entries(config)
+    inputs, key = _input_keys(config, entries)
+    specs, kinds = [], []
+    for at, where, target, item in entries:
+        if target.startswith(BUNDLE_CODE_PREFIX):
+            cls = bundle_class(target, config.folder, source, trust, base=object, what=f"{where}._target_")
+            spec = {k: v for k, v in config.resolve(item, at).items() if not k.startswith("_")}
+            specs.append({**spec, "_target_": target, "_class_": cls})
+            kinds.append(target)
             continue
-        name = _short(config.resolve(item["_target_"], f"{at}#_target_"), source, where, "monai.transforms.")
+        name = _short(target, source, where, "monai.transforms.")
         if name not in SUPPORTED:
             raise ModelError(f"{source}: {where} {name} is not supported: napari-lrp maps relevance back through "
                              f"{', '.join(sorted(ROUTING | RESAMPLING))} and passes {', '.join(sorted(INTENSITY))}; "
                              "remove it from preprocessing or ask for it")
         if name in LOADING:  # the case is loaded already: these are never evaluated
-            keys = item.get("keys")
-            keys = [keys] if isinstance(keys, str) else keys if isinstance(keys, list) else []
-            if key is None and keys and all(isinstance(k, str) and not k.startswith(("$", "@")) for k in keys):
-                key = "image" if "image" in keys else keys[0]
             continue
         item = config.resolve(item, at)
-        keys = item.get("keys")
-        keys = [keys] if isinstance(keys, str) else list(keys or [])
-        if key is None and keys:
-            key = "image" if "image" in keys else keys[0]
-        if key not in keys:
+        keys = _listed(item.get("keys"))
+        acting = [k for k in keys if k in inputs or k == key]
+        if not acting:
             raise ModelError(f"{source}: {where} {name} does not act on the image key {key!r} (keys {keys})")
         spec = {k: v for k, v in item.items() if not k.startswith("_")}
-        spec["keys"] = [key]
-        if len(keys) > 1:  # the label and other keys of the bundle are not there in napari-lrp
+        spec["keys"] = acting
+        if len(keys) > 1 or len(inputs) > 1:  # the label and other keys of the bundle are not there in napari-lrp
             spec["allow_missing_keys"] = True
             for k in ("mode", "padding_mode", "align_corners", "dtype"):  # per-key options: the image's
                 if isinstance(spec.get(k), list) and len(spec[k]) == len(keys):
-                    spec[k] = spec[k][keys.index(key)]
-        if name == "CropForegroundd" and spec.get("source_key") not in (None, key):
+                    picked = [spec[k][keys.index(a)] for a in acting]
+                    spec[k] = picked[0] if len(picked) == 1 else picked
+        if name == "CropForegroundd" and spec.get("source_key") not in (None, *acting):
             raise ModelError(f"{source}: {where} crops by {spec['source_key']!r}; napari-lrp has the image only")
         spec["_target_"] = name
         specs.append(spec)
         kinds.append(name)
-    key = key or "image"
-    return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, post=_postprocessing(config),
-                          **_inferer_settings(config))
+    return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, post=_postprocessing(config, trust),
+                          inputs=inputs, invert_key=_invert_key(config, inputs, key), **_inferer_settings(config))
+
+
+def _listed(keys) -> list:
+    return [keys] if isinstance(keys, str) else list(keys) if isinstance(keys, (list, tuple)) else []
+
+
+def _transform_entries(config) -> list[tuple[str, str, str, dict]]:
+    """(key path, place in messages, target, entry as written) of the preprocessing's transforms in use."""
+    source = config.source
+    target, items = config.compose("preprocessing")
+    if items is None:
+        raise ModelError(f"{source}: preprocessing must be a Compose ({{'_target_': 'Compose', 'transforms': [...]}})")
+    if target is not None and _short(target, source, "preprocessing", "monai.transforms.") != "Compose":
+        raise ModelError(f"{source}: preprocessing must be a Compose of transforms, not {target!r}")
+    entries = []
+    for at, where, item in items:
+        if not isinstance(item, dict) or "_target_" not in item:
+            raise ModelError(f"{source}: {where} is not a transform ({{'_target_': ..., ...}})")
+        if config.disabled(item, at):
+            continue
+        name = config.resolve(item["_target_"], f"{at}#_target_")
+        if not isinstance(name, str):
+            raise ModelError(f"{source}: {where}._target_ must be a class name, got {name!r}")
+        entries.append((at, where, name, item))
+    return entries
+
+
+def _input_keys(config, entries) -> tuple[list[str], str]:
+    """The keys the case's channels enter as and the network's input key.
+
+    The network reads ``image`` (MONAI's evaluators do); a bundle that loads several files under keys of
+    their own, transforms them and merges them into ``image`` (the CECT bundle's three phases) takes one
+    channel per key of its first transform; otherwise the case enters whole as the loaded image key."""
+    loaded, acted = None, []
+    for at, _where, target, item in entries:
+        name = target.rsplit(".", 1)[-1]
+        if target.startswith(BUNDLE_CODE_PREFIX):
+            acted.append([])
+        elif name in LOADING:  # keys as written (loading transforms are never evaluated)
+            keys = _listed(item.get("keys"))
+            if loaded is None and keys and all(isinstance(k, str) and not k.startswith(("$", "@")) for k in keys):
+                loaded = keys
+        elif name in SUPPORTED:
+            acted.append([k for k in _listed(config.resolve(item.get("keys"), f"{at}#keys")) if isinstance(k, str)])
+    first = next((keys for keys in acted if keys), [])
+    if "image" not in (loaded or []) + first and len(first) > 1 and any("image" in keys for keys in acted):
+        return first, "image"
+    source_keys = loaded or first
+    key = "image" if "image" in source_keys else source_keys[0] if source_keys else "image"
+    return [key], key
+
+
+def _invert_key(config, inputs: list[str], key: str) -> str:
+    """The key the postprocessing's Invertd inverts (its ``orig_keys``), where the case enters by it."""
+    if not config.has("postprocessing"):
+        return key
+    for at, name, _target, item in _value_steps(config):
+        if name == "Invertd" and "orig_keys" in item:
+            orig = _listed(config.resolve(item["orig_keys"], f"{at}#orig_keys"))
+            if orig and orig[0] in (*inputs, key):
+                return orig[0]
+    return key
+
+
+def input_keys(config) -> list[str]:
+    """The keys a bundle's case enters as, one per channel (no code is run and nothing is refused).
+
+    Parameters
+    ----------
+    config : BundleConfig
+        The inference configuration.
+
+    Returns
+    -------
+    list of str
+        One key, or one per file where the preprocessing merges several into the network's input.
+    """
+    if not config.has("preprocessing"):
+        return []
+    return _input_keys(config, _transform_entries(config))[0]
 
 
 #: postprocessing transforms that make the bundle's label (the rest, saving and typing, change no value)
@@ -421,25 +578,30 @@ def _value_steps(config) -> list[tuple[str, str, str, dict]]:
     return steps
 
 
-def _is_painting(steps, i: int) -> bool:
-    """Whether step ``i`` is a last ``Lambdad`` of MONAI's, which paints the label from the region channels."""
-    at, name, target, _item = steps[i]
-    return name == "Lambdad" and i == len(steps) - 1 and target in ("Lambdad", "monai.transforms.Lambdad")
+def _is_painting(steps, i: int, trust: bool = False) -> bool:
+    """Whether step ``i`` is the last one and paints the label from the region channels: MONAI's ``Lambdad``
+    (its function a restricted lambda), or with ``trust`` a transform of the bundle's own ``scripts/``."""
+    _at, name, target, _item = steps[i]
+    last = i == len(steps) - 1
+    return last and (name == "Lambdad" and target in ("Lambdad", "monai.transforms.Lambdad")
+                     or trust and target.startswith(BUNDLE_CODE_PREFIX))
 
 
-def _postprocessing(config) -> list[dict] | None:
+def _postprocessing(config, trust: bool = False) -> list[dict] | None:
     """The label-making steps of the bundle's postprocessing (see :data:`LABEL_STEPS`), or None (with a warning
-    naming the step) when a step napari-lrp does not reproduce changes the label. A last ``Lambdad`` painting
-    the regions into one label is left to the card (:func:`label_painting`)."""
+    naming the step) when a step napari-lrp does not reproduce changes the label. A last step painting the
+    regions into one label is left to the card (:func:`label_painting`)."""
     if not config.has("postprocessing"):
         return None
     steps, value_steps = [], _value_steps(config)
     for i, (at, name, target, item) in enumerate(value_steps):
-        if _is_painting(value_steps, i):
+        if _is_painting(value_steps, i, trust):
             break
         if name not in LABEL_STEPS or ("." in target and not target.startswith("monai.transforms.")):
-            warnings.warn(f"{config.source}: {at} {target} is not reproduced by napari-lrp; the prediction is the "
-                          "argmax (or thresholds) of the logits on the case grid instead of the bundle's own label",
+            own = " (the bundle's own code: with trust=True napari-lrp runs it where it paints the label last)" \
+                if target.startswith(BUNDLE_CODE_PREFIX) else ""
+            warnings.warn(f"{config.source}: {at} {target} is not reproduced by napari-lrp{own}; the prediction is "
+                          "the argmax (or thresholds) of the logits on the case grid instead of the bundle's own label",
                           UserWarning, stacklevel=2)
             return None
         spec = config.resolve({k: v for k, v in item.items() if k not in ("keys", "_target_")}, at)
@@ -455,12 +617,13 @@ def _postprocessing(config) -> list[dict] | None:
 MAX_PAINTED_REGIONS = 8
 
 
-def label_painting(config, n_regions: int) -> list[int] | None:
-    """The label value a bundle's last ``Lambdad`` paints for every combination of its region channels.
+def label_painting(config, n_regions: int, trust: bool = False) -> tuple[list[int], bool] | None:
+    """The label value a bundle's last postprocessing step paints for every combination of its region channels.
 
     BraTS' bundle paints ``torch.where(x[[2]] > 0, 4, torch.where(x[[0]] > 0, 1, ...))`` over its thresholded
-    channels; the function (a restricted lambda, :mod:`napari_lrp.models.bundle_config`) is evaluated once on
-    the 2**K combinations, so a prediction's region bits map to the bundle's label value by table.
+    channels (a restricted lambda, :mod:`napari_lrp.models.bundle_config`); the CECT bundle merges its channels
+    with a transform of its own ``scripts/`` (run only with ``trust``). The step is run once on the 2**K
+    combinations, so a prediction's region bits map to the bundle's label value by table.
 
     Parameters
     ----------
@@ -468,34 +631,50 @@ def label_painting(config, n_regions: int) -> list[int] | None:
         The inference configuration.
     n_regions : int
         The network's output channels K.
+    trust : bool
+        Whether the bundle's own code may run.
 
     Returns
     -------
-    list of int or None
-        2**K values (entry b: the regions set in b); None when the postprocessing ends in no such step.
+    tuple or None
+        (2**K values, entry b for the regions set in b; whether a ``Lambdad`` painted them), or None when the
+        postprocessing ends in no such step.
     """
     if not config.has("postprocessing") or n_regions < 2:
         return None
     steps = _value_steps(config)
-    if not steps or not _is_painting(steps, len(steps) - 1):
+    if not steps or not _is_painting(steps, len(steps) - 1, trust):
         return None
-    at, _name, _target, item = steps[-1]
+    at, name, target, item = steps[-1]
     if n_regions > MAX_PAINTED_REGIONS:
         raise ModelError(f"{config.source}: {at} paints {n_regions} region channels; napari-lrp reproduces a "
                          f"painting of at most {MAX_PAINTED_REGIONS}")
-    func = config.resolve(item.get("func"), f"{at}#func")
+    lambdad = name == "Lambdad" and not target.startswith(BUNDLE_CODE_PREFIX)
     bits = torch.arange(2 ** n_regions)
-    combos = torch.stack([(bits >> k) & 1 for k in range(n_regions)]).view(n_regions, -1, 1, 1).float()
+    # two voxels a side: a painting that squeezes its input keeps the channel and combination axes
+    combos = torch.stack([(bits >> k) & 1 for k in range(n_regions)]).view(n_regions, -1, 1, 1).expand(
+        -1, -1, 2, 2).float().contiguous()
     try:
-        painted = torch.as_tensor(func(combos)) if callable(func) else None
+        if lambdad:
+            func = config.resolve(item.get("func"), f"{at}#func")
+            painted = func(combos) if callable(func) else None
+        else:
+            from monai.data import MetaTensor
+
+            cls = bundle_class(target, config.folder, config.source, trust, base=object, what=f"{at}._target_")
+            kwargs = {k: v for k, v in config.resolve(item, at).items() if not k.startswith("_")}
+            painted = cls(**{**kwargs, "keys": "pred"})({"pred": MetaTensor(combos)})["pred"]
+        painted = None if painted is None else torch.as_tensor(_plain(painted))
+    except ModelError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the file's function fails on the combinations in its own ways
-        raise ModelError(f"{config.source}: {at}#func fails on the {n_regions} region channels: "
-                         f"{type(exc).__name__}: {exc}") from exc
-    if painted is None or tuple(painted.shape) != (1, 2 ** n_regions, 1, 1) or painted.is_floating_point() and \
+        raise ModelError(f"{config.source}: {at}{'#func' if lambdad else ''} fails on the {n_regions} region "
+                         f"channels: {type(exc).__name__}: {exc}") from exc
+    if painted is None or tuple(painted.shape) != (1, 2 ** n_regions, 2, 2) or painted.is_floating_point() and \
             not torch.equal(painted, painted.round()) or not ((painted >= 0) & (painted <= 255)).all():
-        raise ModelError(f"{config.source}: {at}#func does not paint the {n_regions} region channels into one label "
-                         "of values 0 to 255; napari-lrp reproduces only such a painting")
-    return [int(v) for v in painted.flatten()]
+        raise ModelError(f"{config.source}: {at}{'#func' if lambdad else ''} does not paint the {n_regions} region "
+                         "channels into one label of values 0 to 255; napari-lrp reproduces only such a painting")
+    return [int(v) for v in painted[0, :, 0, 0]], lambdad
 
 
 def _inferer_settings(config) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundle_config import BundleConfig
-from .bundle_transforms import bundle_pipeline, label_painting
+from .bundle_transforms import bundle_pipeline, input_keys, label_painting
 from .card import ModelCard, ModelError, check_channel_names, read_json
 
 __all__ = ["bundle_weights", "card_from_bundle", "painted_regions", "pipeline_from_bundle"]
@@ -28,20 +28,22 @@ def _sigmoid_postprocessing(config: BundleConfig) -> bool:
     return False
 
 
-def pipeline_from_bundle(folder: Path):
+def pipeline_from_bundle(folder: Path, trust: bool = False):
     """The bundle's ``preprocessing`` and ``inferer`` (:mod:`napari_lrp.models.bundle_transforms`).
 
     Parameters
     ----------
     folder : Path
         The bundle's folder.
+    trust : bool
+        Whether transforms of the bundle's own ``scripts/`` may run.
 
     Returns
     -------
     BundlePipeline or None
         None when the configuration has no ``preprocessing`` (then the card's intensity rule applies).
     """
-    return bundle_pipeline(BundleConfig.read(Path(folder)))
+    return bundle_pipeline(BundleConfig.read(Path(folder)), trust)
 
 
 def bundle_weights(config: BundleConfig) -> Path:
@@ -119,13 +121,19 @@ def _channel_count(value, meta_path: Path, side: str) -> int:
     return int(value)
 
 
-def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
+def card_from_bundle(folder: Path, trust: bool = False) -> tuple[ModelCard, Path]:
     """A card from a MONAI bundle folder (configs/metadata.json, configs/inference.json, models/model.pt).
+
+    Input channels are named by the metadata's ``channel_def``; where it names fewer channels than a
+    preprocessing that loads one file per key and merges them (the CECT bundle's artery, vein, excret), by
+    those keys.
 
     Parameters
     ----------
     folder : Path
         The bundle's folder (configs/ and models/ inside).
+    trust : bool
+        Whether a postprocessing step of the bundle's own ``scripts/`` may run (to paint the label).
 
     Returns
     -------
@@ -147,8 +155,10 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     inputs, outputs = _data_format(meta, meta_path)
     n_in = _channel_count(inputs.get("num_channels", kwargs.get("in_channels", 1)), meta_path, "inputs")
     chdef = _channel_def(inputs, meta_path, "inputs")
-    modalities = check_channel_names([str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)], str(meta_path),
-                                     "network_data_format.inputs.*.channel_def")
+    keys = input_keys(config)
+    names = keys if len(keys) == n_in > 1 and len(chdef) < n_in else \
+        [str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)]
+    modalities = check_channel_names(names, str(meta_path), "network_data_format.inputs.*.channel_def")
     outdef = _channel_def(outputs, meta_path, "outputs")
     n_out = _channel_count(outputs.get("num_channels", kwargs.get("out_channels", 2)), meta_path, "outputs")
     for side, n, arg in (("inputs", n_in, "in_channels"), ("outputs", n_out, "out_channels")):
@@ -158,7 +168,9 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
     classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]
     weights = bundle_weights(config)
     sigmoid = n_out == 1 or _sigmoid_postprocessing(config)
-    painting = label_painting(config, n_out) if sigmoid else None
+    painting, lambdad = label_painting(config, n_out, trust) if sigmoid else None, False
+    if painting is not None:
+        painting, lambdad = painting
     card = ModelCard(
         name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},
         weights=str(Path("..") / weights.resolve().relative_to(folder.resolve())), modalities=modalities,
@@ -167,7 +179,7 @@ def card_from_bundle(folder: Path) -> tuple[ModelCard, Path]:
                "divisible": int(meta.get("napari_lrp_divisible", 16))},
         classes=classes, target_class=min(1, n_out - 1),
         output_activation="sigmoid" if sigmoid else "softmax",
-        label_values=painting, regions=None if painting is None else painted_regions(painting, classes),
+        label_values=painting, regions=painted_regions(painting, classes) if lambdad else None,
     )
     return card, weights
 

@@ -28,7 +28,7 @@ from .weights import definition_files, identity_sha256, load_weights
 __all__ = ["load_model", "locate_model", "model_sha256", "save_model"]
 
 
-def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
+def locate_model(path: str | os.PathLike, trust: bool = False) -> tuple[ModelCard, Path, str]:
     """The card, the weights file and the name for messages of a model path, without building anything.
 
     Parameters
@@ -36,6 +36,8 @@ def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
     path : str or os.PathLike
         A card (.json), a folder with card.json (or one .json card), a MONAI bundle, or a weights file with
         its card of the same stem beside it.
+    trust : bool
+        Whether a bundle's own ``scripts/`` code may run (a label painting in its postprocessing).
 
     Returns
     -------
@@ -49,7 +51,7 @@ def locate_model(path: str | os.PathLike) -> tuple[ModelCard, Path, str]:
         if (path / "card.json").exists():
             path = path / "card.json"
         elif (path / "configs").is_dir():
-            card, weights = card_from_bundle(path)
+            card, weights = card_from_bundle(path, trust)
             return card, weights, str(path)
         else:
             cards = sorted(path.glob("*.json"))
@@ -152,13 +154,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
                  if v not in (None, False, "checkpoint_final.pth")]
         raise ModelError(f"{path}: {', '.join(given)} are options of nnU-Net results folders; this model is a card "
                          "or a bundle, which has one network and no test-time mirroring")
-    card, weights, source = locate_model(path)
+    card, weights, source = locate_model(path, trust)
     folder = bundle_folder_of(Path(path))
     pipeline = None
     bundle = folder if folder.is_dir() and (folder / "configs").is_dir() and not (folder / "card.json").exists() \
         else None
     if bundle is not None:
-        pipeline = pipeline_from_bundle(folder)  # its preprocessing and inferer, when it has them
+        pipeline = pipeline_from_bundle(folder, trust)  # its preprocessing and inferer, when it has them
         window = getattr(pipeline, "window", None)
         if window is not None:  # the inferer's roi_size is the bundle's own window: its LRP must fit (estimated
             # before the network is built or its weights are read)
