@@ -320,5 +320,5 @@ def test_a_bundles_own_transform_runs_only_trusted_and_only_where_it_moves_voxel
     np.testing.assert_allclose(ours.relevance, theirs.relevance[::-1], rtol=0,
                                atol=1e-6 * np.abs(theirs.relevance).max())
     scaled = _bundle_with_own_transform(tmp_path / "scaled", f"data['image'] = {keep.replace('[::-1]', '* 2.0')}")
-    with pytest.raises(ModelError, match=r"scripts.own.Own makes 'image' of values that are not voxels of its"):
+    with pytest.raises(ModelError, match=r"transform scripts.own.Own makes 'image' of values that are neither voxels"):
         nl.explain(nl.load_model(scaled, trust=True), case)

@@ -40,7 +40,7 @@ from .pipeline import ModelPipeline
 from .preprocess import PreparedInput, match_modalities, pad_spatial, window_padding
 
 __all__ = ["BundleInput", "BundlePipeline", "INTENSITY", "LOADING", "PADDING_MODES", "RESAMPLING", "ROUTING",
-           "bundle_pipeline", "input_keys", "label_painting"]
+           "GUIDANCE", "added_channels", "bundle_pipeline", "input_keys", "label_painting"]
 
 ROUTING = frozenset({"Orientationd", "CropForegroundd", "SpatialPadd", "DivisiblePadd", "BorderPadd",
                      "CenterSpatialCropd", "SpatialCropd", "ResizeWithPadOrCropd", "Flipd", "Rotate90d"})
@@ -50,7 +50,11 @@ INTENSITY = frozenset({"ScaleIntensityRanged", "NormalizeIntensityd", "ScaleInte
                        "ScaleIntensityFixedMeand"})
 LOADING = frozenset({"LoadImaged", "EnsureChannelFirstd", "EnsureTyped", "ToTensord", "CastToTyped", "Identityd",
                      "AddChanneld", "ToDeviced", "SqueezeDimd"})
-SUPPORTED = ROUTING | RESAMPLING | INTENSITY | LOADING
+#: DeepEdit's click guidance (monai.apps.deepedit.transforms): run as MONAI runs them with no clicks, so the
+#: channels they add to the image are constants (zero), not the case's
+GUIDANCE = frozenset({"AddGuidanceFromPointsDeepEditd", "ResizeGuidanceMultipleLabelDeepEditd",
+                      "AddGuidanceSignalDeepEditd"})
+SUPPORTED = ROUTING | RESAMPLING | INTENSITY | LOADING | GUIDANCE
 
 
 def _short(target, source: str, where: str, prefix: str) -> str:
@@ -83,54 +87,79 @@ class _StraightThrough:
 
 
 class _Rearrangement:
-    """A bundle's own transform (trusted ``scripts/`` code) whose outputs are voxels of its inputs (ConcatImages
-    merging three phases into channels): run as written for the values, and traced once on voxel numbers to
-    find where each output voxel comes from, so the relevance returns to that voxel. An output that is not a
-    copy of input voxels is refused."""
+    """A transform that runs outside torch's graph (a bundle's own ``scripts/`` code, DeepEdit's guidance)
+    whose outputs are voxels of its inputs or constants: run as written for the values, and traced twice on
+    numbered voxels (two numberings: a copied voxel's number moves with the numbering, a constant does not) to
+    find where each output voxel comes from, so the relevance returns to that voxel. An output that is neither
+    is refused."""
 
     def __init__(self, transform, name: str, source: str):
         self.transform, self.name, self.source = transform, name, source
 
     def __call__(self, data):
-        from monai.data import MetaTensor
-
         arrays = [k for k, v in data.items() if isinstance(v, torch.Tensor)]
-        clones = {k: data[k].detach().clone() for k in arrays}
+        count = sum(data[k].numel() for k in arrays)
         with torch.no_grad():
-            values = self.transform({**data, **clones})
-            numbered, offset = {}, 0
-            for k in arrays:
-                n = data[k].numel()
-                ids = torch.arange(offset, offset + n, dtype=torch.float64).reshape(data[k].shape)
-                numbered[k] = MetaTensor(ids, meta=copy.deepcopy(data[k].meta)) if isinstance(data[k], MetaTensor) \
-                    else ids
-                offset += n
-            traced = self.transform({**data, **numbered})
-        flat = torch.cat([_plain(data[k]).reshape(-1) for k in arrays]) if arrays else None
+            values = self.transform({**data, **{k: data[k].detach().clone() for k in arrays}})
+            first = self.transform({**data, **_numbered(data, arrays, 1)})
+            second = self.transform({**data, **_numbered(data, arrays, 1 + count)})
+        flat = torch.cat([_plain(data[k]).reshape(-1) for k in arrays]) if arrays else torch.zeros(0)
+        numbering = _numbered(data, arrays, 1)
         out = dict(values)
         for k, v in values.items():
-            if k in clones and v is clones[k]:
+            if not isinstance(v, (torch.Tensor, np.ndarray)) or k not in first:
+                continue
+            ids = torch.as_tensor(np.asarray(_plain(first[k])), dtype=torch.float64)
+            if k in arrays and ids.shape == numbering[k].shape and torch.equal(ids, _plain(numbering[k])):
                 out[k] = data[k]  # untouched: the graph is kept
-            elif isinstance(v, (torch.Tensor, np.ndarray)) and k in traced:
-                out[k] = self._gathered(k, v, traced[k], flat, offset)
+            else:
+                other = torch.as_tensor(np.asarray(_plain(second[k])), dtype=torch.float64)
+                out[k] = self._gathered(k, v, ids, other, flat, count)
         return out
 
-    def _gathered(self, key: str, value, ids, flat, count: int):
+    def _gathered(self, key: str, value, ids, other, flat, count: int):
         from monai.data import MetaTensor
 
-        ids = torch.as_tensor(np.asarray(ids), dtype=torch.float64)
         value_t = torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else _plain(value))
-        exact = flat is not None and ids.shape == value_t.shape and bool((ids == ids.round()).all()) and \
-            bool(((ids >= 0) & (ids < count)).all())
-        gathered = flat[ids.long()] if exact else None
+        copied = (other - ids) == count
+        index = (ids - 1).clamp(0, max(count - 1, 0)).long()
+        exact = ids.shape == value_t.shape == other.shape and bool((ids == ids.round()).all()) and \
+            bool((~copied | ((ids >= 1) & (ids <= count))).all()) and bool((copied | (other == ids)).all())
+        gathered = torch.where(copied.to(flat.device), flat[index] if count else value_t.to(flat.dtype),
+                               value_t.to(flat.dtype)) if exact else None
         if gathered is None or not torch.equal(gathered.detach().to(value_t.dtype), value_t):
-            raise ModelError(f"{self.source}: the bundle's own transform {self.name} makes {key!r} of values that "
-                             "are not voxels of its inputs; napari-lrp passes relevance through a bundle's own "
-                             "transform only where it moves or copies voxels (concatenation, crops, flips)")
+            raise ModelError(f"{self.source}: the bundle's transform {self.name} makes {key!r} of values that are "
+                             "neither voxels of its inputs nor constants; napari-lrp passes relevance through a "
+                             "transform it runs outside torch only where it moves or copies voxels (concatenation, "
+                             "crops, flips) or adds constant channels")
         if not isinstance(value, MetaTensor):
             return gathered
         return MetaTensor(gathered, meta=copy.deepcopy(value.meta),
                           applied_operations=copy.deepcopy(value.applied_operations))
+
+
+def _numbered(data: dict, arrays: list[str], start: int) -> dict:
+    """Every array of ``data`` replaced by its voxels' numbers (float64, exact), counting on from ``start``."""
+    from monai.data import MetaTensor
+
+    out, offset = {}, start
+    for k in arrays:
+        n = data[k].numel()
+        ids = torch.arange(offset, offset + n, dtype=torch.float64).reshape(data[k].shape)
+        out[k] = MetaTensor(ids, meta=copy.deepcopy(data[k].meta),
+                            applied_operations=copy.deepcopy(data[k].applied_operations)) \
+            if isinstance(data[k], MetaTensor) else ids
+        offset += n
+    return out
+
+
+def _guidance_class(name: str):
+    """DeepEdit's guidance transform of that name, or None."""
+    if name not in GUIDANCE:
+        return None
+    import monai.apps.deepedit.transforms as deepedit
+
+    return getattr(deepedit, name)
 
 
 def _plain(t):
@@ -160,6 +189,9 @@ class BundlePipeline(ModelPipeline):
     inputs: list[str] = field(default_factory=list)
     #: the key whose applied operations the postprocessing's Invertd undoes (its orig_keys)
     invert_key: str = ""
+    #: input channels the transforms add that are not the case's (DeepEdit's click guidance, zero without
+    #: clicks); their relevance is booked as absorbed on the way back to the case
+    added_channels: int = 0
 
     def __post_init__(self):
         self.inputs = self.inputs or [self.key]
@@ -185,14 +217,14 @@ class BundlePipeline(ModelPipeline):
 
         out = []
         for spec in self.specs:
-            cls = spec.get("_class_") or getattr(mt, spec["_target_"])
+            cls = spec.get("_class_") or _guidance_class(spec["_target_"]) or getattr(mt, spec["_target_"])
             kwargs = {k: v for k, v in spec.items() if not k.startswith("_")}
             try:
                 t = cls(**kwargs)
             except Exception as exc:  # noqa: BLE001 - MONAI's constructors raise many kinds on bad arguments
                 raise ModelError(f"{self.source}: cannot build {spec['_target_']} with {kwargs} "
                                  f"({type(exc).__name__}: {exc})") from exc
-            if "_class_" in spec:
+            if "_class_" in spec or spec["_target_"] in GUIDANCE:
                 t = _Rearrangement(t, spec["_target_"], self.source)
             out.append(_StraightThrough(t, self.inputs + [self.key]) if spec["_target_"] in INTENSITY else t)
         return out
@@ -240,7 +272,7 @@ class BundlePipeline(ModelPipeline):
         def entered(t: torch.Tensor):
             return MetaTensor(t, affine=torch.as_tensor(np.asarray(case.grid.affine), dtype=torch.float64),
                               meta={"original_affine": np.asarray(case.grid.affine), "space": "RAS",
-                                    "filename_or_obj": case.name})
+                                    "filename_or_obj": case.name, "spatial_shape": np.asarray(t.shape[1:])})
 
         self._check_sizes(file_order.shape, case.grid, source)
         transforms = self.transforms()
@@ -253,6 +285,8 @@ class BundlePipeline(ModelPipeline):
             for spec, t in zip(self.specs, transforms):
                 try:
                     data = t(data)
+                except ModelError:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - a transform's arguments that fail on this case
                     raise ModelError(f"{self.source}: preprocessing transform {spec['_target_']} failed on case "
                                      f"{source} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
@@ -460,6 +494,10 @@ def bundle_pipeline(config, trust: bool = False) -> BundlePipeline | None:
         if name in LOADING:  # the case is loaded already: these are never evaluated
             continue
         item = config.resolve(item, at)
+        if name in GUIDANCE:
+            specs.append({**{k: v for k, v in item.items() if not k.startswith("_")}, "_target_": name})
+            kinds.append(name)
+            continue
         keys = _listed(item.get("keys"))
         acting = [k for k in keys if k in inputs or k == key]
         if not acting:
@@ -478,7 +516,8 @@ def bundle_pipeline(config, trust: bool = False) -> BundlePipeline | None:
         specs.append(spec)
         kinds.append(name)
     return BundlePipeline(source=source, key=key, specs=specs, kinds=kinds, post=_postprocessing(config, trust),
-                          inputs=inputs, invert_key=_invert_key(config, inputs, key), **_inferer_settings(config))
+                          inputs=inputs, invert_key=_invert_key(config, inputs, key),
+                          added_channels=added_channels(config), **_inferer_settings(config))
 
 
 def _listed(keys) -> list:
@@ -541,6 +580,32 @@ def _invert_key(config, inputs: list[str], key: str) -> str:
             if orig and orig[0] in (*inputs, key):
                 return orig[0]
     return key
+
+
+def added_channels(config) -> int:
+    """The input channels a bundle's transforms add beyond the case's: DeepEdit's guidance signal, one channel
+    per label (``len(label_names)``) after its ``number_intensity_ch`` image channels.
+
+    Parameters
+    ----------
+    config : BundleConfig
+        The inference configuration.
+
+    Returns
+    -------
+    int
+    """
+    if not config.has("preprocessing"):
+        return 0
+    entries = {target.rsplit(".", 1)[-1]: (at, item) for at, _where, target, item in _transform_entries(config)}
+    if "AddGuidanceSignalDeepEditd" not in entries:
+        return 0
+    at, item = entries.get("AddGuidanceFromPointsDeepEditd", entries["AddGuidanceSignalDeepEditd"])
+    names = config.resolve(item.get("label_names"), f"{at}#label_names")
+    if not isinstance(names, dict) or not names:
+        raise ModelError(f"{config.source}: {at} adds one guidance channel per label, but its label_names is not a "
+                         f"mapping of label names to values ({names!r:.60})")
+    return len(names)
 
 
 def input_keys(config) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundle_config import BundleConfig
-from .bundle_transforms import bundle_pipeline, input_keys, label_painting
+from .bundle_transforms import added_channels, bundle_pipeline, input_keys, label_painting
 from .card import ModelCard, ModelError, check_channel_names, read_json
 
 __all__ = ["bundle_weights", "card_from_bundle", "painted_regions", "pipeline_from_bundle"]
@@ -155,9 +155,13 @@ def card_from_bundle(folder: Path, trust: bool = False) -> tuple[ModelCard, Path
     inputs, outputs = _data_format(meta, meta_path)
     n_in = _channel_count(inputs.get("num_channels", kwargs.get("in_channels", 1)), meta_path, "inputs")
     chdef = _channel_def(inputs, meta_path, "inputs")
-    keys = input_keys(config)
+    keys, added = input_keys(config), added_channels(config)
+    if not 0 <= added < n_in:
+        raise ModelError(f"{meta_path}: the preprocessing adds {added} guidance channels, but the network takes "
+                         f"{n_in} input channels; make network_data_format.inputs.*.num_channels count the image's "
+                         "channels and the guidance's")
     names = keys if len(keys) == n_in > 1 and len(chdef) < n_in else \
-        [str(chdef.get(str(i), f"ch{i}")) for i in range(n_in)]
+        [str(chdef.get(str(i), f"ch{i}")) for i in range(n_in - added)]
     modalities = check_channel_names(names, str(meta_path), "network_data_format.inputs.*.channel_def")
     outdef = _channel_def(outputs, meta_path, "outputs")
     n_out = _channel_count(outputs.get("num_channels", kwargs.get("out_channels", 2)), meta_path, "outputs")

@@ -166,7 +166,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
             # before the network is built or its weights are read)
             cls = allowed_class(card.architecture["class"], source, trust, folder)
             need = window_bytes(cls, current_arguments(cls, card.architecture["kwargs"], source, warn=False),
-                                (1, len(card.modalities), *window))
+                                (1, len(card.modalities) + pipeline.added_channels, *window))
             if need is None:
                 warnings.warn(f"{source}: the memory of one window's LRP (inferer.roi_size {tuple(window)}) could "
                               f"not be estimated ({cls.__name__} runs neither on the meta device nor on a counted "
@@ -174,19 +174,21 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto", tru
             else:
                 check_allocation(need, f"the LRP of one window (inferer.roi_size {tuple(window)})", source,
                                  "the bundle cannot be explained on this machine at this roi_size", dev)
-    model = _finish(card, weights, dev, trust, source, bundle)
+    model = _finish(card, weights, dev, trust, source, bundle, getattr(pipeline, "added_channels", 0))
     model.pipeline = pipeline
     return model
 
 
-def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, source: str, code_root=None) -> Model:
+def _finish(card: ModelCard, weights: Path, dev: torch.device, trust: bool, source: str, code_root=None,
+            added: int = 0) -> Model:
     net = build_network(card, source, trust, code_root)
     declared = (card.architecture.get("kwargs") or {}).get("in_channels")
     # the declared argument where there is one: modules register in any order (DiNTS's cells come before its stem)
     n_in = declared if isinstance(declared, int) and not isinstance(declared, bool) else first_in_channels(net)
-    if n_in is not None and n_in != len(card.modalities):
+    if n_in is not None and n_in != len(card.modalities) + added:  # added: a bundle's guidance channels
         raise ModelError(f"{source}: the network takes {n_in} input channels but the card lists "
-                         f"{len(card.modalities)} modalities ({', '.join(card.modalities)})")
+                         f"{len(card.modalities)} modalities ({', '.join(card.modalities)})"
+                         + (f" and the bundle adds {added}" if added else ""))
     net = load_weights(net, weights, dev, trust)
     net = net.to(dev).eval()
     for p in net.parameters():
