@@ -422,3 +422,98 @@ def test_lrp0_through_a_clipping_resampling_is_gradient_x_input(shape, spacing, 
     lrp0 = r.relevance(xt.detach(), g_out * y.detach(), epsilon=0.0)
     np.testing.assert_allclose(lrp0.numpy(), (g_in * xt.detach()).numpy(), rtol=1e-9, atol=1e-12)
     assert float(lrp0.sum()) == pytest.approx(float((g_out * y.detach()).sum()), rel=1e-10)
+
+
+def _bias_free_copy(folder, dst):
+    """``folder`` with its network made bias-free and norm-free (plans' conv_bias false, norm_op none; every
+    bias of nnU-Net's own builder zeroed in a trainer-written checkpoint): a piecewise-linear network, where
+    LRP-0 is gradient x input."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    shutil.copytree(folder, dst)
+    plans = json.loads((dst / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    arch.update(conv_bias=False, norm_op=None, norm_op_kwargs=None)
+    (dst / "plans.json").write_text(json.dumps(plans))
+    dataset = json.loads((dst / "dataset.json").read_text())
+    cm = PlansManager(plans).get_configuration("3d_fullres")
+    torch.manual_seed(1)
+    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                 cm.network_arch_init_kwargs_req_import, len(dataset["channel_names"]), 2,
+                                 allow_init=True, deep_supervision=True)
+    weights = {k: torch.zeros_like(v) if k.endswith("bias") else v for k, v in net.state_dict().items()}
+    ckpt = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    ckpt["network_weights"] = weights
+    ckpt["init_args"]["plans"] = plans
+    torch.save(ckpt, dst / "fold_0" / "checkpoint_final.pth")
+    return dst
+
+
+def test_lrp0_of_a_planner_made_folder_is_gradient_x_input_of_nnunets_own_pipeline_with_clipping(planned, tmp_path,
+                                                                                                 monkeypatch):
+    """The default planner's folder, made bias-free and norm-free, on a case scanned at another spacing (nnU-Net
+    resamples it with cubic splines and clips the overshoot): LRP-0 relevance on the case grid equals gradient x
+    input of nnU-Net's own pipeline (its cropping, normalisation, resampling, sliding windows and resampling back,
+    run by nnU-Net's functions in float64) with respect to the normalised voxels, checked along directions by
+    central differences, including the voxels holding the range's ends, whose values clipped voxels take."""
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+    from tests.models._nnunet_planner import case_files
+
+    folder = _bias_free_copy(planned["default"], tmp_path / "Dataset003_BraTSLike" / planned["default"].name)
+    case_dir = planned["resampled case"]
+    model = nl.load_model(folder, fold=0)
+    case = nl.load_case(case_dir)
+    k = 0  # the whole lesion region
+    exp = nl.explain(model, case, preset="lrp0", target="ground truth", target_class=k)
+    assert abs(exp.ledger.unaccounted) <= 1e-6
+
+    # nnU-Net's pipeline up to the normalised, cropped voxels (as DefaultPreprocessor.run_case_npy orders it)
+    oracle = _oracle(folder)
+    monkeypatch.setattr(torch, "half", torch.float64)  # nnU-Net's accumulators, in float64 here
+    oracle.network.double()
+    pm, cm = oracle.plans_manager, oracle.configuration_manager
+    data, props = SimpleITKIO().read_images(case_files(case_dir))
+    data = data.transpose([0, *[i + 1 for i in pm.transpose_forward]]).astype(np.float64)
+    spacing = [props["spacing"][i] for i in pm.transpose_forward]
+    label, _ = SimpleITKIO().read_seg(str(case_dir / f"{case_dir.name}_seg.nii.gz"))
+    cropped, seg, bbox = crop_to_nonzero(data, label.transpose([0, *[i + 1 for i in pm.transpose_forward]]))
+    normalised = DefaultPreprocessor()._normalize(cropped.copy(), seg, cm,
+                                                  pm.foreground_intensity_properties_per_channel)
+    new_shape = compute_new_shape(cropped.shape[1:], spacing, cm.spacing)
+    region = np.isin(seg[0], [1, 2])  # the whole lesion's label values, on the cropped grid
+
+    def pipeline(x: np.ndarray) -> float:
+        resampled = cm.resampling_fn_data(x, new_shape, spacing, cm.spacing)
+        with torch.no_grad():
+            logits = oracle.predict_sliding_window_return_logits(torch.from_numpy(resampled).double())
+        back = cm.resampling_fn_probabilities(logits.double().numpy(), cropped.shape[1:], cm.spacing, spacing)
+        return float(back[k][region].sum())
+
+    from skimage.transform import resize
+
+    unclipped = np.stack([resize(c, new_shape, order=3, mode="edge", clip=False, anti_aliasing=False)
+                          for c in normalised])
+    clipped = unclipped != cm.resampling_fn_data(normalised, new_shape, spacing, cm.spacing)
+    assert clipped.sum() > 100, "the resampling must clip somewhere for this test to mean anything"
+
+    # ours, on the same grid: the case grid in nnU-Net's voxel order, cropped to its box
+    ours = to_nnunet_order(exp.relevance.astype(np.float64), case.grid)
+    ours = ours.transpose([0, *[i + 1 for i in pm.transpose_forward]])
+    ours = ours[(slice(None), *[slice(a, b) for a, b in bbox])]
+    assert ours.shape == normalised.shape
+    assert pipeline(normalised) == pytest.approx(exp.ledger.start, rel=1e-5)  # the same function, the same start
+    gradient = np.divide(ours, normalised, out=np.zeros_like(ours), where=np.abs(normalised) > 1e-3)
+    rng = np.random.default_rng(0)
+    ends = np.zeros(normalised.shape, bool)
+    for c in range(normalised.shape[0]):  # the voxels holding each channel's range ends
+        ends[c].flat[[int(np.argmax(normalised[c])), int(np.argmin(normalised[c]))]] = True
+    usable = np.abs(normalised) > 1e-3
+    # float64 central differences with a step small enough to cross no kink of the network's LeakyReLUs
+    for v in (rng.normal(size=normalised.shape) * usable, ends * usable * 1.0,
+              rng.normal(size=normalised.shape) * usable * region[None]):
+        h = 1e-7 / max(np.abs(v).max(), 1e-30)
+        numeric = (pipeline(normalised + h * v) - pipeline(normalised - h * v)) / (2 * h)
+        assert numeric == pytest.approx(float((gradient * v).sum()), rel=1e-4, abs=1e-8 * abs(exp.ledger.start))
