@@ -481,3 +481,31 @@ def test_the_methods_are_picked_with_check_boxes_and_option_fields(plugin_viewer
     assert parsed[3] == ("integrated_gradients", {"n_steps": 8})
     assert parsed[4] == ("occlusion", {"sliding_window_shapes": (6, 4, 8, 8)})
     assert all(box.tooltip for box, _option in boxes.values())
+
+
+def test_a_bundle_with_its_own_code_loads_only_when_its_code_is_trusted(plugin_viewer, qtbot, tmp_path):
+    """A bundle whose preprocessing names a transform of its own scripts/: refused in the dock naming the file
+    and the tick box; loaded and explained once "run the model's own code" is ticked."""
+    from tests.models.test_bundle_transforms import make_bundle
+
+    _viewer, rel, _inc = plugin_viewer
+    own = {"_target_": "scripts.own.Own"}
+    pre = {"_target_": "Compose", "transforms": [{"_target_": "LoadImaged", "keys": "image"},
+                                                  {"_target_": "EnsureChannelFirstd", "keys": "image"}, own,
+                                                  {"_target_": "DivisiblePadd", "keys": "image", "k": 4}]}
+    bundle = make_bundle(tmp_path, preprocessing=pre)
+    (bundle / "scripts").mkdir()
+    (bundle / "scripts" / "__init__.py").write_text("")
+    (bundle / "scripts" / "own.py").write_text("class Own:\n    def __call__(self, data):\n        return dict(data)\n")
+    rel.model_path.value = str(bundle)
+    rel.load()
+    _wait(qtbot, rel)
+    assert rel.status.value.startswith("error: ") and "scripts/own.py" in rel.status.value
+    assert "run the model's own code" in rel.status.value
+    assert rel.session.model is None or rel.session.model.pipeline is None
+    rel.trust.value = True
+    rel.run()
+    _wait(qtbot, rel)
+    exp = rel.session.explanation
+    assert exp is not None and exp.model.pipeline.kinds[0] == "scripts.own.Own"
+    assert abs(exp.ledger.unaccounted) <= 1e-5

@@ -59,8 +59,8 @@ def bundle_class(name: str, root: Path, source: str, trust: bool, base: type = n
         file = package
     if not trust:
         raise ModelError(f"{source}: {what} {name!r} is the bundle's own code ({file}); napari-lrp runs a "
-                         "bundle's code only when asked, after you have read it: load_model(..., trust=True) or "
-                         "napari-lrp explain --trust")
+                         "bundle's code only when asked, after you have read it: load_model(..., trust=True), "
+                         "napari-lrp explain --trust, or tick \"run the model's own code\" in the Relevance dock")
     ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "scripts" or k.startswith("scripts.")}
     sys.path.insert(0, str(root))
     try:

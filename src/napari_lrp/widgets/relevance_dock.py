@@ -228,7 +228,7 @@ class RelevanceWidget(DockPanel):
         uncertainty_row = self._build_uncertainty()
         bulk_buttons = self._build_filters()
         self._build_run_controls()
-        self.add(self.case_path, self.model_path, self.device, self.load_button, self.preset, self.target,
+        self.add(self.case_path, self.model_path, self.trust, self.device, self.load_button, self.preset, self.target,
                  self.target_class, self.uncertainty, uncertainty_row, self.scope, self.signs, self.output_filter,
                  self.input_filter, self.bulk, bulk_buttons)
         self.table = LayerFilterTable()
@@ -253,6 +253,10 @@ class RelevanceWidget(DockPanel):
                                            "an nnU-Net v2 results folder (or its plans.json: every fold, "
                                            "averaged; a fold_N/checkpoint_final.pth: that fold). Default: the "
                                            "sample model.")
+        self.trust = CheckBox(text="run the model's own code", value=False,
+                              tooltip="A MONAI bundle whose network or transforms are its own scripts/ code (UNesT, "
+                                      "the CECT and DeepEdit bundles) runs only when ticked: read the code first. "
+                                      "Unticked, such a model is refused naming the file.")
         self.device = ComboBox(label="device", choices=available_devices(), value="auto",
                                tooltip="Where the network runs: auto picks a CUDA GPU (or Apple MPS) when "
                                        "present, else the CPU.")
@@ -605,9 +609,10 @@ class RelevanceWidget(DockPanel):
         return (lambda: load_case(path or sample_case_path(1))), None, path
 
     def _model_loader(self):
-        path, device = str(self.model_path.value), self.device.value
+        path, device, trust = str(self.model_path.value), self.device.value, bool(self.trust.value)
         model = self.session.reusable_model(path, device)
-        return (lambda: model) if model is not None else (lambda: load_model(path, device=device)), path, device
+        return (lambda: model) if model is not None else (lambda: load_model(path, device=device, trust=trust)), \
+            path, device
 
     def load(self):
         """Load the case (the typed folder, else the case on screen, else sample case 1) and the model in a
