@@ -137,6 +137,35 @@ def _edit_network(folder: Path, changes: dict) -> None:
     path.write_text(json.dumps(doc) if path.suffix == ".json" else yaml.safe_dump(doc))
 
 
+def published_case(tmp: Path, name: str, modalities: list[str], shape=None):
+    """The files MONAI's run reads and the case napari-lrp loads from them, as the bundle's users lay them out.
+
+    Parameters
+    ----------
+    tmp : Path
+        Where the files are written.
+    name : str
+        The bundle.
+    modalities : list of str
+        The model's channel names.
+    shape : tuple of int, optional
+        The CT's voxels (default: the bundle's CASE_SHAPE, one window after its resampling).
+
+    Returns
+    -------
+    tuple
+        (the file or files in MONAI's order, the Case).
+    """
+    shape = tuple(shape or CASE_SHAPE.get(name, (60, 60, 30)))
+    if name == "brats_mri_segmentation":  # four files named as the archive names them, mapped by name
+        return _brats_case(tmp / "BraTS2021_00000"), nl.load_case(tmp / "BraTS2021_00000", modalities=modalities)
+    if name == "renalStructures_CECT_segmentation":  # three phases as its dataset names them, in its order
+        image = _cect_case(tmp / "data" / "case1", shape)
+        return image, nl.load_case(image[:3], modalities=modalities)
+    image = _ct_case(tmp / "case", shape)
+    return image, nl.load_case(image, modalities=modalities)
+
+
 def _brats_case(folder: Path, shape=(40, 40, 30)) -> list[Path]:
     """A BraTS 2021 case as its archive lays it out (BraTS2021_00000_{t1,t1ce,t2,flair}.nii.gz: 1 mm, LPS-like
     affine, skull-stripped with zero outside the brain, a tumour bright on T1ce and FLAIR). Returns the files in
@@ -303,16 +332,9 @@ def test_published_bundles_equal_monais_own_pipeline_and_explain(tmp_path, name)
         model = nl.load_model(folder, device="cpu", trust=trust)
         if "UNEST" in name:  # the bundle's own network class, imported from its folder and not left in sys.modules
             _check_own_network(model, name, before)
-        if name == "brats_mri_segmentation":  # four files named as the archive names them, mapped by name
-            image = _brats_case(tmp_path / "BraTS2021_00000")
-            case = nl.load_case(tmp_path / "BraTS2021_00000", modalities=model.card.modalities)
-        elif name == "renalStructures_CECT_segmentation":  # three phases as its dataset names them, in its order
-            image = _cect_case(tmp_path / "data" / "case1", CASE_SHAPE[name])
+        if name == "renalStructures_CECT_segmentation":
             assert model.card.modalities == ["artery", "vein", "excret"] and len(model.card.label_values) == 64
-            case = nl.load_case(image[:3], modalities=model.card.modalities)
-        else:
-            image = _ct_case(tmp_path / "case", CASE_SHAPE.get(name, (60, 60, 30)))
-            case = nl.load_case(image, modalities=model.card.modalities)
+        image, case = published_case(tmp_path, name, model.card.modalities)
         theirs, their_label = _monai_run(folder, image, model.network)
         pred, logits, _ = predict_case(model, case)
     ours = np.moveaxis(case.grid.from_napari(logits), -1, 0)  # (K, i, j, k): the file's voxel order
