@@ -354,3 +354,21 @@ def test_published_bundles_equal_monais_own_pipeline_and_explain(tmp_path, name)
     np.testing.assert_array_equal(exp.prediction, pred)
     assert exp.relevance.shape == (len(model.card.modalities), *case.shape) and np.isfinite(exp.relevance).all()
     assert abs(exp.ledger.unaccounted) <= 1e-5 * max(abs(exp.ledger.start), 1.0), exp.ledger.unaccounted
+
+
+def test_every_bundles_classes_and_channels_are_named_by_its_metadata(tmp_path):
+    """channel_def names the outputs, or label_def where a bundle writes that (pediatric_abdominal); no class is
+    left to a made-up name; the CECT bundle's channels are its three loaded keys."""
+    import re
+
+    for name in BUNDLES:
+        folder = tmp_path / name
+        shutil.copytree(ZOO / name, folder)  # the cards need no weights; DiNTS needs its searched code
+        if "search_code_18590" in next((folder / "configs").glob("inference.*")).read_text():
+            _search_code(folder / "models" / "search_code_18590.pt")
+        card, _weights = card_from_bundle(folder, trust=True)
+        assert not any(re.fullmatch(r"(class|ch)\d+", n) for n in card.classes + card.modalities), (name, card.classes)
+    card, _weights = card_from_bundle(ZOO / "pediatric_abdominal_ct_segmentation")
+    assert card.classes == ["background", "liver", "spleen", "pancreas"]
+    card, _weights = card_from_bundle(ZOO / "renalStructures_CECT_segmentation")
+    assert card.modalities == ["artery", "vein", "excret"] and card.label_values is None  # its painting needs trust

@@ -106,9 +106,11 @@ def _data_format(meta: dict, meta_path: Path) -> tuple[dict, dict]:
 
 
 def _channel_def(entry: dict, meta_path: Path, side: str) -> dict:
-    chdef = entry.get("channel_def") or {}
+    """The entry's ``channel_def`` (an output's names may be its ``label_def`` instead, as some bundles write)."""
+    field = "channel_def" if entry.get("channel_def") or side == "inputs" else "label_def"
+    chdef = entry.get(field) or {}
     if not isinstance(chdef, dict) or not all(isinstance(v, str) and v.strip() for v in chdef.values()):
-        raise ModelError(f"{meta_path}: field 'network_data_format.{side}.*.channel_def' must map channel indices "
+        raise ModelError(f"{meta_path}: field 'network_data_format.{side}.*.{field}' must map channel indices "
                          f"to names (non-empty text), not {chdef!r:.80}")
     return chdef
 
