@@ -13,7 +13,7 @@ from monai.networks.nets import UNet
 import napari_lrp as nl
 from napari_lrp.models import ModelError
 from napari_lrp.pipeline import predict_case
-from napari_lrp.samples import sample_case_path
+from napari_lrp.samples import sample_case_path, sample_nnunet_path
 
 #: our own code must not make MONAI warn on every bundle run (an affine given twice)
 pytestmark = pytest.mark.filterwarnings("error:Setting affine, but the applied meta contains an affine")
@@ -322,3 +322,32 @@ def test_a_bundles_own_transform_runs_only_trusted_and_only_where_it_moves_voxel
     scaled = _bundle_with_own_transform(tmp_path / "scaled", f"data['image'] = {keep.replace('[::-1]', '* 2.0')}")
     with pytest.raises(ModelError, match=r"transform scripts.own.Own makes 'image' of values that are neither voxels"):
         nl.explain(nl.load_model(scaled, trust=True), case)
+
+
+def test_a_pipelines_own_window_over_the_budget_is_refused_before_it_runs(tmp_path, monkeypatch):
+    """max_memory is honoured by models whose pipeline fixes the windows (a bundle's roi_size, nnU-Net's patch),
+    and a SimpleInferer bundle, whose window is the whole model grid, is checked against half the free memory:
+    both refused naming the estimate, the budget and the fix, before any relevance pass."""
+    import psutil
+
+    from napari_lrp.models.network_guard import module_window_bytes
+
+    case = nl.load_case(sample_case_path(1))
+    model = nl.load_model(make_bundle(tmp_path / "windows"))
+    need = module_window_bytes(model.network, (1, 6, 32, 32, 16))
+    with pytest.raises(ModelError, match=r"own \(32, 32, 16\) needs about .* GB, over the budget \(max_memory"):
+        nl.explain(model, case, max_memory=need / 2)
+    assert abs(nl.explain(model, case, max_memory=need * 2).ledger.unaccounted) <= 1e-5
+    wide = {**NET, "channels": [32, 64, 128]}
+    whole = nl.load_model(make_bundle(tmp_path / "whole", inferer={"_target_": "SimpleInferer"},
+                                      network=(UNet(**wide), {"_target_": "UNet", **wide})))
+    grid = whole.pipeline.prepare(case, whole.card.modalities, whole.network, whole.device).x.shape
+    whole_need = module_window_bytes(whole.network, tuple(grid))
+    assert whole_need > 4 * 0.05e9  # the transforms' own volumes need about 0.05 GB here
+    real = psutil.virtual_memory()  # room for the transforms (the model grid's volumes), not for the LRP
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=int(1.5 * whole_need)))
+    with pytest.raises(ModelError, match=r"over the budget \(half the free memory"):
+        nl.explain(whole, case)
+    nnunet = nl.load_model(sample_nnunet_path(), fold=0)
+    with pytest.raises(ModelError, match=r"own \(16, 64, 64\) needs about"):
+        nl.explain(nnunet, case, max_memory=1e6)

@@ -25,7 +25,7 @@ from .card import ModelError
 from .devices import available_bytes
 
 __all__ = ["check_allocation", "check_size", "construct", "MAX_PARAMETERS", "NetworkBlocked", "no_network",
-           "parameter_count", "refuse_download_arguments", "window_bytes"]
+           "module_window_bytes", "parameter_count", "refuse_download_arguments", "window_bytes"]
 
 #: the largest network a card may ask for (parameters; 2 GB of float32 weights); larger ones are refused
 MAX_PARAMETERS = 500_000_000
@@ -259,6 +259,18 @@ def _meta_only(error: Exception | None) -> bool:
 
 def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -> tuple[int | None, Exception | None]:
     """The elements of every leaf module's output in one forward pass, or (None, the error) where it fails."""
+    try:
+        with torch.device(device), no_network():
+            net = cls(**kwargs).eval()
+    except NetworkBlocked:
+        raise
+    except Exception as exc:  # noqa: BLE001 - arguments the network refuses at this size
+        return None, exc
+    return _counted(net, input_shape, device)
+
+
+def _counted(net: nn.Module, input_shape: tuple, device: str) -> tuple[int | None, Exception | None]:
+    """The elements of every leaf module's output of ``net`` (on ``device``) in one forward pass."""
     total = 0
 
     def count(_module, _args, out):
@@ -266,13 +278,10 @@ def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -
         if isinstance(out, torch.Tensor):
             total += out.numel()
 
-    handles = []
+    handles = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
     try:
-        with torch.device(device), no_network():
-            net = cls(**kwargs).eval()
-            handles = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
-            with torch.no_grad():
-                net(torch.zeros(input_shape))
+        with torch.device(device), no_network(), torch.no_grad():
+            net(torch.zeros(input_shape))
     except NetworkBlocked:
         raise
     except Exception as exc:  # noqa: BLE001 - an operation without a kernel there, or a size the network refuses
@@ -281,6 +290,32 @@ def _output_elements(cls: type, kwargs: dict, input_shape: tuple, device: str) -
         for h in handles:
             h.remove()
     return total, None
+
+
+def module_window_bytes(network: nn.Module, input_shape: tuple) -> float | None:
+    """About the bytes one LRP pass of a built network on an input keeps (as :func:`window_bytes`).
+
+    Counted on a copy on the meta device (no memory for activations), else by a forward pass without gradients
+    on the CPU, where each output is freed as the pass moves on.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network (its weights are copied, not changed).
+    input_shape : tuple of int
+        (N, C, Z, Y, X).
+
+    Returns
+    -------
+    float or None
+        None when the network fails on such an input.
+    """
+    import copy
+
+    total, error = _counted(copy.deepcopy(network).to("meta").eval(), input_shape, "meta")
+    if total is None and _meta_only(error):
+        total, error = _counted(copy.deepcopy(network).to("cpu").float().eval(), input_shape, "cpu")
+    return None if total is None else 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
 
 
 def check_allocation(nbytes: float, what: str, source: str, fix: str, device=None) -> None:

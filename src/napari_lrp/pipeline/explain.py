@@ -26,13 +26,14 @@ from ..lrp.targets import predict
 from ..metrics.components import resolve_target
 from ..models.card import Model, ModelCard, ModelError
 from ..models.loading import load_model
+from ..models.network_guard import module_window_bytes
 from ..models.pipeline import pipeline_input, pipeline_windows
 from ..models.preprocess import prepare_input
 from .attribution import run_attribution
 from .result import Explanation, load_settings
 from .runs import Run, RunSpec, record_shapes, run_lrp
 from .sampling import Sampling, run_sampled
-from .tiling import AUTO_OVERLAP, PLAN_VOXELS, check_tiling, memory_plan, run_tiled, tiled_prediction
+from .tiling import AUTO_OVERLAP, PLAN_VOXELS, budget, check_tiling, memory_plan, run_tiled, tiled_prediction
 
 __all__ = ["explain", "explain_again", "predict_case"]
 
@@ -282,7 +283,7 @@ def _run_of(m: Model, case: Case, progress, **kw) -> Run:
     spec = _spec(m, case, kw)
     sampling = Sampling(kw["mc_samples"], kw["dropout"], kw["seed"], kw["tta"], kw["dropout_at"], kw["batch_size"])
     if m.pipeline is not None:
-        return _pipeline_run(m, case, spec, method, sampling, kw["window"], progress)
+        return _pipeline_run(m, case, spec, method, sampling, kw["window"], progress, kw["max_memory"])
     prep = prepare_input(case.image, case.modalities, m.card, m.network, m.device, source=case.name)
     if method != "lrp":
         if sampling.active:
@@ -309,15 +310,27 @@ def _run_of(m: Model, case: Case, progress, **kw) -> Run:
     return run_lrp(m, case, prep, spec)
 
 
-def _pipeline_run(m: Model, case: Case, spec: RunSpec, method: str, sampling: Sampling, window, progress) -> Run:
+def _pipeline_run(m: Model, case: Case, spec: RunSpec, method: str, sampling: Sampling, window, progress,
+                  max_memory=None) -> Run:
     """A run of a model with its own pipeline (an nnU-Net results folder, a MONAI bundle with preprocessing):
-    its pre-processing, its sliding windows, relevance mapped back to the case grid."""
+    its pre-processing, its sliding windows, relevance mapped back to the case grid. Its windows are the
+    model's own, so a window's LRP over the budget (``max_memory``, or half the free memory for a whole-volume
+    pipeline, whose window is the case) is refused before it starts."""
     if method != "lrp" or sampling.active:
         raise ValueError(f"{m.path}: this model is explained with LRP on its own pre-processing and sliding "
                          f"windows; method={method!r}, mc_samples and tta do not run on them yet (load a card "
                          "of the network for those)")
     prep = pipeline_input(m, case)
     own = pipeline_windows(m, prep)
+    if max_memory is not None or getattr(m.pipeline, "window", True) is None:
+        need = module_window_bytes(prep.network, (1, int(prep.x.shape[1]), *own[0]))
+        limit = budget(max_memory, device=prep.x.device)
+        if need is not None and need > limit:
+            given = f"max_memory {max_memory / 1e9:.2f} GB" if max_memory is not None else \
+                f"half the free memory, {limit / 1e9:.2f} GB"
+            raise ModelError(f"{m.path}: the LRP of one window of the model's own {tuple(own[0])} needs about "
+                             f"{need / 1e9:.2f} GB, over the budget ({given}); the model's pipeline fixes its "
+                             "windows, so raise max_memory, crop the case, or run on a machine with more memory")
     if window not in (None, "auto") and tuple(int(v) for v in window) != tuple(own[0]):
         warnings.warn(f"{m.path}: the model runs on its own windows {tuple(own[0])}; window={window} is ignored",
                       stacklevel=3)
