@@ -226,7 +226,8 @@ class BundlePipeline(ModelPipeline):
                                  f"({type(exc).__name__}: {exc})") from exc
             if "_class_" in spec or spec["_target_"] in GUIDANCE:
                 t = _Rearrangement(t, spec["_target_"], self.source)
-            out.append(_StraightThrough(t, self.inputs + [self.key]) if spec["_target_"] in INTENSITY else t)
+            keys = list(dict.fromkeys([*self.inputs, self.key]))
+            out.append(_StraightThrough(t, keys) if spec["_target_"] in INTENSITY else t)
         return out
 
     def _check_sizes(self, shape, grid, source: str) -> None:

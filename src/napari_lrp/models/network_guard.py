@@ -236,19 +236,27 @@ def window_bytes(cls: type, kwargs: dict, input_shape: tuple) -> float | None:
         return None  # the pass fails for a reason of its own (mismatched sizes): a real pass would fail the same way
     if total is None:
         # an operation without a meta kernel (shifted windows, rolls): count on a real forward pass of a
-        # smaller input and scale by the voxels (module outputs grow with the voxels in these networks)
+        # smaller input and scale by the voxels (module outputs grow with the voxels in these networks); one
+        # network built on the CPU serves every count
+        try:
+            with torch.device("cpu"), no_network():
+                net = cls(**kwargs).eval()
+        except NetworkBlocked:
+            raise
+        except Exception:  # noqa: BLE001 - arguments the network refuses
+            return None
         spatial = input_shape[2:]
         for num, den in ((1, 4), (1, 3), (1, 2), (2, 3)):
             small = tuple(s * num // den for s in spatial)
             if all(s * num % den == 0 and t >= 16 for s, t in zip(spatial, small)):
-                counted, _error = _output_elements(cls, kwargs, (*input_shape[:2], *small), "cpu")
+                counted, _error = _counted(net, (*input_shape[:2], *small), "cpu")
                 if counted is not None:
                     total = counted * math.prod(spatial) / math.prod(small)
                     break
-    if total is None:
-        # a network that takes only its own input size (UNesT): count at that size; without gradients each
-        # output is freed as the pass moves on, so the count costs a fraction of what it estimates
-        total, _error = _output_elements(cls, kwargs, input_shape, "cpu")
+        if total is None:
+            # a network that takes only its own input size (UNesT): count at that size; without gradients
+            # each output is freed as the pass moves on, so the count costs a fraction of what it estimates
+            total, _error = _counted(net, input_shape, "cpu")
     return None if total is None else 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
 
 
