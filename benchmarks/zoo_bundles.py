@@ -3,8 +3,9 @@ bundle that runs, the largest difference of its logits from MONAI's own pipeline
 logit), the window's LRP memory estimated before the run against the peak resident memory measured, and the
 time of one explanation; for each refused bundle, the reason. Each bundle in a fresh process.
 
-    python benchmarks/zoo_bundles.py [--bundles a,b] [--shape 60,60,30] [--trust]
-(--trust runs the bundles whose network or transforms are their own scripts/ code.)
+    python benchmarks/zoo_bundles.py [--bundles a,b] [--shape 60,60,30] [--trust] [--reduced]
+(--trust runs the bundles whose network or transforms are their own scripts/ code; --reduced runs the sizes
+the suite reduces, tests/models/test_zoo_bundles.py's REDUCED, with the relevance it leaves out.)
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from napari_lrp.models.network_guard import window_bytes
 import numpy as np
 from napari_lrp.pipeline import predict_case
 from test_zoo_bundles import _bundle, _monai_run, published_case
-name, shape, trust = sys.argv[1], json.loads(sys.argv[3]), sys.argv[4] == "1"
+name, shape, trust, reduced = sys.argv[1], json.loads(sys.argv[3]), sys.argv[4] == "1", sys.argv[5] == "1"
 tmp = Path(tempfile.mkdtemp())
-folder = _bundle(tmp, name, trusted=trust)
+folder = _bundle(tmp, name, reduce=reduced, trusted=trust)
 try:
     model = nl.load_model(folder, device="cpu", trust=trust)
 except ModelError as exc:
@@ -64,6 +65,7 @@ def main(argv=None):
     ap.add_argument("--bundles", default=",".join(BUNDLES))
     ap.add_argument("--shape", default=None, help="the synthetic CT's voxels i,j,k (default: one window)")
     ap.add_argument("--trust", action="store_true", help="run a bundle's own scripts/ network or transforms")
+    ap.add_argument("--reduced", action="store_true", help="the sizes the suite runs (its REDUCED)")
     a = ap.parse_args(argv)
     shape = [int(v) for v in a.shape.split(",")] if a.shape else None
     print("| bundle | max logit diff / max | seconds | peak RSS GB | window LRP estimate GB | windows | unaccounted | "
@@ -71,7 +73,7 @@ def main(argv=None):
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name in a.bundles.split(","):
         res = subprocess.run([sys.executable, "-c", CHILD, name, str(ROOT / "tests" / "models"), json.dumps(shape),
-                              "1" if a.trust else "0"],
+                              "1" if a.trust else "0", "1" if a.reduced else "0"],
                              capture_output=True, text=True, cwd=ROOT)
         if res.returncode != 0:
             print(f"| {name} | | | | | | | failed: {res.stderr.strip().splitlines()[-1][:120]} |", flush=True)
