@@ -455,8 +455,8 @@ def test_lrp0_of_a_planner_made_folder_is_gradient_x_input_of_nnunets_own_pipeli
     """The default planner's folder, made bias-free and norm-free, on a case scanned at another spacing (nnU-Net
     resamples it with cubic splines and clips the overshoot): LRP-0 relevance on the case grid equals gradient x
     input of nnU-Net's own pipeline (its cropping, normalisation, resampling, sliding windows and resampling back,
-    run by nnU-Net's functions in float64) with respect to the normalised voxels, checked along directions by
-    central differences, including the voxels holding the range's ends, whose values clipped voxels take."""
+    run by nnU-Net's functions in float64) with respect to the normalised voxels, checked by central differences
+    along a random direction and along the voxels holding the range's ends, whose values clipped voxels take."""
     from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 
@@ -512,8 +512,7 @@ def test_lrp0_of_a_planner_made_folder_is_gradient_x_input_of_nnunets_own_pipeli
         ends[c].flat[[int(np.argmax(normalised[c])), int(np.argmin(normalised[c]))]] = True
     usable = np.abs(normalised) > 1e-3
     # float64 central differences with a step small enough to cross no kink of the network's LeakyReLUs
-    for v in (rng.normal(size=normalised.shape) * usable, ends * usable * 1.0,
-              rng.normal(size=normalised.shape) * usable * region[None]):
+    for v in (rng.normal(size=normalised.shape) * usable, ends * usable * 1.0):
         h = 1e-7 / max(np.abs(v).max(), 1e-30)
         numeric = (pipeline(normalised + h * v) - pipeline(normalised - h * v)) / (2 * h)
         assert numeric == pytest.approx(float((gradient * v).sum()), rel=1e-4, abs=1e-8 * abs(exp.ledger.start))
