@@ -287,6 +287,8 @@ def test_label_values_on_a_card_are_checked():
     assert ModelCard.from_dict({**card, "label_values": [0, 1, 2, 3]}).label_values == [0, 1, 2, 3]
     with pytest.raises(ModelError, match=r"label_values.*2\*\*2 = 4 values"):
         ModelCard.from_dict({**card, "label_values": [0, 1, 2]})
+    with pytest.raises(ModelError, match=r"label_values paints combinations of regions: it needs output_activation"):
+        ModelCard.from_dict({**card, "output_activation": "softmax", "label_values": [0, 1, 2, 3]})
 
 
 def _bundle_with_own_transform(tmp_path, body: str):

@@ -174,9 +174,8 @@ def card_from_bundle(folder: Path, trust: bool = False) -> tuple[ModelCard, Path
     classes = [str(outdef.get(str(i), f"class{i}")) for i in range(n_out)]
     weights = bundle_weights(config)
     sigmoid = n_out == 1 or _sigmoid_postprocessing(config)
-    painting, lambdad = label_painting(config, n_out, trust) if sigmoid else None, False
-    if painting is not None:
-        painting, lambdad = painting
+    painted = label_painting(config, n_out, trust) if sigmoid else None
+    painting, lambdad = painted if painted is not None else (None, False)
     card = ModelCard(
         name=meta.get("name", folder.name), architecture={"class": cls_name, "kwargs": kwargs},
         weights=str(Path("..") / weights.resolve().relative_to(folder.resolve())), modalities=modalities,

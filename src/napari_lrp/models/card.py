@@ -107,6 +107,9 @@ class _CardSchema(_Strict):
         if self.regions_class_order is not None and len(self.regions_class_order) != len(self.classes):
             raise ValueError(f"regions_class_order {self.regions_class_order} paints one label value per class: it "
                              f"needs {len(self.classes)} values (one for each of {self.classes})")
+        if self.label_values is not None and (self.output_activation != "sigmoid" or len(self.classes) < 2):
+            raise ValueError("label_values paints combinations of regions: it needs output_activation 'sigmoid' and "
+                             "two or more classes (a softmax model's label is its class index)")
         if self.label_values is not None and (len(self.label_values) != 2 ** len(self.classes)
                                               or any(not 0 <= v <= 255 for v in self.label_values)):
             raise ValueError(f"label_values gives the label value (0 to 255) of each combination of regions: it "
