@@ -75,6 +75,7 @@ def test_entries_never_asked_for_are_never_evaluated(bundle):
     ("import os", "an import"), ("[x for x in range(3)]", "ListComp"), ("(lambda: 1)()", "a call of"),
     ("().__class__", r"the name|Attribute"), ("open('/etc/passwd')", "a call of 'open'"),
     ("os.system('true')", "a call of 'os.system'"), ("x", "the name 'x'"), ("range(10**9)", "at most"),
+    ("9**9**9", "at most 65,536 bits"), ("(2**1024)**1024", "at most 65,536 bits"),
 ])
 def test_the_evaluator_refuses_what_is_not_data(expression, message):
     with pytest.raises(ModelError, match=message):

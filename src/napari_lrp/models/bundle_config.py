@@ -72,8 +72,20 @@ FUNCTIONS: dict[str, Any] = {
     "os.path.basename": os.path.basename, "os.path.dirname": os.path.dirname, "torch.where": torch.where,
 }
 
+#: the most bits a whole-number power may take (9**9**9 would run for hours)
+MAX_POWER_BITS = 65_536
+
+
+def _power(base, exponent):
+    if isinstance(exponent, int) and isinstance(base, int) and max(base.bit_length(), 1) * abs(exponent) > \
+            MAX_POWER_BITS:
+        raise ValueError(f"a power of {base.bit_length()}-bit {base if base.bit_length() < 64 else '...'} to "
+                         f"{exponent} (at most {MAX_POWER_BITS:,} bits)")
+    return operator.pow(base, exponent)
+
+
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: _power}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
 _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
             ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
@@ -158,7 +170,6 @@ class _Evaluator:
                 self.refuse("'**' in a call")
             return self.functions[name](*args, **kwargs)
         self.refuse(f"{type(node).__name__} ({ast.unparse(node)!r})")
-
 
     def _lambda(self, node: ast.Lambda):
         """A function of plain arguments whose body is evaluated by the same rules (a postprocessing step's
