@@ -487,7 +487,8 @@ def bundle_pipeline(config, trust: bool = False) -> BundlePipeline | None:
             specs.append({**spec, "_target_": target, "_class_": cls})
             kinds.append(target)
             continue
-        name = _short(target, source, where, "monai.transforms.")
+        deepedit = target.startswith("monai.apps.deepedit.transforms.") and target.rsplit(".", 1)[-1] in GUIDANCE
+        name = target.rsplit(".", 1)[-1] if deepedit else _short(target, source, where, "monai.transforms.")
         if name not in SUPPORTED:
             raise ModelError(f"{source}: {where} {name} is not supported: napari-lrp maps relevance back through "
                              f"{', '.join(sorted(ROUTING | RESAMPLING))} and passes {', '.join(sorted(INTENSITY))}; "
