@@ -98,23 +98,26 @@ class _Rearrangement:
 
     def __call__(self, data):
         arrays = [k for k, v in data.items() if isinstance(v, torch.Tensor)]
+        starts = dict(zip(arrays, np.cumsum([1] + [data[k].numel() for k in arrays]).tolist()))
         count = sum(data[k].numel() for k in arrays)
         with torch.no_grad():
             values = self.transform({**data, **{k: data[k].detach().clone() for k in arrays}})
             first = self.transform({**data, **_numbered(data, arrays, 1)})
             second = self.transform({**data, **_numbered(data, arrays, 1 + count)})
-        flat = torch.cat([_plain(data[k]).reshape(-1) for k in arrays]) if arrays else torch.zeros(0)
-        numbering = _numbered(data, arrays, 1)
+        flat = None  # every input voxel in numbering order, made only when an output is not an input as it was
         out = dict(values)
         for k, v in values.items():
             if not isinstance(v, (torch.Tensor, np.ndarray)) or k not in first:
                 continue
             ids = torch.as_tensor(np.asarray(_plain(first[k])), dtype=torch.float64)
-            if k in arrays and ids.shape == numbering[k].shape and torch.equal(ids, _plain(numbering[k])):
+            own = torch.arange(starts[k], starts[k] + data[k].numel(), dtype=torch.float64) if k in arrays else None
+            if own is not None and ids.shape == data[k].shape and torch.equal(ids.reshape(-1), own):
                 out[k] = data[k]  # untouched: the graph is kept
-            else:
-                other = torch.as_tensor(np.asarray(_plain(second[k])), dtype=torch.float64)
-                out[k] = self._gathered(k, v, ids, other, flat, count)
+                continue
+            if flat is None:
+                flat = torch.cat([_plain(data[a]).reshape(-1) for a in arrays]) if arrays else torch.zeros(0)
+            other = torch.as_tensor(np.asarray(_plain(second[k])), dtype=torch.float64)
+            out[k] = self._gathered(k, v, ids, other, flat, count)
         return out
 
     def _gathered(self, key: str, value, ids, other, flat, count: int):
