@@ -320,9 +320,16 @@ def module_window_bytes(network: nn.Module, input_shape: tuple) -> float | None:
     """
     import copy
 
-    total, error = _counted(copy.deepcopy(network).to("meta").eval(), input_shape, "meta")
+    # a copy whose weights are meta tensors: the weights themselves are never copied
+    memo = {id(p): nn.Parameter(p.detach().to("meta"), requires_grad=False) for p in network.parameters()}
+    memo.update({id(b): b.to("meta") for b in network.buffers()})
+    total, error = _counted(copy.deepcopy(network, memo).eval(), input_shape, "meta")
     if total is None and _meta_only(error):
-        total, error = _counted(copy.deepcopy(network).to("cpu").float().eval(), input_shape, "cpu")
+        on_cpu = all(t.device.type == "cpu" and t.dtype == torch.float32
+                     for t in (*network.parameters(), *network.buffers()) if t.is_floating_point())
+        # counting adds and removes hooks only: the network itself serves where it already runs on the CPU
+        net = network if on_cpu else copy.deepcopy(network).to("cpu").float().eval()
+        total, error = _counted(net, input_shape, "cpu")
     return None if total is None else 4.0 * total * LRP_BYTES_PER_OUTPUT_BYTE
 
 
